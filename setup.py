@@ -1,0 +1,49 @@
+"""sparkscore packaging: library ranges here; exact pins live in constraints.txt."""
+
+from setuptools import setup
+
+CORE = [
+    "numpy>=1.26,<2.5",
+    "pandas>=2.1,<3",          # pyspark 4.2 warns on pandas >= 3
+    "pyarrow>=15",
+    "sqlglot>=30,<31",
+    "duckdb>=1.1",
+    "typer>=0.12",
+    "rich>=13",
+    "filelock>=3.12",
+    "deltalake>=1.0",
+]
+EXTRAS = {
+    "torch": ["torch==2.13.0"],
+    "compiled": ["numba>=0.60"],
+    "sklearn": ["scikit-learn>=1.5"],
+    "lightgbm": ["lightgbm>=4.3"],
+    "xgboost": ["xgboost-cpu>=2.1"],
+    "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
+    "notebook": ["ipython>=8"],
+    "bench": ["matplotlib>=3.8"],
+}
+EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1"]
+
+setup(
+    name="sparkscore",
+    version="0.1.0",
+    description="Score trained ML models inside Spark SQL / PySpark and DuckDB, with a query optimizer",
+    python_requires=">=3.10",
+    # explicit: a top-level jobs/ folder defeats setuptools' automatic discovery
+    packages=[
+        "sparkscore",
+        "sparkscore.ir",
+        "sparkscore.importers",
+        "sparkscore.compiler",
+        "sparkscore.registry",
+        "sparkscore.optimizer",
+        "sparkscore.engines",
+    ],
+    package_data={"sparkscore": ["py.typed", "sql/*.sql"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["sparkscore=sparkscore.cli:main"]},
+)

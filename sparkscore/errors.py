@@ -1,0 +1,48 @@
+"""One exception hierarchy for sparkscore.
+
+Every error a user can trigger derives from :class:`SparkscoreError` *and* the matching builtin,
+so ``except ValueError`` keeps working for callers that do not know sparkscore.  Messages are
+one line that says what is wrong, where (model, column) and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class SparkscoreError(Exception):
+    """Base class of every error sparkscore raises on purpose."""
+
+
+class ModelNotFoundError(SparkscoreError, LookupError):
+    """A model name, version or alias that the registry does not hold."""
+
+
+class InvalidModelNameError(SparkscoreError, ValueError):
+    """A model name, alias or ref that fails validation (e.g. path traversal, SQL text)."""
+
+
+class SignatureError(SparkscoreError, ValueError):
+    """Input columns do not match a model's signature (missing, extra or mistyped column)."""
+
+
+class IntegrityError(SparkscoreError, ValueError):
+    """A stored model whose bytes do not match its recorded sha256, or an unreadable format."""
+
+
+class FormatVersionError(IntegrityError):
+    """A stored model written by a format version this sparkscore cannot read."""
+
+
+class UnsupportedModelError(SparkscoreError, TypeError):
+    """A native model class (or option) no importer supports."""
+
+
+class RegistryError(SparkscoreError, RuntimeError):
+    """A registry operation that cannot be carried out (conflict, bad URI, read-only store)."""
+
+
+class QueryError(SparkscoreError, ValueError):
+    """A PREDICT query that cannot be planned (bad arguments, unknown rule, unsupported shape)."""
+
+
+class JobError(SparkscoreError, RuntimeError):
+    """A batch scoring job that cannot run or commit its output."""

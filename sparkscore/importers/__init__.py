@@ -1,0 +1,48 @@
+"""Native models -> :class:`sparkscore.ir.Model`.
+
+``convert`` dispatches on the native object's module (so no ML library is imported unless the
+user passes one of its models) to one importer per library, Hummingbird-style.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Sequence
+
+from sparkscore.errors import UnsupportedModelError
+from sparkscore.ir.model import Model
+
+#: top-level module of the native object's class -> importer module
+_IMPORTERS = {
+    "sklearn": "sparkscore.importers.sklearn",
+    "lightgbm": "sparkscore.importers.lightgbm",
+    "xgboost": "sparkscore.importers.xgboost",
+    "pyspark": "sparkscore.importers.pyspark_ml",
+}
+
+SUPPORTED = (
+    "scikit-learn: LinearRegression, Ridge, Lasso, ElasticNet, SGDClassifier/Regressor, LogisticRegression, "
+    "DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, HistGradientBoosting*, Pipelines of "
+    "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor; "
+    "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
+    "DecisionTree/RandomForest/GBT models (or their saved directories); sparkscore Model"
+)
+
+
+def convert(native_model, feature_names: Sequence[str] | None = None) -> Model:
+    """Convert a fitted native model (or a saved pyspark.ml model directory) to a sparkscore Model."""
+    if isinstance(native_model, Model):
+        return native_model
+    if isinstance(native_model, (str,)) or hasattr(native_model, "__fspath__"):
+        from sparkscore.importers import pyspark_ml
+
+        return pyspark_ml.convert_saved(native_model, feature_names)
+    root = type(native_model).__module__.split(".", 1)[0]
+    module_name = _IMPORTERS.get(root)
+    if module_name is None:
+        raise UnsupportedModelError(
+            f"cannot convert {type(native_model).__module__}.{type(native_model).__qualname__}: "
+            f"supported are {SUPPORTED}"
+        )
+    module = importlib.import_module(module_name)
+    return module.convert(native_model, feature_names)

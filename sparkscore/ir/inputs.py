@@ -1,0 +1,125 @@
+"""Turn user input (numpy, pandas, pyarrow, dict of columns) into the float64 matrix models read.
+
+Columns are matched **by name** when the input has names that cover the signature, otherwise by
+position (numpy arrays, unnamed frames).  NULL/None become NaN, which every model routes as a
+missing value.  Categorical columns with string categories are encoded to their code
+(index in ``Column.categories``); unknown values become NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparkscore.errors import SignatureError
+from sparkscore.ir.signature import Column, Signature
+
+
+def as_matrix(signature: Signature, X, model_name: str = "model") -> np.ndarray:
+    """Float64 C-contiguous matrix (n, len(signature)) for ``X``."""
+    columns = _columns_by_name(signature, X, model_name)
+    if columns is None:
+        arr = np.asarray(X)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1) if len(signature) > 1 else arr.reshape(-1, 1)
+        if arr.ndim != 2:
+            raise SignatureError(f"{model_name}: input must be 2-D (rows x {len(signature)} columns), got {arr.ndim}-D")
+        if arr.shape[1] != len(signature):
+            raise SignatureError(
+                f"{model_name}: input has {arr.shape[1]} columns but the model takes {len(signature)} "
+                f"({', '.join(signature.names[:8])}{', ...' if len(signature) > 8 else ''}); pass those columns in order"
+            )
+        if arr.dtype.kind in "fiub" and not any(c.categories and isinstance(c.categories[0], str) for c in signature.inputs):
+            return np.ascontiguousarray(arr, dtype=np.float64)
+        columns = [arr[:, j] for j in range(arr.shape[1])]
+    out = np.empty((len(columns[0]) if columns else 0, len(signature)), dtype=np.float64)
+    for j, (col, values) in enumerate(zip(signature.inputs, columns)):
+        out[:, j] = encode_column(col, values, model_name)
+    return out
+
+
+def encode_column(col: Column, values, model_name: str = "model") -> np.ndarray:
+    """One input column as float64 (categorical strings -> codes, NULL -> NaN)."""
+    if col.categories is not None and col.categories and isinstance(col.categories[0], str):
+        import pandas as pd
+
+        vals = values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") and not isinstance(values, (pd.Series, pd.Index, np.ndarray)) else values
+        if isinstance(vals, pd.Series) and isinstance(vals.dtype, pd.CategoricalDtype):
+            vals = vals.astype(object)
+        codes = pd.Categorical(np.asarray(vals, dtype=object), categories=list(col.categories)).codes
+        return np.where(codes < 0, np.nan, codes.astype(np.float64))
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
+        try:
+            import pyarrow as pa
+
+            if isinstance(values, (pa.Array, pa.ChunkedArray)):
+                if pa.types.is_dictionary(values.type):
+                    values = values.cast(values.type.value_type)
+                return _float(values.to_numpy(zero_copy_only=False), col, model_name)
+        except ImportError:  # pragma: no cover - pyarrow is a core dependency
+            pass
+        import pandas as pd
+
+        if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(object)
+        values = values.to_numpy()
+    return _float(np.asarray(values), col, model_name)
+
+
+def _float(arr: np.ndarray, col: Column, model_name: str) -> np.ndarray:
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False)
+    if arr.dtype.kind == "O":
+        out = np.empty(len(arr), dtype=np.float64)
+        for i, v in enumerate(arr):
+            if v is None:
+                out[i] = np.nan
+                continue
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                raise SignatureError(
+                    f"{model_name}: column {col.name!r} must be numeric ({col.dtype}), got {type(v).__name__} {v!r}; cast it"
+                ) from None
+        return out
+    raise SignatureError(f"{model_name}: column {col.name!r} must be numeric ({col.dtype}), got dtype {arr.dtype}; cast it")
+
+
+def default_names(n: int) -> tuple[str, ...]:
+    """Names given to the inputs of a model trained on unnamed data (``f0``, ``f1``, ...)."""
+    return tuple(f"f{i}" for i in range(n))
+
+
+def _columns_by_name(signature: Signature, X, model_name: str):
+    """List of per-column arrays in signature order, or None when X has no usable names."""
+    names = None
+    getter = None
+    try:
+        import pyarrow as pa
+
+        if isinstance(X, (pa.Table, pa.RecordBatch)):
+            names = list(X.schema.names)
+            getter = X.column
+    except ImportError:  # pragma: no cover
+        pass
+    if names is None and isinstance(X, dict):
+        names = list(X)
+        getter = X.__getitem__
+    if names is None and hasattr(X, "columns") and hasattr(X, "iloc"):
+        cols = list(X.columns)
+        if all(isinstance(c, str) for c in cols):
+            names = cols
+            getter = X.__getitem__
+        else:
+            return None
+    if names is None:
+        return None
+    missing = [n for n in signature.names if n not in names]
+    if missing:
+        if len(names) == len(signature) and signature.names == default_names(len(signature)) and not isinstance(X, dict):
+            return [getter(n) for n in names]  # model trained without names: bind by position
+        raise SignatureError(
+            f"{model_name}: input is missing column {missing[0]!r}"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; the model needs "
+            f"{', '.join(signature.names[:8])}{', ...' if len(signature) > 8 else ''}"
+        )
+    return [getter(n) for n in signature.names]

@@ -1,0 +1,176 @@
+"""``ss.Model``: one model's IR, signature and metadata, with predict / save / load.
+
+Prediction is delegated to :mod:`sparkscore.compiler` (imported lazily: the one sanctioned
+upward call, listed in the layering contract) so that the IR stays a plain data package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from sparkscore.errors import IntegrityError, SparkscoreError
+from sparkscore.ir.features import FeatureMap
+from sparkscore.ir.inputs import as_matrix
+from sparkscore.ir.linear import LinearModel
+from sparkscore.ir.serialize import content_sha256, read_dir, to_payload, write_dir
+from sparkscore.ir.signature import Signature
+from sparkscore.ir.trees import TreeEnsemble
+
+Estimator = Union[LinearModel, TreeEnsemble]
+_KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
+TASKS = ("regression", "classification")
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A scoring-ready model: ``estimator(features(encode(X)))``.
+
+    ``task`` is ``"regression"`` or ``"classification"``; classifiers carry ``classes`` (labels in
+    output order).  ``metadata`` is JSON-able (source library, version, class name, ...).
+    """
+
+    estimator: Estimator
+    signature: Signature
+    features: tuple[FeatureMap, ...] = ()
+    task: str = "regression"
+    classes: tuple | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "metadata", dict(self.metadata))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(c.item() if isinstance(c, np.generic) else c for c in self.classes))
+        if self.task not in TASKS:
+            raise ValueError(f"Model.task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "classification" and not self.classes:
+            raise ValueError("a classification Model needs its class labels")
+        width = len(self.signature)
+        for fmap in self.features:
+            if fmap.n_inputs != width:
+                raise ValueError(f"FeatureMap expects {fmap.n_inputs} inputs, previous stage gives {width}")
+            width = fmap.n_outputs
+        if width != self.estimator.n_features:
+            raise ValueError(f"estimator takes {self.estimator.n_features} features, preprocessing gives {width}")
+        try:
+            json.dumps(self.metadata, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Model.metadata must be JSON-serialisable: {exc}") from None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def kind(self) -> str:
+        return "linear" if isinstance(self.estimator, LinearModel) else "trees"
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == "classification"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", "model"))
+
+    @cached_property
+    def sha256(self) -> str:
+        doc, arrays = self.to_payload()
+        from sparkscore.ir.serialize import FORMAT_VERSION
+
+        return content_sha256(dict(doc, format_version=FORMAT_VERSION), arrays)
+
+    # ------------------------------------------------------------------ scoring
+    def to_matrix(self, X) -> np.ndarray:
+        """The float64 input matrix (signature order, NULL -> NaN, categories -> codes)."""
+        return as_matrix(self.signature, X, self.name)
+
+    def scores(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
+        """Transformed model outputs (n, k): regression values or class probabilities/scores."""
+        from sparkscore import compiler  # lazy: see module docstring
+
+        return compiler.scores(self, self.to_matrix(X), backend=backend, device=device)
+
+    def predict(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
+        """Regression values, or class labels for classifiers (argmax of the probabilities)."""
+        return self.outputs_to_predictions(self.scores(X, backend, device))
+
+    def predict_proba(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
+        """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``."""
+        if not self.is_classifier:
+            raise SparkscoreError(f"{self.name}: predict_proba needs a classifier; this model is a regressor, use predict")
+        return self.outputs_to_proba(self.scores(X, backend, device))
+
+    def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
+        if scores.shape[1] == 1:
+            p = scores[:, 0]
+            return np.column_stack([1.0 - p, p])
+        return scores
+
+    def outputs_to_predictions(self, scores: np.ndarray) -> np.ndarray:
+        if not self.is_classifier:
+            return scores[:, 0] if scores.shape[1] == 1 else scores
+        idx = np.argmax(self.outputs_to_proba(scores), axis=1)
+        return np.asarray(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[idx]
+
+    # ------------------------------------------------------------------ format
+    def to_payload(self) -> tuple[dict, dict[str, np.ndarray]]:
+        est_fields, est_arrays = to_payload(self.estimator)
+        arrays = {f"estimator.{k}": v for k, v in est_arrays.items()}
+        feature_docs = []
+        for i, fmap in enumerate(self.features):
+            fdoc, farrays = to_payload(fmap)
+            feature_docs.append(fdoc)
+            arrays.update({f"features.{i}.{k}": v for k, v in farrays.items()})
+        doc = {
+            "kind": self.kind,
+            "estimator": est_fields,
+            "features": feature_docs,
+            "signature": self.signature.to_json(),
+            "task": self.task,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "metadata": self.metadata,
+        }
+        return doc, arrays
+
+    @classmethod
+    def from_payload(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "Model":
+        try:
+            est_cls = _KINDS[doc["kind"]]
+            est = est_cls(**doc["estimator"], **{k.split(".", 1)[1]: v for k, v in arrays.items()
+                                                 if k.startswith("estimator.")})
+            features = tuple(
+                FeatureMap(**fdoc, **{k.rsplit(".", 1)[1]: v for k, v in arrays.items()
+                                      if k.startswith(f"features.{i}.")})
+                for i, fdoc in enumerate(doc["features"])
+            )
+            classes = doc.get("classes")
+            return cls(est, Signature.from_json(doc["signature"]), features, doc["task"],
+                       tuple(classes) if classes is not None else None, doc.get("metadata") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"model document is malformed ({type(exc).__name__}: {exc}); re-register the model") from None
+
+    def save(self, path) -> str:
+        """Write the model directory; returns its sha256."""
+        doc, arrays = self.to_payload()
+        return write_dir(path, doc, arrays)
+
+    @classmethod
+    def load(cls, path) -> "Model":
+        """Load and verify a model directory (never unpickles)."""
+        doc, arrays, digest = read_dir(path)
+        model = cls.from_payload(doc, arrays)
+        model.__dict__["sha256"] = digest
+        return model
+
+    def __repr__(self) -> str:
+        est = self.estimator
+        size = f"{est.n_trees} trees" if isinstance(est, TreeEnsemble) else f"{est.n_features}x{est.n_outputs} GLM"
+        return (f"Model({self.name!r}, {self.kind}: {size}, task={self.task}, "
+                f"inputs={len(self.signature)}, source={self.metadata.get('source', '?')})")
