@@ -1,9 +1,10 @@
 """Safe on-disk format: ``model.json`` + ``arrays.npz`` (``allow_pickle=False``) + ``sha256``.
 
-The sha256 is taken over the *content* (canonical JSON bytes, then each array's name, dtype,
-shape and bytes in name order), not over the zip container, so one model always has one hash
-however often it is saved.  Loading recomputes it and refuses anything that does not match, was
-written by an unknown format version, or holds object arrays.  Nothing here can unpickle.
+Both files are written deterministically (canonical JSON; a zip with fixed timestamps and arrays
+in name order), so one model always has one sha256 however often it is saved, and the hash covers
+every byte on disk: any flipped byte is caught.  Loading recomputes it and refuses anything that
+does not match, was written by an unknown format version, or holds object arrays.  Nothing here
+can unpickle.
 """
 
 from __future__ import annotations
@@ -43,30 +44,46 @@ def canonical_json(doc: dict) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def content_sha256(doc: dict, arrays: dict[str, np.ndarray]) -> str:
+def encode(doc: dict, arrays: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    """Deterministic (model.json, arrays.npz) bytes for a document and its arrays."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[name])
+            if arr.dtype.hasobject:
+                raise ValueError(f"array {name!r} has dtype object; the model format holds numeric arrays only")
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return canonical_json(doc), buf.getvalue()
+
+
+def digest(json_bytes: bytes, npz_bytes: bytes) -> str:
     h = hashlib.sha256()
-    h.update(canonical_json(doc))
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        h.update(f"\0{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
-        h.update(arr.tobytes())
+    h.update(len(json_bytes).to_bytes(8, "big"))
+    h.update(json_bytes)
+    h.update(npz_bytes)
     return h.hexdigest()
 
 
+def content_sha256(doc: dict, arrays: dict[str, np.ndarray]) -> str:
+    return digest(*encode(doc, arrays))
+
+
 def write_dir(path: str | os.PathLike, doc: dict, arrays: dict[str, np.ndarray]) -> str:
-    """Write the three files (atomically per file) and return the content sha256."""
+    """Write the three files (atomically per file) and return the sha256."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     doc = dict(doc, format_version=FORMAT_VERSION)
-    digest = content_sha256(doc, arrays)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    for name, data in ((ARRAYS_NPZ, buf.getvalue()), (MODEL_JSON, canonical_json(doc)),
-                       (SHA256_FILE, (digest + "\n").encode())):
+    raw_json, raw_npz = encode(doc, arrays)
+    sha = digest(raw_json, raw_npz)
+    for name, data in ((ARRAYS_NPZ, raw_npz), (MODEL_JSON, raw_json), (SHA256_FILE, (sha + "\n").encode())):
         tmp = path / f".{name}.tmp-{os.getpid()}"
         tmp.write_bytes(data)
         os.replace(tmp, path / name)
-    return digest
+    return sha
 
 
 def read_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], str]:
@@ -79,10 +96,14 @@ def read_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], str]
     except FileNotFoundError as exc:
         raise IntegrityError(f"{path}: not a sparkscore model directory (missing {Path(exc.filename).name}); "
                              "save it with Model.save or register it again") from None
+    actual = digest(raw_json, raw_npz)
+    if actual != expected:
+        raise IntegrityError(f"{path}: sha256 mismatch (recorded {expected[:12]}..., files {actual[:12]}...); "
+                             "the model files were modified or damaged: re-register the model")
     try:
         doc = json.loads(raw_json.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise IntegrityError(f"{path}: {MODEL_JSON} is corrupt (sha256 mismatch); re-register the model") from None
+        raise IntegrityError(f"{path}: {MODEL_JSON} is not valid JSON; re-register the model") from None
     version = doc.get("format_version") if isinstance(doc, dict) else None
     if version != FORMAT_VERSION:
         raise FormatVersionError(
@@ -95,8 +116,4 @@ def read_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], str]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise IntegrityError(f"{path}: {ARRAYS_NPZ} is corrupt or holds non-numeric data ({type(exc).__name__}); "
                              "re-register the model") from None
-    actual = content_sha256(doc, arrays)
-    if actual != expected:
-        raise IntegrityError(f"{path}: sha256 mismatch (recorded {expected[:12]}…, content {actual[:12]}…); "
-                             "the model files were modified or damaged: re-register the model")
     return doc, arrays, actual
