@@ -1,0 +1,63 @@
+"""Rule ``batch_to_kernels``: every model call still in the query becomes a vectorised UDF call.
+
+The engine registers one function per :class:`UdfSpec` (``churn_v3``, ``churn_v3_proba``, or a
+derived model's ``churn_v3_<sha8>``) that scores large Arrow batches on the compiler's kernels.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from sparkscore.ir import Model
+from sparkscore.ir.naming import udf_name
+from sparkscore.optimizer.context import BoundModel, Context
+from sparkscore.optimizer.nodes import ModelCall
+from sparkscore.optimizer.plan import UdfSpec
+
+NAME = "batch_to_kernels"
+
+
+def batch_to_kernels(expression: exp.Expr, context: Context) -> exp.Expr:
+    calls = list(expression.find_all(ModelCall))
+    if not calls:
+        context.decide(NAME, False, "no model calls left to run as UDFs")
+        return expression
+    for call in calls:
+        spec = udf_spec(context.model(call.model_key), call.call_kind)
+        context.udfs.setdefault(spec.name, spec)
+        call.replace(exp.Anonymous(this=spec.name, expressions=call.inputs))
+        context.decide(NAME, True, f"{call.model_key} -> {spec.name}({len(spec.inputs)} args) -> {spec.output_type}: "
+                                   f"{_size(spec.model)}, scored in Arrow batches")
+    return expression
+
+
+def udf_spec(bound: BoundModel, kind: str) -> UdfSpec:
+    """The UDF that runs ``bound``'s model for ``kind``; equal inputs give equal specs (and names)."""
+    src = bound.source
+    name = udf_name(src.name, src.version, kind)
+    if bound.derived:
+        name = f"{name}_{bound.key.rsplit('#', 1)[1]}"
+    model = bound.model
+    return UdfSpec(name=name, kind=kind, model=model, source=src, inputs=model.signature.names,
+                   output_type=output_type(model, kind))
+
+
+def output_type(model: Model, kind: str) -> str:
+    """SQL type of PREDICT / PREDICT_PROBA / raw for ``model`` (DESIGN section 4)."""
+    if kind == "proba":
+        return "DOUBLE[]"
+    if kind == "raw" or not model.is_classifier or model.n_classes == 2:
+        return "DOUBLE"
+    first = model.classes[0]
+    if isinstance(first, str):
+        return "VARCHAR"
+    if isinstance(first, (bool, int)):
+        return "BIGINT"
+    return "DOUBLE"
+
+
+def _size(model: Model) -> str:
+    est = model.estimator
+    if model.kind == "trees":
+        return f"{est.n_trees} trees / {est.n_nodes} nodes"
+    return f"GLM {est.n_features}x{est.n_outputs}"

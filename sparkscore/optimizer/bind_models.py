@@ -1,0 +1,227 @@
+"""Rule ``bind_models``: resolve model refs, pin versions, bind and type-check arguments.
+
+Every ``PREDICT`` / ``PREDICT_PROBA`` becomes a :class:`ModelCall` whose inputs are in signature
+order.  ``*`` and ``t.*`` bind *by name* against the columns of the query scope's sources (engine
+catalog for tables; projections for CTEs and subqueries); other arguments bind by position.
+Each distinct ref string is resolved once per query, so one query never mixes versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from sparkscore.errors import InvalidModelNameError, QueryError, SignatureError
+from sparkscore.ir import Column
+from sparkscore.optimizer.context import BoundModel, Context, ResolvedModel
+from sparkscore.optimizer.nodes import ModelCall, ScorePredict
+
+NAME = "bind_models"
+
+_NUMERIC_DTYPES = ("double", "float", "bigint", "integer", "boolean")
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    source: str          # alias of the FROM/JOIN source in the calling scope
+    name: str            # column name as the source spells it
+    sql_type: str | None
+
+
+def bind_models(expression: exp.Expr, context: Context) -> exp.Expr:
+    calls = list(expression.find_all(ScorePredict))
+    if not calls:
+        context.decide(NAME, False, "no PREDICT / PREDICT_PROBA calls in the query")
+        return expression
+    scopes = {id(scope.expression): scope for scope in traverse_scope(expression)}
+    for call in calls:
+        bound = _resolve(call, context)
+        scope = _enclosing_scope(call, scopes)
+        inputs, how = _bind_arguments(call, bound, scope, context)
+        call.replace(ModelCall.build(bound.key, call.kind, inputs))
+        context.decide(NAME, True, f"{call.kind} {bound.key} (sha256 {bound.source.sha256[:12]}): "
+                                   f"{len(inputs)} inputs bound {how}")
+    return expression
+
+
+# ---------------------------------------------------------------------------- refs
+def _resolve(call: ScorePredict, context: Context) -> BoundModel:
+    ref = call.this
+    fn = call.sql_name()
+    if not (isinstance(ref, exp.Literal) and ref.is_string):
+        raise InvalidModelNameError(
+            f"{fn}: the model ref must be a string literal such as 'churn@prod', got {ref.sql()}; quote the model name"
+        )
+    text = ref.name
+    resolved = context.resolved.get(text)
+    if resolved is None:
+        resolved = context.resolve(text)
+        if not isinstance(resolved, ResolvedModel):
+            raise QueryError(f"{fn}: resolving {text!r} returned {type(resolved).__name__}, not a ResolvedModel; fix the engine's resolver")
+        context.resolved[text] = resolved
+    if call.kind == "proba" and not resolved.model.is_classifier:
+        raise SignatureError(f"PREDICT_PROBA: model '{resolved.ref}' is a regressor; use PREDICT for it")
+    return context.add_model(resolved.model, resolved)
+
+
+# ---------------------------------------------------------------------------- scopes
+def _enclosing_scope(node: exp.Expr, scopes: dict[int, Scope]) -> Scope | None:
+    parent = node.parent
+    while parent is not None:
+        scope = scopes.get(id(parent))
+        if scope is not None:
+            return scope
+        parent = parent.parent
+    return None
+
+
+def _table_name(table: exp.Table) -> str:
+    return ".".join(part.name for part in table.parts)
+
+
+def source_columns(source, context: Context) -> list[tuple[str, str | None]] | None:
+    """(name, SQL type or None) of a table or derived source, or None when unknown."""
+    if isinstance(source, exp.Table):
+        cols = context.catalog.columns(_table_name(source))
+        return None if cols is None else [(str(n), str(t) if t is not None else None) for n, t in cols]
+    if isinstance(source, Scope):
+        query = source.expression
+        while isinstance(query, exp.SetOperation):
+            query = query.left
+        if not isinstance(query, exp.Select):
+            return None
+        out: list[tuple[str, str | None]] = []
+        for projection in query.expressions:
+            if isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and projection.is_star):
+                table = projection.table if isinstance(projection, exp.Column) else ""
+                expanded = _scope_columns(source, context, only=table or None)
+                if expanded is None:
+                    return None
+                out.extend((c.name, c.sql_type) for c in expanded)
+            else:
+                name = projection.alias_or_name
+                if not name:
+                    return None
+                inner = projection.unalias()
+                out.append((name, _expression_type(inner, source, context)))
+        return out
+    return None
+
+
+def _scope_columns(scope: Scope, context: Context, only: str | None = None) -> list[SourceColumn] | None:
+    """Columns ``*`` (or ``only.*``) expands to in ``scope``; None if any source is unknown."""
+    out: list[SourceColumn] = []
+    sources = scope.selected_sources
+    if only is not None:
+        key = next((k for k in sources if k.lower() == only.lower()), None)
+        if key is None:
+            raise QueryError(f"{only}.* refers to no table in this SELECT; use one of {', '.join(sources) or 'its FROM tables'}")
+        sources = {key: sources[key]}
+    for alias, (_, source) in sources.items():
+        cols = source_columns(source, context)
+        if cols is None:
+            return None
+        out.extend(SourceColumn(alias, name, sql_type) for name, sql_type in cols)
+    return out
+
+
+def _expression_type(node: exp.Expr, scope: Scope | None, context: Context) -> str | None:
+    if isinstance(node, exp.Cast):
+        return node.to.sql(dialect=context.dialect)
+    if isinstance(node, exp.Literal):
+        return "VARCHAR" if node.is_string else "DOUBLE"
+    if isinstance(node, exp.Column) and scope is not None and not node.is_star:
+        candidates = _scope_columns(scope, context, only=node.table or None) if _has_source(scope, node.table) else None
+        if candidates is None:
+            return None
+        matches = [c for c in candidates if c.name.lower() == node.name.lower()]
+        return matches[0].sql_type if len(matches) == 1 else None
+    return None
+
+
+def _has_source(scope: Scope, table: str) -> bool:
+    return not table or any(k.lower() == table.lower() for k in scope.selected_sources)
+
+
+# ---------------------------------------------------------------------------- arguments
+def _bind_arguments(call: ScorePredict, bound: BoundModel, scope: Scope | None,
+                    context: Context) -> tuple[list[exp.Expr], str]:
+    args = list(call.expressions)
+    stars = [a for a in args if isinstance(a, exp.Star) or (isinstance(a, exp.Column) and a.is_star)]
+    signature = bound.model.signature
+    fn = call.sql_name()
+    if stars and len(stars) != len(args):
+        raise QueryError(f"{fn}('{bound.source.ref}', ...): mix of * and positional arguments; pass either t.* or every column in order")
+    if stars:
+        return _bind_by_name(stars, bound, scope, context, fn)
+    if len(args) != len(signature):
+        raise SignatureError(
+            f"{fn}: model '{bound.source.ref}' takes {len(signature)} inputs "
+            f"({_names(signature.names)}), got {len(args)} arguments; pass them in this order or use *"
+        )
+    for col, arg in zip(signature.inputs, args):
+        _check_type(col, arg.sql(dialect=context.dialect), _expression_type(arg, scope, context), bound, fn)
+    return args, "by position"
+
+
+def _bind_by_name(stars: list[exp.Expr], bound: BoundModel, scope: Scope | None, context: Context,
+                  fn: str) -> tuple[list[exp.Expr], str]:
+    if scope is None:
+        raise QueryError(f"{fn}('{bound.source.ref}', *) needs a FROM clause to bind columns by name")
+    available: list[SourceColumn] | None = []
+    for star in stars:
+        table = star.table if isinstance(star, exp.Column) else None
+        cols = _scope_columns(scope, context, only=table or None)
+        available = None if cols is None or available is None else available + cols
+    if available is None:
+        # The engine does not know a source's columns: bind unqualified names and let it check.
+        return [exp.column(c.name) for c in bound.model.signature.inputs], "by name (unchecked: unknown source schema)"
+    by_name: dict[str, list[SourceColumn]] = {}
+    for c in available:
+        by_name.setdefault(c.name.lower(), []).append(c)
+    inputs: list[exp.Expr] = []
+    for col in bound.model.signature.inputs:
+        found = {(c.source, c.name): c for c in by_name.get(col.name.lower(), [])}
+        if not found:
+            raise SignatureError(
+                f"{fn}: model '{bound.source.ref}' needs column '{col.name}', which no table in scope "
+                f"({', '.join(sorted({c.source for c in available})) or 'none'}) has; add or alias that column"
+            )
+        if len(found) > 1:
+            raise SignatureError(
+                f"{fn}: column '{col.name}' for model '{bound.source.ref}' is in "
+                f"{' and '.join(s for s, _ in found)}; use t.* for one table or pass columns by position"
+            )
+        source_col = next(iter(found.values()))
+        _check_type(col, source_col.name, source_col.sql_type, bound, fn)
+        inputs.append(exp.column(source_col.name, table=source_col.source))
+    sources = sorted({c.source for c in available})
+    return inputs, f"by name from {', '.join(sources)}"
+
+
+def _check_type(col: Column, arg_sql: str, sql_type: str | None, bound: BoundModel, fn: str) -> None:
+    if sql_type is None:
+        return
+    try:
+        dtype = exp.DataType.build(sql_type)
+    except Exception:  # an engine type sqlglot cannot parse: the engine will check it
+        return
+    wants_text = bool(col.categories) and isinstance(col.categories[0], str)
+    numeric = dtype.is_type(*exp.DataType.NUMERIC_TYPES, exp.DataType.Type.BOOLEAN)
+    text = dtype.is_type(*exp.DataType.TEXT_TYPES)
+    if wants_text and not text:
+        raise SignatureError(
+            f"{fn}: model '{bound.source.ref}' input '{col.name}' is categorical text, but {arg_sql} is {sql_type}; "
+            f"pass a VARCHAR column"
+        )
+    if not wants_text and col.dtype in _NUMERIC_DTYPES and not numeric:
+        raise SignatureError(
+            f"{fn}: model '{bound.source.ref}' input '{col.name}' must be numeric ({col.dtype}), but {arg_sql} is "
+            f"{sql_type}; cast it, e.g. CAST({arg_sql} AS DOUBLE)"
+        )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")

@@ -1,0 +1,216 @@
+"""Optimizer test harness: tiny hand-built models, a DuckDB database, and UdfSpec registration.
+
+The models are built directly as IR (no importers, no zoo) so every routing case is explicit:
+float64 ``<=`` trees with NaN default directions (LightGBM-like), float32 ``<`` trees with float32
+accumulation (XGBoost-like), float32 ``<=`` mean forests (sklearn-like), and GLMs with imputation,
+scaling and one-hot preprocessing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from duckdb import sqltypes
+
+from sparkscore.ir import (INDICATOR, MISSING_AS_ZERO, MISSING_NAN, PASSTHROUGH, Column, FeatureMap, LinearModel,
+                           Model, Signature, TreeBuilder)
+from sparkscore.optimizer import ResolvedModel, UdfSpec, plan_query
+from sparkscore.optimizer.fixtures import udf_outputs
+
+_RETURN = {"DOUBLE": sqltypes.DOUBLE, "VARCHAR": sqltypes.VARCHAR, "BIGINT": sqltypes.BIGINT}
+NUMERIC = ("age", "tenure", "spend")
+
+
+# ---------------------------------------------------------------------------- models
+def _glm() -> Model:
+    return Model(LinearModel(np.array([[0.5], [-0.25], [0.125]]), np.array([-1.0]), "logistic"),
+                 Signature.from_names(NUMERIC), task="classification", classes=(0, 1), metadata={"name": "glm"})
+
+
+def _pipeline_glm() -> Model:
+    """Regression on imputed + standardised spend, raw age, and one-hot region (text categories)."""
+    sig = Signature((Column("age"), Column("spend"), Column("region", "varchar", categories=("EU", "US", "APAC"))))
+    fmap = FeatureMap(3, kind=[PASSTHROUGH, PASSTHROUGH, INDICATOR, INDICATOR], source=[0, 1, 2, 2],
+                      fill=[math.nan, 20.0, math.nan, math.nan], center=[0.0, 20.0, 0.0, 0.0],
+                      scale=[1.0, 7.5, 1.0, 1.0], category=[math.nan, math.nan, 0.0, 2.0])
+    return Model(LinearModel(np.array([0.3, 1.5, -2.0, 0.0]), np.array([10.0])), sig, (fmap,),
+                 metadata={"name": "spend_glm"})
+
+
+def _tree_model(name: str, *, cmp: str, threshold_dtype: str, accumulate_dtype: str = "float64",
+                aggregation: str = "sum", post_transform: str = "identity", classifier: bool = False) -> Model:
+    rnd = (lambda ts: [float(np.float32(t)) for t in ts]) if threshold_dtype == "float32" else list
+    builder = TreeBuilder(3)
+    # tree 0: age <= 30.1 (NaN left), then spend <= 0.1 (NaN right) / tenure (missing as zero)
+    builder.add_tree(feature=[0, 2, 1, -1, -1, -1, -1], threshold=rnd([30.1, 0.1, -0.5, 0, 0, 0, 0]),
+                     left=[1, 3, 5, -1, -1, -1, -1], right=[2, 4, 6, -1, -1, -1, -1],
+                     value=[0, 0, 0, 0.5, -0.25, 1.125, 2.0], default_left=[True, False, True, 0, 0, 0, 0],
+                     missing=[MISSING_NAN, MISSING_NAN, MISSING_AS_ZERO, 0, 0, 0, 0])
+    # tree 1: tenure <= 12 (NaN right), leaf values that do not sum exactly in float32
+    builder.add_tree(feature=[1, -1, -1], threshold=rnd([12.0, 0, 0]), left=[1, -1, -1], right=[2, -1, -1],
+                     value=[0, 0.1, -0.3], default_left=[False, False, False])
+    ens = builder.build(cmp=cmp, threshold_dtype=threshold_dtype, accumulate_dtype=accumulate_dtype,
+                        aggregation=aggregation, post_transform=post_transform, base_score=[0.2])
+    extra = dict(task="classification", classes=("no", "yes")) if classifier else {}
+    return Model(ens, Signature.from_names(NUMERIC), metadata={"name": name}, **extra)
+
+
+def _multiclass() -> Model:
+    coef = np.array([[0.1, -0.2, 0.05], [0.0, 0.3, -0.1], [0.02, 0.01, 0.0]])
+    return Model(LinearModel(coef, np.zeros(3), "softmax"), Signature.from_names(NUMERIC),
+                 task="classification", classes=("bronze", "silver", "gold"), metadata={"name": "tier"})
+
+
+def _big_tree() -> Model:
+    builder = TreeBuilder(3)
+    for t in range(100):  # 100 stumps: 300 nodes, over the default inline_max_nodes
+        builder.add_tree(feature=[t % 3, -1, -1], threshold=[float(t), 0, 0], left=[1, -1, -1],
+                         right=[2, -1, -1], value=[0, t / 8, -t / 16])
+    return Model(builder.build(), Signature.from_names(NUMERIC), metadata={"name": "big"})
+
+
+MODELS = {
+    "glm": _glm(),
+    "spend_glm": _pipeline_glm(),
+    "lgbm": _tree_model("lgbm", cmp="<=", threshold_dtype="float64", post_transform="sigmoid", classifier=True),
+    "xgb": _tree_model("xgb", cmp="<", threshold_dtype="float32", accumulate_dtype="float32"),
+    "forest": _tree_model("forest", cmp="<=", threshold_dtype="float32", aggregation="mean"),
+    "tier": _multiclass(),
+    "big": _big_tree(),
+}
+
+
+def resolve(ref: str) -> ResolvedModel:
+    """Test resolver: 'name', 'name/2' and 'name@prod' all pin version 2 of a MODELS entry."""
+    name = ref.split("/")[0].split("@")[0]
+    if name not in MODELS:
+        from sparkscore.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"model {ref!r} is not registered")
+    return ResolvedModel(name, 2, f"{abs(hash(name)):064d}"[:64], MODELS[name])
+
+
+# ---------------------------------------------------------------------------- data
+def adversarial_values(model: Model) -> list[float]:
+    """Every threshold, its float64 and float32 neighbours, the float32 midpoints, NaN, ±0, ±inf."""
+    est = model.estimator
+    out = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-36, -1e-36, 1e300]
+    for t in est.threshold[est.feature >= 0]:
+        t32 = np.float32(t)
+        up32, down32 = np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))
+        out += [float(t), math.nextafter(t, math.inf), math.nextafter(t, -math.inf), float(t32),
+                (float(t32) + float(up32)) / 2, (float(t32) + float(down32)) / 2,
+                math.nextafter((float(t32) + float(up32)) / 2, math.inf),
+                math.nextafter((float(t32) + float(down32)) / 2, -math.inf)]
+    return out
+
+
+def _customers(n: int = 240, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    special = adversarial_values(MODELS["lgbm"]) + adversarial_values(MODELS["xgb"])
+    cols = {}
+    for j, name in enumerate(NUMERIC):
+        values = rng.normal(20.0, 15.0, n)
+        values[: len(special)] = np.roll(special, j * 3)
+        mask = rng.random(n) < 0.08  # SQL NULLs (missing), beside the NaNs above
+        cols[name] = pa.array(values, mask=mask)
+    regions = np.array(["EU", "US", "APAC", "LATAM"], dtype=object)[rng.integers(0, 4, n)]
+    return pa.table({"id": pa.array(np.arange(n, dtype=np.int64)), "plan_id": pa.array(rng.integers(0, 5, n)),
+                     "region": pa.array(regions, mask=rng.random(n) < 0.05), **cols})
+
+
+@pytest.fixture(scope="session")
+def database() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    customers = _customers()
+    plans = pa.table({"plan_id": pa.array(np.arange(5, dtype=np.int64)), "price": pa.array([9.5, 19.0, 29.0, 49.0, 5.0])})
+    con.register("customers_arrow", customers)
+    con.execute("CREATE TABLE customers AS SELECT * FROM customers_arrow")
+    con.register("plans_arrow", plans)
+    con.execute("CREATE TABLE plans AS SELECT * FROM plans_arrow")
+    yield con
+    con.close()
+
+
+class DuckCatalog:
+    """Catalog over a DuckDB connection's information schema."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def columns(self, table: str):
+        rows = self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        return [(str(n), str(t)) for n, t in rows] or None
+
+    def row_count(self, table: str):
+        return None
+
+    def distinct_count(self, table: str, column: str):
+        return None
+
+
+# ---------------------------------------------------------------------------- UDFs
+def _arrow_udf(spec: UdfSpec):
+    names = spec.inputs
+
+    def fn(*arrays):
+        return pa.array(udf_outputs(spec, pa.table(dict(zip(names, arrays))), backend="numpy"))
+
+    # DuckDB UDFs have fixed arity: give the callable exactly one parameter per input.
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(names))])
+    return fn
+
+
+def register_udfs(con: duckdb.DuckDBPyConnection, udfs) -> None:
+    for spec in udfs:
+        ret = duckdb.list_type(sqltypes.DOUBLE) if spec.output_type == "DOUBLE[]" else _RETURN[spec.output_type]
+        params = [sqltypes.VARCHAR if c.categories and isinstance(c.categories[0], str) else sqltypes.DOUBLE
+                  for c in spec.model.signature.inputs]
+        try:
+            con.remove_function(spec.name)
+        except duckdb.Error:  # not registered yet
+            pass
+        con.create_function(spec.name, _arrow_udf(spec), params, ret, type="arrow", null_handling="special")
+
+
+class Runner:
+    """Plans a query against the test database and executes the plan with its UDFs registered."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.catalog = DuckCatalog(con)
+
+    def plan(self, sql: str, disable_rules=(), **kwargs):
+        return plan_query(sql, dialect="duckdb", resolve=resolve, catalog=self.catalog,
+                          disable_rules=disable_rules, **kwargs)
+
+    def rows(self, plan) -> list[tuple]:
+        register_udfs(self.con, plan.udfs)
+        return self.con.execute(plan.sql).fetchall()
+
+
+@pytest.fixture(scope="session")
+def runner(database) -> Runner:
+    return Runner(database)
+
+
+def assert_same_rows(got: list[tuple], want: list[tuple], rtol: float = 1e-9) -> None:
+    """Equal rows; floats to ``rtol`` (GLM summation order), NaN == NaN, lists elementwise."""
+    assert len(got) == len(want)
+    for i, (a_row, b_row) in enumerate(zip(got, want)):
+        assert len(a_row) == len(b_row)
+        for a, b in zip(a_row, b_row):
+            if isinstance(a, list) and isinstance(b, list):
+                assert_same_rows([tuple(a)], [tuple(b)], rtol)
+            elif isinstance(a, float) or isinstance(b, float):
+                assert a is not None and b is not None, f"row {i}: {a_row} != {b_row}"
+                np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, equal_nan=True, err_msg=f"row {i}")
+            else:
+                assert a == b, f"row {i}: {a_row} != {b_row}"
