@@ -189,6 +189,10 @@ def _bind_by_name(stars: list[exp.Expr], bound: BoundModel, scope: Scope | None,
                 f"{fn}: model '{bound.source.ref}' needs column '{col.name}', which no table in scope "
                 f"({', '.join(sorted({c.source for c in available})) or 'none'}) has; add or alias that column"
             )
+        if len(found) > 1 and col.name.lower() in _using_columns(scope):
+            # JOIN ... USING (col): one merged column, referenced unqualified like the user would
+            inputs.append(exp.column(next(iter(found.values())).name))
+            continue
         if len(found) > 1:
             raise SignatureError(
                 f"{fn}: column '{col.name}' for model '{bound.source.ref}' is in "
@@ -199,6 +203,15 @@ def _bind_by_name(stars: list[exp.Expr], bound: BoundModel, scope: Scope | None,
         inputs.append(exp.column(source_col.name, table=source_col.source))
     sources = sorted({c.source for c in available})
     return inputs, f"by name from {', '.join(sources)}"
+
+
+def _using_columns(scope: Scope) -> set[str]:
+    """Lower-cased names merged by ``JOIN ... USING (...)`` in this SELECT."""
+    names: set[str] = set()
+    for join in scope.expression.args.get("joins") or ():
+        for ident in join.args.get("using") or ():
+            names.add(ident.name.lower())
+    return names
 
 
 def _check_type(col: Column, arg_sql: str, sql_type: str | None, bound: BoundModel, fn: str) -> None:

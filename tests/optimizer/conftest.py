@@ -82,6 +82,8 @@ MODELS = {
     "forest": _tree_model("forest", cmp="<=", threshold_dtype="float32", aggregation="mean"),
     "tier": _multiclass(),
     "big": _big_tree(),
+    "planned": Model(LinearModel(np.array([[0.5], [2.0], [-0.25]]), np.array([1.0])),
+                     Signature.from_names(("age", "plan_id", "price")), metadata={"name": "planned"}),
 }
 
 
