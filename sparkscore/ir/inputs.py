@@ -2,8 +2,8 @@
 
 Columns are matched **by name** when the input has names that cover the signature, otherwise by
 position (numpy arrays, unnamed frames).  NULL/None become NaN, which every model routes as a
-missing value.  Categorical columns with string categories are encoded to their code
-(index in ``Column.categories``); unknown values become NaN.
+missing value.  Categorical columns are encoded to their code
+(index in ``Column.categories``, whatever the categories' type); unknown values become NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def as_matrix(signature: Signature, X, model_name: str = "model") -> np.ndarray:
                 f"{model_name}: input has {arr.shape[1]} columns but the model takes {len(signature)} "
                 f"({', '.join(signature.names[:8])}{', ...' if len(signature) > 8 else ''}); pass those columns in order"
             )
-        if arr.dtype.kind in "fiub" and not any(c.categories and isinstance(c.categories[0], str) for c in signature.inputs):
+        if arr.dtype.kind in "fiub" and not any(c.categories is not None for c in signature.inputs):
             return np.ascontiguousarray(arr, dtype=np.float64)
         columns = [arr[:, j] for j in range(arr.shape[1])]
     out = np.empty((len(columns[0]) if columns else 0, len(signature)), dtype=np.float64)
@@ -38,8 +38,8 @@ def as_matrix(signature: Signature, X, model_name: str = "model") -> np.ndarray:
 
 
 def encode_column(col: Column, values, model_name: str = "model") -> np.ndarray:
-    """One input column as float64 (categorical strings -> codes, NULL -> NaN)."""
-    if col.categories is not None and col.categories and isinstance(col.categories[0], str):
+    """One input column as float64 (categorical values -> their code, NULL/unknown -> NaN)."""
+    if col.categories is not None:
         import pandas as pd
 
         vals = values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") and not isinstance(values, (pd.Series, pd.Index, np.ndarray)) else values

@@ -1,0 +1,432 @@
+"""scikit-learn estimators and pipelines -> :class:`sparkscore.ir.Model`, with exact semantics.
+
+What "exact" means per family (checked against sklearn 1.9 sources):
+
+* linear models: ``X @ coef_ + intercept_`` and the estimator's own link (binary sigmoid,
+  multinomial softmax, one-vs-rest sigmoids normalised to sum 1);
+* ``sklearn.tree`` based models (DecisionTree, RandomForest, ExtraTrees, GradientBoosting): X is
+  cast to float32 and a row goes left when ``float32(x) <= threshold`` (float64 threshold); NaN
+  takes the node's ``missing_go_to_left``.  Forest classifiers average per-tree class fractions
+  (``tree_.value`` already holds fractions, which is what ``predict_proba`` returns per tree);
+  gradient boosting adds ``learning_rate * leaf`` to the init estimator's constant raw prediction;
+* HistGradientBoosting: float64 ``<=`` on raw values, NaN by ``missing_go_to_left``, categorical
+  nodes by the left-category bitset over the codes its internal OrdinalEncoder assigns (unknown
+  categories -> NaN -> missing direction), which is exactly what ``Column.categories`` encodes;
+* preprocessing (StandardScaler, SimpleImputer, OneHotEncoder, ColumnTransformer) becomes
+  :class:`FeatureMap` stages; standardisation in front of a GLM is folded into its coefficients
+  when the fold cannot cost more than ~1e-12 relative precision.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from sparkscore.errors import UnsupportedModelError
+from sparkscore.importers.common import make_signature, metadata, resolve_names
+from sparkscore.ir.features import INDICATOR, PASSTHROUGH, FeatureMap
+from sparkscore.ir.linear import LinearModel
+from sparkscore.ir.model import Model
+from sparkscore.ir.trees import MISSING_NAN, TreeBuilder, TreeEnsemble
+
+SUPPORTED = ("LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, SGDClassifier, LogisticRegression, "
+             "OneVsRestClassifier(LogisticRegression|SGDClassifier), DecisionTree/RandomForest/ExtraTrees/"
+             "GradientBoosting/HistGradientBoosting Classifier|Regressor, and Pipeline/ColumnTransformer of "
+             "StandardScaler, SimpleImputer, OneHotEncoder in front of them")
+
+_LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")
+_SKTREE_MODELS = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier",
+                  "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
+#: linear folding of (x - center) / scale is exact to ~eps * |center| / scale relative to the
+#: standardised value; beyond this ratio keep the FeatureMap instead.
+_MAX_FOLD_RATIO = 1e4
+
+
+def convert(native, feature_names: Sequence[str] | None = None) -> Model:
+    """Convert a fitted scikit-learn estimator or Pipeline (see :data:`SUPPORTED`)."""
+    import sklearn
+
+    transformers, final = _flatten(native)
+    n_in = _n_features_in(native)
+    names = resolve_names(n_in, getattr(native, "feature_names_in_", None), feature_names,
+                          type(native).__name__)
+    maps: list[FeatureMap] = []
+    categories: dict[int, tuple] = {}
+    width = n_in
+    for step in transformers:
+        fmap, cats = _step_map(step, width, raw_inputs=not maps)
+        categories.update(cats)
+        maps = _append_map(maps, fmap)
+        width = fmap.n_outputs
+    estimator, task, classes, extra, est_categories = _estimator(final, width)
+    if est_categories:
+        if maps:
+            raise UnsupportedModelError(
+                f"{type(final).__name__}: native categorical features behind preprocessing steps are not "
+                f"supported; feed the categorical columns to it directly")
+        categories.update(est_categories)
+    if isinstance(estimator, LinearModel) and maps:
+        maps, estimator = _fold_standardisation(maps, estimator)
+    meta = metadata("sklearn", native, sklearn.__version__)
+    meta.update(extra)
+    return Model(estimator, make_signature(names, task, classes, categories), tuple(maps), task,
+                 tuple(classes) if classes is not None else None, meta)
+
+
+# ---------------------------------------------------------------------------------- structure
+def _unsupported(obj, what: str = "") -> UnsupportedModelError:
+    cls = type(obj)
+    detail = f" ({what})" if what else ""
+    return UnsupportedModelError(f"cannot convert {cls.__module__}.{cls.__qualname__}{detail}: "
+                                 f"supported scikit-learn models are {SUPPORTED}")
+
+
+def _flatten(native) -> tuple[list, object]:
+    """(transformer steps in order, final estimator) of a possibly nested Pipeline."""
+    if type(native).__name__ != "Pipeline":
+        return [], native
+    steps = [est for _, est in native.steps if est is not None and not (isinstance(est, str) and est == "passthrough")]
+    if not steps:
+        raise _unsupported(native, "empty pipeline")
+    transformers: list = []
+    for step in steps[:-1]:
+        inner, last = _flatten(step)
+        transformers.extend(inner + [last])
+    inner, final = _flatten(steps[-1])
+    return transformers + inner, final
+
+
+def _n_features_in(native) -> int:
+    n = getattr(native, "n_features_in_", None)
+    if n is None:
+        raise _unsupported(native, "not fitted, or fitted on input without a feature count")
+    return int(n)
+
+
+# ---------------------------------------------------------------------------------- preprocessing
+def _step_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
+    """One preprocessing step as a FeatureMap over ``n_in`` inputs, plus string categories it needs."""
+    kind = type(step).__name__
+    if kind == "StandardScaler":
+        center = step.mean_ if step.with_mean and step.mean_ is not None else np.zeros(n_in)
+        scale = step.scale_ if step.with_std and step.scale_ is not None else np.ones(n_in)
+        return FeatureMap(n_in, np.zeros(n_in), np.arange(n_in), np.full(n_in, np.nan), center, scale,
+                          np.full(n_in, np.nan)), {}
+    if kind == "FunctionTransformer" and step.func is None:  # ColumnTransformer remainder="passthrough"
+        return FeatureMap.identity(n_in), {}
+    if kind == "SimpleImputer":
+        return _imputer_map(step, n_in), {}
+    if kind == "OneHotEncoder":
+        return _onehot_map(step, n_in, raw_inputs)
+    if kind == "ColumnTransformer":
+        return _column_transformer_map(step, n_in, raw_inputs)
+    if kind == "Pipeline":
+        transformers, last = _flatten(step)
+        maps: list[FeatureMap] = []
+        cats: dict[int, tuple] = {}
+        width = n_in
+        for sub in transformers + [last]:
+            fmap, sub_cats = _step_map(sub, width, raw_inputs and not maps)
+            cats.update(sub_cats)
+            maps = _append_map(maps, fmap)
+            width = fmap.n_outputs
+        if len(maps) != 1:
+            raise _unsupported(step, "its steps do not combine into one exact feature map")
+        return maps[0], cats
+    raise _unsupported(step, "preprocessing step")
+
+
+def _imputer_map(step, n_in: int) -> FeatureMap:
+    from sklearn.utils._missing import is_scalar_nan
+
+    if not is_scalar_nan(step.missing_values):
+        raise _unsupported(step, f"missing_values={step.missing_values!r}; only NaN is supported")
+    if step.add_indicator:
+        raise _unsupported(step, "add_indicator=True")
+    try:
+        stats = np.asarray(step.statistics_, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _unsupported(step, "non-numeric fill values") from None
+    keep = np.arange(n_in) if getattr(step, "keep_empty_features", False) else np.flatnonzero(~np.isnan(stats))
+    m = len(keep)
+    return FeatureMap(n_in, np.zeros(m), keep, stats[keep], np.zeros(m), np.ones(m), np.full(m, np.nan))
+
+
+def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
+    if getattr(step, "_infrequent_enabled", False):
+        raise _unsupported(step, "infrequent categories (min_frequency / max_categories)")
+    drop_idx = step.drop_idx_ if step.drop_idx_ is not None else [None] * n_in
+    source, category = [], []
+    string_cats: dict[int, tuple] = {}
+    for j, (cats, drop) in enumerate(zip(step.categories_, drop_idx)):
+        cats = list(cats)
+        if any(isinstance(c, str) for c in cats):
+            if not raw_inputs or not all(isinstance(c, str) for c in cats):
+                raise _unsupported(step, f"string categories of input {j} must be plain strings read from the model input")
+            string_cats[j] = tuple(cats)
+            codes = [float(i) for i in range(len(cats))]
+        else:
+            codes = [float(c) for c in cats]
+            if any(np.isnan(codes)):
+                raise _unsupported(step, f"NaN is a category of input {j}; impute it first")
+        for i, code in enumerate(codes):
+            if drop is not None and i == int(drop):
+                continue
+            source.append(j)
+            category.append(code)
+    m = len(source)
+    fmap = FeatureMap(n_in, np.full(m, INDICATOR), source, np.full(m, np.nan), np.zeros(m), np.ones(m), category)
+    return fmap, string_cats
+
+
+def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
+    parts: list[tuple[int, FeatureMap]] = []
+    cats: dict[int, tuple] = {}
+    for name, trans, _ in step.transformers_:
+        idx = np.asarray(step._transformer_to_input_indices[name], dtype=np.int64)
+        out = step.output_indices_[name]
+        if (isinstance(trans, str) and trans == "drop") or len(idx) == 0 or out.stop == out.start:
+            continue
+        if isinstance(trans, str) and trans == "passthrough":
+            sub = FeatureMap.identity(len(idx))
+        else:
+            sub, sub_cats = _step_map(trans, len(idx), raw_inputs)
+            for j, c in sub_cats.items():
+                if cats.get(int(idx[j]), c) != c:
+                    raise _unsupported(step, f"input {int(idx[j])} is one-hot encoded twice with different categories")
+                cats[int(idx[j])] = c
+        parts.append((out.start, _reindex(sub, n_in, idx)))
+    parts.sort(key=lambda p: p[0])
+    fmaps = [p for _, p in parts]
+    fields = {f: np.concatenate([getattr(p, f) for p in fmaps]) if fmaps else np.zeros(0)
+              for f in ("kind", "source", "fill", "center", "scale", "category")}
+    fmap = FeatureMap(n_in, **fields)
+    used_as_number = {int(s) for s, k in zip(fmap.source, fmap.kind) if k == PASSTHROUGH}
+    if used_as_number & set(cats):
+        raise _unsupported(step, "a string column is also passed through as a number")
+    return fmap, cats
+
+
+def _reindex(fmap: FeatureMap, n_in: int, idx: np.ndarray) -> FeatureMap:
+    return FeatureMap(n_in, fmap.kind, idx[fmap.source], fmap.fill, fmap.center, fmap.scale, fmap.category)
+
+
+def _append_map(maps: list[FeatureMap], fmap: FeatureMap) -> list[FeatureMap]:
+    """``maps + [fmap]``, merged into the last map where the composition is exact."""
+    if not maps:
+        return [fmap]
+    merged = _compose(maps[-1], fmap)
+    return maps[:-1] + [merged] if merged is not None else maps + [fmap]
+
+
+def _compose(a: FeatureMap, b: FeatureMap) -> FeatureMap | None:
+    """One map equal to ``b(a(X))`` bit for bit, or None.
+
+    Exact when every ``a`` output that ``b`` reads is an un-scaled passthrough (a pure fill can be
+    moved into ``b``: imputation then scaling / one-hot), or when ``b`` only selects ``a``'s outputs.
+    """
+    s = b.source
+    b_identity = (b.kind == PASSTHROUGH) & np.isnan(b.fill) & (b.center == 0) & (b.scale == 1)
+    a_plain = (a.kind[s] == PASSTHROUGH) & (a.center[s] == 0) & (a.scale[s] == 1)
+    if not np.all(b_identity | a_plain):
+        return None
+    fill = np.where(b_identity, a.fill[s], np.where(np.isnan(a.fill[s]), b.fill, a.fill[s]))
+    return FeatureMap(a.n_inputs,
+                      np.where(b_identity, a.kind[s], b.kind),
+                      a.source[s],
+                      fill,
+                      np.where(b_identity, a.center[s], b.center),
+                      np.where(b_identity, a.scale[s], b.scale),
+                      np.where(b_identity, a.category[s], b.category))
+
+
+def _fold_standardisation(maps: list[FeatureMap], glm: LinearModel) -> tuple[list[FeatureMap], LinearModel]:
+    """Move ``(x - center) / scale`` of the last map into the GLM where that stays exact to rtol 1e-6."""
+    last = maps[-1]
+    scaled = (last.kind == PASSTHROUGH) & ((last.center != 0) | (last.scale != 1))
+    ratio = np.abs(last.center) / np.abs(last.scale)
+    if not scaled.any() or np.any(ratio[scaled] > _MAX_FOLD_RATIO):
+        return maps, glm
+    coef = glm.coef / np.where(scaled, last.scale, 1.0)[:, None]
+    intercept = glm.intercept - (np.where(scaled, last.center, 0.0) @ coef)
+    folded = FeatureMap(last.n_inputs, last.kind, last.source, last.fill,
+                        np.where(scaled, 0.0, last.center), np.where(scaled, 1.0, last.scale), last.category)
+    is_identity = (folded.n_outputs == folded.n_inputs and np.array_equal(folded.source, np.arange(folded.n_inputs))
+                   and np.all(folded.kind == PASSTHROUGH) and np.all(np.isnan(folded.fill)))
+    rest = maps[:-1] if is_identity else maps[:-1] + [folded]
+    return rest, LinearModel(coef, intercept, glm.link)
+
+
+# ---------------------------------------------------------------------------------- estimators
+def _estimator(est, n_features: int):
+    """(IR estimator, task, classes, extra metadata, categorical inputs) of a final estimator."""
+    name = type(est).__name__
+    if _n_features_in(est) != n_features:
+        raise _unsupported(est, f"takes {_n_features_in(est)} features but preprocessing gives {n_features}")
+    if name in _LINEAR_REGRESSORS:
+        return _linear_regressor(est), "regression", None, {}, {}
+    if name in ("LogisticRegression", "SGDClassifier"):
+        return (*_linear_classifier(est), {})
+    if name == "OneVsRestClassifier":
+        return (*_one_vs_rest(est), {}, {})
+    if name in _SKTREE_MODELS:
+        return _forest(est), _task(est), _classes(est), {}, {}
+    if name in ("GradientBoostingClassifier", "GradientBoostingRegressor"):
+        return _gradient_boosting(est), _task(est), _classes(est), {}, {}
+    if name in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"):
+        ens, cats = _hist_gradient_boosting(est)
+        return ens, _task(est), _classes(est), {}, cats
+    raise _unsupported(est)
+
+
+def _task(est) -> str:
+    return "classification" if hasattr(est, "classes_") else "regression"
+
+
+def _classes(est):
+    return list(est.classes_) if hasattr(est, "classes_") else None
+
+
+def _linear_regressor(est) -> LinearModel:
+    coef = np.asarray(est.coef_, dtype=np.float64)
+    return LinearModel(coef.T if coef.ndim == 2 else coef, np.atleast_1d(est.intercept_))
+
+
+def _linear_classifier(est):
+    """LogisticRegression (sigmoid / softmax) and SGDClassifier (one-vs-rest) as GLMs."""
+    classes = list(est.classes_)
+    coef = np.asarray(est.coef_, dtype=np.float64).T
+    intercept = np.asarray(est.intercept_, dtype=np.float64)
+    extra = {}
+    if type(est).__name__ == "LogisticRegression":
+        link = "logistic" if len(classes) == 2 else "softmax"
+    elif est.loss == "modified_huber":
+        raise _unsupported(est, "loss='modified_huber' (its clipped probabilities have no IR link yet); "
+                                "use loss='log_loss'")
+    elif est.loss == "log_loss":
+        link = "logistic" if len(classes) == 2 else "ovr_logistic"
+    else:
+        # no native probabilities: the sigmoid keeps PREDICT's label (margin > 0) for binary models,
+        # raw margins keep the one-vs-rest argmax exact for multiclass ones.
+        link = "logistic" if len(classes) == 2 else "identity"
+        extra = {"native_proba": False}
+    return LinearModel(coef, intercept, link), "classification", classes, extra
+
+
+def _one_vs_rest(est):
+    inner = est.estimators_
+    if getattr(est, "multilabel_", False):
+        raise _unsupported(est, "multilabel targets")
+    for e in inner:
+        if type(e).__name__ not in ("LogisticRegression", "SGDClassifier") or len(e.classes_) != 2 or \
+                (type(e).__name__ == "SGDClassifier" and e.loss != "log_loss"):
+            raise _unsupported(est, f"inner estimator {type(e).__name__}; use LogisticRegression or "
+                                    f"SGDClassifier(loss='log_loss')")
+    coef = np.column_stack([np.ravel(e.coef_) for e in inner])
+    intercept = np.array([float(np.ravel(e.intercept_)[0]) for e in inner])
+    link = "logistic" if len(inner) == 1 else "ovr_logistic"
+    return LinearModel(coef, intercept, link), "classification", list(est.classes_)
+
+
+# ---------------------------------------------------------------------------------- sklearn.tree
+def _add_sktree(builder: TreeBuilder, tree, value: np.ndarray, output: int = 0) -> None:
+    t = tree.tree_
+    if t.n_outputs != 1:
+        raise _unsupported(tree, "multi-output trees")
+    builder.add_tree(feature=t.feature, threshold=t.threshold, left=t.children_left, right=t.children_right,
+                     value=value, default_left=t.missing_go_to_left.astype(bool), missing=MISSING_NAN,
+                     output=output)
+
+
+def _forest(est) -> TreeEnsemble:
+    """DecisionTree / RandomForest / ExtraTrees: one tree or the mean of per-tree outputs."""
+    trees = est.estimators_ if hasattr(est, "estimators_") else [est]
+    if getattr(est, "n_outputs_", 1) != 1:
+        raise _unsupported(est, "multi-output targets")
+    is_classifier = hasattr(est, "classes_")
+    n_classes = len(est.classes_) if is_classifier else 1
+    builder = TreeBuilder(est.n_features_in_, n_outputs=n_classes, value_width=n_classes)
+    for tree in trees:
+        # per-tree predict_proba is tree_.value (fractions since sklearn 1.4), unnormalised
+        _add_sktree(builder, tree, tree.tree_.value[:, 0, :n_classes])
+    return builder.build(cmp="<=", threshold_dtype="float32", aggregation="mean" if len(trees) > 1 else "sum")
+
+
+def _gradient_boosting(est) -> TreeEnsemble:
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    init = est.init_
+    if not (isinstance(init, str) and init == "zero") and not isinstance(init, (DummyClassifier, DummyRegressor)):
+        raise _unsupported(est, f"init={type(init).__name__}; only the default (constant) init or 'zero'")
+    # a constant init: its raw prediction on any row is the base score
+    base = est._raw_predict_init(np.zeros((1, est.n_features_in_)))[0]
+    loss = type(est._loss).__name__
+    post, scale = "identity", 1.0
+    if loss == "HalfBinomialLoss":
+        post = "sigmoid"
+    elif loss == "HalfMultinomialLoss":
+        post = "softmax"
+    elif loss == "ExponentialLoss":
+        post, scale = "sigmoid", 2.0  # predict_proba = expit(2 * raw); doubling is exact
+    elif hasattr(est, "classes_"):
+        raise _unsupported(est, f"loss {loss}")
+    n_stages, k = est.estimators_.shape
+    builder = TreeBuilder(est.n_features_in_, n_outputs=k, value_width=1)
+    for stage in range(n_stages):
+        for out in range(k):
+            tree = est.estimators_[stage, out]
+            _add_sktree(builder, tree, scale * (est.learning_rate * tree.tree_.value[:, 0, 0]), output=out)
+    return builder.build(cmp="<=", threshold_dtype="float32", base_score=scale * np.asarray(base),
+                         post_transform=post)
+
+
+# ---------------------------------------------------------------------------------- HistGB
+_HIST_LINKS = {"IdentityLink": "identity", "LogLink": "exp", "LogitLink": "sigmoid", "MultinomialLogit": "softmax"}
+
+
+def _hist_gradient_boosting(est) -> tuple[TreeEnsemble, dict[int, tuple]]:
+    link = type(est._loss.link).__name__
+    if link not in _HIST_LINKS:
+        raise _unsupported(est, f"loss link {link}")
+    n_in = est.n_features_in_
+    # the internal preprocessor puts categorical columns first: model column -> input column
+    to_input = np.arange(n_in)
+    categories: dict[int, tuple] = {}
+    if est._preprocessor is not None:
+        is_cat = np.asarray(est.is_categorical_, dtype=bool)
+        to_input = np.concatenate([np.flatnonzero(is_cat), np.flatnonzero(~is_cat)])
+        encoder = est._preprocessor.named_transformers_["encoder"]
+        for col, cats in zip(np.flatnonzero(is_cat), encoder.categories_):
+            cats = [c for c in cats if not (isinstance(c, float) and np.isnan(c))]
+            if not all(isinstance(c, str) for c in cats):
+                raise _unsupported(est, f"numeric categorical feature {col}; give it as a pandas 'category' column "
+                                        f"of strings (categorical_features='from_dtype')")
+            categories[int(col)] = tuple(cats)
+    k = est.n_trees_per_iteration_
+    builder = TreeBuilder(n_in, n_outputs=k, value_width=1)
+    for iteration in est._predictors:
+        for out, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            leaf = nodes["is_leaf"].astype(bool)
+            is_cat = nodes["is_categorical"].astype(bool) & ~leaf
+            bitsets = predictor.raw_left_cat_bitsets
+            cat_sets = [None] * len(nodes)
+            for i in np.flatnonzero(is_cat):
+                n_known = len(categories[int(to_input[nodes["feature_idx"][i]])])
+                words = bitsets[nodes["bitset_idx"][i]]
+                cat_sets[i] = [c for c in range(n_known) if (int(words[c // 32]) >> (c % 32)) & 1]
+            builder.add_tree(
+                feature=np.where(leaf, -1, to_input[nodes["feature_idx"]]),
+                threshold=np.where(is_cat, 0.0, nodes["num_threshold"]),
+                left=np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                right=np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                value=nodes["value"],
+                default_left=nodes["missing_go_to_left"].astype(bool),
+                missing=MISSING_NAN,
+                categories=cat_sets if is_cat.any() else None,
+                output=out,
+            )
+    ens = builder.build(cmp="<=", threshold_dtype="float64",
+                        base_score=np.ravel(est._baseline_prediction), post_transform=_HIST_LINKS[link])
+    return ens, categories

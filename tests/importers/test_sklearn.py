@@ -1,0 +1,192 @@
+"""scikit-learn importer specifics: errors, names, folding, metadata, and property-based parity."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sparkscore as ss
+from sparkscore.errors import SignatureError, UnsupportedModelError
+from sparkscore.ir import LinearModel, TreeEnsemble
+
+sklearn = pytest.importorskip("sklearn")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+from sklearn.compose import ColumnTransformer  # noqa: E402
+from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingClassifier  # noqa: E402
+from sklearn.impute import SimpleImputer  # noqa: E402
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier  # noqa: E402
+from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler  # noqa: E402
+from sklearn.tree import DecisionTreeClassifier  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """HistGB's OpenMP threads only spin on a shared CI box: fit and predict on one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+def _xy(n=200, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.array([1.0, 10.0, 0.1, 3.0])[:d]
+    y = (X[:, 0] + 0.1 * X[:, 1] - 5 * X[:, 2] > 0).astype(int)
+    return X, y
+
+
+# ------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("native, named", [
+    (KNeighborsClassifier(n_neighbors=3), "KNeighborsClassifier"),
+    (make_pipeline(PolynomialFeatures(), LinearRegression()), "PolynomialFeatures"),
+    (GradientBoostingRegressor(n_estimators=2, init=LinearRegression()), "init=LinearRegression"),
+    (SGDClassifier(loss="modified_huber"), "modified_huber"),
+])
+def test_unsupported_models_name_the_class_and_what_is_supported(native, named):
+    X, y = _xy()
+    native.fit(X, y)
+    with pytest.raises(UnsupportedModelError) as info:
+        ss.convert(native)
+    message = str(info.value)
+    assert named in message and "HistGradientBoosting" in message and "\n" not in message
+
+
+def test_numeric_categorical_histgb_is_refused_with_a_fix():
+    X, y = _xy()
+    X[:, 0] = np.abs(np.round(X[:, 0]))
+    native = HistGradientBoostingClassifier(max_iter=2, categorical_features=[0]).fit(X, y)
+    with pytest.raises(UnsupportedModelError, match="from_dtype"):
+        ss.convert(native)
+
+
+# ------------------------------------------------------------------------------------ names
+def test_names_come_from_the_fitted_frame():
+    X, y = _xy()
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = ss.convert(LogisticRegression().fit(frame, y))
+    assert model.signature.names == ("a", "b", "c", "d")
+
+
+def test_unnamed_models_get_default_or_given_names():
+    X, y = _xy()
+    native = LogisticRegression().fit(X, y)
+    assert ss.convert(native).signature.names == ("f0", "f1", "f2", "f3")
+    assert ss.convert(native, feature_names=["w", "x", "y", "z"]).signature.names == ("w", "x", "y", "z")
+
+
+@pytest.mark.parametrize("names", [["a", "b", "c"], ["a", "b", "x", "d"]])
+def test_feature_names_that_contradict_the_model_are_refused(names):
+    X, y = _xy()
+    native = LogisticRegression().fit(pd.DataFrame(X, columns=["a", "b", "c", "d"]), y)
+    with pytest.raises(SignatureError):
+        ss.convert(native, feature_names=names)
+
+
+def test_metadata_records_source_version_and_class():
+    X, y = _xy()
+    model = ss.convert(DecisionTreeClassifier(max_depth=2).fit(X, y))
+    assert model.metadata == {"source": "sklearn", "library_version": sklearn.__version__,
+                              "class": "sklearn.tree._classes.DecisionTreeClassifier",
+                              "name": "DecisionTreeClassifier"}
+
+
+# ------------------------------------------------------------------------------------ pipelines
+def test_standard_scaler_is_folded_into_the_glm():
+    X, y = _xy()
+    native = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    model = ss.convert(native)
+    assert model.features == () and isinstance(model.estimator, LinearModel)
+    np.testing.assert_allclose(model.predict_proba(X, backend="numpy"), native.predict_proba(X), rtol=1e-9, atol=1e-12)
+
+
+def test_scaler_with_a_huge_mean_stays_a_feature_map():
+    X, y = _xy()
+    X = X + np.array([1e9, 0, 0, 0])
+    native = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    model = ss.convert(native)
+    assert len(model.features) == 1 and model.features[0].center[0] != 0
+    np.testing.assert_allclose(model.predict_proba(X, backend="numpy"), native.predict_proba(X), rtol=1e-6, atol=1e-6)
+
+
+def test_imputer_and_scaler_merge_into_one_map_in_front_of_trees():
+    X, y = _xy()
+    X[::7, 1] = np.nan
+    native = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), DecisionTreeClassifier(max_depth=4))
+    native.fit(X, y)
+    model = ss.convert(native)
+    assert len(model.features) == 1 and isinstance(model.estimator, TreeEnsemble)
+    fmap = model.features[0]
+    assert not np.isnan(fmap.fill).any() and (fmap.scale != 1).all()
+    np.testing.assert_array_equal(model.predict(X, backend="numpy"), native.predict(X))
+
+
+def test_one_hot_string_column_becomes_a_categorical_input():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "city": rng.choice(["rome", "oslo", "lima"], 120)})
+    y = (frame.x + (frame.city == "oslo") > 0.3).astype(int)
+    ct = ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough")
+    native = make_pipeline(ct, LogisticRegression()).fit(frame, y)
+    model = ss.convert(native)
+    city = model.signature.inputs[model.signature.index("city")]
+    assert city.dtype == "varchar" and city.categories == ("lima", "oslo", "rome")
+    test = pd.DataFrame({"x": [0.1, 0.2, 0.3], "city": ["oslo", "paris", "lima"]})
+    np.testing.assert_allclose(model.predict_proba(test, backend="numpy"), native.predict_proba(test), rtol=1e-6, atol=1e-6)
+
+
+def test_converted_model_round_trips_through_the_safe_format(tmp_path):
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(size=150),
+                          "colour": pd.Categorical(rng.choice(["red", "blue", "green"], 150))})
+    y = ((frame.colour == "red") | (frame.x > 1)).astype(int)
+    model = ss.convert(HistGradientBoostingClassifier(max_iter=5).fit(frame, y))
+    model.save(tmp_path / "m")
+    loaded = ss.Model.load(tmp_path / "m")
+    assert loaded.signature == model.signature
+    np.testing.assert_array_equal(loaded.predict_proba(frame, backend="numpy"), model.predict_proba(frame, backend="numpy"))
+
+
+# ------------------------------------------------------------------------------------ properties
+@lru_cache(maxsize=None)
+def _pair(kind: str):
+    """(native, converted) once per run."""
+    native = _natives()[kind]
+    return native, ss.convert(native)
+
+
+@lru_cache(maxsize=None)
+def _natives():
+    X, y = _xy(300)
+    X[::5, 2] = np.nan
+    imputed = np.nan_to_num(X)
+    return {
+        "tree": DecisionTreeClassifier(max_depth=6, random_state=0).fit(X, y),
+        "histgb": HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, y),
+        "logreg": make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression()).fit(X, y),
+        "linreg": LinearRegression().fit(imputed, imputed @ np.array([1.0, -2.0, 3.0, 0.5])),
+    }
+
+
+_cell = st.one_of(st.floats(-50, 50, width=32).map(float), st.floats(-50, 50), st.just(np.nan), st.just(-0.0))
+
+
+@pytest.mark.parametrize("kind", ["tree", "histgb", "logreg", "linreg"])
+@settings(max_examples=30, deadline=None)
+@given(rows=arrays(np.float64, st.tuples(st.integers(1, 20), st.just(4)), elements=_cell))
+def test_reference_matches_native_on_random_rows(kind, rows):
+    native, model = _pair(kind)
+    if kind == "linreg":
+        rows = np.nan_to_num(rows)
+    if model.is_classifier:
+        np.testing.assert_array_equal(model.predict(rows, backend="numpy"), native.predict(rows))
+        np.testing.assert_allclose(model.predict_proba(rows, backend="numpy"), native.predict_proba(rows),
+                                   rtol=1e-6, atol=1e-6)
+    else:
+        np.testing.assert_allclose(model.predict(rows, backend="numpy"), native.predict(rows), rtol=1e-6, atol=1e-6)
