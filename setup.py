@@ -21,10 +21,12 @@ EXTRAS = {
     "xgboost": ["xgboost-cpu>=2.1"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
-    "bench": ["matplotlib>=3.8"],
+    # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
+    # installs it with --no-deps (it needs psutil, dill and onnxconverter-common from here)
+    "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3"],
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
-EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})
 EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1"]
 
 setup(
