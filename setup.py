@@ -43,8 +43,11 @@ setup(
         "sparkscore.registry",
         "sparkscore.optimizer",
         "sparkscore.engines",
+        "sparkscore.sql",
     ],
-    package_data={"sparkscore": ["py.typed", "sql/*.sql"]},
+    # the user-facing example queries in sql/ ship inside the package as sparkscore/sql/*.sql
+    package_dir={"sparkscore.sql": "sql"},
+    package_data={"sparkscore": ["py.typed"], "sparkscore.sql": ["*.sql"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["sparkscore=sparkscore.cli:main"]},

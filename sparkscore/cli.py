@@ -1,0 +1,348 @@
+"""``sparkscore`` command line: a thin shell over the registry, the DuckDB engine and the quickstart.
+
+Error contract: a failure prints ONE line ``error: ...`` on stderr and exits 1 (2 for usage
+errors); ``--debug`` lets the exception and its traceback through instead.  User text (SQL, names,
+paths) is never interpreted as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from sparkscore.errors import SparkscoreError
+
+FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "pickle")
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_MAX_ERROR_CHARS = 500
+
+
+class _CommandFailed(typer.TyperException):
+    """A command's exception, reduced to the one line the user sees."""
+
+    exit_code = 1
+
+
+class _Group(TyperGroup):
+    """Turns every failure into ``error: <one line>`` + exit code (1, or 2 for usage errors)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if isinstance(ctx.obj, _Settings) and ctx.obj.debug:
+                raise
+            raise _CommandFailed(_one_line(exc)) from exc
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:
+            message = exc.format_message()
+            if not message:  # no arguments at all: the help text was the answer
+                return _exit(exc.exit_code, standalone_mode)
+            usage_ctx = getattr(exc, "ctx", None)
+            if exc.exit_code == 2 and usage_ctx is not None:
+                message = f"{message.rstrip('.')} (see '{usage_ctx.command_path} --help')"
+            print(f"error: {message}", file=sys.stderr)
+            rv = exc.exit_code
+        except typer.Abort:
+            print("error: aborted", file=sys.stderr)
+            rv = 1
+        return _exit(rv, standalone_mode)
+
+
+def _exit(rv: Any, standalone_mode: bool) -> Any:
+    if not standalone_mode:
+        return rv
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    registry: Optional[str]
+    debug: bool
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Score trained models inside DuckDB and Spark SQL with PREDICT().")
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|file://URI",
+                                           help="Registry root (default: $SPARKSCORE_HOME or ~/.sparkscore)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+) -> None:
+    ctx.obj = _Settings(registry, debug)
+
+
+def _registry(ctx: typer.Context):
+    from sparkscore.registry import Registry
+
+    return Registry(ctx.obj.registry)
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+# ---------------------------------------------------------------------- commands
+@app.command()
+def quickstart(ctx: typer.Context,
+               customers: int = typer.Option(20_000, min=100, help="Number of generated customers.")) -> None:
+    """Train demo models on generated data, register them, run example PREDICT queries on DuckDB."""
+    from sparkscore.quickstart import run_quickstart
+
+    run_quickstart(_out(), _registry(ctx), n_customers=customers)
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Model name, e.g. churn."),
+    path: Path = typer.Argument(..., metavar="PATH", help="Model file or directory."),
+    alias: Optional[str] = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    fmt: str = typer.Option("auto", "--format", help=f"One of {', '.join(FORMATS)}."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Allow pickle/joblib files (unpickling runs code from the file)."),
+    feature_names: Optional[str] = typer.Option(None, "--feature-names", help="Comma-separated input names."),
+    lineage: List[str] = typer.Option([], "--lineage", metavar="KEY=VALUE",
+                                      help="Lineage to record, e.g. code_version=abc123 (repeatable)."),
+) -> None:
+    """Register a model file as the next version of NAME."""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param_hint="--format")
+    from sparkscore.registry import validate_name
+
+    if alias is not None:
+        validate_name(alias, "alias")  # before registering: a bad alias must not leave a new version behind
+    reg = _registry(ctx)
+    names = [n.strip() for n in feature_names.split(",")] if feature_names else None
+    record = {"source_file": str(path.absolute()), **_key_values(lineage, "--lineage")}
+    with _err().status(Text(f"loading and converting {path}...")):
+        native = load_model_file(path, fmt, allow_pickle)
+        mv = reg.register(name, native, feature_names=names, lineage=record)
+        if alias is not None:
+            reg.set_alias(name, alias, mv.version)
+    suffix = f", alias {name}@{alias}" if alias is not None else ""
+    _out().print(Text(f"registered {mv.ref} (sha256 {mv.sha256[:12]}){suffix} in {reg.root}"))
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List registered models with their versions and aliases."""
+    reg = _registry(ctx)
+    names = reg.models()
+    if not names:
+        _out().print(Text(f"no models in {reg.root}; add one with `sparkscore register` or `sparkscore quickstart`"))
+        return
+    table = Table("name", "versions", "latest", "aliases", "created (latest)", title=Text(str(reg.root)))
+    for name in names:
+        versions = reg.versions(name)
+        aliases = ", ".join(f"{a} -> {v}" for a, v in reg.aliases(name).items())
+        table.add_row(Text(name), Text(str(len(versions))), Text(str(versions[-1].version)), Text(aliases),
+                      Text(versions[-1].created_at))
+    _out().print(table)
+
+
+@app.command()
+def alias(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Model name."),
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="Alias, e.g. prod."),
+    version: Optional[int] = typer.Argument(None, metavar="VERSION", help="Version the alias points at (not with --delete)."),
+    delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
+) -> None:
+    """Point NAME@ALIAS at VERSION (atomically), or remove it with --delete."""
+    reg = _registry(ctx)
+    if delete:
+        if version is not None:
+            raise typer.BadParameter("--delete takes no VERSION", param_hint="VERSION")
+        reg.delete_alias(name, alias_name)
+        _out().print(Text(f"deleted alias {name}@{alias_name}"))
+        return
+    if version is None:
+        raise typer.BadParameter("give the VERSION the alias should point at (or --delete)", param_hint="VERSION")
+    reg.set_alias(name, alias_name, version)
+    _out().print(Text(f"{name}@{alias_name} -> {name}/{version}"))
+
+
+@app.command()
+def describe(ctx: typer.Context, ref: str = typer.Argument(..., metavar="REF", help="name, name/3 or name@alias.")) -> None:
+    """Print a version's lineage, aliases and signature as JSON."""
+    typer.echo(json.dumps(_registry(ctx).describe(ref), indent=2, sort_keys=True))
+
+
+_TABLE_OPTION = typer.Option([], "--table", "-t", metavar="NAME=PATH",
+                             help="Expose a parquet/csv/json file (or glob) as a view (repeatable).")
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., metavar="QUERY", help="SQL with PREDICT()/PREDICT_PROBA()."),
+    table: List[str] = _TABLE_OPTION,
+    max_rows: int = typer.Option(20, "--max-rows", min=1, help="Rows to print."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write all rows to .parquet or .csv instead."),
+) -> None:
+    """Run a PREDICT query on DuckDB over files."""
+    import sparkscore as ss
+    from sparkscore.quickstart import relation_table
+
+    con = _connection(table)
+    with _err().status("running query..."):
+        relation = ss.duckdb.sql(con, query, registry=_registry(ctx))
+        if output is not None:
+            _write(relation, output)
+    if output is not None:
+        _out().print(Text(f"wrote {output}"))
+    else:
+        _out().print(relation_table(relation, max_rows))
+
+
+@app.command()
+def explain(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY", help="SQL with PREDICT()/PREDICT_PROBA()."),
+            table: List[str] = _TABLE_OPTION) -> None:
+    """Print the rewritten SQL and every optimizer rule, fired or declined, with its reason."""
+    import sparkscore as ss
+
+    typer.echo(str(ss.explain(query, engine=_connection(table), registry=_registry(ctx))))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="sparkscore")
+
+
+# ---------------------------------------------------------------------- helpers
+def load_model_file(path: Path, fmt: str, allow_pickle: bool) -> Any:
+    """The model stored at ``path``: an ``ss.Model`` or a native model object for ``convert``."""
+    if not path.exists():
+        raise SparkscoreError(f"{path}: no such file or directory; pass a model file or saved model directory")
+    fmt = _detect_format(path) if fmt == "auto" else fmt
+    if fmt == "sparkscore":
+        from sparkscore.ir import Model
+
+        return Model.load(path)
+    if fmt == "lightgbm":
+        from sparkscore.importers import lightgbm
+
+        return lightgbm.load_file(path)
+    if fmt == "xgboost":
+        from sparkscore.importers import xgboost
+
+        return xgboost.load_file(path)
+    if fmt == "pyspark":
+        from sparkscore.importers import pyspark_ml
+
+        return pyspark_ml.convert_saved(path)
+    if not allow_pickle:
+        raise SparkscoreError(f"{path} is a pickle file and unpickling can run arbitrary code; save the model natively "
+                              "(LightGBM save_model, XGBoost .json/.ubj, Model.save) or pass --allow-pickle if you trust it")
+    print(f"warning: unpickling {path} runs any code it contains; only do this for files you trust", file=sys.stderr)
+    if path.suffix == ".joblib":
+        import joblib
+
+        return joblib.load(path)
+    import pickle
+
+    with path.open("rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - explicit --allow-pickle opt-in, warned above
+
+
+def _detect_format(path: Path) -> str:
+    """Guess a model file's format from its layout, suffix and first bytes."""
+    if path.is_dir():
+        if (path / "model.json").is_file() and (path / "sha256").is_file():
+            return "sparkscore"
+        if (path / "metadata").is_dir():
+            return "pyspark"
+        raise SparkscoreError(f"{path}: directory is neither a sparkscore model (model.json) nor a saved pyspark.ml "
+                              "model (metadata/); pass --format")
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        return "pickle"
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(b"tree\n") or head.startswith(b"tree\r\n") or re.search(rb'"name"\s*:\s*"tree"', head):
+        return "lightgbm"
+    if b"learner" in head:  # XGBoost JSON and UBJ both open with the "learner" object
+        return "xgboost"
+    if head[:1] == b"\x80":  # pickle protocol 2+ opcode
+        return "pickle"
+    raise SparkscoreError(f"{path}: cannot tell the model format; pass --format "
+                          f"({', '.join(f for f in FORMATS if f != 'auto')})")
+
+
+def _connection(tables: Sequence[str]):
+    """An in-memory DuckDB connection with each ``NAME=PATH`` exposed as a view over the file."""
+    import duckdb
+
+    con = duckdb.connect()
+    for name, location in _key_values(tables, "--table").items():
+        if not _TABLE_NAME.fullmatch(name):
+            raise typer.BadParameter(f"table name {name!r} must be a plain SQL identifier", param_hint="--table")
+        if not any(ch in location for ch in "*?[") and not Path(location).exists():
+            raise SparkscoreError(f"--table {name}: file {location} does not exist")
+        suffixes = "".join(Path(location).suffixes).lower()
+        if ".csv" in suffixes or ".tsv" in suffixes:
+            relation = con.read_csv(location)
+        elif ".json" in suffixes:
+            relation = con.read_json(location)
+        else:
+            relation = con.read_parquet(location)
+        relation.create_view(name)
+    return con
+
+
+def _write(relation, output: Path) -> None:
+    if output.suffix.lower() == ".csv":
+        relation.write_csv(str(output))
+    elif output.suffix.lower() in (".parquet", ".pq"):
+        relation.write_parquet(str(output))
+    else:
+        raise typer.BadParameter(f"cannot write {output.suffix or 'files without a suffix'}; use .parquet or .csv",
+                                 param_hint="--output")
+
+
+def _key_values(items: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one bounded line; foreign exceptions keep their type name for context."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if not isinstance(exc, SparkscoreError):
+        text = f"{type(exc).__name__}: {text}"
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Named, versioned, aliased models on a local or shared filesystem (DESIGN section 8)."""
+
+from sparkscore.registry.refs import ModelRef, parse_ref, validate_name
+from sparkscore.registry.store import ModelVersion, Registry, default_root
+
+__all__ = ["ModelRef", "ModelVersion", "Registry", "default_root", "parse_ref", "validate_name"]
