@@ -16,9 +16,12 @@ from sparkscore.optimizer.bind_models import bind_models
 from sparkscore.optimizer.context import (BoundModel, Catalog, Context, Decision, OptimizerOptions,
                                           ResolvedModel)
 from sparkscore.optimizer.dialect import generate, parse
+from sparkscore.optimizer.factorize_linear import factorize_linear
 from sparkscore.optimizer.inline_models import inline_models
 from sparkscore.optimizer.nodes import ModelCall, ScorePredict
 from sparkscore.optimizer.plan import Plan, UdfSpec
+from sparkscore.optimizer.prune_model_inputs import prune_model_inputs
+from sparkscore.optimizer.stack_linear import stack_linear
 
 #: Every rule name users may pass to ``disable_rules`` (DESIGN section 5), in plan order.
 RULE_NAMES = ("bind_models", "prune_model_inputs", "prune_by_predicates", "factorize_linear",
@@ -28,6 +31,9 @@ RULE_NAMES = ("bind_models", "prune_model_inputs", "prune_by_predicates", "facto
 #: ``NAME`` and ``rule(expression, context)``, inserted here at its RULE_NAMES position.
 RULES: tuple[tuple[str, Callable], ...] = (
     ("bind_models", bind_models),
+    ("prune_model_inputs", prune_model_inputs),
+    ("factorize_linear", factorize_linear),
+    ("stack_linear", stack_linear),
     ("inline_models", inline_models),
     ("batch_to_kernels", batch_to_kernels),
 )
@@ -45,7 +51,8 @@ def plan_query(sql: str, *, dialect: str, resolve: Callable[[str], ResolvedModel
     if unknown:
         raise QueryError(f"unknown rule {unknown[0]!r} in disable_rules; use names from {', '.join(RULE_NAMES)}")
     expression = parse(sql, dialect)
-    context = Context(dialect=dialect, catalog=catalog, options=options, resolve=resolve)
+    context = Context(dialect=dialect, catalog=catalog, options=options, resolve=resolve,
+                      disabled=tuple(disable_rules))
     for name, rule in RULES:
         if name in disable_rules:
             context.decide(name, False, "disabled by disable_rules")

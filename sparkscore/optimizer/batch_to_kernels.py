@@ -46,6 +46,8 @@ def output_type(model: Model, kind: str) -> str:
     """SQL type of PREDICT / PREDICT_PROBA / raw for ``model`` (DESIGN section 4)."""
     if kind == "proba":
         return "DOUBLE[]"
+    if kind == "predict" and not model.is_classifier and model.estimator.n_outputs > 1:
+        return "DOUBLE[]"  # multi-output regression, e.g. stack_linear's stacked margins
     if kind == "raw" or not model.is_classifier or model.n_classes == 2:
         return "DOUBLE"
     first = model.classes[0]

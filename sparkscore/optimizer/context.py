@@ -50,6 +50,9 @@ class OptimizerOptions:
 
     inline_max_features: int = 32
     inline_max_nodes: int = 255
+    factorize_udf_overhead: float = 60.0  # cost.py's u for UDF plans (0 when inlined), bench/bench_optimizer.py
+    factorize_carry: float = 3.0          # cost.py's c: carrying one column through a join, in features
+    factorize_min_speedup: float = 1.2    # factorize_linear fires at this estimated speedup or more
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Context:
     decisions: list[Decision] = field(default_factory=list)
     resolved: dict[str, ResolvedModel] = field(default_factory=dict)
     udfs: dict[str, "UdfSpec"] = field(default_factory=dict)
+    disabled: tuple[str, ...] = ()   # disable_rules: later rules a rule may count on (or not)
 
     def decide(self, rule: str, fired: bool, reason: str) -> None:
         self.decisions.append(Decision(rule, fired, reason))

@@ -13,6 +13,7 @@ harness and engines register it so inlined and UDF plans can be compared row by 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,15 @@ def _statement(lines: list[str]) -> str:
 def udf_outputs(spec: UdfSpec, columns, backend: str = "auto") -> list | np.ndarray:
     """Values ``spec``'s function returns for ``columns`` (Arrow table / dict, signature names)."""
     model = spec.model
+    if spec.kind == "raw" and model.kind == "linear":  # margins: the GLM without its link, first output
+        margins = dataclasses.replace(model, estimator=dataclasses.replace(model.estimator, link="identity"))
+        return margins.scores(columns, backend=backend)[:, 0]
     scores = model.scores(columns, backend=backend)
     if spec.kind == "proba":
         return [list(row) for row in model.outputs_to_proba(scores)]
     if spec.kind == "predict":
         if model.is_classifier and model.n_classes == 2:
             return model.outputs_to_proba(scores)[:, 1]
-        return model.outputs_to_predictions(scores)
-    raise QueryError(f"UDF kind {spec.kind!r} of {spec.name} has no reference meaning here; use predict or proba")
+        predictions = model.outputs_to_predictions(scores)
+        return [list(row) for row in predictions] if predictions.ndim == 2 else predictions
+    raise QueryError(f"UDF kind {spec.kind!r} of {spec.name} has no reference meaning here; use predict, proba or a GLM's raw")

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from duckdb import sqltypes
+from sqlglot import exp
 
 from sparkscore.ir import (INDICATOR, MISSING_AS_ZERO, MISSING_NAN, PASSTHROUGH, Column, FeatureMap, LinearModel,
                            Model, Signature, TreeBuilder)
@@ -74,6 +75,43 @@ def _big_tree() -> Model:
     return Model(builder.build(), Signature.from_names(NUMERIC), metadata={"name": "big"})
 
 
+def _star_glm(name: str, inputs: tuple[str, ...], outputs: int = 1, fmap: FeatureMap | None = None) -> Model:
+    """GLMs over customers joined to a dimension table (factorize_linear, stack_linear fixtures)."""
+    rng = np.random.default_rng(len(name))
+    width = fmap.n_outputs if fmap is not None else len(inputs)
+    coef, intercept = rng.normal(0.0, 0.3, (width, outputs)), rng.normal(0.0, 0.5, outputs)
+    if outputs > 1:
+        return Model(LinearModel(coef, intercept, "softmax"), Signature.from_names(inputs), task="classification",
+                     classes=("low", "mid", "high"), metadata={"name": name})
+    if fmap is not None:
+        return Model(LinearModel(coef, intercept), Signature.from_names(inputs), (fmap,), metadata={"name": name})
+    return Model(LinearModel(coef, intercept, "logistic"), Signature.from_names(inputs), task="classification",
+                 classes=(0, 1), metadata={"name": name})
+
+
+STAR = ("age", "tenure", "gdp", "growth", "risk")
+DEAL = ("age", "spend", "discount", "churn_rate", "margin", "fee")
+_STAR_PIPE = FeatureMap(5, kind=[PASSTHROUGH] * 5 + [INDICATOR], source=[0, 1, 2, 3, 4, 4],
+                        fill=[math.nan, math.nan, 3.0, math.nan, math.nan, math.nan],
+                        center=[30.0, 0.0, 1.0, 0.0, 0.0, 0.0], scale=[10.0, 1.0, 2.0, 1.0, 1.0, 1.0],
+                        category=[math.nan] * 5 + [2.0])
+
+def _partial_tree() -> Model:
+    """Trees over (age, tenure, spend, price) that never split on spend or price."""
+    builder = TreeBuilder(4)
+    builder.add_tree(feature=[0, 1, -1, -1, -1], threshold=[30.5, 12.0, 0, 0, 0], left=[1, 3, -1, -1, -1],
+                     right=[2, 4, -1, -1, -1], value=[0, 0, 0.75, -0.5, 1.25], default_left=[True, False, 0, 0, 0])
+    return Model(builder.build(), Signature.from_names(NUMERIC + ("price",)), metadata={"name": "ptree"})
+
+
+def _dead_region_glm() -> Model:
+    """GLM whose one-hot region features all have zero coefficients."""
+    sig = Signature((Column("age"), Column("region", "varchar", categories=("EU", "US", "APAC"))))
+    fmap = FeatureMap(2, kind=[PASSTHROUGH, INDICATOR, INDICATOR], source=[0, 1, 1], fill=[math.nan] * 3,
+                      center=[0.0] * 3, scale=[1.0] * 3, category=[math.nan, 0.0, 1.0])
+    return Model(LinearModel(np.array([0.25, 0.0, 0.0]), np.array([1.0])), sig, (fmap,), metadata={"name": "dead_region"})
+
+
 MODELS = {
     "glm": _glm(),
     "spend_glm": _pipeline_glm(),
@@ -84,6 +122,16 @@ MODELS = {
     "big": _big_tree(),
     "planned": Model(LinearModel(np.array([[0.5], [2.0], [-0.25]]), np.array([1.0])),
                      Signature.from_names(("age", "plan_id", "price")), metadata={"name": "planned"}),
+    "star": _star_glm("star", STAR),
+    "star_tier": _star_glm("star_tier", STAR, outputs=3),
+    "star_pipe": _star_glm("star_pipe", STAR, fmap=_STAR_PIPE),
+    "deal": _star_glm("deal", DEAL),
+    "ptree": _partial_tree(),
+    "dead_region": _dead_region_glm(),
+    "score": Model(LinearModel(np.array([1.5, 0.0, -0.75]), np.array([2.0])), Signature.from_names(NUMERIC),
+                   metadata={"name": "score"}),
+    "rate": Model(LinearModel(np.array([0.01, -0.02, 0.005]), np.array([0.1]), "exp"), Signature.from_names(NUMERIC),
+                  metadata={"name": "rate"}),
 }
 
 
@@ -135,6 +183,11 @@ def database() -> duckdb.DuckDBPyConnection:
     con.execute("CREATE TABLE customers AS SELECT * FROM customers_arrow")
     con.register("plans_arrow", plans)
     con.execute("CREATE TABLE plans AS SELECT * FROM plans_arrow")
+    # dimensions for the star-join rules: LATAM and NULL regions have no match (LEFT JOIN cases)
+    con.execute("CREATE TABLE regions AS SELECT * FROM (VALUES ('EU', 1.5, 0.2, 1.0), ('US', 2.5, NULL, 2.0), "
+                "('APAC', 0.5, 0.7, 3.0)) AS v(region, gdp, growth, risk)")
+    con.execute("CREATE TABLE plan_regions AS SELECT p.plan_id, r.region, p.price / 100 AS discount, "
+                "r.gdp / 10 AS churn_rate, p.price * r.gdp AS margin, 1.5e0 AS fee FROM plans AS p, regions AS r")
     yield con
     con.close()
 
@@ -151,10 +204,11 @@ class DuckCatalog:
         return [(str(n), str(t)) for n, t in rows] or None
 
     def row_count(self, table: str):
-        return None
+        return self.con.execute(exp.select("COUNT(*)").from_(exp.to_table(table)).sql("duckdb")).fetchall()[0][0]
 
     def distinct_count(self, table: str, column: str):
-        return None
+        query = exp.select(exp.func("COUNT", exp.Distinct(expressions=[exp.column(column)]))).from_(exp.to_table(table))
+        return self.con.execute(query.sql("duckdb")).fetchall()[0][0]
 
 
 # ---------------------------------------------------------------------------- UDFs

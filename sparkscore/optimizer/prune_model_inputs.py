@@ -1,0 +1,140 @@
+"""Rule ``prune_model_inputs``: model projection pushdown, and removal of joins that only fed it.
+
+An input is dropped only when no row's result can depend on it:
+
+* trees: no node splits on it (routing never reads it);
+* GLMs: every feature built from it is a one-hot ``INDICATOR`` with zero coefficients (an
+  indicator is 0 or 1, never NaN).  A zero coefficient on a *passthrough* feature is kept: a NULL
+  or infinite input still turns the margin into NaN (``0 * NaN``), so dropping it would change
+  those rows -- the decision says so.
+
+The call then runs a derived model over the smaller signature (``context.add_model``).  A
+``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed when the
+join is on a key that is unique in the joined table (``Catalog.distinct_count == row_count``):
+each left row then matches at most one row, so the join neither adds nor removes rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from sqlglot import exp
+
+from sparkscore.ir import INDICATOR, LEAF, Model
+from sparkscore.optimizer.context import Context
+from sparkscore.optimizer.derive import feature_map, glm, restrict
+from sparkscore.optimizer.nodes import ModelCall
+from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, inside, select_sources
+
+NAME = "prune_model_inputs"
+
+
+def prune_model_inputs(expression: exp.Expr, context: Context) -> exp.Expr:
+    calls = list(expression.find_all(ModelCall))
+    if not calls:
+        context.decide(NAME, False, "no model calls")
+        return expression
+    fed: dict[int, tuple[exp.Select, set[str]]] = {}   # select -> aliases that fed dropped inputs
+    for call in calls:
+        model = context.model(call.model_key).model
+        used, why = _used_inputs(model)
+        if used is None or len(used) == len(model.signature):
+            context.decide(NAME, False, f"{call.model_key} ({call.call_kind}): {why}")
+            continue
+        dropped = [i for i in range(len(model.signature)) if i not in used]
+        derived = _derive(model, used)
+        key = context.add_model(derived, context.model(call.model_key).source).key
+        names = ", ".join(model.signature.names[i] for i in dropped)
+        select = enclosing_select(call)
+        if select is not None:
+            aliases = fed.setdefault(id(select), (select, set()))[1]
+            aliases.update(c.table.lower() for i in dropped for c in call.inputs[i].find_all(exp.Column) if c.table)
+        call.replace(ModelCall.build(key, call.call_kind, [call.inputs[i] for i in used]))
+        context.decide(NAME, True, f"{call.model_key} ({call.call_kind}): dropped unused inputs {names} "
+                                   f"({len(used)} of {len(model.signature)} kept): {why}")
+    for select, aliases in fed.values():
+        _remove_joins(select, aliases, context)
+    return expression
+
+
+def _used_inputs(model: Model) -> tuple[list[int] | None, str]:
+    est = model.estimator
+    if model.kind == "trees":
+        if model.features:
+            return None, "trees over a feature map keep every input"
+        used = sorted({int(f) for f in est.feature[est.feature != LEAF]})
+        return used, "no tree splits on the others"
+    fmap = feature_map(model)
+    if fmap is None:
+        return None, "chained feature maps keep every input"
+    live = ~((fmap.kind == INDICATOR) & (est.coef == 0.0).all(axis=1))
+    used = sorted({int(s) for s in fmap.source[live]})
+    zero = [model.signature.names[int(s)] for s in fmap.source[(est.coef == 0.0).all(axis=1) & ~(fmap.kind == INDICATOR)]]
+    note = (f"zero coefficients on {', '.join(zero)} kept: a NULL there makes the GLM NaN" if zero
+            else "every input feeds a non-zero coefficient")
+    if len(used) < len(model.signature):
+        note = "their one-hot features have zero coefficients" + (f"; {note}" if zero else "")
+    return used, note
+
+
+def _derive(model: Model, used: list[int]) -> Model:
+    columns = [model.signature.inputs[i] for i in used]
+    est = model.estimator
+    if model.kind == "trees":
+        position = np.full(len(model.signature), -1, dtype=np.int32)
+        position[used] = np.arange(len(used))
+        feature = np.where(est.feature == LEAF, LEAF, position[np.maximum(est.feature, 0)])
+        signature = dataclasses.replace(model.signature, inputs=tuple(columns))
+        return dataclasses.replace(model, estimator=dataclasses.replace(est, feature=feature, n_features=len(used)),
+                                   signature=signature, metadata={**model.metadata, "derived": "prune_model_inputs"})
+    fmap = feature_map(model)
+    live = [j for j in range(fmap.n_outputs) if int(fmap.source[j]) in used
+            and not (fmap.kind[j] == INDICATOR and (est.coef[j] == 0.0).all())]
+    return glm(model, columns, restrict(fmap, live, used), est.coef[live], est.intercept, est.link,
+               note="prune_model_inputs")
+
+
+def _remove_joins(select: exp.Select, aliases: set[str], context: Context) -> None:
+    sources = select_sources(select)
+    if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
+        return
+    for source in sources[1:]:
+        if source.alias.lower() not in aliases:
+            continue
+        reason = _removable(select, source, sources, context)
+        if reason is None:
+            source.join.pop()
+            context.decide(NAME, True, f"removed LEFT JOIN {source.alias}: it only fed dropped inputs and its "
+                                       f"join key is unique")
+        else:
+            context.decide(NAME, False, f"kept JOIN {source.alias}: {reason}")
+
+
+def _removable(select: exp.Select, dim: Source, sources: list[Source], context: Context) -> str | None:
+    join = dim.join
+    if (join.side or "").upper() != "LEFT":
+        return "not a LEFT JOIN (an inner join can drop or repeat rows)"
+    on = join.args.get("on")
+    outputs = {p.alias.lower() for p in select.expressions if p.alias}
+    for column in select.find_all(exp.Column):
+        if inside(column, join) or (not column.table and column.name.lower() in outputs):
+            continue
+        if column.table.lower() == dim.alias.lower() or (not column.table and column_source(column, sources, context) in (dim, None)):
+            return f"{column.sql(dialect=context.dialect)} still reads it"
+    keys = []
+    for c in conjuncts(on) if on is not None else [None]:
+        if not isinstance(c, exp.EQ):
+            return "join condition is not an equality"
+        sides = [s for s in (c.this, c.expression) if isinstance(s, exp.Column) and s.table.lower() == dim.alias.lower()]
+        if len(sides) != 1:
+            return "join condition is not key equalities"
+        keys.append(sides[0].name)
+    if dim.table is None or len(keys) != 1:
+        return "uniqueness of a composite or derived key is unknown"
+    rows = context.catalog.row_count(dim.table)
+    distinct = context.catalog.distinct_count(dim.table, keys[0])
+    if rows is None or distinct is None or distinct != rows:
+        return f"{dim.alias}.{keys[0]} not known unique (distinct {distinct}, rows {rows})"
+    return None
+

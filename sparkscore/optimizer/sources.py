@@ -1,0 +1,97 @@
+"""Which FROM / JOIN source of a SELECT a column comes from, for the model-aware rewrite rules.
+
+``prune_model_inputs``, ``prune_by_predicates``, ``factorize_linear`` and ``stack_linear`` all ask
+the same questions of the SELECT a model call sits in: what its sources are (alias -> table), which
+source an argument column reads, and what the WHERE / inner-join predicates say.  Unknown answers
+are ``None`` so that a rule declines instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sparkscore.optimizer.context import Context
+
+
+@dataclass(frozen=True)
+class Source:
+    alias: str                 # name columns use to qualify it (alias, else table name)
+    node: exp.Expr             # the exp.Table / exp.Subquery in the FROM or JOIN clause
+    join: exp.Join | None      # None for the FROM source
+
+    @property
+    def table(self) -> str | None:
+        """Catalog name of a plain table source, None for subqueries and table functions."""
+        if isinstance(self.node, exp.Table) and isinstance(self.node.this, exp.Identifier):
+            return ".".join(part.name for part in self.node.parts)
+        return None
+
+
+def enclosing_select(node: exp.Expr) -> exp.Select | None:
+    parent = node.parent
+    while parent is not None and not isinstance(parent, exp.Select):
+        if isinstance(parent, (exp.Subquery, exp.Query)) and not isinstance(parent, exp.Select):
+            return None
+        parent = parent.parent
+    return parent
+
+
+def select_sources(select: exp.Select) -> list[Source]:
+    from_ = select.args.get("from_")
+    if from_ is None:
+        return []
+    out = [Source(from_.this.alias_or_name, from_.this, None)]
+    out += [Source(join.this.alias_or_name, join.this, join) for join in select.args.get("joins") or ()]
+    return out
+
+
+def column_source(column: exp.Expr, sources: list[Source], context: Context) -> Source | None:
+    """The source ``column`` reads (qualified by alias, or the one catalog table that has it)."""
+    if not isinstance(column, exp.Column) or column.is_star:
+        return None
+    if column.table:
+        return next((s for s in sources if s.alias.lower() == column.table.lower()), None)
+    owners = []
+    for source in sources:
+        columns = context.catalog.columns(source.table) if source.table else None
+        if columns is None:
+            return None
+        if any(name.lower() == column.name.lower() for name, _ in columns):
+            owners.append(source)
+    return owners[0] if len(owners) == 1 else None
+
+
+def column_key(column: exp.Expr, sources: list[Source], context: Context) -> tuple[str, str] | None:
+    """(source alias, lower-case column name): equal keys read the same value in one row."""
+    source = column_source(column, sources, context)
+    return None if source is None else (source.alias.lower(), column.name.lower())
+
+
+def conjuncts(condition: exp.Expr | None) -> list[exp.Expr]:
+    if condition is None:
+        return []
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        return conjuncts(condition.this) + conjuncts(condition.expression)
+    return [condition]
+
+
+def row_predicates(select: exp.Select) -> list[exp.Expr]:
+    """Predicates every row of ``select`` satisfies: top-level WHERE and INNER JOIN ON conjuncts."""
+    where = select.args.get("where")
+    out = conjuncts(where.this if where is not None else None)
+    for join in select.args.get("joins") or ():
+        if not join.side and join.kind in ("", "INNER"):
+            out += conjuncts(join.args.get("on"))
+    return out
+
+
+def inside(node: exp.Expr, ancestor: exp.Expr) -> bool:
+    """Whether ``node`` is ``ancestor`` or below it."""
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = node.parent
+    return False
