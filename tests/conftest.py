@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 
@@ -19,22 +16,8 @@ def registry(tmp_path):
 @pytest.fixture(scope="session")
 def spark():
     """One local[2] Spark session shared by every Spark test in the run (start-up is ~9 s)."""
-    pyspark = pytest.importorskip("pyspark")
-    from pyspark.sql import SparkSession
+    from tests.zoo.pyspark_cases import spark_session  # the zoo's Spark cases build the same session
 
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("sparkscore-tests")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", "2g")
-        .config("spark.pyspark.python", sys.executable)
-        .getOrCreate()
-    )
-    assert pyspark is not None
+    session = spark_session()
     yield session
     session.stop()
