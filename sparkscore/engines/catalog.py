@@ -1,0 +1,95 @@
+"""Schema and cheap statistics of what one DuckDB connection can see, for the optimizer.
+
+Implements ``sparkscore.optimizer.Catalog``.  Every statistic comes from metadata DuckDB already
+keeps (``duckdb_tables().estimated_size``, column ``stats()``, parquet footers), never from a scan,
+so planning a query stays cheap however big its tables are.  Unknown answers are ``None``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+_DIALECT = "duckdb"
+
+
+class DuckDBCatalog:
+    """Tables, views (incl. registered pandas / Arrow objects) and parquet files of ``con``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._memo: dict[tuple, object] = {}
+
+    def columns(self, table: str) -> list[tuple[str, str]] | None:
+        return self._cached(("columns", table), lambda: self._columns(table))
+
+    def row_count(self, table: str) -> int | None:
+        return self._cached(("rows", table), lambda: self._row_count(table))
+
+    def distinct_count(self, table: str, column: str) -> int | None:
+        return self._cached(("distinct", table, column), lambda: self._distinct_count(table, column))
+
+    # ------------------------------------------------------------------ internals
+    def _cached(self, key: tuple, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def _relation(self, table: str) -> exp.Table | None:
+        """The first spelling of ``table`` DuckDB can bind: a (qualified) name, then a file path."""
+        return self._cached(("relation", table), lambda: self._find_relation(table))
+
+    def _find_relation(self, table: str) -> exp.Table | None:
+        candidates = []
+        try:
+            candidates.append(exp.to_table(table, dialect=_DIALECT))
+        except sqlglot.errors.ParseError:
+            pass
+        candidates.append(exp.Table(this=exp.to_identifier(table, quoted=True)))  # e.g. 'data/x.parquet'
+        for candidate in candidates:
+            try:
+                self._con.sql(exp.select("*").from_(candidate.copy()).limit(0).sql(_DIALECT))
+            except duckdb.Error:
+                continue
+            return candidate
+        return None
+
+    def _columns(self, table: str) -> list[tuple[str, str]] | None:
+        relation = self._relation(table)
+        if relation is None:
+            return None
+        rel = self._con.sql(exp.select("*").from_(relation.copy()).limit(0).sql(_DIALECT))
+        return [(name, str(dtype)) for name, dtype in zip(rel.columns, rel.types)]
+
+    def _row_count(self, table: str) -> int | None:
+        relation = self._relation(table)
+        if relation is None:
+            return None
+        schema = relation.db or None
+        rows = self._con.execute(
+            "SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = coalesce(?, schema_name)",
+            [relation.name, schema],
+        ).fetchall()
+        if len(rows) == 1:
+            return int(rows[0][0])
+        if table.lower().endswith(".parquet"):
+            try:
+                (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [table]).fetchall()
+            except duckdb.Error:
+                return None
+            return None if count is None else int(count)
+        return None
+
+    def _distinct_count(self, table: str, column: str) -> int | None:
+        relation = self._relation(table)
+        if relation is None:
+            return None
+        query = exp.select(exp.func("stats", exp.column(column, quoted=True))).from_(relation.copy()).limit(1)
+        try:
+            rows = self._con.sql(query.sql(_DIALECT)).fetchall()
+        except duckdb.Error:
+            return None
+        stats = rows[0][0] if rows else None
+        unique = stats.get("approx_unique") if isinstance(stats, dict) else None
+        return None if unique is None else int(unique)
