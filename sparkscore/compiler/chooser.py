@@ -1,0 +1,129 @@
+"""Strategy choice from *measured* cost, per model, device and batch size.
+
+At compile time every exact candidate (numpy reference, numba traversal serial / parallel, torch
+GEMM / TT / PTT) is timed on a synthetic sample drawn around the model's own thresholds: at 1 row
+(call overhead), 256 rows and, for candidates still in the race, 4096 rows.  Each candidate gets
+a piecewise-linear cost curve; a call with ``n`` rows runs the candidate cheapest at ``n``.  So
+tiny batches go where start-up is cheapest and large ones where throughput is highest, without
+hard-coded depth or size thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from sparkscore.ir.features import INDICATOR
+from sparkscore.ir.trees import LEAF, TreeEnsemble
+
+CALIBRATION_SIZES = (1, 64, 1024, 8192)
+CALIBRATION_BUDGET_S = 1.0
+_REPEATS = 3
+_MIN_SLOPE_SIZE = 1024  # always measured, so no cost curve is a flat line from a single point
+_STILL_IN_RACE = 3.0  # a candidate projected this much slower than the best at the largest size stops being measured
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    name: str                                  # "reference", "numba", "numba_parallel", "gemm", "tt", "ptt"
+    backend: str                               # "numpy" | "numba" | "torch"
+    raw: Callable[[np.ndarray], np.ndarray]    # encoded inputs (n, d) -> float64 margins (n, k)
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    sizes: tuple[int, ...]
+    seconds: tuple[float, ...]
+    extrapolates: bool = True  # False: dropped from the race, so never chosen beyond its last size
+
+    def at(self, n: int) -> float:
+        """Interpolated cost; linear extrapolation (from the last two points) beyond the last size."""
+        if n <= self.sizes[-1]:
+            return float(np.interp(n, self.sizes, self.seconds))
+        if not self.extrapolates:
+            return float("inf")
+        if len(self.sizes) == 1:
+            return self.seconds[0]
+        slope = max(0.0, (self.seconds[-1] - self.seconds[-2]) / (self.sizes[-1] - self.sizes[-2]))
+        return self.seconds[-1] + slope * (n - self.sizes[-1])
+
+
+@dataclass(frozen=True, eq=False)
+class Dispatcher:
+    """Runs each batch on the candidate whose measured cost curve is lowest at that batch size."""
+
+    candidates: tuple[Candidate, ...]
+    curves: tuple[CostCurve, ...]
+
+    def choose(self, n: int) -> Candidate:
+        costs = [curve.at(max(n, 1)) for curve in self.curves]
+        return self.candidates[int(np.argmin(costs))]
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.choose(X.shape[0]).raw(X)
+
+    def describe(self) -> dict[str, dict[int, float]]:
+        """Measured seconds per candidate and batch size (for EXPLAIN-style reporting and benchmarks)."""
+        return {c.name: dict(zip(k.sizes, k.seconds)) for c, k in zip(self.candidates, self.curves)}
+
+
+def sample_inputs(model, n: int, seed: int = 0) -> np.ndarray:
+    """Synthetic encoded inputs that exercise the model's splits (values drawn near its thresholds)."""
+    rng = np.random.default_rng(seed)
+    d = len(model.signature)
+    X = rng.normal(size=(n, d))
+    est = model.estimator
+    if isinstance(est, TreeEnsemble) and not model.features:
+        internal = est.feature != LEAF
+        for j in range(d):
+            thr = est.threshold[internal & (est.feature == j) & ~est.is_categorical]
+            thr = thr[np.isfinite(thr)]
+            if len(thr):
+                spread = np.std(thr) + 1e-3
+                X[:, j] = rng.choice(thr, size=n) + rng.normal(scale=spread * 0.1, size=n)
+            elif (internal & (est.feature == j)).any():  # categorical codes
+                X[:, j] = rng.integers(0, est.cat_words.shape[1] * 32, size=n)
+    for fmap in model.features[:1]:
+        for src, cat in zip(fmap.source[fmap.kind == INDICATOR], fmap.category[fmap.kind == INDICATOR]):
+            X[rng.random(n) < 0.5, src] = cat
+    return X
+
+
+def _seconds(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> float:
+    start = time.perf_counter()
+    fn(X)
+    return time.perf_counter() - start
+
+
+def calibrate(candidates: list[Candidate], model) -> Dispatcher:
+    """Time the candidates on growing samples and return the per-batch-size dispatcher.
+
+    From the second size on, only candidates whose cost projected to the largest size is within
+    ``_STILL_IN_RACE`` of the best keep being measured (1-row start-up alone never drops one), and
+    growth stops once ``CALIBRATION_BUDGET_S`` is spent, so compiling stays cheap for huge models.
+    """
+    if len(candidates) == 1:
+        return Dispatcher(tuple(candidates), (CostCurve((1,), (0.0,)),))
+    X = sample_inputs(model, CALIBRATION_SIZES[-1])
+    for cand in candidates:
+        cand.raw(X[:2])  # warm-up: JIT compilation, lazy allocations
+    start = time.perf_counter()
+    times: list[dict[int, float]] = [{} for _ in candidates]
+    alive = list(range(len(candidates)))
+    for size in CALIBRATION_SIZES:
+        for _ in range(_REPEATS):  # round-robin, so a burst of load from other processes hits every candidate
+            for i in alive:
+                times[i][size] = min(times[i].get(size, float("inf")), _seconds(candidates[i].raw, X[:size]))
+        if size > CALIBRATION_SIZES[0]:  # drop by projected cost at the largest size, not by start-up cost
+            projected = {i: CostCurve(tuple(sorted(times[i])), tuple(times[i][k] for k in sorted(times[i])))
+                         .at(CALIBRATION_SIZES[-1]) for i in alive}
+            best = min(projected.values())
+            alive = [i for i in alive if projected[i] <= _STILL_IN_RACE * best]
+        if size >= _MIN_SLOPE_SIZE and time.perf_counter() - start > CALIBRATION_BUDGET_S:
+            break  # every survivor has a measured per-row slope by now
+    curves = tuple(CostCurve(tuple(sorted(t)), tuple(t[k] for k in sorted(t)), i in alive)
+                   for i, t in enumerate(times))
+    return Dispatcher(tuple(candidates), curves)
