@@ -3,14 +3,24 @@
 The engine then evaluates the model natively, with no UDF round-trip.  It fires only when the SQL
 reproduces the reference evaluator (``compiler/reference.py``) exactly:
 
-* inputs are NaN-normalised (``COALESCE(CAST(x AS DOUBLE), NaN)``): SQL NULL means "missing",
-  which the model sees as NaN, and a GLM over a missing input returns NaN just like the UDF;
+* SQL NULL means "missing", which the model sees as NaN.  The SQL stays short by letting NULL
+  propagate where it means the same as NaN, instead of normalising every input at every use:
+
+  - each input is read as ``x`` when the catalog says it is DOUBLE, else ``CAST(x AS DOUBLE)``;
+  - a GLM's margin is ``COALESCE(w·x + b, NaN)``: a NULL passthrough input makes the sum NULL
+    exactly where a NaN makes it NaN; only imputed inputs (``fill``) read ``COALESCE(x, NaN)``,
+    and numeric one-hot tests ``x = c`` are false (ELSE 0) for NULL and NaN alike;
+  - a tree split relies on the engines' NaN order (DuckDB and Spark sort NaN above every number,
+    so ``NaN <= t`` and ``NaN < t`` are FALSE for every threshold): a node whose missing values go
+    right is ``CASE WHEN x <= t THEN left ELSE right`` (NULL and NaN both fall to ELSE), one whose
+    missing values go left is ``CASE WHEN x > t AND NOT ISNAN(x) THEN right ELSE left`` (NULL
+    makes the test NULL, NaN makes it FALSE: both take ELSE);
+
 * float32-comparison trees (sklearn, XGBoost) compare the float64 input against the float64
   *midpoint* that float32 rounding splits at (``float32(x) <= t  <=>  x < m`` or ``x <= m``), which
   is exact for every double, with no SQL float cast that could overflow;
 * NaN / NULL go to the node's default side (``MISSING_NAN``), or are compared as 0
-  (``MISSING_AS_ZERO``), or join ``|x| <= 1e-35`` (``MISSING_ZERO``) -- tested explicitly, since
-  SQL engines order NaN above every number;
+  (``MISSING_AS_ZERO``), or join ``|x| <= 1e-35`` (``MISSING_ZERO``) -- tested explicitly;
 * XGBoost's float32 accumulation is ``CAST(acc + leaf AS FLOAT)`` after every tree, in tree order;
 * numbers are exact binary64 literals (:func:`nodes.number`).
 
@@ -31,6 +41,7 @@ from sparkscore.ir import INDICATOR, LEAF, MISSING_AS_ZERO, MISSING_ZERO, Featur
 from sparkscore.ir.trees import ZERO_THRESHOLD
 from sparkscore.optimizer.context import Context, OptimizerOptions
 from sparkscore.optimizer.nodes import ModelCall, nan, number
+from sparkscore.optimizer.sources import column_source, enclosing_select, select_sources
 
 NAME = "inline_models"
 
@@ -51,17 +62,37 @@ def inline_models(expression: exp.Expr, context: Context) -> exp.Expr:
     for call in calls:
         bound = context.model(call.model_key)
         try:
-            sql, how = inline_call(bound.model, call.call_kind, call.inputs, context.options)
+            sql, how = inline_call(bound.model, call.call_kind, call.inputs, context.options,
+                                   double_inputs(call, context))
         except Decline as reason:
             context.decide(NAME, False, f"{call.model_key} ({call.call_kind}): {reason}")
             continue
+        if isinstance(call.parent, (exp.Binary, exp.Unary)) and isinstance(sql, (exp.Binary, exp.Unary)):
+            sql = exp.Paren(this=sql)  # `x - PREDICT(...)` must subtract the whole model
         call.replace(sql)
         context.decide(NAME, True, f"{call.model_key} ({call.call_kind}): {how}")
     return expression
 
 
-def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: OptimizerOptions) -> tuple[exp.Expr, str]:
-    """(SQL expression, description) for one model call, or :class:`Decline`."""
+def double_inputs(call: ModelCall, context: Context) -> list[bool]:
+    """Per input: whether it is a column the catalog knows to be DOUBLE (no CAST needed)."""
+    select = enclosing_select(call)
+    sources = select_sources(select) if select is not None else []
+    out = []
+    for arg in call.inputs:
+        source = column_source(arg, sources, context) if sources else None
+        columns = context.catalog.columns(source.table) if source is not None and source.table else None
+        sql_type = next((t for n, t in columns or () if n.lower() == arg.name.lower()), None)
+        out.append(str(sql_type).upper() in ("DOUBLE", "FLOAT8", "DOUBLE PRECISION"))
+    return out
+
+
+def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: OptimizerOptions,
+                doubles: list[bool] | None = None) -> tuple[exp.Expr, str]:
+    """(SQL expression, description) for one model call, or :class:`Decline`.
+
+    ``doubles[i]``: input ``i`` is already a DOUBLE column (read without a CAST).
+    """
     for arg in inputs:
         if not all(isinstance(node, _PLAIN_INPUTS) for node in arg.walk()):
             raise Decline(f"input {arg.sql()} is not a plain column or constant")
@@ -73,13 +104,13 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
             raise Decline(f"GLM has {est.n_features} features > inline_max_features={options.inline_max_features}")
         if est.n_outputs != 1:
             raise Decline(f"GLM has {est.n_outputs} outputs; only single-output GLMs are inlined")
-        features = _features(model, inputs)
-        raw = _glm(est.coef[:, 0], float(est.intercept[0]), features)
+        features = _features(model, inputs, doubles)
+        raw = exp.func("COALESCE", _glm(est.coef[:, 0], float(est.intercept[0]), features), nan())
         link = "logistic" if est.link == "ovr_logistic" else est.link
         how = f"GLM with {est.n_features} features <= {options.inline_max_features} as SQL arithmetic ({est.link} link)"
     else:
         _check_trees(est, options)
-        features = _features(model, inputs)
+        features = _features(model, inputs, doubles)
         raw = _trees(est, features)
         link = "logistic" if est.post_transform == "sigmoid" else est.post_transform
         how = (f"{est.n_trees} trees / {est.n_nodes} nodes <= {options.inline_max_nodes} as nested CASE "
@@ -95,14 +126,14 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
 
 
 # ---------------------------------------------------------------------------- features
-def _features(model: Model, inputs: list[exp.Expr]) -> list:
-    """Per feature: a NaN-normalised DOUBLE expression, or ("text", column, input Column)."""
+def _features(model: Model, inputs: list[exp.Expr], doubles: list[bool] | None) -> list:
+    """Per feature: a DOUBLE expression (NULL or NaN when missing), or ("text", column, input Column)."""
     values: list = []
-    for col, arg in zip(model.signature.inputs, inputs):
+    for i, (col, arg) in enumerate(zip(model.signature.inputs, inputs)):
         if col.categories and isinstance(col.categories[0], str):
             values.append(("text", arg, col))
         else:
-            values.append(exp.func("COALESCE", exp.cast(arg.copy(), _DOUBLE), nan()))
+            values.append(arg.copy() if doubles and doubles[i] else exp.cast(arg.copy(), _DOUBLE, copy=False))
     for fmap in model.features:
         values = [_feature(fmap, j, values) for j in range(fmap.n_outputs)]
     for v in values:
@@ -126,8 +157,9 @@ def _feature(fmap: FeatureMap, j: int, values: list):
     if isinstance(v, tuple):
         return v
     out = v.copy()
-    if not math.isnan(fmap.fill[j]):
-        out = exp.case().when(exp.IsNan(this=out), number(fmap.fill[j])).else_(out.copy())
+    if not math.isnan(fmap.fill[j]):  # NULL must be imputed too: normalise it to NaN here only
+        value = exp.func("COALESCE", out, nan())
+        out = exp.case().when(exp.IsNan(this=value), number(fmap.fill[j])).else_(value.copy())
     if fmap.center[j] != 0.0:  # (x - 0) / 1 == x bit for bit: skip the no-ops
         out = _sub(out, number(fmap.center[j]))
     if fmap.scale[j] != 1.0:
@@ -196,44 +228,57 @@ def _trees(est: TreeEnsemble, features: list[exp.Expr]) -> exp.Expr:
 def _tree(est: TreeEnsemble, node: int, features: list[exp.Expr], leaf_dtype) -> exp.Expr:
     if est.feature[node] == LEAF:
         return number(float(leaf_dtype(est.value[node, 0])))
-    return (exp.case()
-            .when(_goes_left(est, node, features[int(est.feature[node])]),
-                  _tree(est, int(est.left[node]), features, leaf_dtype))
-            .else_(_tree(est, int(est.right[node]), features, leaf_dtype)))
+    left = _tree(est, int(est.left[node]), features, leaf_dtype)
+    right = _tree(est, int(est.right[node]), features, leaf_dtype)
+    test, missing_left = _split(est, node, features[int(est.feature[node])])
+    if missing_left:  # test says "goes right"
+        return exp.case().when(test, right).else_(left)
+    return exp.case().when(test, left).else_(right)
 
 
-def _goes_left(est: TreeEnsemble, node: int, v: exp.Expr) -> exp.Expr:
+def _split(est: TreeEnsemble, node: int, v: exp.Expr) -> tuple[exp.Expr, bool]:
+    """(test, missing_left): the test is TRUE exactly for non-missing values going right when
+    missing values go left, else exactly for non-missing values going left.
+
+    NULL makes every test NULL and NaN makes ``x <= t`` / ``x < t`` FALSE (NaN sorts last), so
+    both fall to the ELSE branch, the missing values' side.
+    """
     threshold = float(est.threshold[node])
     if est.threshold_dtype == "float32":
         op, bound = float32_split(threshold, est.cmp)
     else:
         op, bound = est.cmp, threshold
-    compare = (exp.LT if op == "<" else exp.LTE)(this=v.copy(), expression=number(bound))
-    missing: exp.Expr = exp.IsNan(this=v.copy())
     default_left = bool(est.default_left[node])
     if est.missing[node] == MISSING_AS_ZERO:
         default_left = (0.0 < threshold) if est.cmp == "<" else (0.0 <= threshold)
-    elif est.missing[node] == MISSING_ZERO:
-        missing = exp.or_(missing, exp.LTE(this=exp.Abs(this=v.copy()), expression=number(ZERO_THRESHOLD)))
+    zero_band = None
+    if est.missing[node] == MISSING_ZERO:
+        zero_band = exp.not_(exp.LTE(this=exp.Abs(this=v.copy()), expression=number(ZERO_THRESHOLD)), copy=False)
     if default_left:
-        return exp.or_(missing, compare)
-    return exp.and_(exp.not_(missing), compare)
+        goes_right = (exp.GTE if op == "<" else exp.GT)(this=v.copy(), expression=number(bound))
+        test = exp.and_(goes_right, exp.not_(exp.IsNan(this=v.copy()), copy=False), *([zero_band] if zero_band else []),
+                        copy=False)
+        return test, True
+    goes_left = (exp.LT if op == "<" else exp.LTE)(this=v.copy(), expression=number(bound))
+    return (exp.and_(goes_left, zero_band, copy=False) if zero_band is not None else goes_left), False
 
 
 def float32_split(threshold: float, cmp: str) -> tuple[str, float]:
     """(op, m) with ``float32(x) cmp threshold  <=>  x op m`` for every non-NaN double ``x``.
 
-    ``threshold`` is float32-representable.  ``float32(x) < t`` is ``float32(x) <= prev32(t)``;
-    ``float32(x) <= t`` holds below the midpoint ``m`` of ``t`` and the next float32 up (the next
-    one above FLT_MAX being 2**128, where rounding overflows to inf), and at ``m`` itself iff
-    round-half-to-even rounds ``m`` down to ``t``.
+    ``threshold`` is any double (XGBoost's are float32 values, sklearn's are float64 midpoints).
+    ``float32(x)`` is a float32, so ``float32(x) <= t`` is ``float32(x) <= T`` with ``T`` the
+    largest float32 ``<= t``, and ``float32(x) < t`` is ``float32(x) <= T`` with ``T`` the largest
+    float32 ``< t``.  ``float32(x) <= T`` holds below the midpoint ``m`` of ``T`` and the next
+    float32 up (the next one above FLT_MAX being 2**128, where rounding overflows to inf), and at
+    ``m`` itself iff round-half-to-even rounds ``m`` down to ``T``.
     """
-    t32 = np.float32(threshold)
-    if cmp == "<" and np.isneginf(t32):
+    if cmp == "<" and threshold == -math.inf:
         return "<", -math.inf  # nothing is below -inf
     with np.errstate(over="ignore"):
-        if cmp == "<":
-            t32 = np.nextafter(t32, np.float32(-np.inf))
+        t32 = np.float32(threshold)
+        if float(t32) > threshold or (cmp == "<" and float(t32) == threshold):
+            t32 = np.nextafter(t32, np.float32(-np.inf))  # round down / step below t
         if np.isposinf(t32):
             return "<=", math.inf
         up = float(np.nextafter(t32, np.float32(np.inf)))
