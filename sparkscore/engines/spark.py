@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import arrow_udf
 
 from sparkscore import compiler
-from sparkscore.engines.duckdb import ScoringFunction, output_type
+from sparkscore.engines.functions import ScoringFunction, output_type, registry_or_default, resolver
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
@@ -84,7 +84,7 @@ class ModelSource:
 class ModelFunction:
     """One SQL function: a model source, what it returns (kind) and its SQL output type.
 
-    Output semantics are the DuckDB engine's :class:`ScoringFunction` (same code, so both engines
+    Output semantics are :class:`sparkscore.engines.functions.ScoringFunction` (same code, so both engines
     return identical values); this class only adds how a Spark worker finds the model.
     """
 
@@ -114,12 +114,6 @@ class ModelFunction:
 
 
 # ---------------------------------------------------------------------------------------- driver side
-def _registry(registry):
-    from sparkscore.registry import Registry
-
-    return registry if registry is not None else Registry(None)
-
-
 def _registry_uri(registry) -> str:
     return str(getattr(registry, "uri", None) or registry.root)
 
@@ -147,7 +141,7 @@ def _derived_source(model: Model, name: str, version: int, spark: SparkSession) 
 
 def install(spark: SparkSession, registry=None) -> list[str]:
     """Register every model version as ``name_vN(...)`` (+ ``name_vN_proba``) for plain ``spark.sql``."""
-    reg = _registry(registry)
+    reg = registry_or_default(registry)
     names: list[str] = []
     for name in reg.models():
         for mv in reg.versions(name):
@@ -163,7 +157,7 @@ def install(spark: SparkSession, registry=None) -> list[str]:
 def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", registry=None,
             proba: bool = False) -> DataFrame:
     """``df`` plus one column scored by the model (inputs bound by column name)."""
-    reg = _registry(registry)
+    reg = registry_or_default(registry)
     mv = reg.get(model_ref)
     model = reg.load(f"{mv.name}/{mv.version}")
     missing = [c for c in model.signature.names if c not in df.columns]
@@ -219,21 +213,15 @@ class SparkCatalog:
 
 def explain(query: str, spark: SparkSession, registry=None, disable_rules: Sequence[str] = ()):
     """The optimizer's plan of a PREDICT query against this session (what ``ss.explain`` shows)."""
-    from sparkscore.optimizer import ResolvedModel, plan_query
+    from sparkscore.optimizer import plan_query
 
-    reg = _registry(registry)
-
-    def resolve(ref: str) -> ResolvedModel:
-        mv = reg.get(ref)
-        return ResolvedModel(mv.name, mv.version, mv.sha256, reg.load(f"{mv.name}/{mv.version}"))
-
-    return plan_query(query, dialect="spark", resolve=resolve, catalog=SparkCatalog(spark),
+    return plan_query(query, dialect="spark", resolve=resolver(registry_or_default(registry)), catalog=SparkCatalog(spark),
                       disable_rules=tuple(disable_rules))
 
 
 def sql(spark: SparkSession, query: str, registry=None, disable_rules: Sequence[str] = ()) -> DataFrame:
     """Run a PREDICT query: plan it, register the functions the plan calls, run the rewritten SQL."""
-    reg = _registry(registry)
+    reg = registry_or_default(registry)
     the_plan = explain(query, spark, reg, disable_rules)
     for spec in the_plan.udfs:
         if spec.output_type not in _SPARK_TYPES:

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import sparkscore as ss
 from sparkscore.errors import IntegrityError, UnsupportedModelError
