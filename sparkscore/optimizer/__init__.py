@@ -20,6 +20,7 @@ from sparkscore.optimizer.factorize_linear import factorize_linear
 from sparkscore.optimizer.inline_models import inline_models
 from sparkscore.optimizer.nodes import ModelCall, ScorePredict
 from sparkscore.optimizer.plan import Plan, UdfSpec
+from sparkscore.optimizer.prune_by_predicates import prune_by_predicates
 from sparkscore.optimizer.prune_model_inputs import prune_model_inputs
 from sparkscore.optimizer.stack_linear import stack_linear
 
@@ -32,6 +33,7 @@ RULE_NAMES = ("bind_models", "prune_model_inputs", "prune_by_predicates", "facto
 RULES: tuple[tuple[str, Callable], ...] = (
     ("bind_models", bind_models),
     ("prune_model_inputs", prune_model_inputs),
+    ("prune_by_predicates", prune_by_predicates),
     ("factorize_linear", factorize_linear),
     ("stack_linear", stack_linear),
     ("inline_models", inline_models),

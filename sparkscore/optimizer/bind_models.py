@@ -9,6 +9,7 @@ Each distinct ref string is resolved once per query, so one query never mixes ve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
@@ -217,9 +218,8 @@ def _using_columns(scope: Scope) -> set[str]:
 def _check_type(col: Column, arg_sql: str, sql_type: str | None, bound: BoundModel, fn: str) -> None:
     if sql_type is None:
         return
-    try:
-        dtype = exp.DataType.build(sql_type)
-    except Exception:  # an engine type sqlglot cannot parse: the engine will check it
+    dtype = _data_type(sql_type)
+    if dtype is None:  # an engine type sqlglot cannot parse: the engine will check it
         return
     wants_text = bool(col.categories) and isinstance(col.categories[0], str)
     numeric = dtype.is_type(*exp.DataType.NUMERIC_TYPES, exp.DataType.Type.BOOLEAN)
@@ -234,6 +234,15 @@ def _check_type(col: Column, arg_sql: str, sql_type: str | None, bound: BoundMod
             f"{fn}: model '{bound.source.ref}' input '{col.name}' must be numeric ({col.dtype}), but {arg_sql} is "
             f"{sql_type}; cast it, e.g. CAST({arg_sql} AS DOUBLE)"
         )
+
+
+@lru_cache(maxsize=256)
+def _data_type(sql_type: str) -> exp.DataType | None:
+    """Parsed once per type string: parsing dominated planning of wide models."""
+    try:
+        return exp.DataType.build(sql_type)
+    except Exception:
+        return None
 
 
 def _names(names: tuple[str, ...]) -> str:

@@ -38,12 +38,12 @@ def prune_model_inputs(expression: exp.Expr, context: Context) -> exp.Expr:
     fed: dict[int, tuple[exp.Select, set[str]]] = {}   # select -> aliases that fed dropped inputs
     for call in calls:
         model = context.model(call.model_key).model
-        used, why = _used_inputs(model)
+        used, why = used_inputs(model)
         if used is None or len(used) == len(model.signature):
             context.decide(NAME, False, f"{call.model_key} ({call.call_kind}): {why}")
             continue
         dropped = [i for i in range(len(model.signature)) if i not in used]
-        derived = _derive(model, used)
+        derived = drop_inputs(model, used)
         key = context.add_model(derived, context.model(call.model_key).source).key
         names = ", ".join(model.signature.names[i] for i in dropped)
         select = enclosing_select(call)
@@ -58,7 +58,7 @@ def prune_model_inputs(expression: exp.Expr, context: Context) -> exp.Expr:
     return expression
 
 
-def _used_inputs(model: Model) -> tuple[list[int] | None, str]:
+def used_inputs(model: Model) -> tuple[list[int] | None, str]:
     est = model.estimator
     if model.kind == "trees":
         if model.features:
@@ -78,7 +78,7 @@ def _used_inputs(model: Model) -> tuple[list[int] | None, str]:
     return used, note
 
 
-def _derive(model: Model, used: list[int]) -> Model:
+def drop_inputs(model: Model, used: list[int]) -> Model:
     columns = [model.signature.inputs[i] for i in used]
     est = model.estimator
     if model.kind == "trees":

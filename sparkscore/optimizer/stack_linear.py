@@ -41,17 +41,21 @@ _LINKS = {"identity": "identity", "logistic": "logistic", "ovr_logistic": "logis
 
 
 def stack_linear(expression: exp.Expr, context: Context) -> exp.Expr:
-    groups: dict[tuple, list[ModelCall]] = defaultdict(list)
+    candidates: dict[tuple, list[ModelCall]] = defaultdict(list)
     for call in expression.find_all(ModelCall):
         reason = _unstackable(call, context)
         if reason:
             context.decide(NAME, False, f"{call.model_key} ({call.call_kind}): {reason}")
             continue
         model = context.model(call.model_key).model
-        args = tuple(arg.sql(dialect=context.dialect) for arg in call.inputs)
-        groups[(id(enclosing_select(call)), args, model.signature, _fingerprint(feature_map(model)))].append(call)
-    if not groups:
+        candidates[(id(enclosing_select(call)), model.signature, _fingerprint(feature_map(model)))].append(call)
+    if not candidates:
         context.decide(NAME, False, "no single-output GLM calls to stack")
+    groups: dict[tuple, list[ModelCall]] = defaultdict(list)
+    for key, calls in candidates.items():
+        for call in calls:  # argument SQL only where two candidates could share it (it costs planning time)
+            args = tuple(arg.sql(dialect=context.dialect) for arg in call.inputs) if len(calls) > 1 else ()
+            groups[(key, args)].append(call)
     for calls in groups.values():
         keys = list(dict.fromkeys(call.model_key for call in calls))
         if len(keys) < 2:

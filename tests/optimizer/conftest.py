@@ -18,7 +18,7 @@ import pytest
 from duckdb import sqltypes
 from sqlglot import exp
 
-from sparkscore.ir import (INDICATOR, MISSING_AS_ZERO, MISSING_NAN, PASSTHROUGH, Column, FeatureMap, LinearModel,
+from sparkscore.ir import (INDICATOR, MISSING_AS_ZERO, MISSING_NAN, MISSING_ZERO, PASSTHROUGH, Column, FeatureMap, LinearModel,
                            Model, Signature, TreeBuilder)
 from sparkscore.optimizer import ResolvedModel, UdfSpec, plan_query
 from sparkscore.optimizer.fixtures import udf_outputs
@@ -112,6 +112,22 @@ def _dead_region_glm() -> Model:
     return Model(LinearModel(np.array([0.25, 0.0, 0.0]), np.array([1.0])), sig, (fmap,), metadata={"name": "dead_region"})
 
 
+def _region_tree() -> Model:
+    """LightGBM-like trees over (age, region, tenure): a categorical split on text region, zero-as-missing on tenure."""
+    sig = Signature((Column("age"), Column("region", "varchar", categories=("EU", "US", "APAC")), Column("tenure")))
+    builder = TreeBuilder(3)
+    # region in {EU, APAC} (NULL / unknown right), then age <= 40 (NaN left) / tenure zero band
+    builder.add_tree(feature=[1, 0, 2, -1, -1, -1, -1], threshold=[0, 40.0, 1.0000000180025095e-35, 0, 0, 0, 0],
+                     left=[1, 3, 5, -1, -1, -1, -1], right=[2, 4, 6, -1, -1, -1, -1],
+                     value=[0, 0, 0, 1.0, 2.0, 3.0, 4.0], default_left=[False, True, True, 0, 0, 0, 0],
+                     missing=[MISSING_NAN, MISSING_NAN, MISSING_ZERO, 0, 0, 0, 0],
+                     categories=[{0, 2}, None, None, None, None, None, None])
+    # age <= 55 with NaN compared as zero
+    builder.add_tree(feature=[0, -1, -1], threshold=[55.0, 0, 0], left=[1, -1, -1], right=[2, -1, -1],
+                     value=[0, 0.25, -0.5], missing=[MISSING_AS_ZERO, 0, 0])
+    return Model(builder.build(base_score=[0.5]), sig, metadata={"name": "region_tree"})
+
+
 MODELS = {
     "glm": _glm(),
     "spend_glm": _pipeline_glm(),
@@ -127,6 +143,7 @@ MODELS = {
     "star_pipe": _star_glm("star_pipe", STAR, fmap=_STAR_PIPE),
     "deal": _star_glm("deal", DEAL),
     "ptree": _partial_tree(),
+    "region_tree": _region_tree(),
     "dead_region": _dead_region_glm(),
     "score": Model(LinearModel(np.array([1.5, 0.0, -0.75]), np.array([2.0])), Signature.from_names(NUMERIC),
                    metadata={"name": "score"}),
@@ -176,6 +193,13 @@ def _customers(n: int = 240, seed: int = 0) -> pa.Table:
 
 @pytest.fixture(scope="session")
 def database() -> duckdb.DuckDBPyConnection:
+    con = build_database()
+    yield con
+    con.close()
+
+
+def build_database() -> duckdb.DuckDBPyConnection:
+    """The fixtures' tables: customers (adversarial values, NULLs), plans, regions, plan_regions."""
     con = duckdb.connect()
     customers = _customers()
     plans = pa.table({"plan_id": pa.array(np.arange(5, dtype=np.int64)), "price": pa.array([9.5, 19.0, 29.0, 49.0, 5.0])})
@@ -188,8 +212,7 @@ def database() -> duckdb.DuckDBPyConnection:
                 "('APAC', 0.5, 0.7, 3.0)) AS v(region, gdp, growth, risk)")
     con.execute("CREATE TABLE plan_regions AS SELECT p.plan_id, r.region, p.price / 100 AS discount, "
                 "r.gdp / 10 AS churn_rate, p.price * r.gdp AS margin, 1.5e0 AS fee FROM plans AS p, regions AS r")
-    yield con
-    con.close()
+    return con
 
 
 class DuckCatalog:
