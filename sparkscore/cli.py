@@ -1,4 +1,4 @@
-"""``sparkscore`` command line: a thin shell over the registry, the DuckDB engine and the quickstart.
+"""``sparkscore`` command line: a thin shell over the registry, the engines, batch jobs and benchmarks.
 
 Error contract: a failure prints ONE line ``error: ...`` on stderr and exits 1 (2 for usage
 errors); ``--debug`` lets the exception and its traceback through instead.  User text (SQL, names,
@@ -8,7 +8,10 @@ paths) is never interpreted as rich markup.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,28 @@ FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
+_CHECKOUT = Path(__file__).resolve().parents[1]  # jobs/, bench/ and conf/ live beside the package in a checkout
+ENGINES = ("duckdb", "spark")
+
+
+@dataclass(frozen=True)
+class BenchSuite:
+    """One bench/ script and where it leaves its results."""
+
+    script: str
+    quick_results: str
+    full_results: str
+
+
+BENCH_SUITES = {
+    "kernels": BenchSuite("bench_kernels.py", "bench/results/kernels_quick.{json,md,png}",
+                          "bench/results/kernels_full.{json,md,png}"),
+    "optimizer": BenchSuite("bench_optimizer.py", "bench/results/optimizer_duckdb_quick.{json,md}",
+                            "bench/results/optimizer_duckdb.{json,md}"),
+    "duckdb": BenchSuite("bench_duckdb_udf.py", "stdout only (quick runs write no files)",
+                         "bench/results/duckdb_udf.{json,md}"),
+    "spark": BenchSuite("bench_spark.py", "bench/results/spark.{json,md}", "bench/results/spark.{json,md}"),
+}
 
 
 class _CommandFailed(typer.TyperException):
@@ -229,12 +254,135 @@ def explain(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY"
     typer.echo(str(ss.explain(query, engine=_connection(table), registry=_registry(ctx))))
 
 
+@app.command()
+def score(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", metavar="REF", help="Model ref: name, name/3 or name@alias."),
+    input_path: str = typer.Option(..., "--input", metavar="PATH|GLOB",
+                                   help="Parquet or csv file(s); the spark engine also takes tables and Delta paths."),
+    output: str = typer.Option(..., "--output", metavar="DELTA_PATH", help="Delta table to write (created if absent)."),
+    mode: str = typer.Option("append", "--mode", help="append, or overwrite (replaces the table in one commit)."),
+    job_id: Optional[str] = typer.Option(None, "--job-id", metavar="ID",
+                                         help="Idempotency key: re-running it with the same model version adds "
+                                              "nothing (default: a fresh random id)."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", metavar="a,b",
+                                               help="Input columns copied to the output (default: all)."),
+    batch_rows: Optional[int] = typer.Option(None, "--batch-rows", min=1, metavar="N",
+                                             help="Most rows per Arrow batch handed to the model (duckdb: "
+                                                  "default 1,000,000, DuckDB may yield smaller batches)."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded, no JVM) or spark (spark-submit)."),
+) -> None:
+    """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
+    from sparkscore.engines.batch import MODES
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", param_hint="--mode")
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}", param_hint="--engine")
+    keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
+    if engine == "spark":
+        command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
+                                       ctx.obj.registry)
+        _err().print(Text(f"running {shlex.join(command)}"))
+        rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
+        if rc != 0:
+            raise SparkscoreError(f"spark-submit exited with status {rc}; its output above says why")
+        return
+    result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows)
+    mv = result.stamp
+    if result.already_committed:
+        _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
+                          f"{mv.model}/{mv.version}"))
+        return
+    _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
+                      f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
+                      f"(sha256 {mv.sha256[:12]}) -> {output} version {result.table_version} "
+                      f"[job {mv.job_id}, {mode}]"), soft_wrap=True)
+
+
+def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
+                    job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int]):
+    """Run the DuckDB batch job under a rich progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sparkscore.engines.batch import DEFAULT_BATCH_ROWS, score_files
+
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn())
+    with Progress(*columns, console=_err(), transient=True) as progress:
+        task = progress.add_task("score", total=None)
+
+        def advance(rows: int, total: Optional[int]) -> None:
+            progress.update(task, completed=rows, total=total)
+
+        return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
+                           keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance)
+
+
+@app.command()
+def bench(
+    suite: str = typer.Option("all", "--suite", help=f"One of {', '.join(BENCH_SUITES)}, all."),
+    quick: bool = typer.Option(False, "--quick", help="The scripts' CI smoke sizes (about a minute each)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands instead of running them."),
+) -> None:
+    """Run the bench/ scripts with this Python and say where their results went."""
+    if suite != "all" and suite not in BENCH_SUITES:
+        raise typer.BadParameter(f"unknown suite {suite!r}; use one of {', '.join(BENCH_SUITES)}, all",
+                                 param_hint="--suite")
+    for name in BENCH_SUITES if suite == "all" else (suite,):
+        spec = BENCH_SUITES[name]
+        command = [sys.executable, str(_checkout_file(f"bench/{spec.script}"))] + (["--quick"] if quick else [])
+        results = spec.quick_results if quick else spec.full_results
+        if dry_run:
+            typer.echo(shlex.join(command))
+            continue
+        _err().print(Text(f"[{name}] {shlex.join(command)}"))
+        rc = subprocess.run(command, cwd=_CHECKOUT, env=_checkout_env(), check=False).returncode
+        if rc != 0:
+            raise SparkscoreError(f"bench suite {name} ({spec.script}) exited with status {rc}; its output above says why")
+        _out().print(Text(f"[{name}] results: {results}"))
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sparkscore")
 
 
 # ---------------------------------------------------------------------- helpers
+def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
+                         keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str]) -> list[str]:
+    """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
+    try:
+        import pyspark
+    except ImportError:
+        raise SparkscoreError("--engine spark needs pyspark; install sparkscore[spark] or use --engine duckdb") from None
+    command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit")]
+    defaults = _CHECKOUT / "conf" / "spark-defaults.conf"
+    if defaults.is_file():
+        command += ["--properties-file", str(defaults)]
+    command += [str(_checkout_file("jobs/score.py")), "--model", model, "--input", input_path, "--output", output,
+                "--mode", mode]
+    for flag, value in (("--job-id", job_id), ("--keep-columns", keep_columns), ("--batch-rows", batch_rows),
+                        ("--registry", registry)):
+        if value is not None:
+            command += [flag, str(value)]
+    return command
+
+
+def _checkout_file(relative: str) -> Path:
+    path = _CHECKOUT / relative
+    if not path.is_file():
+        raise SparkscoreError(f"{relative} is not next to the sparkscore package ({_CHECKOUT}); this command needs "
+                              "a source checkout of sparkscore (git clone, pip install -e .)")
+    return path
+
+
+def _checkout_env() -> dict[str, str]:
+    """This Python for Spark's driver and workers, and the checkout importable by the subprocess."""
+    path = os.pathsep.join(p for p in (str(_CHECKOUT), os.environ.get("PYTHONPATH")) if p)
+    return {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, **os.environ,
+            "PYTHONPATH": path}
+
+
 def load_model_file(path: Path, fmt: str, allow_pickle: bool) -> Any:
     """The model stored at ``path``: an ``ss.Model`` or a native model object for ``convert``."""
     if not path.exists():
@@ -297,20 +445,13 @@ def _connection(tables: Sequence[str]):
     """An in-memory DuckDB connection with each ``NAME=PATH`` exposed as a view over the file."""
     import duckdb
 
+    from sparkscore.engines.batch import read_files
+
     con = duckdb.connect()
     for name, location in _key_values(tables, "--table").items():
         if not _TABLE_NAME.fullmatch(name):
             raise typer.BadParameter(f"table name {name!r} must be a plain SQL identifier", param_hint="--table")
-        if not any(ch in location for ch in "*?[") and not Path(location).exists():
-            raise SparkscoreError(f"--table {name}: file {location} does not exist")
-        suffixes = "".join(Path(location).suffixes).lower()
-        if ".csv" in suffixes or ".tsv" in suffixes:
-            relation = con.read_csv(location)
-        elif ".json" in suffixes:
-            relation = con.read_json(location)
-        else:
-            relation = con.read_parquet(location)
-        relation.create_view(name)
+        read_files(con, location).create_view(name)
     return con
 
 

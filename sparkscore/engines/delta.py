@@ -1,4 +1,4 @@
-"""Delta input and atomic, idempotent Delta output for Spark batch scoring jobs.
+"""Delta input and atomic, idempotent Delta output for batch scoring jobs (Spark and embedded DuckDB).
 
 Two writers, one contract (a killed job leaves the target unchanged; re-running the same job id
 with the same model version adds nothing):
@@ -6,7 +6,8 @@ with the same model version adds nothing):
 * **delta-spark**, when its JARs are on the classpath (clusters): one ``df.write.format("delta")``
   with ``txnAppId`` / ``txnVersion`` (Delta's own idempotent-write key) and the job stamp as
   ``userMetadata``;
-* **delta-rs** otherwise: tasks write parquet files into a staging folder *inside* the table
+* **delta-rs** otherwise (and always for the embedded engine, ``sparkscore.engines.batch``):
+  tasks write parquet files into a staging folder *inside* the table
   directory; the driver then commits them, unchanged, in ONE Delta transaction whose commitInfo
   carries the job stamp.  Until that commit the files are unreferenced (VACUUM removes leftovers
   of killed jobs: the folder name is deliberately not hidden).  delta-rs does not dedupe
@@ -130,9 +131,14 @@ def write_delta_spark(df, target: str, mode: str, stamp: JobStamp, is_table: boo
     writer.saveAsTable(target) if is_table else writer.save(target)
 
 
+def staging_path(target: str) -> str:
+    """A fresh staging folder inside the table directory: its files stay unreferenced until committed."""
+    return f"{target.rstrip('/')}/sparkscore-staging-{uuid.uuid4().hex}"
+
+
 def stage_parquet(df, target: str) -> str:
     """Let the Spark tasks write ``df`` as parquet files into a fresh staging folder of the table."""
-    staging = f"{target.rstrip('/')}/sparkscore-staging-{uuid.uuid4().hex}"
+    staging = staging_path(target)
     df.write.mode("error").parquet(staging)
     return staging
 

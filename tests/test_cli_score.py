@@ -1,0 +1,214 @@
+"""``sparkscore score`` and ``sparkscore bench``: embedded Delta batch job, spark-submit hand-off, bench runner."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import sparkscore as ss
+from sparkscore import cli
+from sparkscore.cli import app
+from tests.engines.test_batch import churn_model
+from tests.test_cli import assert_one_line_error
+
+deltalake = pytest.importorskip("deltalake")
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = 2000
+
+
+@pytest.fixture
+def runner(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARKSCORE_HOME", str(tmp_path / "home-registry"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A registry holding ``churn`` (logistic GLM on age, spend) and a parquet input of ROWS rows."""
+    registry = ss.Registry(tmp_path / "registry")
+    registry.register("churn", churn_model())
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": np.arange(ROWS), "age": rng.normal(size=ROWS), "spend": rng.normal(size=ROWS)})
+    frame.to_parquet(tmp_path / "input.parquet")
+    return {"registry": registry, "input": tmp_path / "input.parquet", "output": tmp_path / "scores", "data": frame}
+
+
+def score_args(setup, *extra: str) -> list[str]:
+    return ["--registry", str(setup["registry"].root), "score", "--model", "churn",
+            "--input", str(setup["input"]), "--output", str(setup["output"]), *extra]
+
+
+def table_rows(path: Path) -> pd.DataFrame:
+    """Rows of the Delta table after checking every referenced file is complete."""
+    table = deltalake.DeltaTable(str(path))
+    for row in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        assert pq.read_metadata(path / row["path"]).num_rows == row["num_records"]
+    return table.to_pandas()
+
+
+# ---------------------------------------------------------------------- score --engine duckdb
+def test_score_writes_delta_and_prints_one_summary_line(runner, setup):
+    result = runner.invoke(app, score_args(setup, "--job-id", "day-1", "--keep-columns", "id", "--batch-rows", "500"))
+    assert result.exit_code == 0, result.output
+    summary = result.stdout.strip().splitlines()
+    assert len(summary) == 1
+    assert f"scored {ROWS:,} rows" in summary[0] and "rows/s" in summary[0] and "churn/1" in summary[0]
+    rows = table_rows(setup["output"]).sort_values("id")
+    assert list(rows.columns) == ["id", "prediction"]
+    np.testing.assert_allclose(rows.prediction, setup["registry"].load("churn").predict_proba(setup["data"])[:, 1],
+                               rtol=1e-12)
+    info = deltalake.DeltaTable(str(setup["output"])).history()[0]
+    assert (info["sparkscore.job_id"], info["sparkscore.rows"]) == ("day-1", ROWS)
+
+    again = runner.invoke(app, score_args(setup, "--job-id", "day-1"))
+    assert again.exit_code == 0 and "0 rows added" in again.stdout and "already committed" in again.stdout
+    replaced = runner.invoke(app, score_args(setup, "--job-id", "day-2", "--mode", "overwrite"))
+    assert replaced.exit_code == 0 and "version 1" in replaced.stdout
+    assert len(table_rows(setup["output"])) == ROWS
+
+
+@pytest.mark.parametrize("extra, exit_code, fragment", [
+    (["--mode", "upsert"], 2, "unknown mode 'upsert'"),
+    (["--engine", "flink"], 2, "unknown engine 'flink'"),
+    (["--batch-rows", "0"], 2, "--batch-rows"),
+    (["--keep-columns", "id,zip"], 1, "'zip' is not an input column"),
+    (["--model", "x'; DROP TABLE t; --"], 1, "invalid model ref"),
+    (["--model", "nope"], 1, "'nope' is not in the registry"),
+])
+def test_score_errors_are_one_line(runner, setup, extra, exit_code, fragment):
+    result = runner.invoke(app, score_args(setup, *extra))
+    assert_one_line_error(result, exit_code, fragment)
+    assert not setup["output"].exists()
+
+
+def test_score_names_the_missing_model_column(runner, setup):
+    setup["data"].drop(columns="spend").to_parquet(setup["input"])
+    assert_one_line_error(runner.invoke(app, score_args(setup)), 1, "churn", "'spend'")
+
+
+def test_score_requires_model_input_and_output(runner, setup):
+    assert_one_line_error(runner.invoke(app, ["score", "--model", "churn"]), 2, "Missing option", "--help")
+
+
+def _start_cli(setup, job_id: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "sparkscore.cli", *score_args(setup, "--job-id", job_id, "--batch-rows", "40")]
+    return subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_staged_files(output: Path, count: int, proc: subprocess.Popen) -> None:
+    while len(list(output.glob("sparkscore-staging-*/*.parquet"))) < count and proc.poll() is None:
+        time.sleep(0.002)
+
+
+def test_kill_9_mid_run_leaves_the_table_at_its_previous_version(setup):
+    """The CLI in a subprocess, killed after a random number of staged batch files (50 batches in all).
+
+    Start-up (imports) dominates a run, so the table is made and the job finished in-process.
+    """
+    from sparkscore.engines.batch import score_files
+
+    output = setup["output"]
+    job = ("churn", str(setup["input"]), str(output))
+    score_files(*job, registry=setup["registry"], job_id="base")
+    rng = random.Random(0)
+    for _ in range(3):
+        before_files = set(output.glob("sparkscore-staging-*/*.parquet"))
+        proc = _start_cli(setup, "killed")
+        _wait_for_staged_files(output, len(before_files) + rng.randint(1, 45), proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {err[-2000:]}"
+        assert len(set(output.glob("sparkscore-staging-*/*.parquet"))) > len(before_files)  # killed mid-staging
+        assert deltalake.DeltaTable(str(output)).version() == 0
+        assert len(table_rows(output)) == ROWS
+    finished = score_files(*job, registry=setup["registry"], job_id="killed")
+    assert finished.table_version == 1 and len(table_rows(output)) == 2 * ROWS
+
+
+# ---------------------------------------------------------------------- score --engine spark
+@pytest.fixture
+def fake_run(monkeypatch):
+    """Replaces subprocess.run in the CLI: records each command and its environment, returns ``rc``."""
+    calls = []
+
+    def run(command, env=None, cwd=None, check=False):
+        calls.append({"command": command, "env": env, "cwd": cwd})
+        return subprocess.CompletedProcess(command, fake_run_rc[0])
+
+    fake_run_rc = [0]
+    monkeypatch.setattr(cli.subprocess, "run", run)
+    return calls, fake_run_rc
+
+
+def test_spark_engine_hands_the_same_arguments_to_spark_submit(runner, setup, fake_run):
+    pyspark = pytest.importorskip("pyspark")
+    calls, _ = fake_run
+    result = runner.invoke(app, score_args(setup, "--engine", "spark", "--mode", "overwrite", "--job-id", "j7",
+                                           "--keep-columns", "id", "--batch-rows", "5000"))
+    assert result.exit_code == 0, result.output
+    (call,) = calls
+    command = call["command"]
+    assert command[0] == str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+    assert command[1:3] == ["--properties-file", str(REPO / "conf" / "spark-defaults.conf")]
+    assert command[3] == str(REPO / "jobs" / "score.py")
+    assert command[4:] == ["--model", "churn", "--input", str(setup["input"]), "--output", str(setup["output"]),
+                           "--mode", "overwrite", "--job-id", "j7", "--keep-columns", "id", "--batch-rows", "5000",
+                           "--registry", str(setup["registry"].root)]
+    assert call["env"]["PYSPARK_PYTHON"] == sys.executable
+    assert str(REPO) in call["env"]["PYTHONPATH"].split(os.pathsep)
+    from jobs.score import parse_args  # the job accepts exactly what the CLI passes
+
+    parsed = parse_args(command[4:])
+    assert (parsed.mode, parsed.job_id, parsed.keep_columns, parsed.batch_rows) == ("overwrite", "j7", "id", 5000)
+
+
+def test_spark_engine_failure_ends_with_one_error_line(runner, setup, fake_run):
+    """spark-submit's own output comes first on stderr; the CLI adds one error line, no traceback."""
+    pytest.importorskip("pyspark")
+    _, rc = fake_run
+    rc[0] = 2
+    result = runner.invoke(app, score_args(setup, "--engine", "spark"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == "error: spark-submit exited with status 2; its output above says why"
+
+
+# ---------------------------------------------------------------------- bench
+def test_bench_dry_run_prints_the_commands_without_running_them(runner, fake_run):
+    calls, _ = fake_run
+    result = runner.invoke(app, ["bench", "--suite", "optimizer", "--quick", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{sys.executable} {REPO / 'bench' / 'bench_optimizer.py'} --quick"]
+    everything = runner.invoke(app, ["bench", "--dry-run"])
+    scripts = [line.split()[1] for line in everything.stdout.splitlines()]
+    assert scripts == [str(REPO / "bench" / spec.script) for spec in cli.BENCH_SUITES.values()]
+    assert all(Path(script).is_file() for script in scripts)
+    assert calls == []
+
+
+def test_bench_runs_each_script_and_says_where_results_went(runner, fake_run):
+    calls, rc = fake_run
+    result = runner.invoke(app, ["bench", "--suite", "kernels", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert [c["command"][1:] for c in calls] == [[str(REPO / "bench" / "bench_kernels.py"), "--quick"]]
+    assert calls[0]["cwd"] == REPO and "bench/results/kernels_quick" in result.stdout
+    rc[0] = 3
+    failed = runner.invoke(app, ["bench", "--suite", "spark"])
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    assert failed.stderr.splitlines()[-1].startswith("error: bench suite spark (bench_spark.py) exited with status 3")
+    assert_one_line_error(runner.invoke(app, ["bench", "--suite", "gpu"]), 2, "unknown suite 'gpu'")
