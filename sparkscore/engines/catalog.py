@@ -15,7 +15,8 @@ _DIALECT = "duckdb"
 
 
 class DuckDBCatalog:
-    """Tables, views (incl. registered pandas / Arrow objects) and parquet files of ``con``."""
+    """Tables, views (incl. registered pandas / Arrow objects), parquet files and table functions
+    (``read_parquet(...)``, described without reading rows) of ``con``."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self._con = con
@@ -73,13 +74,14 @@ class DuckDBCatalog:
         ).fetchall()
         if len(rows) == 1:
             return int(rows[0][0])
-        if table.lower().endswith(".parquet"):
-            try:
-                (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [table]).fetchall()
-            except duckdb.Error:
-                return None
-            return None if count is None else int(count)
-        return None
+        paths = _parquet_paths(table, relation)
+        if paths is None:
+            return None
+        try:
+            (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchall()
+        except duckdb.Error:
+            return None
+        return None if count is None else int(count)
 
     def _distinct_count(self, table: str, column: str) -> int | None:
         relation = self._relation(table)
@@ -93,3 +95,18 @@ class DuckDBCatalog:
         stats = rows[0][0] if rows else None
         unique = stats.get("approx_unique") if isinstance(stats, dict) else None
         return None if unique is None else int(unique)
+
+
+def _parquet_paths(table: str, relation: exp.Table) -> list[str] | None:
+    """The files (or globs) of ``'x.parquet'`` / ``read_parquet('x.parquet' | [...], ...)``: their
+    footers hold the row counts."""
+    source = relation.this
+    if isinstance(source, exp.Identifier):
+        return [table] if table.lower().endswith(".parquet") else None
+    if not isinstance(source, exp.ReadParquet) or not source.expressions:
+        return None
+    first = source.expressions[0]
+    literals = first.expressions if isinstance(first, exp.Array) else [first]
+    if not literals or not all(isinstance(v, exp.Literal) and v.is_string for v in literals):
+        return None
+    return [v.name for v in literals]

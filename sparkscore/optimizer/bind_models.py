@@ -2,7 +2,9 @@
 
 Every ``PREDICT`` / ``PREDICT_PROBA`` becomes a :class:`ModelCall` whose inputs are in signature
 order.  ``*`` and ``t.*`` bind *by name* against the columns of the query scope's sources (engine
-catalog for tables; projections for CTEs and subqueries); other arguments bind by position.
+catalog for tables, files and table functions such as ``read_parquet(...)``; projections for CTEs
+and subqueries); other arguments bind by position.  Bound columns are qualified with their source's
+alias, except those of an unaliased file or table function, which have no name SQL can write.
 Each distinct ref string is resolved once per query, so one query never mixes versions.
 """
 
@@ -18,6 +20,7 @@ from sparkscore.errors import InvalidModelNameError, QueryError, SignatureError
 from sparkscore.ir import Column
 from sparkscore.optimizer.context import BoundModel, Context, ResolvedModel
 from sparkscore.optimizer.nodes import ModelCall, ScorePredict
+from sparkscore.optimizer.sources import TEXT_TYPES, catalog_name, qualifier
 
 NAME = "bind_models"
 
@@ -26,9 +29,10 @@ _NUMERIC_DTYPES = ("double", "float", "bigint", "integer", "boolean")
 
 @dataclass(frozen=True)
 class SourceColumn:
-    source: str          # alias of the FROM/JOIN source in the calling scope
-    name: str            # column name as the source spells it
+    source: str              # alias of the FROM/JOIN source in the calling scope
+    name: str                # column name as the source spells it
     sql_type: str | None
+    qualifier: str | None    # sources.qualifier: None for unaliased files / table functions
 
 
 def bind_models(expression: exp.Expr, context: Context) -> exp.Expr:
@@ -78,14 +82,11 @@ def _enclosing_scope(node: exp.Expr, scopes: dict[int, Scope]) -> Scope | None:
     return None
 
 
-def _table_name(table: exp.Table) -> str:
-    return ".".join(part.name for part in table.parts)
-
-
 def source_columns(source, context: Context) -> list[tuple[str, str | None]] | None:
     """(name, SQL type or None) of a table or derived source, or None when unknown."""
     if isinstance(source, exp.Table):
-        cols = context.catalog.columns(_table_name(source))
+        name = catalog_name(source, context.dialect)
+        cols = None if name is None else context.catalog.columns(name)
         return None if cols is None else [(str(n), str(t) if t is not None else None) for n, t in cols]
     if isinstance(source, Scope):
         query = source.expression
@@ -120,11 +121,12 @@ def _scope_columns(scope: Scope, context: Context, only: str | None = None) -> l
         if key is None:
             raise QueryError(f"{only}.* refers to no table in this SELECT; use one of {', '.join(sources) or 'its FROM tables'}")
         sources = {key: sources[key]}
-    for alias, (_, source) in sources.items():
+    for alias, (node, source) in sources.items():
         cols = source_columns(source, context)
         if cols is None:
             return None
-        out.extend(SourceColumn(alias, name, sql_type) for name, sql_type in cols)
+        label = alias or catalog_name(node, context.dialect) or "subquery"  # a bare table function has no alias
+        out.extend(SourceColumn(label, name, sql_type, qualifier(node, alias)) for name, sql_type in cols)
     return out
 
 
@@ -197,11 +199,12 @@ def _bind_by_name(stars: list[exp.Expr], bound: BoundModel, scope: Scope | None,
         if len(found) > 1:
             raise SignatureError(
                 f"{fn}: column '{col.name}' for model '{bound.source.ref}' is in "
-                f"{' and '.join(s for s, _ in found)}; use t.* for one table or pass columns by position"
+                f"{' and '.join(s for s, _ in found)}; alias the sources and use t.* for one, or pass columns by position"
             )
         source_col = next(iter(found.values()))
         _check_type(col, source_col.name, source_col.sql_type, bound, fn)
-        inputs.append(exp.column(source_col.name, table=source_col.source))
+        # unaliased files / table functions: unqualified, which binds since no other source has the name
+        inputs.append(exp.column(source_col.name, table=source_col.qualifier))
     sources = sorted({c.source for c in available})
     return inputs, f"by name from {', '.join(sources)}"
 
@@ -223,11 +226,11 @@ def _check_type(col: Column, arg_sql: str, sql_type: str | None, bound: BoundMod
         return
     wants_text = bool(col.categories) and isinstance(col.categories[0], str)
     numeric = dtype.is_type(*exp.DataType.NUMERIC_TYPES, exp.DataType.Type.BOOLEAN)
-    text = dtype.is_type(*exp.DataType.TEXT_TYPES)
+    text = dtype.is_type(*TEXT_TYPES)
     if wants_text and not text:
         raise SignatureError(
             f"{fn}: model '{bound.source.ref}' input '{col.name}' is categorical text, but {arg_sql} is {sql_type}; "
-            f"pass a VARCHAR column"
+            f"pass a VARCHAR (or ENUM) column"
         )
     if not wants_text and col.dtype in _NUMERIC_DTYPES and not numeric:
         raise SignatureError(

@@ -77,7 +77,7 @@ def inline_models(expression: exp.Expr, context: Context) -> exp.Expr:
 def double_inputs(call: ModelCall, context: Context) -> list[bool]:
     """Per input: whether it is a column the catalog knows to be DOUBLE (no CAST needed)."""
     select = enclosing_select(call)
-    sources = select_sources(select) if select is not None else []
+    sources = select_sources(select, context.dialect) if select is not None else []
     out = []
     for arg in call.inputs:
         source = column_source(arg, sources, context) if sources else None

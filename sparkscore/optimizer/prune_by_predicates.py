@@ -29,8 +29,9 @@ Engine semantics the bounds rely on (DuckDB and Spark agree):
   DOUBLE; decimal literals of up to 15 digits convert exactly); longer decimals are widened by one
   ulp each way.  Integer columns compare exactly and convert to DOUBLE monotonically, so their
   bounds are used closed.  Other column types (and columns of unknown type) are ignored;
-* text categorical inputs use ``=`` / ``IN`` only: the value's code is its index in the column's
-  categories, a value outside them is the model's missing (NaN) code.
+* text categorical inputs (VARCHAR, or a DuckDB ENUM, which compares as its text) use ``=`` / ``IN``
+  only: the value's code is its index in the column's categories, a value outside them is the
+  model's missing (NaN) code.
 
 Declined (with the reason in EXPLAIN): calls inside a JOIN's ON, inputs that are not plain columns,
 trees over feature maps or GLMs with chained maps, and calls whose predicates leave every branch
@@ -52,7 +53,8 @@ from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
 from sparkscore.optimizer.prune_model_inputs import drop_inputs, used_inputs
-from sparkscore.optimizer.sources import Source, column_key, column_source, conjuncts, enclosing_select, inside, select_sources
+from sparkscore.optimizer.sources import (TEXT_TYPES, Source, column_key, column_source, conjuncts, enclosing_select,
+                                          inside, select_sources)
 
 NAME = "prune_by_predicates"
 
@@ -131,7 +133,7 @@ def _input_bounds(call: ModelCall, context: Context) -> tuple[dict[int, Bound], 
         for join in joins:
             if not join.side and (join.kind or "").upper() in ("", "INNER"):
                 predicates += conjuncts(join.args.get("on"))
-    sources = select_sources(select)
+    sources = select_sources(select, context.dialect)
     aliases = {p.alias.lower() for p in select.expressions if p.alias}
     model = context.model(call.model_key).model
     bounds: dict[int, Bound] = {}
@@ -169,7 +171,7 @@ def _bound(column: exp.Expr, op: type, values: list[exp.Expr], columns: tuple[Co
     if columns[i].categories is not None:
         categories = columns[i].categories
         if op is not exp.EQ or not isinstance(categories[0], str) or sql_type is None or not sql_type.is_type(
-                *exp.DataType.TEXT_TYPES):
+                *TEXT_TYPES):
             return None
         texts = [v.name if isinstance(v, exp.Literal) and v.is_string else None for v in values]
         if None in texts:

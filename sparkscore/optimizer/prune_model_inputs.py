@@ -96,7 +96,7 @@ def drop_inputs(model: Model, used: list[int]) -> Model:
 
 
 def _remove_joins(select: exp.Select, aliases: set[str], context: Context) -> None:
-    sources = select_sources(select)
+    sources = select_sources(select, context.dialect)
     if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
         return
     for source in sources[1:]:

@@ -15,18 +15,55 @@ from sqlglot import exp
 from sparkscore.optimizer.context import Context
 
 
+#: Characters that make an unaliased FROM name a file path (DuckDB's replacement scans, Spark's
+#: ``parquet.`/x```) rather than a table name columns could be qualified with.
+_PATH_CHARS = frozenset("./\\*:")
+
+
+#: SQL types a text categorical input accepts: DuckDB's ENUM (what a pandas categorical becomes)
+#: compares with string literals and converts to a VARCHAR function parameter as its text.
+TEXT_TYPES = (*exp.DataType.TEXT_TYPES, exp.DataType.Type.ENUM)
+
+
 @dataclass(frozen=True)
 class Source:
-    alias: str                 # name columns use to qualify it (alias, else table name)
+    alias: str                 # sqlglot's name for it (alias, else table name; '' for a bare table function)
     node: exp.Expr             # the exp.Table / exp.Subquery in the FROM or JOIN clause
     join: exp.Join | None      # None for the FROM source
+    table: str | None          # catalog_name(node): what the engine's catalog knows it by
 
     @property
-    def table(self) -> str | None:
-        """Catalog name of a plain table source, None for subqueries and table functions."""
-        if isinstance(self.node, exp.Table) and isinstance(self.node.this, exp.Identifier):
-            return ".".join(part.name for part in self.node.parts)
+    def qualifier(self) -> str | None:
+        return qualifier(self.node, self.alias)
+
+
+def catalog_name(node: exp.Expr, dialect: str) -> str | None:
+    """What the engine's catalog knows a FROM / JOIN source by, None for subqueries.
+
+    ``db.name`` of a table or a file path (``'t.parquet'``), the SQL of a table function
+    (``read_parquet('t.parquet')``; the catalog describes its result).
+    """
+    if not isinstance(node, exp.Table):
         return None
+    if isinstance(node.this, exp.Identifier):
+        return ".".join(part.name for part in node.parts)
+    if isinstance(node.this, exp.Func):
+        return node.this.sql(dialect=dialect)
+    return None
+
+
+def qualifier(node: exp.Expr, name: str) -> str | None:
+    """The name a column reference may be qualified with for a FROM / JOIN source, or None.
+
+    ``name`` is the source's alias, else its table name.  An unaliased file path or table function
+    has none we can write: the engine names it itself (DuckDB calls ``'t.parquet'`` ``t`` and
+    ``read_parquet(...)`` ``read_parquet``; ``"t.parquet".a`` does not bind), so its columns are
+    referenced unqualified.
+    """
+    if isinstance(node, exp.Table) and not node.alias and not (
+            isinstance(node.this, exp.Identifier) and not _PATH_CHARS & set(node.name)):
+        return None
+    return name or None
 
 
 def enclosing_select(node: exp.Expr) -> exp.Select | None:
@@ -38,13 +75,12 @@ def enclosing_select(node: exp.Expr) -> exp.Select | None:
     return parent
 
 
-def select_sources(select: exp.Select) -> list[Source]:
+def select_sources(select: exp.Select, dialect: str) -> list[Source]:
     from_ = select.args.get("from_")
     if from_ is None:
         return []
-    out = [Source(from_.this.alias_or_name, from_.this, None)]
-    out += [Source(join.this.alias_or_name, join.this, join) for join in select.args.get("joins") or ()]
-    return out
+    pairs = [(from_.this, None)] + [(join.this, join) for join in select.args.get("joins") or ()]
+    return [Source(node.alias_or_name, node, join, catalog_name(node, dialect)) for node, join in pairs]
 
 
 def column_source(column: exp.Expr, sources: list[Source], context: Context) -> Source | None:
