@@ -7,9 +7,9 @@
   keyed by ``(name, version, sha256, device)``, so engines load and compile a model once.
 * ``scores(model, X, backend, device)``: one-shot convenience used by ``Model.predict``.
 
-Backends: ``numpy`` (the reference evaluator, the oracle), ``numba`` (compiled CPU traversal),
-``torch`` (GEMM / tree traversal / perfect tree traversal on CPU or CUDA) and ``auto`` (every
-exact candidate for the device, cheapest measured).  numba and torch are imported lazily, only
+Backends: ``numpy`` (the reference evaluator, the oracle), ``numba`` (compiled CPU tree traversal and
+one-pass GLMs), ``torch`` (GEMM / tree traversal / perfect tree traversal on CPU or CUDA) and
+``auto`` (every exact candidate for the device, cheapest measured).  numba and torch are imported lazily, only
 when a backend that needs them is compiled.
 """
 
@@ -64,14 +64,24 @@ def link_of(estimator) -> str:
     return "logistic" if estimator.post_transform == "sigmoid" else estimator.post_transform
 
 
+def _with_features(model, kernel: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    return kernel if not model.features else (lambda X: kernel(reference.apply_features(model.features, X)))
+
+
+def _with_link(link: str, raw: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda X: reference.apply_link(link, raw(X))
+
+
 def _numba_candidates(model, layout) -> list[Candidate]:
+    from sparkscore.compiler.numba_linear import NumbaLinear
     from sparkscore.compiler.numba_trees import NumbaTrees
 
+    est = model.estimator
     out = []
     for name, parallel in (("numba", False), ("numba_parallel", True)):
-        kernel = NumbaTrees(layout(), parallel)
-        fn = kernel if not model.features else (lambda X, k=kernel: k(reference.apply_features(model.features, X)))
-        out.append(Candidate(name, "numba", fn))
+        kernel = NumbaLinear(est, parallel) if isinstance(est, LinearModel) else NumbaTrees(layout(), parallel)
+        fn = _with_features(model, kernel)
+        out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(link_of(est), fn)))
     return out
 
 
@@ -82,7 +92,8 @@ def _torch_candidates(model, device: str, layout, wanted: tuple[str, ...]) -> li
     out = []
     for name in names:
         try:
-            out.append(Candidate(name, "torch", torch_kernels.build(model, name, device, layout)))
+            raw = torch_kernels.build(model, name, device, layout)
+            out.append(Candidate(name, "torch", _with_link(link_of(model.estimator), raw)))
         except torch_kernels.StrategyDeclined:
             continue
     return out
@@ -98,7 +109,6 @@ def candidates(model, backend: str = "auto", device: str = "cpu", strategy: str 
     """Every exact kernel ``backend`` can build for ``model`` on ``device`` (filtered to ``strategy``)."""
     from sparkscore.compiler.layout import tree_layout
 
-    trees = not isinstance(model.estimator, LinearModel)
     layout_cache: list = []
 
     def layout():
@@ -110,12 +120,12 @@ def candidates(model, backend: str = "auto", device: str = "cpu", strategy: str 
     found: list[Candidate] = []
     on_cpu = device == "cpu"
     if backend in ("auto", "numpy") and on_cpu:
-        found.append(Candidate("reference", "numpy", partial(reference.raw, model)))
-    numba_ok = trees and _installed("numba")
+        found.append(Candidate("reference", "numpy", partial(reference.scores, model)))
+    numba_ok = _installed("numba")
     if backend in ("auto", "numba") and on_cpu and numba_ok:
         found += _numba_candidates(model, layout)
     # auto on CPU leaves torch out where numba runs: torch's OpenMP workers keep spinning after each
-    # call and skew the interleaved calibration, and torch CPU lost to numba on every measured tree config
+    # call and skew the interleaved calibration, and torch CPU lost to numba on every measured config
     torch_wanted = backend == "torch" or (backend == "auto" and not (on_cpu and numba_ok))
     if torch_wanted and _installed("torch"):
         found += _torch_candidates(model, device, layout, wanted)
@@ -142,8 +152,7 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
     n_outputs = model.estimator.n_outputs
 
     def fn(X: np.ndarray) -> np.ndarray:
-        raw = dispatcher(X) if X.shape[0] else np.zeros((0, n_outputs))
-        return reference.apply_link(link, raw)
+        return dispatcher(X) if X.shape[0] else reference.apply_link(link, np.zeros((0, n_outputs)))
 
     return Scorer(model, backend, device, fn, dispatcher)
 

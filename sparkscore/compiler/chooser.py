@@ -2,7 +2,8 @@
 
 At compile time every exact candidate (numpy reference, numba traversal serial / parallel, torch
 GEMM / TT / PTT) is timed on a synthetic sample drawn around the model's own thresholds: at 1 row
-(call overhead), 256 rows and, for candidates still in the race, 4096 rows.  Each candidate gets
+(call overhead), 64 and 1024 rows and, for candidates still in the race and while the calibration
+budget lasts, 8192 and 65536 rows (beyond the caches, where memory-bound kernels show).  Each candidate gets
 a piecewise-linear cost curve; a call with ``n`` rows runs the candidate cheapest at ``n``.  So
 tiny batches go where start-up is cheapest and large ones where throughput is highest, without
 hard-coded depth or size thresholds.
@@ -10,6 +11,7 @@ hard-coded depth or size thresholds.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +21,7 @@ import numpy as np
 from sparkscore.ir.features import INDICATOR
 from sparkscore.ir.trees import LEAF, TreeEnsemble
 
-CALIBRATION_SIZES = (1, 64, 1024, 8192)
+CALIBRATION_SIZES = (1, 64, 1024, 8192, 65536)
 CALIBRATION_BUDGET_S = 1.0
 _REPEATS = 3
 _MIN_SLOPE_SIZE = 1024  # always measured, so no cost curve is a flat line from a single point
@@ -30,7 +32,7 @@ _STILL_IN_RACE = 3.0  # a candidate projected this much slower than the best at 
 class Candidate:
     name: str                                  # "reference", "numba", "numba_parallel", "gemm", "tt", "ptt"
     backend: str                               # "numpy" | "numba" | "torch"
-    raw: Callable[[np.ndarray], np.ndarray]    # encoded inputs (n, d) -> float64 margins (n, k)
+    scores: Callable[[np.ndarray], np.ndarray]  # encoded inputs (n, d) -> float64 transformed scores (n, k)
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,12 @@ class CostCurve:
 
     def at(self, n: int) -> float:
         """Interpolated cost; linear extrapolation (from the last two points) beyond the last size."""
-        if n <= self.sizes[-1]:
-            return float(np.interp(n, self.sizes, self.seconds))
+        if n <= self.sizes[-1]:  # plain Python: np.interp costs more than a 1-row kernel call
+            i = bisect.bisect_left(self.sizes, n)
+            if i == 0:
+                return self.seconds[0]
+            x0, x1, y0, y1 = self.sizes[i - 1], self.sizes[i], self.seconds[i - 1], self.seconds[i]
+            return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
         if not self.extrapolates:
             return float("inf")
         if len(self.sizes) == 1:
@@ -60,10 +66,10 @@ class Dispatcher:
 
     def choose(self, n: int) -> Candidate:
         costs = [curve.at(max(n, 1)) for curve in self.curves]
-        return self.candidates[int(np.argmin(costs))]
+        return self.candidates[costs.index(min(costs))]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        return self.choose(X.shape[0]).raw(X)
+        return self.choose(X.shape[0]).scores(X)
 
     def describe(self) -> dict[str, dict[int, float]]:
         """Measured seconds per candidate and batch size (for EXPLAIN-style reporting and benchmarks)."""
@@ -101,29 +107,35 @@ def _seconds(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> float:
 def calibrate(candidates: list[Candidate], model) -> Dispatcher:
     """Time the candidates on growing samples and return the per-batch-size dispatcher.
 
-    From the second size on, only candidates whose cost projected to the largest size is within
-    ``_STILL_IN_RACE`` of the best keep being measured (1-row start-up alone never drops one), and
-    growth stops once ``CALIBRATION_BUDGET_S`` is spent, so compiling stays cheap for huge models.
+    From ``_MIN_SLOPE_SIZE`` on, only candidates whose cost projected to the largest size is within
+    ``_STILL_IN_RACE`` of the best keep being measured (start-up cost alone never drops one), and
+    a size beyond ``_MIN_SLOPE_SIZE`` is measured only if its projected cost fits ``CALIBRATION_BUDGET_S``,
+    so compiling stays cheap for huge models.
     """
     if len(candidates) == 1:
         return Dispatcher(tuple(candidates), (CostCurve((1,), (0.0,)),))
     X = sample_inputs(model, CALIBRATION_SIZES[-1])
     for cand in candidates:
-        cand.raw(X[:2])  # warm-up: JIT compilation, lazy allocations
+        cand.scores(X[:2])  # warm-up: JIT compilation, lazy allocations
     start = time.perf_counter()
     times: list[dict[int, float]] = [{} for _ in candidates]
     alive = list(range(len(candidates)))
     for size in CALIBRATION_SIZES:
+        if size > _MIN_SLOPE_SIZE:  # every survivor has a measured per-row slope: grow only within budget
+            projected = sum(_curve(times[i]).at(size) for i in alive) * _REPEATS
+            if time.perf_counter() - start + projected > CALIBRATION_BUDGET_S:
+                break
         for _ in range(_REPEATS):  # round-robin, so a burst of load from other processes hits every candidate
             for i in alive:
-                times[i][size] = min(times[i].get(size, float("inf")), _seconds(candidates[i].raw, X[:size]))
-        if size > CALIBRATION_SIZES[0]:  # drop by projected cost at the largest size, not by start-up cost
-            projected = {i: CostCurve(tuple(sorted(times[i])), tuple(times[i][k] for k in sorted(times[i])))
-                         .at(CALIBRATION_SIZES[-1]) for i in alive}
+                times[i][size] = min(times[i].get(size, float("inf")), _seconds(candidates[i].scores, X[:size]))
+        if size >= _MIN_SLOPE_SIZE:  # a slope from 1 and 64 rows is start-up noise: project from here on
+            projected = {i: _curve(times[i]).at(CALIBRATION_SIZES[-1]) for i in alive}
             best = min(projected.values())
             alive = [i for i in alive if projected[i] <= _STILL_IN_RACE * best]
-        if size >= _MIN_SLOPE_SIZE and time.perf_counter() - start > CALIBRATION_BUDGET_S:
-            break  # every survivor has a measured per-row slope by now
-    curves = tuple(CostCurve(tuple(sorted(t)), tuple(t[k] for k in sorted(t)), i in alive)
-                   for i, t in enumerate(times))
+    curves = tuple(_curve(t, i in alive) for i, t in enumerate(times))
     return Dispatcher(tuple(candidates), curves)
+
+
+def _curve(seconds_by_size: dict[int, float], extrapolates: bool = True) -> CostCurve:
+    sizes = tuple(sorted(seconds_by_size))
+    return CostCurve(sizes, tuple(seconds_by_size[k] for k in sizes), extrapolates)

@@ -11,12 +11,13 @@ import pytest
 from sparkscore import compiler
 from sparkscore.compiler import reference
 from sparkscore.compiler.chooser import Candidate, CostCurve, Dispatcher
+from sparkscore.compiler.layout import tree_layout
 from tests.compiler import synthetic
 from tests.zoo import ALL_CASES, params
 
 STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("torch", "gemm"), ("torch", "tt"),
               ("torch", "ptt"), ("auto", None)]
-LINEAR_STRATEGIES = [("torch", "gemm"), ("auto", None)]
+LINEAR_STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("torch", "gemm"), ("auto", None)]
 SYNTHETIC = synthetic.cases()
 ZOO = ([(case, b, s) for case in params(kind="trees") for b, s in STRATEGIES]
        + [(case, b, s) for case in params(kind="linear") for b, s in LINEAR_STRATEGIES])
@@ -70,6 +71,22 @@ def test_torch_splits_large_inputs_into_batches(strategy, monkeypatch):
     case = SYNTHETIC[0]
     scorer = _compile(case.model, "torch", strategy)
     assert_exact(case.model, scorer.scores(case.X[:37]), case.X[:37], strategy)
+
+
+@pytest.mark.parametrize("case", [SYNTHETIC[0], SYNTHETIC[3], SYNTHETIC[11]], ids=lambda c: c.id)
+def test_numba_parallel_splits_rows_across_threads(case, monkeypatch):
+    numba_trees = pytest.importorskip("sparkscore.compiler.numba_trees")
+    from sparkscore.compiler.numba_linear import NumbaLinear
+
+    monkeypatch.setattr(numba_trees, "_MIN_ROWS_PER_THREAD", 8)  # the adversarial rows become three chunks
+    monkeypatch.setattr(numba_trees, "BLOCK_ROWS", 4)
+    est = case.model.estimator
+    kernel = (NumbaLinear(est, parallel=True, threads=3) if case.model.kind == "linear"
+              else numba_trees.NumbaTrees(tree_layout(est), parallel=True, threads=3))
+    got = kernel(reference.apply_features(case.model.features, case.X))
+    if not getattr(kernel, "fuses_link", False):
+        got = reference.apply_link(compiler.link_of(est), got)
+    assert_exact(case.model, got, case.X, f"{case.id} / 3 threads")
 
 
 def test_empty_batch_gives_empty_scores():
@@ -188,3 +205,19 @@ def test_cuda_batches_under_memory_budget(monkeypatch):
     X = np.tile(case.X, (3, 1))
     scorer = _compile(case.model, "torch", "tt", device="cuda")
     assert_exact(case.model, scorer.scores(X), X, "cuda batched")
+
+
+def test_split_nothing_passes_routes_every_value_right():
+    """``v < -inf`` holds for no value, -inf included: the kernels may not turn it into ``v > t``."""
+    from sparkscore.ir import Model, TreeBuilder
+
+    builder = TreeBuilder(synthetic.N_FEATURES)
+    builder.add_tree(feature=[0, -1, -1], threshold=[-np.inf, 0, 0], left=[1, -1, -1], right=[2, -1, -1],
+                     value=[0.0, 1.0, 2.0], default_left=[True, False, False])
+    ens = builder.build(cmp="<", threshold_dtype="float32", accumulate_dtype="float32")
+    model = Model(ens, synthetic._signature(), (), "regression", None, {"name": "never_left"})
+    X = np.zeros((4, synthetic.N_FEATURES))
+    X[:, 0] = [-np.inf, -1e300, np.nan, np.inf]
+    for backend, strategy in STRATEGIES:
+        scorer = _compile(model, backend, strategy)
+        assert_exact(model, scorer.scores(X), X, strategy or backend)
