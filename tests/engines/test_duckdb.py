@@ -17,13 +17,6 @@ from tests.zoo import ALL_CASES, params
 
 
 @pytest.fixture
-def con():
-    connection = duckdb.connect()
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def demo(con, registry):
     """Every hand-built model registered and installed, plus table ``t`` from :func:`frame`."""
     for name, build in MODELS.items():

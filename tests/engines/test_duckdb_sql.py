@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,13 +16,6 @@ from tests.zoo import params
 
 #: every way the plan may run a model: default rules, and forced through UDFs (no inlining)
 RULE_SETS = [pytest.param((), id="default"), pytest.param(("inline_models",), id="udf-only")]
-
-
-@pytest.fixture
-def con():
-    connection = duckdb.connect()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture
