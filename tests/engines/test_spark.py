@@ -124,3 +124,21 @@ def test_each_worker_loads_a_model_once_across_batches_and_queries(spark, models
     loads = Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
     assert loads and set(loads.values()) == {1}, loads          # 240 batches, 8 tasks: one load per worker
     assert {model for _, model in loads} == {"reg/1"}
+
+
+@pytest.mark.parametrize("source", ["temp view", "catalog table", "parquet path"])
+def test_sql_binds_star_over_views_tables_and_parquet_paths(spark, models, tmp_path, source):
+    pdf = _frame(seed=3)
+    df = spark.createDataFrame(pdf)
+    if source == "temp view":
+        df.createOrReplaceTempView("spark_sql_src")
+        table = "spark_sql_src"
+    elif source == "catalog table":
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS ss_test LOCATION '{tmp_path / 'db'}'")
+        df.write.mode("overwrite").saveAsTable("ss_test.spark_sql_src")
+        table = "ss_test.spark_sql_src"
+    else:
+        df.write.parquet(str(tmp_path / "src.parquet"))
+        table = f"parquet.`{tmp_path / 'src.parquet'}`"
+    rows = ss_spark.sql(spark, f"SELECT rid, PREDICT('reg', *) AS r FROM {table} ORDER BY rid", models).toPandas()
+    np.testing.assert_allclose(_as_float(rows.r), _expected(models, "reg", pdf), rtol=1e-12, equal_nan=True)
