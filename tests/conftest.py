@@ -13,6 +13,16 @@ def registry(tmp_path):
     return ss.Registry(tmp_path / "registry")
 
 
+@pytest.fixture
+def runner(monkeypatch, tmp_path):
+    """typer CliRunner with its own default registry ($SPARKSCORE_HOME) and a wide console."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("SPARKSCORE_HOME", str(tmp_path / "home-registry"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
 @pytest.fixture(scope="session")
 def spark():
     """One local[2] Spark session shared by every Spark test in the run (start-up is ~9 s)."""

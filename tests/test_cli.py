@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import sparkscore as ss
 from sparkscore.cli import app
@@ -24,13 +23,6 @@ needs_duckdb_engine = pytest.mark.skipif(find_spec("sparkscore.engines.duckdb") 
 X_TRAIN = np.random.default_rng(0).normal(size=(300, 3))
 Y_TRAIN = (X_TRAIN[:, 0] + 0.5 * X_TRAIN[:, 1] > 0).astype(int)
 X_CHECK = X_TRAIN[:20]
-
-
-@pytest.fixture
-def runner(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPARKSCORE_HOME", str(tmp_path / "home-registry"))
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 import sparkscore as ss
 from sparkscore import cli
@@ -27,13 +26,6 @@ deltalake = pytest.importorskip("deltalake")
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 2000
-
-
-@pytest.fixture
-def runner(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPARKSCORE_HOME", str(tmp_path / "home-registry"))
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
 
 
 @pytest.fixture
