@@ -89,7 +89,7 @@ def run_quickstart(console, registry, n_customers: int = 20_000, max_rows: int =
     with console.status("generating data, training and registering the demo models..."):
         demo = build_demo(con, registry, n_customers=n_customers)
     console.print(Text(f"registry: {registry.root}"))
-    for name, mv in demo["models"].items():
+    for mv in demo["models"].values():
         console.print(Text(f"  registered {mv.ref}  sha256 {mv.sha256[:12]}"))
     console.print(Text(f"tables: customers ({demo['tables']['customers']:,} rows), plans ({demo['tables']['plans']} rows); "
                        f"churn rate {demo['churn_rate']:.1%}"))

@@ -252,7 +252,7 @@ def _text_tree(kv: dict[str, str]) -> _Tree:
     decision = nums("decision_type", int)
     thresholds = nums("threshold")
     boundaries, words = nums("cat_boundaries", int), np.asarray(nums("cat_threshold", int), dtype=np.uint64)
-    for node, (feature, threshold, dtype) in enumerate(zip(nums("split_feature", int), thresholds, decision)):
+    for feature, threshold, dtype in zip(nums("split_feature", int), thresholds, decision):
         cats = None
         if dtype & _CATEGORICAL_MASK:
             idx = int(threshold)
