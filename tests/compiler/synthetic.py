@@ -133,6 +133,8 @@ def _cases() -> list[tuple[str, Model]]:
         ("trees_with_featuremap", tree_model(9, n_trees=10, depth=4, features=True, missing_rules=all_missing,
                                              categorical=True, post_transform="sigmoid", **lgbm)),
         ("single_leaf_trees", tree_model(10, n_trees=3, depth=0, **lgbm)),
+        # numerical fast path with an odd tree count: trees descend in pairs, the last one alone
+        ("xgb_odd_unbalanced_f32", tree_model(16, n_trees=7, depth=6, missing_rules=(MISSING_NAN,), **xgb)),
         ("glm_identity", linear_model(11, "identity", 1)),
         ("glm_logistic", linear_model(12, "logistic", 1)),
         ("glm_softmax", linear_model(13, "softmax", 3)),
