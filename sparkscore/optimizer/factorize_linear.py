@@ -49,7 +49,7 @@ from sqlglot import exp
 from sparkscore.ir import INDICATOR, Column, FeatureMap
 from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.cost import FactorizeEstimate
-from sparkscore.optimizer.inline_models import Decline as InlineDecline, inline_call
+from sparkscore.optimizer.inline_models import will_inline
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
 from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, select_sources
@@ -113,7 +113,7 @@ class _SelectRewrite:
             owner.append(source.alias)
         feature_owner = [owner[int(s)] for s in fmap.source]
         fact_rows = self._row_count(self.sources[0])
-        inlined = "inline_models" not in context.disabled and _inlines(call, context)
+        inlined = will_inline(call, context)
         overhead = 0.0 if inlined else context.options.factorize_udf_overhead
         chosen, notes = [], []
         for dim in self.sources[1:]:
@@ -220,15 +220,6 @@ class _SelectRewrite:
             name = self.columns[(dim.alias, key)] = f"{_PARTIAL}{n}"
             inner.select(exp.alias_(ModelCall.build(key, "raw", args), name), copy=False)
         return name
-
-
-def _inlines(call: ModelCall, context: Context) -> bool:
-    """Whether inline_models will turn this call (and so its parts) into SQL arithmetic."""
-    try:
-        inline_call(context.model(call.model_key).model, call.call_kind, call.inputs, context.options)
-    except InlineDecline:
-        return False
-    return True
 
 
 def _qualified(arg: exp.Expr, alias: str) -> exp.Expr:

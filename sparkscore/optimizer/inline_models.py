@@ -74,6 +74,18 @@ def inline_models(expression: exp.Expr, context: Context) -> exp.Expr:
     return expression
 
 
+def will_inline(call: ModelCall, context: Context) -> bool:
+    """Whether inline_models (if enabled) will turn this call into SQL; earlier rules ask so they
+    do not force an inlinable model back into a UDF."""
+    if NAME in context.disabled:
+        return False
+    try:
+        inline_call(context.model(call.model_key).model, call.call_kind, call.inputs, context.options)
+    except Decline:
+        return False
+    return True
+
+
 def double_inputs(call: ModelCall, context: Context) -> list[bool]:
     """Per input: whether it is a column the catalog knows to be DOUBLE (no CAST needed)."""
     select = enclosing_select(call)

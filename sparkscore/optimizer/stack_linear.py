@@ -38,7 +38,7 @@ from sqlglot.dialects.dialect import Dialect
 from sparkscore.ir import FeatureMap
 from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm
-from sparkscore.optimizer.inline_models import Decline, _link, _sub, inline_call
+from sparkscore.optimizer.inline_models import _link, _sub, will_inline
 from sparkscore.optimizer.nodes import ModelCall, number
 from sparkscore.optimizer.sources import enclosing_select
 
@@ -68,7 +68,7 @@ def stack_linear(expression: exp.Expr, context: Context) -> exp.Expr:
             context.decide(NAME, False, f"{keys[0]}: no other GLM over the same arguments in this SELECT")
             continue
         models = [context.model(key).model for key in keys]
-        if "inline_models" not in context.disabled and all(_inlines(call, context) for call in calls):
+        if all(will_inline(call, context) for call in calls):
             context.decide(NAME, False, f"{', '.join(keys)}: inline_models evaluates each as SQL arithmetic; "
                                         f"no UDF to share")
             continue
@@ -76,14 +76,6 @@ def stack_linear(expression: exp.Expr, context: Context) -> exp.Expr:
         context.decide(NAME, True, f"{', '.join(keys)}: {len(keys)} GLMs over {len(calls[0].inputs)} "
                                    f"inputs as one {models[0].estimator.n_features}x{len(keys)} product")
     return expression
-
-
-def _inlines(call: ModelCall, context: Context) -> bool:
-    try:
-        inline_call(context.model(call.model_key).model, call.call_kind, call.inputs, context.options)
-    except Decline:
-        return False
-    return True
 
 
 def _fingerprint(fmap: FeatureMap) -> tuple:
