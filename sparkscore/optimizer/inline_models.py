@@ -129,11 +129,11 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
                f"({est.threshold_dtype} '{est.cmp}' splits, {est.accumulate_dtype} sums)")
     if kind == "raw":
         return raw, how
-    value = _link(link, raw)
+    value = link_sql(link, raw)
     if kind == "proba":
         if not model.is_classifier:
             raise Decline("PREDICT_PROBA of a regressor")
-        return exp.Array(expressions=[_sub(number(1.0), value), value.copy()]), how
+        return exp.Array(expressions=[subtract_sql(number(1.0), value), value.copy()]), how
     return value, how
 
 
@@ -173,7 +173,7 @@ def _feature(fmap: FeatureMap, j: int, values: list):
         value = exp.func("COALESCE", out, nan())
         out = exp.case().when(exp.IsNan(this=value), number(fmap.fill[j])).else_(value.copy())
     if fmap.center[j] != 0.0:  # (x - 0) / 1 == x bit for bit: skip the no-ops
-        out = _sub(out, number(fmap.center[j]))
+        out = subtract_sql(out, number(fmap.center[j]))
     if fmap.scale[j] != 1.0:
         out = exp.Div(this=_paren(out), expression=number(fmap.scale[j]))
     return out
@@ -196,7 +196,7 @@ def _glm(coef: np.ndarray, intercept: float, features: list[exp.Expr]) -> exp.Ex
     return number(intercept) if total is None else exp.Add(this=total, expression=number(intercept))
 
 
-def _link(link: str, z: exp.Expr) -> exp.Expr:
+def link_sql(link: str, z: exp.Expr) -> exp.Expr:
     if link == "identity":
         return z
     if link == "logistic":
@@ -305,6 +305,6 @@ def _paren(e: exp.Expr) -> exp.Expr:
     return exp.Paren(this=e) if isinstance(e, (exp.Binary, exp.Neg)) else e
 
 
-def _sub(a: exp.Expr, b: exp.Expr) -> exp.Expr:
+def subtract_sql(a: exp.Expr, b: exp.Expr) -> exp.Expr:
     return exp.Sub(this=_paren(a), expression=_paren(b))
 

@@ -38,7 +38,7 @@ from sqlglot.dialects.dialect import Dialect
 from sparkscore.ir import FeatureMap
 from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm
-from sparkscore.optimizer.inline_models import _link, _sub, will_inline
+from sparkscore.optimizer.inline_models import link_sql, subtract_sql, will_inline
 from sparkscore.optimizer.nodes import ModelCall, number
 from sparkscore.optimizer.sources import enclosing_select
 
@@ -112,7 +112,7 @@ def _stack(calls: list[ModelCall], keys: list[str], context: Context) -> None:
         i = keys.index(call.model_key)
         margin = exp.Bracket(this=ModelCall.build(key, "predict", [a.copy() for a in call.inputs]),
                              expressions=[exp.Literal.number(i + offset)], offset=offset)
-        value = _link(_LINKS[models[i].estimator.link], margin)
+        value = link_sql(_LINKS[models[i].estimator.link], margin)
         if call.call_kind == "proba":
-            value = exp.Array(expressions=[_sub(number(1.0), value), value.copy()])
+            value = exp.Array(expressions=[subtract_sql(number(1.0), value), value.copy()])
         call.replace(value)
