@@ -103,7 +103,7 @@ def _accepted(native, frame: pd.DataFrame) -> pd.DataFrame:
         if frame[name].dtype == object or isinstance(frame[name].dtype, pd.CategoricalDtype):
             continue
         values = frame[name].to_numpy(dtype=float)
-        huge = np.abs(values) > np.finfo(np.float32).max
+        huge = np.abs(values) >= np.finfo(np.float32).max  # FLT_MAX itself overflows once a scaler multiplies it
         for special, rows in ((np.nan, np.isnan(values)), (np.inf, huge)):
             if not rows.any():
                 continue
