@@ -29,7 +29,8 @@ from sparkscore.errors import SparkscoreError
 from sparkscore.ir.linear import LinearModel
 
 BACKENDS = ("auto", "numpy", "numba", "torch")
-STRATEGIES = {"numpy": ("reference",), "numba": ("numba", "numba_parallel"), "torch": ("gemm", "tt", "ptt")}
+STRATEGIES = {"numpy": ("reference",), "numba": ("numba", "numba_parallel", "numba_wide", "numba_wide_parallel"),
+              "torch": ("gemm", "tt", "ptt")}
 
 
 class StrategyUnavailable(SparkscoreError, ValueError):
@@ -77,11 +78,15 @@ def _numba_candidates(model, layout) -> list[Candidate]:
     from sparkscore.compiler.numba_trees import NumbaTrees
 
     est = model.estimator
+    if isinstance(est, LinearModel):
+        kernels = {"numba": NumbaLinear(est, False), "numba_parallel": NumbaLinear(est, True)}
+    else:
+        kernels = NumbaTrees.variants(layout())
     out = []
-    for name, parallel in (("numba", False), ("numba_parallel", True)):
-        kernel = NumbaLinear(est, parallel) if isinstance(est, LinearModel) else NumbaTrees(layout(), parallel)
+    for name, kernel in kernels.items():
         fn = _with_features(model, kernel)
-        out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(link_of(est), fn)))
+        out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(link_of(est), fn),
+                             threaded=kernel.threads > 1))
     return out
 
 
@@ -145,7 +150,8 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
     if not found:
         what = f"strategy {strategy!r} of backend {backend!r}" if strategy else f"backend {backend!r}"
         raise StrategyUnavailable(f"{getattr(model, 'name', 'model')}: {what} cannot run this model on device "
-                                  f"{device!r} (not installed, no such device, or over its memory limits); "
+                                  f"{device!r} (not installed, no such device, over its memory limits, or nodes it does not "
+                                  "route: the wide kernels take numerical splits only); "
                                   "use backend='auto' or backend='numpy'")
     dispatcher = calibrate(found, model)
     link = link_of(model.estimator)

@@ -15,8 +15,8 @@ from sparkscore.compiler.layout import tree_layout
 from tests.compiler import synthetic
 from tests.zoo import ALL_CASES, params
 
-STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("torch", "gemm"), ("torch", "tt"),
-              ("torch", "ptt"), ("auto", None)]
+STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("numba", "numba_wide"), ("numba", "numba_wide_parallel"),
+              ("torch", "gemm"), ("torch", "tt"), ("torch", "ptt"), ("auto", None)]
 LINEAR_STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("torch", "gemm"), ("auto", None)]
 SYNTHETIC = synthetic.cases()
 ZOO = ([(case, b, s) for case in params(kind="trees") for b, s in STRATEGIES]
@@ -87,6 +87,23 @@ def test_numba_parallel_splits_rows_across_threads(case, monkeypatch):
     if not getattr(kernel, "fuses_link", False):
         got = reference.apply_link(compiler.link_of(est), got)
     assert_exact(case.model, got, case.X, f"{case.id} / 3 threads")
+
+
+@pytest.mark.parametrize("model", [
+    synthetic.tree_model(20, n_trees=53, depth=5, cmp="<", threshold_dtype="float32", accumulate_dtype="float32"),
+    synthetic.tree_model(21, n_trees=40, depth=4, n_outputs=3, post_transform="softmax", threshold_dtype="float64"),
+    synthetic.tree_model(22, n_trees=35, depth=6, n_outputs=2, vector_leaves=True, aggregation="mean",
+                         threshold_dtype="float32")], ids=["xgb_f32_sum", "multiclass_f64", "vector_leaf_mean"])
+def test_numba_wide_parallel_splits_trees_across_threads(model):
+    """A batch too small to split by rows splits the trees; the leaves still add up in tree order."""
+    numba_trees = pytest.importorskip("sparkscore.compiler.numba_trees")
+    kernel = numba_trees.NumbaTrees(tree_layout(model.estimator), parallel=True, threads=3, wide=True)
+    X = synthetic.adversarial_rows(model)
+    for rows in (X[:1], X[:37], X[:300]):
+        assert kernel._run_tree_split(np.ascontiguousarray(rows, dtype=kernel.layout.compare_dtype),
+                                      np.zeros((len(rows), model.estimator.n_outputs), kernel.layout.acc_dtype))
+        got = reference.apply_link(compiler.link_of(model.estimator), kernel(rows))
+        assert_exact(model, got, rows, f"{len(rows)} rows on 3 threads")
 
 
 def test_empty_batch_gives_empty_scores():
@@ -218,6 +235,12 @@ def test_split_nothing_passes_routes_every_value_right():
     model = Model(ens, synthetic._signature(), (), "regression", None, {"name": "never_left"})
     X = np.zeros((4, synthetic.N_FEATURES))
     X[:, 0] = [-np.inf, -1e300, np.nan, np.inf]
+    ran = []
     for backend, strategy in STRATEGIES:
-        scorer = _compile(model, backend, strategy)
+        try:
+            scorer = compiler.compile(model, backend, strategy=strategy)
+        except compiler.StrategyUnavailable:
+            continue  # e.g. the wide kernels: a NaN threshold takes the general path
         assert_exact(model, scorer.scores(X), X, strategy or backend)
+        ran.append(strategy or backend)
+    assert {"numba", "auto"} <= set(ran), ran
