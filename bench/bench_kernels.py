@@ -36,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 N_FEATURES = 28
 LIBS = ("sklearn_rf", "sklearn_gb", "sklearn_hgb", "lightgbm", "xgboost")
 PEER_CAP_S = 0.5
+TL2CGEN_MAX_NODES = 12_000  # gcc compile time grows fast with model size: ~6 s at 7k nodes, ~65 s at 20k (measured)
 
 
 def machine() -> dict:
@@ -43,7 +44,7 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     versions = {}
     for mod in ("numpy", "numba", "torch", "sklearn", "lightgbm", "xgboost", "hummingbird", "onnxruntime", "skl2onnx",
-                "onnxmltools"):
+                "onnxmltools", "treelite", "tl2cgen"):
         if importlib.util.find_spec(mod):
             versions[mod] = getattr(__import__(mod), "__version__", "?")
     try:
@@ -107,8 +108,9 @@ def fit(lib: str, depth: int, trees: int, X, y):
     raise ValueError(lib)
 
 
-def peers(lib: str, native, X) -> dict:
-    """Optional peers, where installed and where they convert: hummingbird-ml (torch) and ONNX Runtime."""
+def peers(lib: str, native, X, n_nodes: int) -> dict:
+    """Optional peers, where installed and where they convert: hummingbird-ml (torch), ONNX Runtime and
+    Treelite + tl2cgen (generated C, compiled with gcc)."""
     out = {}
     if importlib.util.find_spec("hummingbird"):
         try:
@@ -122,7 +124,36 @@ def peers(lib: str, native, X) -> dict:
             out["onnxruntime"] = _onnx_session(lib, native)
         except Exception as exc:  # noqa: BLE001
             print(f"  onnxruntime: {type(exc).__name__}: {str(exc)[:200]}")
+    if importlib.util.find_spec("tl2cgen") and importlib.util.find_spec("treelite"):
+        if n_nodes > TL2CGEN_MAX_NODES:
+            print(f"  tl2cgen: not compiled ({n_nodes} nodes > {TL2CGEN_MAX_NODES}: gcc takes minutes on these)")
+        else:
+            try:
+                out["tl2cgen"] = _tl2cgen_predictor(lib, native)
+            except Exception as exc:  # noqa: BLE001
+                print(f"  tl2cgen: {type(exc).__name__}: {str(exc)[:200]}")
     return out
+
+
+def _tl2cgen_predictor(lib: str, native):
+    """Treelite's model compiled to C by tl2cgen with the system gcc, predicting on ``THREADS`` threads."""
+    import tempfile
+
+    import tl2cgen
+    import treelite
+
+    if lib.startswith("sklearn"):
+        model = treelite.sklearn.import_model(native)
+    elif lib == "lightgbm":
+        model = treelite.frontend.from_lightgbm(native.booster_)
+    else:
+        model = treelite.frontend.from_xgboost(native.get_booster())
+    libpath = Path(tempfile.mkdtemp(prefix="sparkscore-tl2cgen-")) / "model.so"
+    start = time.perf_counter()
+    tl2cgen.export_lib(model, toolchain="gcc", libpath=str(libpath), params={"parallel_comp": THREADS}, verbose=False)
+    print(f"  tl2cgen: compiled in {time.perf_counter() - start:.1f} s")
+    predictor = tl2cgen.Predictor(str(libpath), nthread=THREADS)
+    return lambda Z: predictor.predict(tl2cgen.DMatrix(Z))
 
 
 def _onnx_session(lib: str, native):
@@ -172,7 +203,7 @@ def bench_config(lib, depth, trees, batches, X, y, Xt, repeats) -> list[dict]:
     start = time.perf_counter()
     scorer = compiler.compile(model, backend="auto")
     compile_s = time.perf_counter() - start
-    others = peers(lib, native, X)
+    others = peers(lib, native, X, int(model.estimator.n_nodes))
     slow = set()  # peers over PEER_CAP_S per call at one batch size are not timed at larger ones
     rows = []
     for n in batches:
@@ -327,7 +358,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run (< 1 minute)")
     p.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
-    p.add_argument("--depths", nargs="+", type=int, default=[3, 6, 8, 12],
+    p.add_argument("--depths", nargs="+", type=int, default=[3, 6, 8, 10, 12],
                    help="depth 10 is left out by default so the sweep fits ~25 min on 2 cores")
     p.add_argument("--trees", nargs="+", type=int, default=[10, 100, 500])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 100, 10_000, 100_000])
@@ -360,7 +391,8 @@ def main(argv=None) -> int:
         f"is timed once, and a peer over {PEER_CAP_S} s per call is not timed at larger batches (shown as —). "
         "Native = sklearn predict_proba (n_jobs=2 where it has n_jobs), LightGBM Booster.predict(num_threads=2), "
         "XGBoost inplace_predict (n_jobs=2); hummingbird-ml torch backend and ONNX Runtime (intra-op 2 threads) "
-        "with torch.set_num_threads(2).")
+        "with torch.set_num_threads(2); Treelite + tl2cgen: the model exported to C, compiled with gcc (models up to "
+        f"{TL2CGEN_MAX_NODES} nodes), Predictor(nthread=2) on a DMatrix made per call.")
     stem = args.name or ("kernels_quick" if args.quick else "kernels_full")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
