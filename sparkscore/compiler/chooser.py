@@ -3,7 +3,8 @@
 At compile time every exact candidate (numpy reference, numba traversal serial / parallel, torch
 GEMM / TT / PTT) is timed on a synthetic sample drawn around the model's own thresholds: at 1 row
 (call overhead), 64 and 1024 rows and, for candidates still in the race and while the calibration
-budget lasts, 8192 and 65536 rows (beyond the caches, where memory-bound kernels show).  Each candidate gets
+budget lasts, 8192, 65536 and 524288 rows (the last beyond the L3 cache, where memory-bound kernels such
+as GLMs show their threaded speedup; only cheap models reach it).  Each candidate gets
 a piecewise-linear cost curve; a call with ``n`` rows runs the candidate cheapest at ``n``.  So
 tiny batches go where start-up is cheapest and large ones where throughput is highest, without
 hard-coded depth or size thresholds.
@@ -21,10 +22,11 @@ import numpy as np
 from sparkscore.ir.features import INDICATOR
 from sparkscore.ir.trees import LEAF, TreeEnsemble
 
-CALIBRATION_SIZES = (1, 64, 1024, 8192, 65536)
+CALIBRATION_SIZES = (1, 64, 1024, 8192, 65536, 524288)  # the last (117 MB at 28 features) is past the L3 cache
 CALIBRATION_BUDGET_S = 2.0
 _REPEATS = 3
 _REPEATS_FROM_SLOPE = 5  # where serial and threaded kernels part ways: more tries, so a burst of load elsewhere does not pick
+_IN_CACHE_SAMPLE = 65536  # drawn up front; larger sizes are drawn only when the budget reaches them
 _MIN_SLOPE_SIZE = 1024  # always measured, so no cost curve is a flat line from a single point
 _THREADED_KEPT_UNTIL = 8192
 _STILL_IN_RACE = 3.0  # a candidate projected this much slower than the best at the largest size stops being measured
@@ -119,7 +121,7 @@ def calibrate(candidates: list[Candidate], model) -> Dispatcher:
     """
     if len(candidates) == 1:
         return Dispatcher(tuple(candidates), (CostCurve((1,), (0.0,)),))
-    X = sample_inputs(model, CALIBRATION_SIZES[-1])
+    X = sample_inputs(model, _IN_CACHE_SAMPLE)
     for cand in candidates:
         cand.scores(X[:2])  # warm-up: JIT compilation, lazy allocations
     start = time.perf_counter()
@@ -130,6 +132,8 @@ def calibrate(candidates: list[Candidate], model) -> Dispatcher:
             projected = sum(_curve(times[i]).at(size) for i in alive) * _REPEATS_FROM_SLOPE
             if time.perf_counter() - start + projected > CALIBRATION_BUDGET_S:
                 break
+            if size > len(X):  # only cheap models get here (GLMs): draw the out-of-cache sample now
+                X = sample_inputs(model, size)
         measuring = list(alive)
         for _ in range(_REPEATS_FROM_SLOPE if size >= _MIN_SLOPE_SIZE else _REPEATS):
             # round-robin, so a burst of load from other processes hits every candidate
