@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The tests check exactness, not which kernel wins: a short calibration per compile keeps a suite of
+# hundreds of compiles fast (Spark's Python workers inherit it).  The benchmarks run the default budget.
+os.environ.setdefault("SPARKSCORE_CALIBRATION_BUDGET_S", "0.3")
 
 
 @pytest.fixture

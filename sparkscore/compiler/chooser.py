@@ -13,17 +13,19 @@ hard-coded depth or size thresholds.
 from __future__ import annotations
 
 import bisect
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from sparkscore.errors import SparkscoreError
 from sparkscore.ir.features import INDICATOR
 from sparkscore.ir.trees import LEAF, TreeEnsemble
 
 CALIBRATION_SIZES = (1, 64, 1024, 8192, 65536, 524288)  # the last (117 MB at 28 features) is past the L3 cache
-CALIBRATION_BUDGET_S = 2.0
+CALIBRATION_BUDGET_S = 2.0  # default; $SPARKSCORE_CALIBRATION_BUDGET_S overrides
 _REPEATS = 3
 _REPEATS_FROM_SLOPE = 5  # where serial and threaded kernels part ways: more tries, so a burst of load elsewhere does not pick
 _IN_CACHE_SAMPLE = 65536  # drawn up front; larger sizes are drawn only when the budget reaches them
@@ -111,6 +113,22 @@ def _seconds(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+def calibration_budget_s() -> float:
+    """Seconds a compile may spend timing candidates: ``$SPARKSCORE_CALIBRATION_BUDGET_S`` or the default.
+
+    A knob because the right trade-off differs: an executor compiling once for hours of scoring
+    wants the full budget, a test suite compiling hundreds of small models wants little.
+    """
+    env = os.environ.get("SPARKSCORE_CALIBRATION_BUDGET_S")
+    if not env:
+        return CALIBRATION_BUDGET_S
+    try:
+        return float(env)
+    except ValueError:
+        raise SparkscoreError(f"SPARKSCORE_CALIBRATION_BUDGET_S={env!r} is not a number of seconds; "
+                              f"unset it (default {CALIBRATION_BUDGET_S}) or set e.g. 0.5") from None
+
+
 def calibrate(candidates: list[Candidate], model) -> Dispatcher:
     """Time the candidates on growing samples and return the per-batch-size dispatcher.
 
@@ -121,6 +139,7 @@ def calibrate(candidates: list[Candidate], model) -> Dispatcher:
     """
     if len(candidates) == 1:
         return Dispatcher(tuple(candidates), (CostCurve((1,), (0.0,)),))
+    budget = calibration_budget_s()
     X = sample_inputs(model, _IN_CACHE_SAMPLE)
     for cand in candidates:
         cand.scores(X[:2])  # warm-up: JIT compilation, lazy allocations
@@ -130,7 +149,7 @@ def calibrate(candidates: list[Candidate], model) -> Dispatcher:
     for size in CALIBRATION_SIZES:
         if size > _MIN_SLOPE_SIZE:  # every survivor has a measured per-row slope: grow only within budget
             projected = sum(_curve(times[i]).at(size) for i in alive) * _REPEATS_FROM_SLOPE
-            if time.perf_counter() - start + projected > CALIBRATION_BUDGET_S:
+            if time.perf_counter() - start + projected > budget:
                 break
             if size > len(X):  # only cheap models get here (GLMs): draw the out-of-cache sample now
                 X = sample_inputs(model, size)

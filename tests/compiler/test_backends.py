@@ -12,6 +12,7 @@ from sparkscore import compiler
 from sparkscore.compiler import reference
 from sparkscore.compiler.chooser import Candidate, CostCurve, Dispatcher
 from sparkscore.compiler.layout import tree_layout
+from sparkscore.errors import SparkscoreError
 from tests.compiler import synthetic
 from tests.zoo import ALL_CASES, params
 
@@ -154,10 +155,23 @@ def test_calibration_follows_measured_cost(monkeypatch):
 
     cands = [Candidate("fixed", "test", costing(1.0, 1e-4)), Candidate("per_row", "test", costing(0.0, 1e-3))]
     monkeypatch.setattr(chooser, "CALIBRATION_BUDGET_S", 1e9)
+    monkeypatch.delenv("SPARKSCORE_CALIBRATION_BUDGET_S", raising=False)  # conftest's short test budget
     d = chooser.calibrate(cands, SYNTHETIC[0].model)
     assert d.choose(1).name == "per_row"
     assert d.choose(8192).name == "fixed"
     assert set(d.describe()) == {"fixed", "per_row"}
+
+
+def test_calibration_budget_from_environment(monkeypatch):
+    from sparkscore.compiler import chooser
+
+    monkeypatch.setenv("SPARKSCORE_CALIBRATION_BUDGET_S", "0.25")
+    assert chooser.calibration_budget_s() == 0.25
+    monkeypatch.delenv("SPARKSCORE_CALIBRATION_BUDGET_S")
+    assert chooser.calibration_budget_s() == chooser.CALIBRATION_BUDGET_S
+    monkeypatch.setenv("SPARKSCORE_CALIBRATION_BUDGET_S", "two seconds")
+    with pytest.raises(SparkscoreError, match="SPARKSCORE_CALIBRATION_BUDGET_S='two seconds'.*unset it"):
+        chooser.calibration_budget_s()
 
 
 def test_auto_keeps_only_exact_candidates_and_reports_choice():
