@@ -106,14 +106,19 @@ def _general_left(v, nd, thr, zero_missing, default_left, is_cat, cat_index, cat
 
 @nb.njit(cache=True, nogil=True)
 def _accumulate(idx, value, tree_output, t, out, lo, m):
+    k = tree_output[t]
+    for r in range(m):
+        _add_leaf(out, lo + r, value, idx[r], k)
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _add_leaf(out, r, value, leaf, k):
+    """Leaf ``leaf`` of a tree into row ``r``: to output ``k`` (one value), or a vector to every output."""
     if value.shape[1] == 1:
-        k = tree_output[t]
-        for r in range(m):
-            out[lo + r, k] += value[idx[r], 0]
+        out[r, k] += value[leaf, 0]
     else:
-        for r in range(m):
-            for j in range(value.shape[1]):
-                out[lo + r, j] += value[idx[r], j]
+        for j in range(value.shape[1]):
+            out[r, j] += value[leaf, j]
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
@@ -220,15 +225,6 @@ def _traverse_wide(X, nodes, roots, depth, tree_output, value, out, t_lo, t_hi, 
                         leaves[r, t0 + g - t_lo] = idx[g]
                     else:
                         _add_leaf(out, r, value, idx[g], tree_output[t0 + g])
-
-
-@nb.njit(inline="always", cache=True, nogil=True)
-def _add_leaf(out, r, value, leaf, k):
-    if value.shape[1] == 1:
-        out[r, k] += value[leaf, 0]
-    else:
-        for j in range(value.shape[1]):
-            out[r, j] += value[leaf, j]
 
 
 @nb.njit(cache=True, nogil=True)
