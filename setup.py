@@ -12,10 +12,13 @@ CORE = [
     "rich>=13",
     "filelock>=3.12",
     "deltalake>=1.0",
+    # the compiled CPU kernels backend="auto" runs (llvmlite comes with it): without them auto falls back to
+    # the reference / torch CPU at 0.08x-0.35x native predict, so they belong in the default install
+    "numba>=0.60",
 ]
 EXTRAS = {
     "torch": ["torch==2.13.0"],
-    "compiled": ["numba>=0.60"],
+    "compiled": [],  # numba moved into CORE; the extra stays so `.[compiled]` installs keep working
     "sklearn": ["scikit-learn>=1.5"],
     "lightgbm": ["lightgbm>=4.3"],
     "xgboost": ["xgboost-cpu>=2.1"],

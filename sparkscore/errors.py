@@ -46,3 +46,11 @@ class QueryError(SparkscoreError, ValueError):
 
 class JobError(SparkscoreError, RuntimeError):
     """A batch scoring job that cannot run or commit its output."""
+
+
+class SparkscoreWarning(UserWarning):
+    """Base class of every warning sparkscore emits on purpose."""
+
+
+class PerformanceWarning(SparkscoreWarning):
+    """Results stay exact, but something makes them much slower than they should be (e.g. no numba)."""

@@ -11,11 +11,19 @@ Backends: ``numpy`` (the reference evaluator, the oracle), ``numba`` (compiled C
 one-pass GLMs), ``torch`` (GEMM / tree traversal / perfect tree traversal on CPU or CUDA) and
 ``auto`` (every exact candidate for the device, cheapest measured).  numba and torch are imported lazily, only
 when a backend that needs them is compiled.
+
+numba is a core dependency: the compiled CPU kernels are what ``auto`` is meant to run.  If it is
+missing or cannot be imported anyway (a broken environment, an llvmlite / numpy mismatch), ``auto``
+still works on the reference (and torch, where it measures faster), but says so once per process,
+loudly (:class:`~sparkscore.errors.PerformanceWarning` plus a log line naming ``pip install numba``),
+instead of silently running several times slower than the native libraries.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -25,7 +33,7 @@ import numpy as np
 
 from sparkscore.compiler import reference
 from sparkscore.compiler.chooser import Candidate, Dispatcher, calibrate
-from sparkscore.errors import SparkscoreError
+from sparkscore.errors import PerformanceWarning, SparkscoreError
 from sparkscore.ir.linear import LinearModel
 
 BACKENDS = ("auto", "numpy", "numba", "torch")
@@ -104,10 +112,46 @@ def _torch_candidates(model, device: str, layout, wanted: tuple[str, ...]) -> li
     return out
 
 
+_LOG = logging.getLogger("sparkscore.compiler")
+_NUMBA: list = []  # [None] importable, or [reason it is not], decided once per process
+_WARNED_NO_NUMBA: list = []
+
+
 def _installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # sys.modules[module] = None, or a module without a spec
+        return False
+
+
+def numba_unavailable() -> str | None:
+    """Why the numba kernels cannot run here (None when they can); imports numba once to find out.
+
+    ``find_spec`` is not enough: an installed numba whose llvmlite or numpy does not match fails
+    only on import, and must then read as missing, not crash ``auto``.
+    """
+    if not _NUMBA:
+        try:
+            import numba  # noqa: F401
+
+            _NUMBA.append(None)
+        except Exception as exc:  # noqa: BLE001 - any import failure means "no numba"; the reason is reported
+            _NUMBA.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+    return _NUMBA[0]
+
+
+def _warn_no_numba(reason: str) -> None:
+    """Once per process: auto runs without the compiled kernels; say why and how to fix it."""
+    if _WARNED_NO_NUMBA:
+        return
+    _WARNED_NO_NUMBA.append(True)
+    message = (f"sparkscore: numba is not importable ({reason}), so backend='auto' runs the numpy reference "
+               "(or torch) on CPU, typically 3-10x slower than the native libraries; fix: pip install numba "
+               "(it is a core dependency of sparkscore)")
+    _LOG.warning(message)
+    warnings.warn(message, PerformanceWarning, stacklevel=4)
 
 
 def candidates(model, backend: str = "auto", device: str = "cpu", strategy: str | None = None) -> list[Candidate]:
@@ -126,8 +170,10 @@ def candidates(model, backend: str = "auto", device: str = "cpu", strategy: str 
     on_cpu = device == "cpu"
     if backend in ("auto", "numpy") and on_cpu:
         found.append(Candidate("reference", "numpy", partial(reference.scores, model)))
-    numba_ok = _installed("numba")
-    if backend in ("auto", "numba") and on_cpu and numba_ok:
+    numba_ok = on_cpu and backend in ("auto", "numba") and numba_unavailable() is None
+    if backend == "auto" and on_cpu and not numba_ok:
+        _warn_no_numba(numba_unavailable())
+    if numba_ok:
         found += _numba_candidates(model, layout)
     # auto on CPU leaves torch out where numba runs: torch's OpenMP workers keep spinning after each
     # call and skew the interleaved calibration, and torch CPU lost to numba on every measured config

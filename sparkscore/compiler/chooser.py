@@ -8,6 +8,13 @@ as GLMs show their threaded speedup; only cheap models reach it).  Each candidat
 a piecewise-linear cost curve; a call with ``n`` rows runs the candidate cheapest at ``n``.  So
 tiny batches go where start-up is cheapest and large ones where throughput is highest, without
 hard-coded depth or size thresholds.
+
+The numpy reference is the *baseline*: a torch CPU kernel is never chosen at a batch size where it
+costs more than the reference.  That is a guarantee, not a hope: while a candidate that is not a
+compiled numba kernel (the torch CPU strategies) is still being measured, the reference is measured
+at the same sizes and stays in the race (its curve extrapolates as far as theirs), so the per-size
+argmin can never pick such a kernel where it measured slower than the reference.  (The reference
+may still leave the race against numba kernels measured 3x faster: those are not the ones in doubt.)
 """
 
 from __future__ import annotations
@@ -42,6 +49,16 @@ class Candidate:
     # splits large batches across threads: a fixed hand-off cost the slope from 64 to 1024 rows overstates,
     # so it stays in the race until measured where the split pays (8192 rows and up)
     threaded: bool = False
+
+    @property
+    def is_baseline(self) -> bool:
+        """The numpy reference: every other candidate must beat it to be chosen."""
+        return self.backend == "numpy"
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Kernels not known to beat the reference on CPU (torch): measured beside it at every size."""
+        return self.backend not in ("numpy", "numba")
 
 
 @dataclass(frozen=True)
@@ -161,14 +178,21 @@ def calibrate(candidates: list[Candidate], model) -> Dispatcher:
             if size >= _MIN_SLOPE_SIZE:  # a far slower candidate (the reference on trees) is not timed again
                 best_here = min(times[i][size] for i in measuring)
                 measuring = [i for i in measuring
-                             if times[i][size] <= _STILL_IN_RACE * best_here or candidates[i].threaded]
+                             if times[i][size] <= _STILL_IN_RACE * best_here or candidates[i].threaded
+                             or _baseline_needed(candidates, measuring, i)]
         if size >= _MIN_SLOPE_SIZE:  # a slope from 1 and 64 rows is start-up noise: project from here on
             projected = {i: _curve(times[i]).at(CALIBRATION_SIZES[-1]) for i in alive}
             best = min(projected.values())
             alive = [i for i in alive if projected[i] <= _STILL_IN_RACE * best
-                     or (candidates[i].threaded and size < _THREADED_KEPT_UNTIL)]
+                     or (candidates[i].threaded and size < _THREADED_KEPT_UNTIL)
+                     or _baseline_needed(candidates, alive, i)]
     curves = tuple(_curve(t, i in alive) for i, t in enumerate(times))
     return Dispatcher(tuple(candidates), curves)
+
+
+def _baseline_needed(candidates: list[Candidate], others: list[int], i: int) -> bool:
+    """The reference stays in the race while any candidate that must beat it (torch CPU) does."""
+    return candidates[i].is_baseline and any(candidates[j].needs_baseline for j in others if j != i)
 
 
 def _curve(seconds_by_size: dict[int, float], extrapolates: bool = True) -> CostCurve:
