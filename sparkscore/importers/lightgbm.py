@@ -1,4 +1,4 @@
-"""LightGBM ``Booster`` / ``LGBMClassifier`` / ``LGBMRegressor`` (and saved model files) -> IR.
+"""LightGBM ``Booster`` / ``LGBMClassifier`` / ``LGBMRegressor`` / ``LGBMRanker`` (and saved model files) -> IR.
 
 Everything is read from LightGBM's own text format (``model_to_string``, thresholds and leaves
 written with round-trip precision) or from its JSON dump (``dump_model``), never from a pickle.
@@ -6,6 +6,12 @@ LightGBM routes in float64 with ``<=``; before routing, its predictor drops ever
 ``|v| <= kZeroThreshold`` from the row, i.e. reads it as 0.0 (``RowPairFunctionFromDenseMatric``).
 A numerical threshold inside ``[-kZeroThreshold, kZeroThreshold)`` is therefore moved to the
 edge of that band (:func:`_zero_band_threshold`) so plain ``v <= t`` routes exactly as LightGBM.
+
+Column names: LightGBM stores ``mean radius`` as ``mean_radius`` and its wrapper forgets the
+original.  The signature keeps the stored names unless ``feature_names`` gives the originals (each
+accepted when LightGBM would have renamed it to the stored one); either way the model records
+``feature_name_rule = "lightgbm"`` so that a frame or table with the original names binds to it
+(:func:`sparkscore.ir.inputs.bind_names`), as native ``predict`` accepts that frame.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from sparkscore.errors import IntegrityError, UnsupportedModelError
 from sparkscore.importers.common import make_signature, metadata, resolve_names
+from sparkscore.ir.inputs import NAME_RULES
 from sparkscore.ir.model import Model
 from sparkscore.ir.trees import MISSING_AS_ZERO, MISSING_NAN, MISSING_ZERO, ZERO_THRESHOLD, TreeBuilder
 
@@ -39,8 +46,14 @@ _OBJECTIVES = {
     "binary": ("classification", "sigmoid"),
     "multiclass": ("classification", "softmax"),
     "multiclassova": ("classification", "sigmoid"),  # one sigmoid per class, not normalised
+    # rankers: Booster.predict / LGBMRanker.predict return the raw summed score (no ConvertOutput)
+    **{name: ("regression", "identity") for name in ("lambdarank", "rank_xendcg")},
 }
 _SUPPORTED = ", ".join(_OBJECTIVES)
+#: linear_tree leaves are linear models over the leaf's features (NaN in any of them -> the constant
+#: leaf value); the tree IR has constant leaves only, so converting one would be inexact: refuse
+_LINEAR_TREE = ("lightgbm model uses linear_tree=True (linear models in the leaves), which sparkscore's tree IR "
+                "cannot represent exactly; re-train with linear_tree=False")
 
 
 @dataclass
@@ -75,12 +88,27 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     booster = native.booster_ if hasattr(native, "booster_") else native
     if not hasattr(booster, "model_to_string"):
         raise UnsupportedModelError(f"cannot convert {type(native).__qualname__}: supported are lightgbm.Booster, "
-                                    "LGBMClassifier and LGBMRegressor")
+                                    "LGBMClassifier, LGBMRegressor and LGBMRanker")
     parsed = _parse_text(booster.model_to_string())
     classes = getattr(native, "classes_", None) if hasattr(native, "booster_") else None
     import lightgbm
 
+    fitted = _wrapper_names(native, parsed.feature_names)
+    if fitted is not None and feature_names is None:
+        feature_names = fitted
     return _to_model(parsed, feature_names, classes, metadata("lightgbm", native, lightgbm.__version__))
+
+
+def _wrapper_names(native, stored: list) -> list | None:
+    """The fitted frame's own column names, where the sklearn wrapper kept them and they differ from
+    the booster's only by LightGBM's renaming (' ' -> '_'); LightGBM 4.x returns the renamed ones."""
+    try:
+        names = [str(n) for n in getattr(native, "feature_names_in_")]
+    except (AttributeError, ValueError):  # unfitted, or fitted without names (LGBMNotFittedError is both)
+        return None
+    if len(names) != len(stored) or names == list(stored):
+        return None
+    return names if all(_lgb_name(n) == s for n, s in zip(names, stored)) else None
 
 
 def load_file(path) -> Model:
@@ -106,7 +134,11 @@ def _to_model(parsed: _Parsed, feature_names, classes, meta: dict) -> Model:
     n_features = len(parsed.feature_names)
     native_names = _native_names(parsed.feature_names)
     label = f"lightgbm {meta['name']}"
+    if (native_names is not None and feature_names is not None and len(feature_names) == n_features
+            and all(_lgb_name(str(g)) == n for g, n in zip(feature_names, native_names))):
+        native_names = None  # the fitted frame's own names ('mean radius' for the stored 'mean_radius')
     names = resolve_names(n_features, native_names, feature_names, label)
+    meta = {**meta, "feature_name_rule": "lightgbm"}
     k = parsed.trees_per_iteration
     if name in ("multiclass", "multiclassova") and k != parsed.num_class:
         raise UnsupportedModelError(f"{label}: {k} trees per iteration for {parsed.num_class} classes; "
@@ -144,6 +176,11 @@ def _objective(objective: str) -> tuple[str, dict]:
         raise UnsupportedModelError(f"lightgbm model has no objective (custom objective?); supported are {_SUPPORTED}")
     params = dict((p.split(":", 1) + [""])[:2] for p in parts[1:])
     return parts[0], params
+
+
+def _lgb_name(name: str) -> str:
+    """The name LightGBM stores for a fitted column name (``Dataset::set_feature_names``)."""
+    return NAME_RULES["lightgbm"](name)
 
 
 def _native_names(names: list) -> list | None:
@@ -242,8 +279,7 @@ def _key_values(block: str) -> dict[str, str]:
 
 def _text_tree(kv: dict[str, str]) -> _Tree:
     if kv.get("is_linear", "0") != "0":
-        raise UnsupportedModelError("lightgbm model uses linear_tree=True, which sparkscore cannot score; "
-                                    "re-train with linear_tree=False")
+        raise UnsupportedModelError(_LINEAR_TREE)
     nums = lambda key, typ=float: [typ(x) for x in kv.get(key, "").split()]  # noqa: E731
     leaf_values = nums("leaf_value")
     tree = _Tree()
@@ -293,8 +329,7 @@ def _dump_tree(root: dict) -> _Tree:
             stack += [node["left_child"], node["right_child"]]
         else:
             if "leaf_coeff" in node:
-                raise UnsupportedModelError("lightgbm model uses linear_tree=True, which sparkscore cannot score; "
-                                            "re-train with linear_tree=False")
+                raise UnsupportedModelError(_LINEAR_TREE)
             leaves[node.get("leaf_index", 0)] = node["leaf_value"]
     child = lambda n: n["split_index"] if "split_index" in n else ~n.get("leaf_index", 0)  # noqa: E731
     tree = _Tree()

@@ -13,10 +13,42 @@ import numpy as np
 from sparkscore.errors import SignatureError
 from sparkscore.ir.signature import Column, Signature
 
+#: How a native library rewrote the fitted frame's column names (``Model.metadata["feature_name_rule"]``).
+#: LightGBM's ``Dataset::set_feature_names`` replaces every ' ' with '_' (and refuses JSON special
+#: characters), so a frame column ``mean radius`` is stored as ``mean_radius``: the model must still
+#: bind that frame, as native ``predict`` does.
+NAME_RULES = {"lightgbm": lambda name: name.replace(" ", "_")}
 
-def as_matrix(signature: Signature, X, model_name: str = "model") -> np.ndarray:
-    """Float64 C-contiguous matrix (n, len(signature)) for ``X``."""
-    columns = _columns_by_name(signature, X, model_name)
+
+def bind_names(wanted, available, rule: str | None = None, model_name: str = "model") -> list:
+    """For each wanted (signature) name, the available column that binds to it, or None.
+
+    An exact name binds first; otherwise, under ``rule``, the one available column the library
+    would have renamed to it (two such columns are ambiguous: an error naming both).
+    """
+    available = list(available)
+    exact = set(available)
+    renamed: dict[str, list] = {}
+    if rule in NAME_RULES:
+        for name in available:
+            if isinstance(name, str):
+                renamed.setdefault(NAME_RULES[rule](name), []).append(name)
+    out = []
+    for name in wanted:
+        if name in exact:
+            out.append(name)
+            continue
+        hits = renamed.get(name, [])
+        if len(hits) > 1:
+            raise SignatureError(f"{model_name}: input column {name!r} matches both {hits[0]!r} and {hits[1]!r} "
+                                 f"({rule} stores spaces as '_'); keep one of them or rename it to {name!r}")
+        out.append(hits[0] if hits else None)
+    return out
+
+
+def as_matrix(signature: Signature, X, model_name: str = "model", name_rule: str | None = None) -> np.ndarray:
+    """Float64 C-contiguous matrix (n, len(signature)) for ``X`` (``name_rule``: see :data:`NAME_RULES`)."""
+    columns = _columns_by_name(signature, X, model_name, name_rule)
     if columns is None:
         arr = np.asarray(X)
         if arr.ndim == 1:
@@ -89,7 +121,7 @@ def default_names(n: int) -> tuple[str, ...]:
     return tuple(f"f{i}" for i in range(n))
 
 
-def _columns_by_name(signature: Signature, X, model_name: str):
+def _columns_by_name(signature: Signature, X, model_name: str, name_rule: str | None = None):
     """List of per-column arrays in signature order, or None when X has no usable names."""
     names = None
     getter = None
@@ -113,7 +145,8 @@ def _columns_by_name(signature: Signature, X, model_name: str):
             return None
     if names is None:
         return None
-    missing = [n for n in signature.names if n not in names]
+    bound = bind_names(signature.names, names, name_rule, model_name)
+    missing = [n for n, b in zip(signature.names, bound) if b is None]
     if missing:
         if len(names) == len(signature) and signature.names == default_names(len(signature)) and not isinstance(X, dict):
             return [getter(n) for n in names]  # model trained without names: bind by position
@@ -122,4 +155,4 @@ def _columns_by_name(signature: Signature, X, model_name: str):
             f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; the model needs "
             f"{', '.join(signature.names[:8])}{', ...' if len(signature) > 8 else ''}"
         )
-    return [getter(n) for n in signature.names]
+    return [getter(n) for n in bound]

@@ -89,7 +89,7 @@ class Model:
     # ------------------------------------------------------------------ scoring
     def to_matrix(self, X) -> np.ndarray:
         """The float64 input matrix (signature order, NULL -> NaN, categories -> codes)."""
-        return as_matrix(self.signature, X, self.name)
+        return as_matrix(self.signature, X, self.name, self.metadata.get("feature_name_rule"))
 
     def scores(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
         """Transformed model outputs (n, k): regression values or class probabilities/scores."""

@@ -18,6 +18,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from sparkscore.errors import InvalidModelNameError, QueryError, SignatureError
 from sparkscore.ir import Column
+from sparkscore.ir.inputs import NAME_RULES
 from sparkscore.optimizer.context import BoundModel, Context, ResolvedModel
 from sparkscore.optimizer.nodes import ModelCall, ScorePredict
 from sparkscore.optimizer.sources import TEXT_TYPES, catalog_name, qualifier
@@ -184,9 +185,13 @@ def _bind_by_name(stars: list[exp.Expr], bound: BoundModel, scope: Scope | None,
     by_name: dict[str, list[SourceColumn]] = {}
     for c in available:
         by_name.setdefault(c.name.lower(), []).append(c)
+    rule = NAME_RULES.get(bound.model.metadata.get("feature_name_rule"))
+    renamed: dict[str, list[SourceColumn]] = {}
+    for c in available if rule else ():  # e.g. LightGBM fitted `mean radius` as `mean_radius`
+        renamed.setdefault(rule(c.name).lower(), []).append(c)
     inputs: list[exp.Expr] = []
     for col in bound.model.signature.inputs:
-        found = {(c.source, c.name): c for c in by_name.get(col.name.lower(), [])}
+        found = {(c.source, c.name): c for c in by_name.get(col.name.lower(), []) or renamed.get(col.name.lower(), [])}
         if not found:
             raise SignatureError(
                 f"{fn}: model '{bound.source.ref}' needs column '{col.name}', which no table in scope "

@@ -6,6 +6,7 @@ import json
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -58,16 +59,25 @@ def test_converts_the_best_iteration_like_predict():
     np.testing.assert_allclose(model.predict(X, backend="numpy"), native.predict(X), rtol=1e-6, atol=1e-6)
 
 
+def _custom_l2(preds, data):
+    grad = preds - data.get_label()
+    return grad, np.ones_like(grad)
+
+
 @pytest.mark.parametrize("params, match", [
-    (dict(objective="lambdarank"), "objective 'lambdarank'"),
-    (dict(objective="regression", linear_tree=True), "linear_tree"),
+    (dict(objective="regression", linear_tree=True), "linear_tree=True .*cannot represent exactly"),
     (dict(objective="regression", reg_sqrt=True), "reg_sqrt"),
-])
+    (dict(objective="cross_entropy_lambda"), "objective 'cross_entropy_lambda'"),
+    (dict(objective=_custom_l2), "no objective \\(custom objective\\?\\)"),
+    (dict(objective="multiclass", num_class=3, boosting="rf", bagging_freq=1, bagging_fraction=0.7),
+     "boosting='rf'"),
+], ids=["linear_tree", "reg_sqrt", "cross_entropy_lambda", "custom_objective", "multiclass_rf"])
 def test_unsupported_models_raise(params, match):
+    """Options that change predictions and that the IR cannot honour exactly are refused, by name."""
     X, signal, _ = gbm_cases._data(seed=12)
-    y = np.clip(np.round(signal), 0, 3).astype(int) if params["objective"] == "lambdarank" else signal
-    dataset = lgb.Dataset(np.nan_to_num(X), y, group=[100] * 4 if params["objective"] == "lambdarank" else None)
-    booster = lgb.train(dict(_PARAMS, **params), dataset, num_boost_round=2)
+    y = {"cross_entropy_lambda": (signal > 0) * 1.0, "multiclass": np.digitize(signal, [-0.5, 0.5])}.get(
+        params["objective"] if isinstance(params["objective"], str) else "", signal)
+    booster = lgb.train(dict(_PARAMS, **params), lgb.Dataset(np.nan_to_num(X), y), num_boost_round=2)
     with pytest.raises(UnsupportedModelError, match=match):
         ss.convert(booster)
 
@@ -114,6 +124,7 @@ def test_random_rows_match_native(case_id):
 
 @pytest.mark.parametrize("params", [
     dict(objective="tweedie"), dict(objective="gamma"), dict(objective="cross_entropy"), dict(objective="huber"),
+    dict(objective="fair"), dict(objective="regression_l1"), dict(objective="binary", boost_from_average=False),
     dict(objective="binary", sigmoid=1.7), dict(objective="regression", boosting="rf", bagging_freq=1,
                                                 bagging_fraction=0.7),
 ], ids=lambda p: "-".join(str(v) for v in p.values()))
@@ -125,3 +136,83 @@ def test_objectives_match_native_booster(params):
     model = ss.convert(booster)
     rows = adversarial_matrix(model, X)
     np.testing.assert_allclose(model.scores(rows, backend="numpy")[:, 0], booster.predict(rows), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------- column names LightGBM rewrites (issue 12 item 7)
+@pytest.fixture(scope="module")
+def cancer():
+    """sklearn's breast_cancer frame ('mean radius', ...) plus a punctuated name; a small classifier on it."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X = X.rename(columns={"worst symmetry": "worst symmetry (a/b) %"})
+    native = lgb.LGBMClassifier(n_estimators=8, num_leaves=8, num_threads=1, verbose=-1).fit(X, y)
+    assert native.booster_.feature_name()[0] == "mean_radius"  # what LightGBM stores
+    rows = X.copy()
+    rows.iloc[::7, 0] = np.nan
+    return native, rows
+
+
+def test_convert_scores_the_frame_it_was_fitted_on(cancer):
+    native, X = cancer
+    model = ss.convert(native)
+    np.testing.assert_allclose(model.predict_proba(X), native.predict_proba(X), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(X), native.predict(X))
+    # the stored names bind too (e.g. a frame LightGBM itself wrote out)
+    stored = X.rename(columns=lambda c: c.replace(" ", "_"))
+    np.testing.assert_allclose(model.predict_proba(stored), native.predict_proba(X), rtol=1e-6, atol=1e-6)
+
+
+def test_feature_names_accepts_the_frame_names(cancer):
+    native, X = cancer
+    model = ss.convert(native, feature_names=list(X.columns))
+    assert model.signature.names == tuple(X.columns)
+    np.testing.assert_allclose(model.predict_proba(X), native.predict_proba(X), rtol=1e-6, atol=1e-6)
+    with pytest.raises(SignatureError, match="differ from the names the model was fitted with"):
+        ss.convert(native, feature_names=["radius mean"] + list(X.columns[1:]))
+
+
+def test_two_columns_renamed_alike_are_ambiguous():
+    X, signal, _ = gbm_cases._data(seed=14)
+    frame = pd.DataFrame(X, columns=["a b_", "c", "d", "e"])
+    model = ss.convert(lgb.LGBMRegressor(n_estimators=3, verbose=-1).fit(frame, signal))
+    assert model.signature.names[0] == "a_b_"
+    frame["a_b "] = frame["a b_"]
+    with pytest.raises(SignatureError, match="'a_b_' matches both 'a b_' and 'a_b '"):
+        model.predict(frame)
+
+
+@pytest.mark.parametrize("disable_rules", [(), ("inline_models",)], ids=["inlined", "udf"])
+def test_registry_predict_star_binds_the_frame_names(cancer, registry, disable_rules):
+    import duckdb
+
+    native, X = cancer
+    registry.register("cancer", native)
+    con = duckdb.connect()
+    con.register("cells_view", X)
+    con.execute("CREATE TABLE cells AS SELECT * FROM cells_view")
+    ss.duckdb.install(con, registry=registry)
+    got = ss.duckdb.sql(con, "SELECT PREDICT('cancer', *) AS p FROM cells", registry=registry,
+                        disable_rules=disable_rules).df()["p"].to_numpy()
+    np.testing.assert_allclose(got, native.predict_proba(X)[:, 1], rtol=1e-6, atol=1e-6)
+
+
+def test_cli_registers_a_model_file_and_scores_the_frame_names(cancer, runner, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sparkscore.cli import app
+
+    native, X = cancer
+    model_file = tmp_path / "cancer.txt"
+    native.booster_.save_model(model_file)
+    pq.write_table(pa.Table.from_pandas(X, preserve_index=False), tmp_path / "cells.parquet")
+    reg = ["--registry", str(tmp_path / "reg")]
+    result = runner.invoke(app, [*reg, "register", "cancer", str(model_file), "--format", "lightgbm"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "scored.parquet"
+    result = runner.invoke(app, [*reg, "sql", "SELECT PREDICT('cancer', *) AS p FROM cells",
+                                 "-t", f"cells={tmp_path / 'cells.parquet'}", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    got = pq.read_table(out).column("p").to_numpy()
+    np.testing.assert_allclose(got, native.predict_proba(X)[:, 1], rtol=1e-6, atol=1e-6)
