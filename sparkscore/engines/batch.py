@@ -85,7 +85,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     relation = read_files(con, input_path)
     keep = list(keep_columns) if keep_columns else list(relation.columns)
     _check_columns(relation.columns, keep, model, output_col)
-    needed = keep + [n for n in model.signature.names if n not in keep]
+    needed = keep + [n for n in model.bind_columns(relation.columns) if n not in keep]
     relation = relation.select(*[duckdb.ColumnExpression(c) for c in needed])
     total = len(relation) if _is_parquet(input_path) else None
 
@@ -109,7 +109,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
 
 def _check_columns(columns: Sequence[str], keep: Sequence[str], model, output_col: str) -> None:
     """Fail before any work on a missing input or kept column, or a name clash with the output."""
-    missing = [n for n in model.signature.names if n not in columns]
+    missing = [n for n, b in zip(model.signature.names, model.bind_columns(columns)) if b is None]
     if missing:
         raise SignatureError(f"{model.name}: input has no column {missing[0]!r} that the model needs "
                              f"(it has {', '.join(columns)}); rename or add the column")

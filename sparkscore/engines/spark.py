@@ -160,14 +160,15 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     reg = registry_or_default(registry)
     mv = reg.get(model_ref)
     model = reg.load(f"{mv.name}/{mv.version}")
-    missing = [c for c in model.signature.names if c not in df.columns]
+    bound = model.bind_columns(df.columns)
+    missing = [c for c, b in zip(model.signature.names, bound) if b is None]
     if missing:
         raise SignatureError(f"{mv.name}/{mv.version}: input DataFrame has no column {missing[0]!r}; "
                              f"the model needs {', '.join(model.signature.names)}")
     kind = "proba" if proba else "predict"
     fn = ModelFunction(udf_name(mv.name, mv.version, kind), _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession),
                        kind, output_type(model, kind))
-    return df.withColumn(output_col, fn.udf()(*[df[c] for c in model.signature.names]))
+    return df.withColumn(output_col, fn.udf()(*[df[c] for c in bound]))
 
 
 class SparkCatalog:

@@ -15,7 +15,7 @@ import numpy as np
 
 from sparkscore.errors import IntegrityError, SparkscoreError
 from sparkscore.ir.features import FeatureMap
-from sparkscore.ir.inputs import as_matrix
+from sparkscore.ir.inputs import as_matrix, bind_names
 from sparkscore.ir.linear import LinearModel
 from sparkscore.ir.serialize import content_sha256, read_dir, to_payload, write_dir
 from sparkscore.ir.signature import Signature
@@ -87,6 +87,11 @@ class Model:
         return content_sha256(dict(doc, format_version=FORMAT_VERSION), arrays)
 
     # ------------------------------------------------------------------ scoring
+    def bind_columns(self, available) -> list:
+        """For each input of the signature, the name in ``available`` that binds to it (None: none does):
+        the same name, or the one the native library renamed to it (``metadata["feature_name_rule"]``)."""
+        return bind_names(self.signature.names, available, self.metadata.get("feature_name_rule"), self.name)
+
     def to_matrix(self, X) -> np.ndarray:
         """The float64 input matrix (signature order, NULL -> NaN, categories -> codes)."""
         return as_matrix(self.signature, X, self.name, self.metadata.get("feature_name_rule"))

@@ -216,3 +216,23 @@ def test_cli_registers_a_model_file_and_scores_the_frame_names(cancer, runner, t
     assert result.exit_code == 0, result.output
     got = pq.read_table(out).column("p").to_numpy()
     np.testing.assert_allclose(got, native.predict_proba(X)[:, 1], rtol=1e-6, atol=1e-6)
+    # the batch job binds the same names
+    import deltalake
+
+    scores = tmp_path / "scores"
+    result = runner.invoke(app, [*reg, "score", "--model", "cancer", "--input", str(tmp_path / "cells.parquet"),
+                                 "--output", str(scores), "--keep-columns", "mean radius"])
+    assert result.exit_code == 0, result.output
+    table = deltalake.DeltaTable(str(scores)).to_pandas()
+    assert list(table.columns) == ["mean radius", "prediction"]
+    np.testing.assert_allclose(table["prediction"].to_numpy(), native.predict_proba(X)[:, 1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.spark
+def test_spark_predict_binds_the_frame_names(cancer, spark, registry):
+    ss_spark = pytest.importorskip("sparkscore.engines.spark")
+    native, X = cancer
+    registry.register("cancer", native)
+    df = spark.createDataFrame(X.head(40).assign(row=np.arange(40)))
+    got = ss_spark.predict(df, "cancer", registry=registry).orderBy("row").toPandas()["prediction"].to_numpy()
+    np.testing.assert_allclose(got, native.predict_proba(X.head(40))[:, 1], rtol=1e-6, atol=1e-6)
