@@ -23,7 +23,7 @@ _IMPORTERS = {
 SUPPORTED = (
     "scikit-learn: LinearRegression, Ridge, Lasso, ElasticNet, SGDClassifier/Regressor, LogisticRegression, "
     "DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, HistGradientBoosting*, Pipelines of "
-    "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor; "
+    "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor/LGBMRanker; "
     "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
     "DecisionTree/RandomForest/GBT models (or their saved directories); sparkscore Model"
 )

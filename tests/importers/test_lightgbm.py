@@ -172,6 +172,18 @@ def test_feature_names_accepts_the_frame_names(cancer):
         ss.convert(native, feature_names=["radius mean"] + list(X.columns[1:]))
 
 
+def test_wrapper_names_are_used_where_the_wrapper_kept_them(cancer):
+    """LightGBM 4.x wrappers report the renamed names; a wrapper that keeps the frame's names wins."""
+    native, X = cancer
+
+    class KeepsNames:  # stands in for such a wrapper: same booster, the fitted frame's own names
+        booster_, classes_, feature_names_in_ = native.booster_, native.classes_, np.asarray(X.columns)
+
+    model = lgb_importer.convert(KeepsNames())
+    assert model.signature.names == tuple(X.columns)
+    np.testing.assert_allclose(model.predict_proba(X), native.predict_proba(X), rtol=1e-6, atol=1e-6)
+
+
 def test_two_columns_renamed_alike_are_ambiguous():
     X, signal, _ = gbm_cases._data(seed=14)
     frame = pd.DataFrame(X, columns=["a b_", "c", "d", "e"])
