@@ -241,10 +241,16 @@ def test_cli_registers_a_model_file_and_scores_the_frame_names(cancer, runner, t
 
 
 @pytest.mark.spark
-def test_spark_predict_binds_the_frame_names(cancer, spark, registry):
+def test_spark_predict_and_sql_bind_the_frame_names(cancer, spark, registry):
     ss_spark = pytest.importorskip("sparkscore.engines.spark")
     native, X = cancer
     registry.register("cancer", native)
     df = spark.createDataFrame(X.head(40).assign(row=np.arange(40)))
+    want = native.predict_proba(X.head(40))[:, 1]
     got = ss_spark.predict(df, "cancer", registry=registry).orderBy("row").toPandas()["prediction"].to_numpy()
-    np.testing.assert_allclose(got, native.predict_proba(X.head(40))[:, 1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    df.createOrReplaceTempView("cancer_cells")
+    query = "SELECT row, PREDICT('cancer', *) AS p FROM cancer_cells ORDER BY row"
+    for disable_rules in ((), ("inline_models",)):
+        got = ss_spark.sql(spark, query, registry=registry, disable_rules=disable_rules).toPandas()["p"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=str(disable_rules))
