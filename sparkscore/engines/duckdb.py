@@ -15,6 +15,7 @@ SQL NULL is the model's missing value (NaN), routed as the native library routes
 from __future__ import annotations
 
 import inspect
+import warnings
 import weakref
 from typing import Callable, Hashable, Sequence
 
@@ -70,17 +71,20 @@ def install(con: duckdb.DuckDBPyConnection, registry=None) -> list[str]:
     """Register every model version of ``registry`` as typed SQL functions; returns their names.
 
     Idempotent: installing again replaces functions whose model changed and keeps the rest.
+    A damaged registry entry (unreadable version record, alias or model files) is skipped with a
+    warning naming its path and the fix; everything healthy is installed.
     """
     reg = registry_or_default(registry)
+    loaded, damaged = reg.load_all()
     names = []
-    for model_name in reg.models():
-        for mv in reg.versions(model_name):
-            model = reg.load(f"{mv.name}/{mv.version}")
-            kinds = ("predict", "proba") if model.is_classifier else ("predict",)
-            for kind in kinds:
-                fn = ScoringFunction.for_version(mv.name, mv.version, model, kind)
-                register_function(con, fn)
-                names.append(fn.name)
+    for mv, model in loaded:
+        kinds = ("predict", "proba") if model.is_classifier else ("predict",)
+        for kind in kinds:
+            fn = ScoringFunction.for_version(mv.name, mv.version, model, kind)
+            register_function(con, fn)
+            names.append(fn.name)
+    for damage in damaged:
+        warnings.warn(f"sparkscore: skipped damaged registry entry {damage}", stacklevel=2)
     return names
 
 
