@@ -371,6 +371,12 @@ def test_models_and_versions_list_what_is_healthy_and_mark_the_damage(runner, re
     listing = invoke(runner, reg_path, "models").stdout
     assert any("spend" in line for line in listing.splitlines())
     assert any(line.startswith("│ churn") and ref in line for line in listing.splitlines())
+    # a query naming the damaged entry fails with the same path and fix; the healthy ones still plan
+    broken_ref = "churn/2" if damage == "version_json" else "churn@prod"
+    failed = invoke(runner, reg_path, "explain", f"SELECT PREDICT('{broken_ref}', age, income) FROM (SELECT 1.0 AS age, 2.0 AS income)")
+    assert_one_line_error(failed, 1, str(broken), fix)
+    healthy = invoke(runner, reg_path, "explain", "SELECT PREDICT('spend', age, income) FROM (SELECT 1.0 AS age, 2.0 AS income)")
+    assert healthy.exit_code == 0 and "spend/1" in healthy.stdout
 
 
 def test_quickstart_twice_does_not_pile_up_versions(runner, reg_path):
