@@ -1,18 +1,23 @@
 """``sparkscore`` command line: a thin shell over the registry, the engines, batch jobs and benchmarks.
 
 Error contract: a failure prints ONE line ``error: ...`` on stderr and exits 1 (2 for usage
-errors); ``--debug`` lets the exception and its traceback through instead.  User text (SQL, names,
-paths) is never interpreted as rich markup.
+errors); ``--debug`` (accepted anywhere on the line) lets the exception and its traceback through
+instead.  No library's exception class name reaches the user: an error sparkscore did not
+anticipate prints its message and says to rerun with ``--debug``.  User text (SQL, names, paths)
+is never interpreted as rich markup.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -74,6 +79,7 @@ class _Group(TyperGroup):
 
     def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
              complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        args = _debug_first(sys.argv[1:] if args is None else list(args))
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:
@@ -89,6 +95,14 @@ class _Group(TyperGroup):
             print("error: aborted", file=sys.stderr)
             rv = 1
         return _exit(rv, standalone_mode)
+
+
+def _debug_first(args: List[str]) -> List[str]:
+    """``--debug`` moved to the front, wherever it was typed (before a ``--`` that ends the options)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
 
 
 def _exit(rv: Any, standalone_mode: bool) -> Any:
@@ -107,12 +121,22 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
                   help="Score trained models inside DuckDB and Spark SQL with PREDICT().")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sparkscore import __version__
+
+        typer.echo(f"sparkscore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     ctx: typer.Context,
     registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|file://URI",
                                            help="Registry root (default: $SPARKSCORE_HOME or ~/.sparkscore)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (anywhere on the line)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the sparkscore version and exit."),
 ) -> None:
     ctx.obj = _Settings(registry, debug)
 
@@ -134,11 +158,17 @@ def _err() -> Console:
 # ---------------------------------------------------------------------- commands
 @app.command()
 def quickstart(ctx: typer.Context,
-               customers: int = typer.Option(20_000, min=100, help="Number of generated customers.")) -> None:
-    """Train demo models on generated data, register them, run example PREDICT queries on DuckDB."""
+               customers: int = typer.Option(20_000, min=100, help="Number of generated customers."),
+               save_data: Optional[Path] = typer.Option(None, "--save-data", metavar="DIR",
+                                                        help="Also write the demo customers to DIR/customers.parquet.")
+               ) -> None:
+    """Train demo models on generated data, register them, run example PREDICT queries on DuckDB.
+
+    Running it again adds no versions: the demo models are byte-identical and already registered.
+    """
     from sparkscore.quickstart import run_quickstart
 
-    run_quickstart(_out(), _registry(ctx), n_customers=customers)
+    run_quickstart(_out(), _registry(ctx), n_customers=customers, data_dir=save_data)
 
 
 @app.command()
@@ -170,6 +200,10 @@ def register(
         if alias is not None:
             reg.set_alias(name, alias, mv.version)
     suffix = f", alias {name}@{alias}" if alias is not None else ""
+    if mv.existing:
+        _out().print(Text(f"already registered as {mv.ref} (same sha256 {mv.sha256[:12]}): no new version{suffix} "
+                          f"in {reg.root}"))
+        return
     _out().print(Text(f"registered {mv.ref} (sha256 {mv.sha256[:12]}){suffix} in {reg.root}"))
 
 
@@ -177,17 +211,77 @@ def register(
 def models(ctx: typer.Context) -> None:
     """List registered models with their versions and aliases."""
     reg = _registry(ctx)
-    names = reg.models()
-    if not names:
+    statuses = reg.check()
+    if not statuses:
         _out().print(Text(f"no models in {reg.root}; add one with `sparkscore register` or `sparkscore quickstart`"))
         return
-    table = Table("name", "versions", "latest", "aliases", "created (latest)", title=Text(str(reg.root)))
-    for name in names:
-        versions = reg.versions(name)
-        aliases = ", ".join(f"{a} -> {v}" for a, v in reg.aliases(name).items())
-        table.add_row(Text(name), Text(str(len(versions))), Text(str(versions[-1].version)), Text(aliases),
-                      Text(versions[-1].created_at))
+    table = Table("name", "versions", "latest", "aliases", "created (latest)", "damaged", title=Text(str(reg.root)))
+    for status in statuses:
+        latest = status.versions[-1] if status.versions else None
+        aliases = ", ".join(f"{a} -> {v}" for a, v in status.aliases)
+        table.add_row(Text(status.name), Text(str(len(status.versions))), Text(str(latest.version) if latest else "-"),
+                      Text(aliases), Text(latest.created_at if latest else "-"),
+                      Text(", ".join(d.ref for d in status.damaged)))
     _out().print(table)
+    _report_damage(d for status in statuses for d in status.damaged)
+
+
+@app.command()
+def versions(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="Model name.")) -> None:
+    """List every version of NAME with its sha256, creation time and aliases (damaged ones marked)."""
+    from sparkscore.registry import validate_name
+
+    reg = _registry(ctx)
+    status = reg.status(validate_name(name))
+    if not status.versions and not status.damaged:
+        reg.get(name)  # raises the usual "not in the registry" error
+    by_version: dict[int, list[str]] = {}
+    for alias_name, version in status.aliases:
+        by_version.setdefault(version, []).append(alias_name)
+    rows = [(mv.version, Text(mv.sha256[:12]), Text(mv.created_at), Text(", ".join(by_version.get(mv.version, []))),
+             Text("ok")) for mv in status.versions]
+    for damage in status.damaged:
+        number = damage.ref.partition("/")[2]
+        if number.isdigit():
+            rows.append((int(number), Text("-"), Text("-"), Text(", ".join(by_version.get(int(number), []))),
+                         Text(f"DAMAGED: {damage.problem}")))
+    table = Table("version", "sha256", "created", "aliases", "status", title=Text(f"{name} in {reg.root}"))
+    for number, *cells in sorted(rows, key=lambda row: row[0]):
+        table.add_row(Text(str(number)), *cells)
+    _out().print(table)
+    _report_damage(status.damaged)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="NAME[/VERSION]", help="A whole model (every version), or one version."),
+    force: bool = typer.Option(False, "--force", help="Also remove aliases that point at what is deleted."),
+) -> None:
+    """Delete one version or a whole model; refused while an alias points at it unless --force.
+
+    Version numbers are never reused: the next registration gets the next number after the highest
+    ever minted, so a ref like churn/3 pinned in a job can never mean another model later.
+    """
+    from sparkscore.registry import parse_ref
+
+    parsed = parse_ref(ref)
+    if parsed.alias is not None:
+        raise typer.BadParameter(f"{ref!r} is an alias; delete a version (NAME/VERSION) or a model (NAME), or remove "
+                                 f"the alias with `sparkscore alias {parsed.name} {parsed.alias} --delete`",
+                                 param_hint="NAME[/VERSION]")
+    reg = _registry(ctx)
+    deleted = reg.delete(parsed.name, parsed.version, force=force)
+    what = (f"{deleted.name}/{deleted.versions[0]}" if parsed.version is not None
+            else f"model {deleted.name} (versions {', '.join(map(str, deleted.versions))})")
+    aliases = f" and alias {', '.join(deleted.aliases)}" if deleted.aliases else ""
+    _out().print(Text(f"deleted {what}{aliases} from {reg.root}; version numbers are not reused"))
+
+
+def _report_damage(damaged) -> None:
+    """One stderr line per damaged entry: what is wrong, where, and the command that repairs it."""
+    for damage in damaged:
+        print(f"warning: damaged {damage}", file=sys.stderr)
 
 
 @app.command()
@@ -229,29 +323,32 @@ def sql(
     table: List[str] = _TABLE_OPTION,
     max_rows: int = typer.Option(20, "--max-rows", min=1, help="Rows to print."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write all rows to .parquet or .csv instead."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output if it exists."),
 ) -> None:
-    """Run a PREDICT query on DuckDB over files."""
+    """Run a PREDICT query on DuckDB over files (progress on stderr while it runs)."""
     import sparkscore as ss
     from sparkscore.quickstart import relation_table
 
-    con = _connection(table)
-    with _err().status("running query..."):
-        relation = ss.duckdb.sql(con, query, registry=_registry(ctx))
-        if output is not None:
-            _write(relation, output)
     if output is not None:
-        _out().print(Text(f"wrote {output}"))
+        _check_output(output, overwrite)
+    con = _connection(table)
+    started = time.perf_counter()
+    relation = ss.duckdb.sql(con, query, registry=_registry(ctx), namespace={})
+    if output is not None:
+        run_with_progress(con, lambda: _write(relation, output), _progress_reporter("running query"))
+        _out().print(Text(f"wrote {output} in {time.perf_counter() - started:.1f}s"))
     else:
-        _out().print(relation_table(relation, max_rows))
+        rendered = run_with_progress(con, lambda: relation_table(relation, max_rows), _progress_reporter("running query"))
+        _out().print(rendered)
 
 
 @app.command()
 def explain(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY", help="SQL with PREDICT()/PREDICT_PROBA()."),
             table: List[str] = _TABLE_OPTION) -> None:
     """Print the rewritten SQL and every optimizer rule, fired or declined, with its reason."""
-    import sparkscore as ss
+    from sparkscore.engines import duckdb as duckdb_engine
 
-    typer.echo(str(ss.explain(query, engine=_connection(table), registry=_registry(ctx))))
+    typer.echo(str(duckdb_engine.explain(query, _connection(table), _registry(ctx), namespace={})))
 
 
 @app.command()
@@ -388,6 +485,17 @@ def load_model_file(path: Path, fmt: str, allow_pickle: bool) -> Any:
     if not path.exists():
         raise SparkscoreError(f"{path}: no such file or directory; pass a model file or saved model directory")
     fmt = _detect_format(path) if fmt == "auto" else fmt
+    try:
+        return _load_as(path, fmt, allow_pickle)
+    except SparkscoreError:
+        raise
+    except Exception as exc:  # the library's own reader failed: say which format was tried and how to fix it
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise SparkscoreError(f"{path} could not be read as a {fmt} model ({reason}); check the file, or pass the "
+                              f"right --format ({', '.join(f for f in FORMATS if f != 'auto')})") from exc
+
+
+def _load_as(path: Path, fmt: str, allow_pickle: bool) -> Any:
     if fmt == "sparkscore":
         from sparkscore.ir import Model
 
@@ -448,11 +556,83 @@ def _connection(tables: Sequence[str]):
     from sparkscore.engines.batch import read_files
 
     con = duckdb.connect()
+    # DuckDB's own bar prints to stdout (even into a pipe) and would mix with the result; the CLI draws
+    # the same progress (query_progress) on stderr instead, see run_with_progress
+    con.execute("SET enable_progress_bar = true")  # DuckDB's default depends on how Python was started
+    con.execute("SET enable_progress_bar_print = false")
     for name, location in _key_values(tables, "--table").items():
         if not _TABLE_NAME.fullmatch(name):
             raise typer.BadParameter(f"table name {name!r} must be a plain SQL identifier", param_hint="--table")
-        read_files(con, location).create_view(name)
+        if "://" not in location and any(ch in location for ch in "*?[") and not glob.glob(location, recursive=True):
+            raise SparkscoreError(f"--table {name}={location}: no files match the pattern; check the path "
+                                  "(quote the pattern so the shell does not expand it)")
+        try:
+            read_files(con, location).create_view(name)
+        except duckdb.Error as exc:
+            reason = " ".join(str(exc).split()).removeprefix("IO Error: ").removeprefix("Invalid Input Error: ")
+            raise SparkscoreError(f"--table {name}={location}: cannot read it ({reason[:200]}); pass a parquet, "
+                                  "csv or json file or glob") from None
     return con
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    """Refuse to overwrite an existing --output (it may be one of the query's inputs) without --overwrite."""
+    if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise typer.BadParameter(f"cannot write {output.suffix or 'files without a suffix'}; use .parquet or .csv",
+                                 param_hint="--output")
+    if output.is_dir():
+        raise SparkscoreError(f"--output {output} is a directory; pass a .parquet or .csv file path")
+    if output.exists() and not overwrite:
+        raise SparkscoreError(f"--output {output} already exists; pick another path or pass --overwrite to replace it")
+
+
+def run_with_progress(con, work, report, interval_s: float = 0.2):
+    """Run ``work()`` while a thread polls DuckDB's ``query_progress`` and hands percentages to ``report``.
+
+    DuckDB computes the progress itself (the same number its own progress bar shows); polling it
+    from a second thread keeps the bar on stderr, out of the result printed on stdout.
+    ``report(None)`` is called once at the end so a display can clear itself.
+    """
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(interval_s):
+            try:
+                percent = con.query_progress()
+            except Exception:  # the connection is busy closing: stop reporting, never fail the query
+                return
+            if percent is not None and 0 <= percent <= 100:
+                report(float(percent))
+
+    poller = threading.Thread(target=poll, name="sparkscore-progress", daemon=True)
+    poller.start()
+    try:
+        return work()
+    finally:
+        done.set()
+        poller.join()
+        report(None)
+
+
+def _progress_reporter(label: str):
+    """A transient rich progress bar on stderr (nothing when stderr is not a terminal)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                        console=_err(), transient=True)
+    state: dict[str, Any] = {}
+
+    def report(percent: Optional[float]) -> None:
+        if percent is None:
+            if state:
+                progress.stop()
+            return
+        if not state:
+            progress.start()
+            state["task"] = progress.add_task(label, total=100.0)
+        progress.update(state["task"], completed=percent)
+
+    return report
 
 
 def _write(relation, output: Path) -> None:
@@ -476,10 +656,21 @@ def _key_values(items: Sequence[str], option: str) -> dict[str, str]:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception as one bounded line; foreign exceptions keep their type name for context."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-    if not isinstance(exc, SparkscoreError):
-        text = f"{type(exc).__name__}: {text}"
+    """An exception as one bounded line, without any library's exception class name.
+
+    A SparkscoreError already says what is wrong and how to fix it.  An OSError becomes
+    ``path: reason``.  Anything else was not anticipated: its message is kept (it usually names the
+    problem) and the line says how to get the traceback.
+    """
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if isinstance(exc, SparkscoreError):
+        text = text or type(exc).__name__
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        library = type(exc).__module__.split(".")[0]
+        origin = "" if library == "builtins" else f" from {library}"
+        text = f"{text or 'failed'} (unexpected error{origin}; rerun with --debug for the traceback)"
     if len(text) > _MAX_ERROR_CHARS:
         text = text[:_MAX_ERROR_CHARS - 3] + "..."
     return text

@@ -2,12 +2,14 @@
 
 ``build_demo`` is deterministic for a given seed (same data, same models, same sha256s), so the
 example queries under ``sql/quickstart*.sql`` double as end-to-end tests of the registry, the
-optimizer and the DuckDB engine.
+optimizer and the DuckDB engine.  Because the models are byte-identical per seed, running the
+quickstart again finds them already registered and adds no versions to the user's registry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,23 @@ REGIONS = ("EU", "US", "APAC", "LATAM")
 #: the query whose EXPLAIN the quickstart prints (two models, one of them a GLM over a join)
 EXPLAINED_QUERY = "quickstart_2_churn_by_region.sql"
 _LGBM_PARAMS = {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1, "min_child_samples": 20}
+NEXT_STEPS = ("next steps: `sparkscore versions churn` and `sparkscore describe churn@prod` show what was registered "
+              "(describe lists the input columns); score a file of your own with "
+              "`sparkscore sql \"SELECT *, PREDICT('churn@prod', *) AS p FROM t\" --table t=your_data.parquet` or "
+              "`sparkscore score`; add your own model with `sparkscore register NAME model.txt`")
+
+
+def require_model_libraries() -> None:
+    """The demo trains LightGBM and scikit-learn models: say how to install them if they are missing."""
+    from sparkscore.errors import SparkscoreError
+
+    try:
+        import lightgbm  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as exc:
+        missing = {"sklearn": "scikit-learn"}.get(exc.name or "", exc.name or "a model library")
+        raise SparkscoreError(f"the quickstart trains LightGBM and scikit-learn models but {missing} is not "
+                              "installed; install them with: pip install 'sparkscore[models]'") from None
 
 
 def build_demo(con, registry, n_customers: int = 20_000, n_plans: int = 50, seed: int = 0) -> dict[str, Any]:
@@ -29,6 +48,7 @@ def build_demo(con, registry, n_customers: int = 20_000, n_plans: int = 50, seed
     and ``spend`` (LinearRegression).  Returns ``{"tables": {name: rows}, "models": {name: ModelVersion},
     "churn_rate": float}``.
     """
+    require_model_libraries()
     import lightgbm
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -76,32 +96,57 @@ def example_queries() -> list[tuple[str, str]]:
     return [(path.name, path.read_text(encoding="utf-8")) for path in sorted(queries_dir().glob("quickstart*.sql"))]
 
 
-def run_quickstart(console, registry, n_customers: int = 20_000, max_rows: int = 10) -> None:
-    """Build the demo on an in-memory DuckDB, run every example query, print results and one EXPLAIN."""
+def save_data(con, folder: Path) -> Path:
+    """Write ``customers.parquet`` (customers joined with their plan: every model input plus ``id``
+    and ``region``) into ``folder``: a ready input for ``sparkscore score`` and ``jobs/score.py``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "customers.parquet"
+    con.sql("SELECT * FROM customers JOIN plans USING (plan_id) ORDER BY id").write_parquet(str(path))
+    return path
+
+
+def run_quickstart(console, registry, n_customers: int = 20_000, max_rows: int = 10,
+                   data_dir: Path | None = None) -> None:
+    """Build the demo on an in-memory DuckDB, run every example query, print results and one EXPLAIN.
+
+    With ``data_dir`` the demo's customers (joined with plans) are also written there as parquet.
+    """
     import duckdb
     from rich.syntax import Syntax
     from rich.text import Text
 
     import sparkscore as ss
 
+    require_model_libraries()
+    started = time.perf_counter()
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar_print = false")  # its bar would print into the console's stdout
     queries = example_queries()
     with console.status("generating data, training and registering the demo models..."):
         demo = build_demo(con, registry, n_customers=n_customers)
     console.print(Text(f"registry: {registry.root}"))
     for mv in demo["models"].values():
-        console.print(Text(f"  registered {mv.ref}  sha256 {mv.sha256[:12]}"))
+        state = "already registered (same bytes, no new version)" if mv.existing else "registered"
+        console.print(Text(f"  {state} {mv.ref}  sha256 {mv.sha256[:12]}"))
     console.print(Text(f"tables: customers ({demo['tables']['customers']:,} rows), plans ({demo['tables']['plans']} rows); "
-                       f"churn rate {demo['churn_rate']:.1%}"))
+                       f"churn rate {demo['churn_rate']:.1%}; data, training and registration took "
+                       f"{time.perf_counter() - started:.1f}s"))
+    if data_dir is not None:
+        console.print(Text(f"wrote {save_data(con, Path(data_dir))} (input for `sparkscore score` / jobs/score.py)"))
     for file_name, query in queries:
         console.rule(Text(file_name))
         console.print(Syntax(query.strip(), "sql", word_wrap=True))
+        query_started = time.perf_counter()
         with console.status(f"running {file_name}..."):
-            table = relation_table(ss.duckdb.sql(con, query, registry=registry), max_rows)
+            table = relation_table(ss.duckdb.sql(con, query, registry=registry, namespace={}), max_rows)
         console.print(table)
+        console.print(Text(f"{file_name}: planned and ran in {time.perf_counter() - query_started:.2f}s"))
     query = dict(queries).get(EXPLAINED_QUERY, queries[0][1])
     console.rule(Text(f"EXPLAIN {EXPLAINED_QUERY}"))
     console.print(Text(str(ss.explain(query, engine=con, registry=registry))))
+    console.rule()
+    console.print(Text(f"quickstart finished in {time.perf_counter() - started:.1f}s"))
+    console.print(Text(NEXT_STEPS))
 
 
 def relation_table(relation, max_rows: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import pickle
 from importlib.util import find_spec
 import subprocess
@@ -286,3 +287,181 @@ def test_console_script_smoke(tmp_path):
     bad = subprocess.run([*cmd, "describe", "../../etc/passwd"], capture_output=True, text=True, env=env, cwd=cwd,
                          timeout=60)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: invalid model ref")
+
+
+# ---------------------------------------------------------------------- issue 12: registry verbs, damage, errors
+LIBRARY_EXCEPTION_NAME = re.compile(r"\b[A-Z]\w*(Error|Exception)\b")
+
+
+def test_version_flag(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"sparkscore {ss.__version__}"
+
+
+@pytest.mark.parametrize("args", [["describe", "../x", "--debug"], ["describe", "--debug", "../x"],
+                                  ["--debug", "describe", "../x"]])
+def test_debug_is_accepted_anywhere_on_the_line(runner, reg_path, args):
+    result = runner.invoke(app, ["--registry", str(reg_path), *args])
+    assert isinstance(result.exception, InvalidModelNameError)
+    assert not result.stderr.startswith("error: ")
+
+
+def test_versions_lists_every_version_with_aliases(runner, reg_path):
+    registry = ss.Registry(reg_path)
+    for i in range(3):
+        registry.register("churn", tiny_model(float(i)))
+    registry.set_alias("churn", "prod", 2)
+    result = invoke(runner, reg_path, "versions", "churn")
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
+    assert sorted(rows) == ["1", "2", "3"]
+    assert "prod" in rows["2"] and registry.get("churn/2").sha256[:12] in rows["2"]
+    assert_one_line_error(invoke(runner, reg_path, "versions", "nope"), 1, "'nope' is not in the registry")
+
+
+def test_delete_refuses_aliased_versions_unless_forced_and_never_reuses_numbers(runner, reg_path):
+    registry = ss.Registry(reg_path)
+    for i in range(3):
+        registry.register("churn", tiny_model(float(i)))
+    registry.set_alias("churn", "prod", 3)
+    assert_one_line_error(invoke(runner, reg_path, "delete", "churn/3"), 1, "alias prod", "--force")
+    assert_one_line_error(invoke(runner, reg_path, "delete", "churn@prod"), 2, "is an alias")
+    assert_one_line_error(invoke(runner, reg_path, "delete", "churn/9"), 1, "no version 9")
+    forced = invoke(runner, reg_path, "delete", "churn/3", "--force")
+    assert forced.exit_code == 0 and "deleted churn/3 and alias prod" in forced.stdout
+    assert [mv.version for mv in registry.versions("churn")] == [1, 2] and registry.aliases("churn") == {}
+    assert registry.register("churn", tiny_model(9.0)).version == 4
+    whole = invoke(runner, reg_path, "delete", "churn")
+    assert whole.exit_code == 0 and "model churn (versions 1, 2, 4)" in whole.stdout
+    assert registry.models() == [] and registry.register("churn", tiny_model(0.0)).version == 5
+
+
+def test_registering_the_same_file_twice_says_it_is_already_registered(runner, reg_path, model_files):
+    path, _ = model_files["sparkscore"]
+    first = invoke(runner, reg_path, "register", "m", path)
+    again = invoke(runner, reg_path, "register", "m", path, "--alias", "prod")
+    assert first.exit_code == 0 and "registered m/1" in first.stdout
+    assert again.exit_code == 0 and "already registered as m/1" in again.stdout and "no new version" in again.stdout
+    registry = ss.Registry(reg_path)
+    assert [mv.version for mv in registry.versions("m")] == [1] and registry.aliases("m") == {"prod": 1}
+
+
+@pytest.mark.parametrize("damage", ["version_json", "alias"])
+def test_models_and_versions_list_what_is_healthy_and_mark_the_damage(runner, reg_path, damage):
+    registry = ss.Registry(reg_path)
+    registry.register("churn", tiny_model(1.0))
+    registry.register("churn", tiny_model(2.0))
+    registry.register("spend", tiny_model(3.0))
+    registry.set_alias("churn", "prod", 1)
+    if damage == "version_json":
+        broken, ref = registry.model_path("churn", 2) / "version.json", "churn/2"
+        broken.write_bytes(broken.read_bytes()[:25])
+        fix = "sparkscore delete churn/2 --force"
+    else:
+        broken, ref = reg_path / "models" / "churn" / "aliases" / "prod.json", "churn@prod"
+        broken.write_text('{"version": ')
+        fix = "sparkscore alias churn prod VERSION"
+    for command in (["models"], ["versions", "churn"]):
+        result = invoke(runner, reg_path, *command)
+        assert result.exit_code == 0, result.output
+        warnings = result.stderr.strip().splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith(f"warning: damaged {ref}")
+        assert str(broken) in warnings[0] and fix in warnings[0]
+        assert "Traceback" not in result.output
+    listing = invoke(runner, reg_path, "models").stdout
+    assert any("spend" in line for line in listing.splitlines())
+    assert any(line.startswith("│ churn") and ref in line for line in listing.splitlines())
+    # a query naming the damaged entry fails with the same path and fix; the healthy ones still plan
+    broken_ref = "churn/2" if damage == "version_json" else "churn@prod"
+    failed = invoke(runner, reg_path, "explain", f"SELECT PREDICT('{broken_ref}', age, income) FROM (SELECT 1.0 AS age, 2.0 AS income)")
+    assert_one_line_error(failed, 1, str(broken), fix)
+    healthy = invoke(runner, reg_path, "explain", "SELECT PREDICT('spend', age, income) FROM (SELECT 1.0 AS age, 2.0 AS income)")
+    assert healthy.exit_code == 0 and "spend/1" in healthy.stdout
+
+
+def test_quickstart_twice_does_not_pile_up_versions(runner, reg_path):
+    pytest.importorskip("sparkscore.importers.lightgbm")
+    first = invoke(runner, reg_path, "quickstart", "--customers", "300")
+    second = invoke(runner, reg_path, "quickstart", "--customers", "300")
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    registry = ss.Registry(reg_path)
+    assert {name: [mv.version for mv in registry.versions(name)] for name in registry.models()} == \
+        {"churn": [1], "churn_logit": [1], "spend": [1]}
+    assert "already registered (same bytes, no new version) churn/1" in second.stdout
+    for result in (first, second):
+        assert "next steps:" in result.stdout and "quickstart finished in" in result.stdout
+        assert "planned and ran in" in result.stdout
+
+
+@needs_duckdb_engine
+@pytest.mark.parametrize("args, exit_code, fragments", [
+    (["sql", "SELECT * FROM people WHERE"], 1, ["cannot parse the query", "WHERE is incomplete", "line 1"]),
+    (["sql", "SELECT id, PREDICTT('score', *) FROM people"], 1, ["PREDICTT", "did you mean PREDICT"]),
+    (["sql", "SELECT * FROM people", "-t", "people={people}/nothing-*.parquet"], 1, ["no files match"]),
+    (["sql", "SELECT * FROM people", "-t", "people={people}/people.parquet", "-o", "{people}/people.csv"], 1,
+     ["already exists", "--overwrite"]),
+    (["register", "x", "{people}/people.parquet", "--format", "lightgbm"], 1,
+     ["could not be read as a lightgbm model", "--format"]),
+])
+def test_user_errors_name_the_problem_without_library_internals(runner, reg_path, people, args, exit_code, fragments):
+    args = [a.format(people=people) for a in args]
+    if args[0] == "sql" and "-t" not in args:
+        args += ["--table", f"people={people / 'people.parquet'}"]
+    before = (people / "people.csv").read_bytes()
+    result = invoke(runner, reg_path, *args)
+    assert_one_line_error(result, exit_code, *fragments)
+    line = result.stderr.strip()
+    assert not LIBRARY_EXCEPTION_NAME.search(line) and "sqlglot" not in line and "<class" not in line, line
+    assert (people / "people.csv").read_bytes() == before  # an existing --output is never overwritten
+
+
+@needs_duckdb_engine
+def test_sql_overwrite_replaces_an_existing_output(runner, reg_path, people):
+    out = people / "scored.csv"
+    out.write_text("old\n")
+    query = "SELECT id FROM people ORDER BY id"
+    result = invoke(runner, reg_path, "sql", query, "-t", f"people={people / 'people.parquet'}", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert out.read_text().split() == ["id", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (FileExistsError(17, "File exists", "/data/out.parquet"), "/data/out.parquet: File exists"),
+    (type("KernelPanicError", (Exception,), {"__module__": "somelib.core"})("Invalid table location: x"),
+     "Invalid table location: x (unexpected error from somelib; rerun with --debug for the traceback)"),
+    (InvalidModelNameError("invalid model name 'x'"), "invalid model name 'x'"),
+])
+def test_unexpected_errors_keep_their_message_but_not_their_class_name(exc, expected):
+    from sparkscore.cli import _one_line
+
+    assert _one_line(exc) == expected
+
+
+def test_quickstart_without_the_models_extra_says_what_to_install(tmp_path):
+    """sklearn made unimportable in a fresh interpreter, as on a core-only install."""
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "from sparkscore.cli import main; sys.argv = ['sparkscore', 'quickstart']; main()")
+    env = {"SPARKSCORE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "scikit-learn is not installed" in done.stderr and "pip install 'sparkscore[models]'" in done.stderr
+    assert not (tmp_path / "models").exists()
+
+
+@needs_duckdb_engine
+def test_long_sql_runs_report_duckdb_progress_on_stderr_not_stdout():
+    import duckdb
+
+    from sparkscore.cli import _connection, run_with_progress
+
+    con = _connection([])
+    assert con.sql("SELECT current_setting('enable_progress_bar_print')").fetchall() == [(False,)]
+    seen = []
+    query = "SELECT count(*) FROM range(100000000) t(x) WHERE x % 7 = 3"
+    rows = run_with_progress(con, lambda: con.sql(query).fetchall(), seen.append, interval_s=0.01)
+    assert rows == [(14285714,)]
+    assert seen[-1] is None and any(0 < p < 100 for p in seen[:-1]), seen
+    assert seen[:-1] == sorted(seen[:-1])
+    assert duckdb.__version__

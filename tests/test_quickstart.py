@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +114,47 @@ def test_run_quickstart_prints_results_and_the_explain(tmp_path):
     for file_name, _ in example_queries():
         assert file_name in text
     assert f"EXPLAIN {EXPLAINED_QUERY}" in text and "bind_models" in text and "registered churn/1" in text
+
+
+@needs_duckdb_engine
+def test_run_quickstart_prints_timings_next_steps_and_saves_a_scoreable_input(tmp_path):
+    from rich.console import Console
+
+    console = Console(record=True, width=300)
+    registry = ss.Registry(tmp_path / "reg")
+    run_quickstart(console, registry, n_customers=300, max_rows=3, data_dir=tmp_path / "data")
+    text = console.export_text()
+    assert "data, training and registration took" in text and "quickstart finished in" in text
+    assert text.count("planned and ran in") == len(example_queries())
+    assert "next steps:" in text and "sparkscore describe churn@prod" in text
+    saved = tmp_path / "data" / "customers.parquet"
+    assert f"wrote {saved}" in text
+    con = duckdb.connect()
+    assert set(CHURN_FEATURES) <= set(con.read_parquet(str(saved)).columns)
+    query = f"SELECT count(*), count(PREDICT('churn@prod', *)) FROM read_parquet('{saved}')"
+    assert ss.duckdb.sql(con, query, registry=registry).fetchall() == [(300, 300)]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
+
+
+def test_readme_spark_submit_example_creates_its_own_input_and_registry():
+    """Issue 12 item 12: the example used to read /tmp/customers.parquet, which only docs/cluster.md wrote."""
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in _bash_blocks(readme) if "spark-submit" in b and "jobs/score.py" in b)
+    words = shlex.split(block.replace("\\\n", " "), comments=True)
+    value = {flag: words[i + 1] for i, flag in enumerate(words[:-1]) if flag.startswith("--")}
+    assert "quickstart" in words and Path(value["--input"]).parent == Path(value["--save-data"])
+    assert Path(value["--input"]).name == "customers.parquet"  # what save_data writes
+    assert words.count("--registry") == 2 and len({w for i, w in enumerate(words[1:]) if words[i] == "--registry"}) == 1
+    assert '".[models,spark]"' in readme and "Java" in readme
+
+
+def test_spark_defaults_keep_info_logs_out_of_the_job_output():
+    settings = dict(line.split(None, 1) for line in (ROOT / "conf" / "spark-defaults.conf").read_text().splitlines()
+                    if line.strip() and not line.startswith("#"))
+    assert settings["spark.log.level"].strip() == "WARN"

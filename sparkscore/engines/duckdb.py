@@ -10,13 +10,22 @@
 
 Every path scores through :class:`ScoringFunction`, so UDFs and batches give identical results.
 SQL NULL is the model's missing value (NaN), routed as the native library routes it.
+
+Python variables: ``duckdb.sql("... FROM df")`` finds a pandas / Arrow object ``df`` by looking in
+the *calling* frame (DuckDB's replacement scan).  Planning and running happen inside sparkscore's
+own frames, so ``sql`` and ``explain`` take the caller's variables (or ``namespace=``, which the
+notebook magic passes) and issue every query of the plan from a frame that holds them: the same
+names resolve, by DuckDB's own rules, as they would in ``duckdb.sql``.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import sys
+import warnings
 import weakref
-from typing import Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -70,36 +79,102 @@ def install(con: duckdb.DuckDBPyConnection, registry=None) -> list[str]:
     """Register every model version of ``registry`` as typed SQL functions; returns their names.
 
     Idempotent: installing again replaces functions whose model changed and keeps the rest.
+    A damaged registry entry (unreadable version record, alias or model files) is skipped with a
+    warning naming its path and the fix; everything healthy is installed.
     """
     reg = registry_or_default(registry)
+    loaded, damaged = reg.load_all()
     names = []
-    for model_name in reg.models():
-        for mv in reg.versions(model_name):
-            model = reg.load(f"{mv.name}/{mv.version}")
-            kinds = ("predict", "proba") if model.is_classifier else ("predict",)
-            for kind in kinds:
-                fn = ScoringFunction.for_version(mv.name, mv.version, model, kind)
-                register_function(con, fn)
-                names.append(fn.name)
+    for mv, model in loaded:
+        kinds = ("predict", "proba") if model.is_classifier else ("predict",)
+        for kind in kinds:
+            fn = ScoringFunction.for_version(mv.name, mv.version, model, kind)
+            register_function(con, fn)
+            names.append(fn.name)
+    for damage in damaged:
+        warnings.warn(f"sparkscore: skipped damaged registry entry {damage}", stacklevel=2)
     return names
 
 
 # ---------------------------------------------------------------------- queries
-def explain(query: str, con: duckdb.DuckDBPyConnection, registry=None, disable_rules: Sequence[str] = ()):
-    """The optimizer's ``Plan`` of a PREDICT query on ``con`` (``str(plan)`` is the EXPLAIN text)."""
+class _CallerScope:
+    """``con`` whose ``sql`` / ``execute`` run in a frame holding ``namespace`` (DuckDB's replacement
+    scan reads the calling frame's locals and globals), every other attribute delegated."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, namespace: Mapping[str, Any]) -> None:
+        self._con = con
+        self._namespace = namespace
+
+    def sql(self, *args: Any, **kwargs: Any):
+        return self._call(self._con.sql, args, kwargs)
+
+    def execute(self, *args: Any, **kwargs: Any):
+        return self._call(self._con.execute, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+    def _call(self, method, args: tuple, kwargs: dict):
+        scope = {**self._namespace, "_sparkscore_call": (method, args, kwargs)}
+        # a fixed expression (no user text): the frame eval creates has ``scope`` as its locals
+        return eval("_sparkscore_call[0](*_sparkscore_call[1], **_sparkscore_call[2])", {}, scope)  # noqa: S307
+
+
+def caller_namespace() -> dict[str, Any]:
+    """Globals and locals of the first frame outside sparkscore: the variables a user's
+    ``duckdb.sql`` call at that spot would see."""
+    frame = sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "sparkscore":
+        frame = frame.f_back
+    return {} if frame is None else {**frame.f_globals, **frame.f_locals}
+
+
+def explain(query: str, con: duckdb.DuckDBPyConnection, registry=None, disable_rules: Sequence[str] = (),
+            namespace: Mapping[str, Any] | None = None):
+    """The optimizer's ``Plan`` of a PREDICT query on ``con`` (``str(plan)`` is the EXPLAIN text).
+
+    pandas / Arrow variables of ``namespace`` (default: the caller's) are visible by name, as to
+    ``duckdb.sql``.
+    """
     from sparkscore.optimizer import plan_query
 
+    scoped = _CallerScope(con, caller_namespace() if namespace is None else namespace)
     return plan_query(query, dialect="duckdb", resolve=resolver(registry_or_default(registry)),
-                      catalog=DuckDBCatalog(con), disable_rules=tuple(disable_rules))
+                      catalog=DuckDBCatalog(scoped), disable_rules=tuple(disable_rules))
 
 
-def sql(con: duckdb.DuckDBPyConnection, query: str, registry=None,
-        disable_rules: Sequence[str] = ()) -> duckdb.DuckDBPyRelation:
-    """Run a PREDICT query: plan it, register the functions the plan calls, return the relation."""
-    plan = explain(query, con, registry, disable_rules)
+def sql(con: duckdb.DuckDBPyConnection, query: str, registry=None, disable_rules: Sequence[str] = (),
+        namespace: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    """Run a PREDICT query: plan it, register the functions the plan calls, return the relation.
+
+    pandas / Arrow variables of ``namespace`` (default: the caller's) are visible by name, as to
+    ``duckdb.sql``.  DuckDB's refusals become one-line ``QueryError`` s.
+    """
+    namespace = caller_namespace() if namespace is None else namespace
+    plan = explain(query, con, registry, disable_rules, namespace=namespace)
     for spec in plan.udfs:
         register_function(con, ScoringFunction.from_spec(spec))
-    return con.sql(plan.sql)
+    try:
+        return _CallerScope(con, namespace).sql(plan.sql)
+    except duckdb.Error as exc:
+        raise QueryError(_duckdb_refusal(plan, exc)) from exc
+
+
+_OUR_FUNCTIONS = ("PREDICT", "PREDICT_PROBA")
+
+
+def _duckdb_refusal(plan, exc: duckdb.Error) -> str:
+    """DuckDB's error as one line; a near miss of PREDICT (``PREDICTT``) is named as the cause."""
+    from sqlglot import exp
+
+    for node in plan.expression.find_all(exp.Anonymous):
+        name = str(node.name).upper()
+        close = difflib.get_close_matches(name, _OUR_FUNCTIONS, n=1, cutoff=0.8)
+        if close and name not in _OUR_FUNCTIONS:
+            return (f"unknown function {node.name}(): did you mean {close[0]}(model_ref, ...)? "
+                    f"sparkscore provides {' and '.join(_OUR_FUNCTIONS)}")
+    text = " ".join(str(exc).split())
+    return f"DuckDB cannot run the query: {text[:300]}; fix the SQL"
 
 
 def score_relation(con: duckdb.DuckDBPyConnection, relation_or_query, model_ref: str, registry=None, *,

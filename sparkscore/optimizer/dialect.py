@@ -8,6 +8,7 @@ of sqlglot in the same process are unaffected.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from sqlglot import exp
@@ -40,11 +41,23 @@ def parse(sql: str, dialect: str) -> exp.Expr:
     try:
         statements = [s for s in _parser_class(dialect)(dialect=engine).parse(engine.tokenize(sql), sql) if s is not None]
     except (ParseError, TokenError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise QueryError(f"cannot parse the query ({first}); check the SQL syntax") from None
+        raise QueryError(f"cannot parse the query ({_syntax_problem(exc)}); check the SQL syntax") from None
     if len(statements) != 1:
         raise QueryError(f"expected exactly one SQL statement, got {len(statements)}; run statements one at a time")
     return statements[0]
+
+
+def _syntax_problem(exc: Exception) -> str:
+    """sqlglot's first error in user terms: "WHERE is incomplete at line 1, column 21", no class names."""
+    errors = getattr(exc, "errors", None) or [{"description": (str(exc).splitlines() or [type(exc).__name__])[0]}]
+    first = errors[0]
+    node = {"ScorePredict": "PREDICT", "ScorePredictProba": "PREDICT_PROBA"}
+    text = re.sub(r"Required keyword: '\w+' missing for <class '[\w.]*?(\w+)'>",
+                  lambda m: f"{node.get(m.group(1), m.group(1).upper())} is incomplete", str(first.get("description", "")))
+    text = re.sub(r"<class '[\w.]*?(\w+)'>", r"\1", text)
+    where = f" at line {first['line']}, column {first['col']}" if first.get("line") else ""
+    near = f" near {first['highlight']!r}" if first.get("highlight") else ""
+    return f"{text[:1].upper()}{text[1:]}{where}{near}" if text else "syntax error"
 
 
 def generate(expression: exp.Expr, dialect: str, pretty: bool = False) -> str:

@@ -2,25 +2,44 @@
 
 Layout (plain files, so a shared filesystem that every Spark executor mounts works as is)::
 
-    <root>/models/<name>/.lock                     filelock serialising version numbering per name
+    <root>/models/<name>/.lock                     filelock serialising numbering, alias moves and deletes per name
+    <root>/models/<name>/last_version.json         {"last_version": n}: the highest number ever minted
     <root>/models/<name>/versions/<n>/             Model.save format + version.json (lineage)
+                                                   + version.sha256 (sha256 of version.json's bytes)
     <root>/models/<name>/aliases/<alias>.json      {"version": n, "updated_at": ...}
 
 A version is staged in a temporary directory next to ``versions/`` (the expensive write happens
 outside the lock), then numbered and published with one ``os.rename`` under the per-name lock, so
-readers never see a half-written version and numbers have no gaps or duplicates.  Versions are
-never rewritten.  An alias is one small JSON file replaced with ``os.replace``: a move is atomic.
+readers never see a half-written version and numbers are never skipped or duplicated when minting.
+Versions are never rewritten.  An alias is one small JSON file replaced with ``os.replace``: a move
+is atomic.
+
+Integrity: the model files are covered by the model's own ``sha256``; the version record is covered
+by ``version.sha256`` (so a flipped byte in the lineage or in the recorded model sha256 is caught).
+Registries written before the record hash existed (no ``version.sha256`` and no ``record_format``
+in ``version.json``) still load, with their record unverified, as they always did.
+
+Registering bytes that equal an existing version of the same name returns that version
+(``ModelVersion.existing``) instead of minting a duplicate.  ``delete`` removes a version (or every
+version and alias of a name) but never gives a number back: ``last_version.json`` stays behind as a
+tombstone, so ``churn/3`` pinned in some job can never silently mean a different model later.
+
+A damaged file (truncated alias, version record that fails its hash) costs only its own entry:
+:meth:`Registry.status` lists what is healthy and reports each damaged entry as a :class:`Damage`
+with its path and the command that repairs it; strict readers (``get``, ``load``) raise
+``IntegrityError`` with the same text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlparse
@@ -34,6 +53,10 @@ from sparkscore.registry.lineage import check_lineage, utc_now, version_record
 from sparkscore.registry.refs import ModelRef, parse_ref, validate_name, validate_version
 
 VERSION_JSON = "version.json"
+RECORD_SHA256 = "version.sha256"
+LAST_VERSION = "last_version.json"
+#: version.json layout: 2 = covered by version.sha256 (wave-1 records have no ``record_format``)
+RECORD_FORMAT = 2
 LOCK_TIMEOUT_S = 120.0
 
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}
@@ -49,10 +72,44 @@ class ModelVersion:
     sha256: str
     created_at: str
     path: str
+    #: True when ``register`` found these exact bytes already registered and returned that version
+    existing: bool = field(default=False, compare=False)
 
     @property
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One registry entry that cannot be read: which, where, what is wrong, and a command that repairs it."""
+
+    ref: str       # "churn/3" or "churn@prod"
+    path: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.problem} ({self.path}); fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What :meth:`Registry.status` found for one name: healthy versions and aliases, and the damage."""
+
+    name: str
+    versions: tuple[ModelVersion, ...]
+    aliases: tuple[tuple[str, int], ...]
+    damaged: tuple[Damage, ...]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What :meth:`Registry.delete` removed."""
+
+    name: str
+    versions: tuple[int, ...]
+    aliases: tuple[str, ...]
 
 
 def default_root() -> Path:
@@ -105,6 +162,9 @@ class Registry:
 
         ``metadata`` is merged into ``Model.metadata`` (which also gets ``name``); ``lineage`` is
         JSON the caller wants kept with the version: ``data_fingerprint``, ``code_version``, ``config``...
+        If a version of ``name`` already holds the same model bytes (same sha256), that version is
+        returned with ``existing=True`` and nothing is written: re-running a training or demo script
+        does not pile up identical versions (the first registration's lineage is kept).
         """
         validate_name(name)
         caller_lineage = check_lineage(name, lineage)
@@ -116,12 +176,20 @@ class Registry:
             staging.mkdir()  # not tempfile.mkdtemp: its 0o700 would hide the version from executors of other users
             sha256 = model.save(staging)
             with self._name_lock(name):
-                version = max(self._version_numbers(name), default=0) + 1
+                same = next((mv for mv in self.status(name).versions if mv.sha256 == sha256), None)
+                if same is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return dataclasses.replace(same, existing=True)
+                version = self._last_version(name) + 1
                 created_at = utc_now()
-                record = version_record(name, version, sha256, created_at, model.metadata, caller_lineage)
-                (staging / VERSION_JSON).write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False))
+                record = {**version_record(name, version, sha256, created_at, model.metadata, caller_lineage),
+                          "record_format": RECORD_FORMAT}
+                record_bytes = json.dumps(record, indent=2, sort_keys=True, allow_nan=False).encode()
+                (staging / VERSION_JSON).write_bytes(record_bytes)
+                (staging / RECORD_SHA256).write_text(hashlib.sha256(record_bytes).hexdigest() + "\n")
                 target = self.model_path(name, version)
                 os.rename(staging, target)
+                _write_json_atomic(name_dir / LAST_VERSION, {"last_version": version})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -131,8 +199,50 @@ class Registry:
         """Point ``name@alias`` at ``version`` (atomically replacing any previous target)."""
         alias_file = self._alias_file(name, alias)
         self.get(ModelRef(name, version=validate_version(version, name)))
-        alias_file.parent.mkdir(exist_ok=True)
-        _write_json_atomic(alias_file, {"version": version, "updated_at": utc_now()})
+        with self._name_lock(name):  # a concurrent delete must not leave the alias pointing at nothing
+            self.get(ModelRef(name, version=version))
+            alias_file.parent.mkdir(exist_ok=True)
+            _write_json_atomic(alias_file, {"version": version, "updated_at": utc_now()})
+
+    def delete(self, name: str, version: int | None = None, force: bool = False) -> Deleted:
+        """Remove ``name/version``, or with ``version=None`` every version and alias of ``name``.
+
+        Refused (RegistryError) while an alias points at what would be removed, unless ``force``,
+        which removes those aliases too.  Numbers are never given back: the next registration of
+        ``name`` gets ``last_version + 1`` even after the latest version or the whole name is deleted.
+        Damaged entries can always be deleted (that is the repair for a damaged version record).
+        """
+        validate_name(name)
+        if version is not None:
+            validate_version(version, name)
+        if not self._version_numbers(name):
+            raise self._not_found(name)
+        with self._name_lock(name):
+            numbers = sorted(self._version_numbers(name))
+            if not numbers:
+                raise self._not_found(name)
+            if version is not None and version not in numbers:
+                raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
+                                         f"(it has {_ranges(numbers)}); use one of those")
+            doomed = numbers if version is None else [version]
+            status = self.status(name)
+            pointing = sorted(a for a, v in status.aliases if v in doomed)
+            if pointing and not force:
+                target = name if version is None else f"{name}/{version}"
+                moves = "; ".join(f"`sparkscore alias {name} {a} --delete`" for a in pointing)
+                raise RegistryError(f"model {target} is the target of alias {', '.join(pointing)}: remove or move "
+                                    f"it first ({moves}) or pass --force (force=True) to delete the alias too")
+            # alias files that cannot be read point nowhere useful; they go with the whole name
+            broken = [d.ref.partition("@")[2] for d in status.damaged if "@" in d.ref] if version is None else []
+            name_dir = self._name_dir(name)
+            _write_json_atomic(name_dir / LAST_VERSION, {"last_version": max(self._last_version(name), numbers[-1])})
+            for alias in [*pointing, *broken]:
+                self._alias_file(name, alias).unlink(missing_ok=True)
+            for number in doomed:
+                graveyard = name_dir / f".deleted-{number}-{uuid.uuid4().hex}"
+                os.rename(self.model_path(name, number), graveyard)  # gone for readers at once
+                shutil.rmtree(graveyard, ignore_errors=True)
+        return Deleted(name, tuple(doomed), tuple(pointing))
 
     def delete_alias(self, name: str, alias: str) -> None:
         alias_file = self._alias_file(name, alias)
@@ -168,6 +278,54 @@ class Registry:
                 out[path.stem] = self._alias_version(name, path.stem)
         return out
 
+    def status(self, name: str) -> ModelStatus:
+        """Healthy versions and aliases of ``name`` plus each damaged entry; never raises for damage.
+
+        This is what listings (``sparkscore models``/``versions``, ``install``) use, so one damaged
+        file costs its own entry, not the whole registry.
+        """
+        versions, damaged = [], []
+        for number in sorted(self._version_numbers(name)):
+            found = self._record_or_damage(name, number)
+            if isinstance(found, Damage):
+                damaged.append(found)
+            else:
+                versions.append(ModelVersion(name, number, found["sha256"], str(found.get("created_at", "")),
+                                             str(self.model_path(name, number))))
+        aliases = []
+        alias_dir = self._name_dir(name) / "aliases"
+        for path in sorted(alias_dir.glob("*.json")) if alias_dir.is_dir() else ():
+            if _is_valid_name(path.stem):
+                try:
+                    target = self._alias_or_damage(name, path.stem)
+                except FileNotFoundError:  # deleted since the listing
+                    continue
+                if isinstance(target, Damage):
+                    damaged.append(target)
+                else:
+                    aliases.append((path.stem, target))
+        return ModelStatus(name, tuple(versions), tuple(aliases), tuple(damaged))
+
+    def check(self) -> list[ModelStatus]:
+        """:meth:`status` of every name, sorted."""
+        return [self.status(name) for name in self.models()]
+
+    def load_all(self) -> tuple[list[tuple[ModelVersion, Model]], list[Damage]]:
+        """Every version that loads and verifies, plus the damage that kept the others out.
+
+        ``install`` on the engines uses this: a damaged version or alias is reported, the rest installs.
+        """
+        loaded, damaged = [], []
+        for status in self.check():
+            damaged.extend(status.damaged)
+            for mv in status.versions:
+                try:
+                    loaded.append((mv, self.load(mv.ref)))
+                except IntegrityError as exc:
+                    damaged.append(Damage(mv.ref, mv.path, "its model files fail verification",
+                                          f"`sparkscore delete {mv.ref} --force`, then register the model again"))
+        return loaded, damaged
+
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """Resolve a ref to one version; ModelNotFoundError / InvalidModelNameError otherwise."""
         parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref)
@@ -191,7 +349,11 @@ class Registry:
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``, verified against the sha256 recorded at registration."""
         mv = self.get(ref)
-        model = Model.load(mv.path)
+        try:
+            model = Model.load(mv.path)
+        except IntegrityError as exc:  # name the version and a repair that works, keep the subclass
+            raise type(exc)(f"model {mv.ref}: {str(exc).rstrip('.')}; or remove it: "
+                            f"`sparkscore delete {mv.ref} --force`") from None
         if model.sha256 != mv.sha256:
             raise IntegrityError(f"model {mv.ref}: content sha256 {model.sha256[:12]}… differs from the "
                                  f"registered {mv.sha256[:12]}… in {VERSION_JSON}; the version was modified: "
@@ -207,7 +369,7 @@ class Registry:
             **record,
             "ref": mv.ref,
             "path": mv.path,
-            "aliases": sorted(a for a, v in self.aliases(mv.name).items() if v == mv.version),
+            "aliases": sorted(a for a, v in self.status(mv.name).aliases if v == mv.version),
             "model": {"kind": model.kind, "task": model.task,
                       "classes": list(model.classes) if model.classes is not None else None,
                       "inputs": [c.to_json() for c in model.signature.inputs],
@@ -226,40 +388,96 @@ class Registry:
             return []
         return [int(e) for e in entries if e.isascii() and e.isdigit() and not e.startswith("0")]
 
-    def _read_record(self, name: str, version: int) -> dict[str, Any]:
-        path = self.model_path(name, version) / VERSION_JSON
+    def _last_version(self, name: str) -> int:
+        """Highest number ever minted for ``name`` (deleted ones included): the tombstone or the versions."""
+        path = self._name_dir(name) / LAST_VERSION
+        recorded = 0
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            recorded = doc["last_version"] if isinstance(doc, dict) else None
+            if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 0:
+                raise ValueError(recorded)
+        except FileNotFoundError:  # registries written before deletes existed
+            recorded = 0
+        except (UnicodeDecodeError, ValueError, KeyError):
+            raise IntegrityError(f"model {name!r}: {path} is damaged; it guards against reusing deleted version "
+                                 f"numbers: write the highest number ever used, e.g. "
+                                 f"echo '{{\"last_version\": N}}' > {path}") from None
+        return max(recorded, max(self._version_numbers(name), default=0))
+
+    def _record_or_damage(self, name: str, version: int) -> dict[str, Any] | Damage:
+        """The verified ``version.json`` of ``name/version``, or what is wrong with it."""
+        folder = self.model_path(name, version)
+        path = folder / VERSION_JSON
+        fix = (f"`sparkscore delete {name}/{version} --force`, then register the model again "
+               f"(it gets a new version number)")
+
+        def damage(problem: str, where: Path = path) -> Damage:
+            return Damage(f"{name}/{version}", str(where), problem, fix)
+
+        try:
+            raw = path.read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"model {name}/{version}: {VERSION_JSON} is missing from {path.parent}; "
-                                 "the version was damaged: register the model again") from None
+            return damage(f"{VERSION_JSON} is missing", folder)
+        except OSError as exc:
+            return damage(f"{VERSION_JSON} cannot be read ({exc.strerror})")
+        try:
+            expected = (folder / RECORD_SHA256).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            expected = None
+        except (OSError, UnicodeDecodeError):
+            return damage(f"{RECORD_SHA256} cannot be read", folder / RECORD_SHA256)
+        if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+            return damage(f"the version record does not match its sha256 in {RECORD_SHA256} (modified or damaged)")
+        try:
+            record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise IntegrityError(f"model {name}/{version}: {path} is not valid JSON; register the model again") from None
+            return damage(f"{VERSION_JSON} is not valid JSON")
         if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
-            raise IntegrityError(f"model {name}/{version}: {path} has no sha256; register the model again")
+            return damage(f"{VERSION_JSON} has no sha256")
+        if expected is None and record.get("record_format", 1) != 1:
+            return damage(f"{RECORD_SHA256} is missing", folder / RECORD_SHA256)
         return record
+
+    def _read_record(self, name: str, version: int) -> dict[str, Any]:
+        found = self._record_or_damage(name, version)
+        if isinstance(found, Damage):
+            raise IntegrityError(str(found))
+        return found
 
     def _read_version(self, name: str, version: int) -> ModelVersion:
         record = self._read_record(name, version)
         return ModelVersion(name, version, record["sha256"], str(record.get("created_at", "")),
                             str(self.model_path(name, version)))
 
-    def _alias_version(self, name: str, alias: str) -> int:
+    def _alias_or_damage(self, name: str, alias: str) -> int | Damage:
+        """The version an existing alias file points at, or what is wrong with the file."""
         path = self._alias_file(name, alias)
+        fix = (f"`sparkscore alias {name} {alias} VERSION` to point it again, "
+               f"or `sparkscore alias {name} {alias} --delete`")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            if not self._version_numbers(name):
-                raise self._not_found(name) from None
-            known = ", ".join(self.aliases(name)) or "none"
-            raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} (aliases: {known}); "
-                                     f"set it with `sparkscore alias {name} {alias} VERSION`") from None
+            raise
         except (UnicodeDecodeError, ValueError):
-            raise IntegrityError(f"alias {name}@{alias}: {path} is not valid JSON; set the alias again") from None
+            return Damage(f"{name}@{alias}", str(path), "the alias file is not valid JSON", fix)
         version = doc.get("version") if isinstance(doc, dict) else None
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise IntegrityError(f"alias {name}@{alias}: {path} holds no valid version; set the alias again")
+            return Damage(f"{name}@{alias}", str(path), "the alias file holds no valid version", fix)
         return version
+
+    def _alias_version(self, name: str, alias: str) -> int:
+        try:
+            found = self._alias_or_damage(name, alias)
+        except FileNotFoundError:
+            if not self._version_numbers(name):
+                raise self._not_found(name) from None
+            known = ", ".join(a for a, _ in self.status(name).aliases) or "none"
+            raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} (aliases: {known}); "
+                                     f"set it with `sparkscore alias {name} {alias} VERSION`") from None
+        if isinstance(found, Damage):
+            raise IntegrityError(str(found))
+        return found
 
     def _not_found(self, name: str) -> ModelNotFoundError:
         known = self.models()
