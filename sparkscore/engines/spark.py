@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, Tuple
@@ -140,17 +141,22 @@ def _derived_source(model: Model, name: str, version: int, spark: SparkSession) 
 
 
 def install(spark: SparkSession, registry=None) -> list[str]:
-    """Register every model version as ``name_vN(...)`` (+ ``name_vN_proba``) for plain ``spark.sql``."""
+    """Register every model version as ``name_vN(...)`` (+ ``name_vN_proba``) for plain ``spark.sql``.
+
+    As ``ss.duckdb.install``: a damaged registry entry is skipped with a warning naming its path and
+    the fix; everything healthy is installed.
+    """
     reg = registry_or_default(registry)
+    loaded, damaged = reg.load_all()
     names: list[str] = []
-    for name in reg.models():
-        for mv in reg.versions(name):
-            model = reg.load(f"{name}/{mv.version}")
-            source = _source(reg, name, mv.version, mv.sha256, spark)
-            for kind in ("predict", "proba") if model.is_classifier else ("predict",):
-                fname = udf_name(name, mv.version, kind)
-                spark.udf.register(fname, ModelFunction(fname, source, kind, output_type(model, kind)).udf())
-                names.append(fname)
+    for mv, model in loaded:
+        source = _source(reg, mv.name, mv.version, mv.sha256, spark)
+        for kind in ("predict", "proba") if model.is_classifier else ("predict",):
+            fname = udf_name(mv.name, mv.version, kind)
+            spark.udf.register(fname, ModelFunction(fname, source, kind, output_type(model, kind)).udf())
+            names.append(fname)
+    for damage in damaged:
+        warnings.warn(f"sparkscore: skipped damaged registry entry {damage}", stacklevel=2)
     return names
 
 

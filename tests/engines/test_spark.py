@@ -63,6 +63,13 @@ def test_install_registers_every_version_callable_from_plain_sql(spark, models):
     assert list(rows.m.drop(3)) == list(np.delete(_expected(models, "multi", pdf), 3))
 
 
+def test_install_skips_a_damaged_entry_and_installs_the_rest(spark, models):
+    (models.model_path("reg", 1) / "version.json").write_text("{")
+    with pytest.warns(UserWarning, match=r"reg/1.*version\.json.*sparkscore delete reg/1 --force"):
+        names = ss_spark.install(spark, models)
+    assert sorted(names) == ["glm_v1", "glm_v1_proba", "multi_v1", "multi_v1_proba"]
+
+
 def test_predict_binds_columns_by_name(spark, models):
     pdf = _frame()
     out = ss_spark.predict(spark.createDataFrame(pdf), "reg", output_col="score", registry=models).toPandas()
