@@ -26,7 +26,7 @@ def _names(n: int) -> list[str]:
 
 
 def missing_rows(X: np.ndarray, value: float, rng) -> np.ndarray:
-    """Rows with each feature (and every feature at once) at / around the missing value."""
+    """Rows with every feature at once, then each feature alone, at / around the missing value."""
     vals = [value, -value, 0.0, -0.0, *TINY]
     if np.isfinite(value):
         vals += threshold_values(value)
@@ -34,12 +34,11 @@ def missing_rows(X: np.ndarray, value: float, rng) -> np.ndarray:
         vals += [2.0 ** 128 - 2.0 ** 103, float(np.nextafter(2.0 ** 128 - 2.0 ** 103, 0.0)), 1e300,
                  float(np.finfo(np.float32).max)]
         vals += [-v for v in vals[-4:]]
-    blocks = []
+    blocks = [np.repeat(np.asarray(vals, dtype=np.float64)[:, None], X.shape[1], axis=1)]  # every feature at once
     for j in range(X.shape[1]):
         block = X[rng.integers(0, len(X), size=len(vals))].copy()
         block[:, j] = vals
         blocks.append(block)
-    blocks.append(np.full((1, X.shape[1]), value))
     return np.concatenate(blocks)
 
 
@@ -60,8 +59,8 @@ def _wrapper_case(estimator, y_of, proba: bool, *, missing: float | None = None,
     estimator.fit(_frame(X, names), y, **(fit_kw or {}))
     model = ss.convert(estimator)
     rows = adversarial_matrix(model, X, allow_inf=allow_inf)
-    if missing is not None:
-        rows = np.concatenate([rows, missing_rows(X, missing, rng)])
+    if missing is not None:  # first, so that engine tests that take the head of the rows see them
+        rows = np.concatenate([missing_rows(X, missing, rng), rows])
     frame = _frame(rows, model.signature.names)
     expected = np.asarray(estimator.predict(frame))
     expected_proba = np.asarray(estimator.predict_proba(frame)) if proba else None
