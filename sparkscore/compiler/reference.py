@@ -41,7 +41,7 @@ def apply_link(link: str, z: np.ndarray) -> np.ndarray:
         if p.shape[1] == 1:
             return p
         return p / p.sum(axis=1, keepdims=True)
-    if link == "exp":
+    if link in ("exp", "exp_double"):
         return np.exp(z)
     raise ValueError(f"unknown link {link!r}")
 
@@ -127,14 +127,21 @@ def hinge(z: np.ndarray) -> np.ndarray:
     return (z > 0).astype(np.float32)
 
 
+def exp_double32(z: np.ndarray) -> np.ndarray:
+    """XGBoost survival:aft: ``exp`` of the float32 margin computed in double, stored as float32."""
+    with np.errstate(over="ignore"):
+        return np.exp(z.astype(np.float64)).astype(np.float32)
+
+
 #: links applied to float32 margins in float32 (tree ensembles that accumulate in float32)
-FLOAT32_LINKS = {"logistic32": sigmoid32, "softmax32": softmax32, "exp32": expf, "hinge": hinge}
+FLOAT32_LINKS = {"logistic32": sigmoid32, "softmax32": softmax32, "exp32": expf, "hinge": hinge,
+                 "exp_double32": exp_double32}
 
 
 def tree_link(ens: TreeEnsemble) -> str:
     """The ``apply_link`` name of an ensemble's post-transform (float32 ones for float32 sums)."""
     link = "logistic" if ens.post_transform == "sigmoid" else ens.post_transform
-    if ens.accumulate_dtype == "float32" and link in ("logistic", "softmax", "exp"):
+    if ens.accumulate_dtype == "float32" and link in ("logistic", "softmax", "exp", "exp_double"):
         return link + "32"
     return link
 

@@ -42,7 +42,7 @@ _IDENTITY = ("reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror", "r
 _LOG_LINK = ("count:poisson", "reg:gamma", "reg:tweedie", "survival:cox")
 _LOGIT = ("binary:logistic", "reg:logistic")
 _MULTI = ("multi:softprob", "multi:softmax")
-_SUPPORTED = ", ".join(_IDENTITY + _LOG_LINK + _LOGIT + _MULTI + ("binary:hinge",))
+_SUPPORTED = ", ".join(_IDENTITY + _LOG_LINK + _LOGIT + _MULTI + ("binary:hinge", "survival:aft"))
 
 
 def convert(native, feature_names: Sequence[str] | None = None) -> Model:
@@ -134,6 +134,9 @@ def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, me
         trees, tree_info, weights = trees[:n_trees], tree_info[:n_trees], weights[:n_trees]
 
     task, transform, n_outputs, margin = _objective(objective, num_class, base, label)
+    if objective == "binary:logitraw" and classes is not None:
+        # XGBClassifier: predict_proba is [1 - margin, margin] and predict is margin > 0.5, as here
+        task = "classification"
     if task == "classification" and classes is None:
         classes = tuple(range(max(num_class, 2)))
     builder = TreeBuilder(n_features, n_outputs=n_outputs)
@@ -171,6 +174,8 @@ def _objective(objective: str, num_class: int, base: list[float], label: str):
             return "regression", "identity", 1, [float(b)]
         if objective in _LOG_LINK:  # ProbToMargin: logf(base_score)
             return "regression", "exp", 1, [float(_logf(b))]
+        if objective == "survival:aft":  # PredTransform calls the double exp; ProbToMargin logf
+            return "regression", "exp_double", 1, [float(_logf(b))]
         if objective == "binary:hinge":  # predicts 1.0 if margin > 0 else 0.0; no base transform
             return "classification", "hinge", 1, [float(b)]
         if objective in _LOGIT:  # ProbToMargin: -logf(1 / base_score - 1), in float32

@@ -43,7 +43,8 @@ MISSING_ZERO = 2
 LEAF = -1
 
 #: sigmoid applies elementwise (binary, or LightGBM one-vs-all multiclass without normalising).
-POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp", "hinge")
+#: exp_double: exp computed in float64 even for float32 sums (XGBoost survival:aft calls the double exp).
+POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp", "hinge", "exp_double")
 
 #: LightGBM's kZeroThreshold (the float literal 1e-35f widened to double).
 ZERO_THRESHOLD = float(np.float32(1e-35))

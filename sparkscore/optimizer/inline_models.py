@@ -122,7 +122,8 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
         how = f"GLM with {est.n_features} features <= {options.inline_max_features} as SQL arithmetic ({est.link} link)"
     else:
         _check_trees(est, options)
-        if kind != "raw" and est.accumulate_dtype == "float32" and est.post_transform in ("sigmoid", "softmax", "exp"):
+        if kind != "raw" and est.accumulate_dtype == "float32" and est.post_transform in ("sigmoid", "softmax", "exp",
+                                                                                          "exp_double"):
             raise Decline(f"float32 {est.post_transform} (XGBoost's, on libm's expf) has no exact SQL form: "
                           "SQL's EXP is double")
         features = _features(model, inputs, doubles)
@@ -138,6 +139,8 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
     if kind == "proba":
         if not model.is_classifier:
             raise Decline("PREDICT_PROBA of a regressor")
+        if getattr(est, "accumulate_dtype", "float64") == "float32" and link == "identity":
+            raise Decline("1 - p of a float32 score is a float32 subtraction (kept in kernels)")
         return exp.Array(expressions=[subtract_sql(number(1.0), value), value.copy()]), how
     return value, how
 

@@ -150,6 +150,13 @@ def survival_cox() -> Fitted:
                          lambda s, rng: np.where(rng.random(len(s)) < 0.8, 1, -1) * (1.0 + np.exp(-0.5 * s)))
 
 
+def survival_aft() -> Fitted:
+    """survival:aft exponentiates in double (unlike every other log-link objective): see exp_double."""
+    return _booster_case(dict(objective="survival:aft", eta=0.37), lambda s, rng: np.zeros(len(s)), rounds=20,
+                         label_bounds=lambda s, rng: (np.exp(0.3 * s), np.where(rng.random(len(s)) < 0.3, np.inf,
+                                                                                  np.exp(0.3 * s))))
+
+
 # --------------------------------------------------------------------------- more objectives
 def _ranker(objective: str) -> Fitted:
     X, signal, rng = _data(seed=36)
@@ -164,6 +171,11 @@ def _ranker(objective: str) -> Fitted:
 
 def logitraw() -> Fitted:
     return _booster_case(dict(objective="binary:logitraw"), _binary)
+
+
+def logitraw_classifier() -> Fitted:
+    """XGBClassifier(binary:logitraw): predict_proba is [1 - margin, margin] in float32, predict margin > 0.5."""
+    return _wrapper_case(xgb.XGBClassifier(objective="binary:logitraw", **_XGB), _binary, True, seed=44)
 
 
 def hinge() -> Fitted:
@@ -237,10 +249,12 @@ CASES = [
     Case("xgboost-gamma", gamma_regression, "xgboost", "trees", "regression"),
     Case("xgboost-tweedie", tweedie_regression, "xgboost", "trees", "regression"),
     Case("xgboost-survival-cox", survival_cox, "xgboost", "trees", "regression"),
+    Case("xgboost-survival-aft", survival_aft, "xgboost", "trees", "regression"),
     Case("xgboost-rank-pairwise", lambda: _ranker("rank:pairwise"), "xgboost", "trees", "regression"),
     Case("xgboost-rank-ndcg", lambda: _ranker("rank:ndcg"), "xgboost", "trees", "regression"),
     Case("xgboost-rank-map", lambda: _ranker("rank:map"), "xgboost", "trees", "regression"),
     Case("xgboost-logitraw", logitraw, "xgboost", "trees", "regression"),
+    Case("xgboost-logitraw-classifier", logitraw_classifier, "xgboost", "trees", "binary"),
     Case("xgboost-hinge", hinge, "xgboost", "trees", "binary"),
     Case("xgboost-squaredlogerror", squaredlogerror, "xgboost", "trees", "regression"),
     Case("xgboost-quantile", quantile, "xgboost", "trees", "regression"),
