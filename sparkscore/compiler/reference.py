@@ -74,7 +74,8 @@ _EXP2F_TAB = np.array([
     0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
     0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540], dtype=np.uint64)
 _EXPF_N = 32
-_EXPF_POLY = (float.fromhex("0x1.c6af84b912394p-5") / _EXPF_N ** 3, float.fromhex("0x1.ebfce50fac4f3p-3") / _EXPF_N ** 2,
+_EXPF_POLY = (float.fromhex("0x1.c6af84b912394p-5") / _EXPF_N ** 3,
+              float.fromhex("0x1.ebfce50fac4f3p-3") / _EXPF_N ** 2,
               float.fromhex("0x1.62e42ff0c52d6p-1") / _EXPF_N)
 _EXPF_SHIFT = float.fromhex("0x1.8p+52")
 _EXPF_INVLN2N = float.fromhex("0x1.71547652b82fep+0") * _EXPF_N
