@@ -70,10 +70,16 @@ class Scorer:
 def link_of(estimator) -> str:
     if isinstance(estimator, LinearModel):
         return estimator.link
-    return "logistic" if estimator.post_transform == "sigmoid" else estimator.post_transform
+    return reference.tree_link(estimator)
 
 
 def _with_features(model, kernel: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``kernel`` fed what the estimator takes: the feature maps' output, with an ensemble's
+    ``missing_value`` already NaN (the kernels then route it as the NaN it stands for)."""
+    est = model.estimator
+    if not isinstance(est, LinearModel) and est.has_missing_value:
+        inner = kernel
+        kernel = lambda X: inner(reference.mark_missing(est, X))  # noqa: E731
     return kernel if not model.features else (lambda X: kernel(reference.apply_features(model.features, X)))
 
 
@@ -101,11 +107,17 @@ def _numba_candidates(model, layout) -> list[Candidate]:
 def _torch_candidates(model, device: str, layout, wanted: tuple[str, ...]) -> list[Candidate]:
     from sparkscore.compiler import torch_kernels
 
-    names = ("gemm",) if isinstance(model.estimator, LinearModel) else wanted
+    est = model.estimator
+    names = ("gemm",) if isinstance(est, LinearModel) else wanted
+    marks_missing = not isinstance(est, LinearModel) and est.has_missing_value
+    if marks_missing and model.features:
+        return []  # torch applies feature maps on the device: missing values would be marked too early
     out = []
     for name in names:
         try:
             raw = torch_kernels.build(model, name, device, layout)
+            if marks_missing:
+                raw = _with_features(model, raw)
             out.append(Candidate(name, "torch", _with_link(link_of(model.estimator), raw)))
         except torch_kernels.StrategyDeclined:
             continue

@@ -5,6 +5,22 @@ values).  XGBoost casts inputs to float32, goes left iff ``x < threshold``, send
 default child, and accumulates its float32 output from ``float32(base margin)`` plus each leaf in
 tree order.  Categorical nodes send the categories *in* the node's set to the RIGHT child; the
 IR sends its set left, so those nodes get their children (and default side) swapped.
+
+Output transforms run on the float32 margin in float32, as XGBoost's do (the IR's float32
+ensembles: :func:`sparkscore.compiler.reference.tree_link`), so probabilities are bit-equal.
+
+``missing``: XGBoost treats a value as missing when ``float(x) == float(missing)`` (or NaN) while
+it builds the DMatrix / inplace-predict batch; it is a property of the *data*, not of the model,
+and no model file records it.  The sklearn wrappers carry it (``XGBModel.missing``) and use it in
+``predict``: it is honoured (``TreeEnsemble.missing_value``).  A bare ``Booster`` (and a file)
+knows nothing about it; it converts as ``Booster.predict(DMatrix(X))`` scores, with NaN as the
+only missing value.
+
+``dart`` boosters predict with every tree, each scaled by its tree's ``weight_drop`` in float32
+(no dropout at inference), held in the IR as pre-scaled float32 leaf values.  The two native paths
+scale differently: ``Booster.predict(DMatrix)`` adds ``leaf * w``; ``inplace_predict`` (what the
+sklearn wrappers' ``predict`` runs) adds ``(float32(base + leaf) - base) * w``.  Wrappers convert
+with the second, a bare ``Booster`` with the first.
 """
 
 from __future__ import annotations
@@ -20,18 +36,21 @@ from sparkscore.importers.common import make_signature, metadata, resolve_names
 from sparkscore.ir.model import Model
 from sparkscore.ir.trees import MISSING_NAN, TreeBuilder
 
-_IDENTITY = ("reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror")
-_LOG_LINK = ("count:poisson", "reg:gamma", "reg:tweedie")
+#: objectives whose prediction is the raw margin (rankers and logitraw score, they do not transform)
+_IDENTITY = ("reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror", "reg:squaredlogerror",
+             "reg:quantileerror", "binary:logitraw", "rank:pairwise", "rank:ndcg", "rank:map")
+_LOG_LINK = ("count:poisson", "reg:gamma", "reg:tweedie", "survival:cox")
 _LOGIT = ("binary:logistic", "reg:logistic")
 _MULTI = ("multi:softprob", "multi:softmax")
-_SUPPORTED = ", ".join(_IDENTITY + _LOG_LINK + _LOGIT + _MULTI)
+_SUPPORTED = ", ".join(_IDENTITY + _LOG_LINK + _LOGIT + _MULTI + ("binary:hinge", "survival:aft"))
 
 
 def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     """Convert a fitted ``xgboost.Booster`` or ``XGBModel``.
 
     Sklearn wrappers are converted with the trees their ``predict`` uses (``best_iteration``
-    after early stopping); a bare ``Booster`` with all its trees, as ``Booster.predict`` does.
+    after early stopping) and their ``missing`` value; a bare ``Booster`` with all its trees and
+    NaN as the only missing value, as ``Booster.predict(DMatrix(X))`` does.
     """
     import xgboost
 
@@ -42,8 +61,22 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
                                     "XGBClassifier and XGBRegressor")
     doc = json.loads(bytes(booster.save_raw("json")))
     classes = getattr(native, "classes_", None) if is_wrapper else None
-    return _to_model(doc, feature_names, classes, use_best_iteration=is_wrapper,
-                     meta=metadata("xgboost", native, xgboost.__version__))
+    meta = metadata("xgboost", native, xgboost.__version__)
+    missing = _missing(getattr(native, "missing", None) if is_wrapper else None, f"xgboost {meta['name']}")
+    return _to_model(doc, feature_names, classes, use_best_iteration=is_wrapper, meta=meta, missing=missing,
+                     inplace=is_wrapper)
+
+
+def _missing(value, label: str) -> list[float]:
+    """The wrapper's ``missing`` as ``TreeEnsemble.missing_value`` ([] when it is NaN / None)."""
+    if value is None:
+        return []
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UnsupportedModelError(f"{label}: missing={value!r} is not a number; set missing to a float "
+                                    "(np.nan by default)") from None
+    return [] if np.isnan(value) else [value]
 
 
 def load_file(path) -> Model:
@@ -59,7 +92,8 @@ def load_file(path) -> Model:
     return convert(booster)
 
 
-def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, meta: dict) -> Model:
+def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, meta: dict,
+              missing: Sequence[float] = (), inplace: bool = False) -> Model:
     label = f"xgboost {meta['name']}"
     try:
         learner = doc["learner"]
@@ -73,28 +107,45 @@ def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, me
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"{label}: malformed XGBoost model JSON ({type(exc).__name__}: {exc}); re-save it "
                              "with save_model") from None
-    if gbm.get("name") != "gbtree":
-        raise UnsupportedModelError(f"{label}: booster {gbm.get('name')!r} is not supported; use booster='gbtree'")
+    booster_name = gbm.get("name")
+    if booster_name == "gblinear":
+        raise UnsupportedModelError(
+            f"{label}: booster 'gblinear' is not supported: XGBoost sums its weights in float32 and skips "
+            "missing values, which the float64 LinearModel cannot reproduce exactly; use booster='gbtree'")
+    if booster_name not in ("gbtree", "dart"):
+        raise UnsupportedModelError(f"{label}: booster {booster_name!r} is not supported; use booster='gbtree' "
+                                    "or 'dart'")
     if num_target > 1:
-        raise UnsupportedModelError(f"{label}: multi-target models are not supported; fit one model per target")
-    model = gbm["model"]
+        what = (f"objective {objective!r} with {num_target} quantile_alpha values" if objective == "reg:quantileerror"
+                else f"multi-target models ({num_target} targets)")
+        raise UnsupportedModelError(f"{label}: {what} are not supported; fit one model per "
+                                    f"{'quantile' if objective == 'reg:quantileerror' else 'target'}")
+    model = gbm["gbtree"]["model"] if booster_name == "dart" else gbm["model"]
     trees = model["trees"]
     tree_info = model["tree_info"]
+    weights = [float(w) for w in gbm.get("weight_drop", [])] if booster_name == "dart" else [1.0] * len(trees)
+    if len(weights) != len(trees):
+        raise IntegrityError(f"{label}: {len(weights)} dart weights for {len(trees)} trees; re-save the model")
     best = learner.get("attributes", {}).get("best_iteration")
     if use_best_iteration and best is not None:
         per_iteration = max(num_class, 1) * int(model["gbtree_model_param"].get("num_parallel_tree", 1))
         indptr = model.get("iteration_indptr") or range(0, len(trees) + per_iteration, per_iteration)
         n_trees = int(indptr[int(best) + 1])
-        trees, tree_info = trees[:n_trees], tree_info[:n_trees]
+        trees, tree_info, weights = trees[:n_trees], tree_info[:n_trees], weights[:n_trees]
 
     task, transform, n_outputs, margin = _objective(objective, num_class, base, label)
+    if objective == "binary:logitraw" and classes is not None:
+        # XGBClassifier: predict_proba is [1 - margin, margin] and predict is margin > 0.5, as here
+        task = "classification"
     if task == "classification" and classes is None:
         classes = tuple(range(max(num_class, 2)))
     builder = TreeBuilder(n_features, n_outputs=n_outputs)
-    for tree, output in zip(trees, tree_info):
-        _add_tree(builder, tree, int(output), label)
+    for tree, output, weight in zip(trees, tree_info, weights):
+        dart = None if booster_name == "gbtree" else (weight, float(margin[int(output)]) if inplace else None)
+        _add_tree(builder, tree, int(output), label, dart=dart)
     ensemble = builder.build(cmp="<", threshold_dtype="float32", accumulate_dtype="float32",
-                             base_score=margin, post_transform=transform, cat_negative_before_trunc=True)
+                             base_score=margin, post_transform=transform, cat_negative_before_trunc=True,
+                             missing_value=np.asarray(missing, dtype=np.float64))
     names = resolve_names(n_features, learner.get("feature_names") or None, feature_names, label)
     categories = _categories(learner.get("feature_types") or [], model.get("cats") or {}, label)
     signature = make_signature(names, task, classes, categories)
@@ -122,14 +173,33 @@ def _objective(objective: str, num_class: int, base: list[float], label: str):
         if objective in _IDENTITY:
             return "regression", "identity", 1, [float(b)]
         if objective in _LOG_LINK:  # ProbToMargin: logf(base_score)
-            return "regression", "exp", 1, [float(np.log(b))]
+            return "regression", "exp", 1, [float(_logf(b))]
+        if objective == "survival:aft":  # PredTransform calls the double exp; ProbToMargin logf
+            return "regression", "exp_double", 1, [float(_logf(b))]
+        if objective == "binary:hinge":  # predicts 1.0 if margin > 0 else 0.0; no base transform
+            return "classification", "hinge", 1, [float(b)]
         if objective in _LOGIT:  # ProbToMargin: -logf(1 / base_score - 1), in float32
-            margin = -np.log(f32(1.0) / b - f32(1.0))
+            margin = -_logf(f32(1.0) / b - f32(1.0))
             return ("classification" if objective == "binary:logistic" else "regression"), "sigmoid", 1, [float(margin)]
     raise UnsupportedModelError(f"{label}: objective {objective!r} is not supported; supported are {_SUPPORTED}")
 
 
-def _add_tree(builder: TreeBuilder, tree: dict, output: int, label: str) -> None:
+def _logf(x: np.float32) -> np.float32:
+    """libm's ``logf``, as XGBoost's ProbToMargin calls it (numpy's float32 log can differ by an ulp)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("m")
+    if name is None:  # no C math library to ask: the correctly rounded value
+        return np.float32(np.log(np.float64(x)))
+    logf = ctypes.CDLL(name).logf
+    logf.restype, logf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.float32(logf(float(x)))
+
+
+def _add_tree(builder: TreeBuilder, tree: dict, output: int, label: str,
+              dart: tuple[float, float | None] | None = None) -> None:
+    """One XGBoost tree; ``dart``: ``(weight_drop, base margin of the inplace path or None)``."""
     if int(tree["tree_param"].get("size_leaf_vector", 1)) > 1:
         raise UnsupportedModelError(f"{label}: vector-leaf trees (multi_strategy='multi_output_tree') are not "
                                     "supported; use multi_strategy='one_output_per_tree'")
@@ -138,6 +208,16 @@ def _add_tree(builder: TreeBuilder, tree: dict, output: int, label: str) -> None
     feature = np.where(left < 0, -1, np.asarray(tree["split_indices"], dtype=np.int64))
     # split_conditions: float32 thresholds on internal nodes, float32 leaf values on leaves
     cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32).astype(np.float64)
+    if dart is not None:
+        weight, base = dart
+        leaf32 = cond.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if base is not None:  # inplace_predict: the tree's output starts from the base margin
+                leaf32 = (leaf32 + np.float32(base)) - np.float32(base)
+            scaled = (leaf32 * np.float32(weight)).astype(np.float64)
+        value = np.where(left < 0, scaled, cond)
+    else:
+        value = cond
     default_left = np.asarray(tree["default_left"], dtype=bool)
     categories: list = [None] * len(left)
     split_type = tree.get("split_type") or [0] * len(left)
@@ -150,7 +230,7 @@ def _add_tree(builder: TreeBuilder, tree: dict, output: int, label: str) -> None
         # XGBoost: in set -> right; IR: in set -> left
         left[node], right[node] = right[node], left[node]
         default_left[node] = not default_left[node]
-    builder.add_tree(feature=feature, threshold=cond, left=left, right=right, value=cond,
+    builder.add_tree(feature=feature, threshold=cond, left=left, right=right, value=value,
                      default_left=default_left, missing=MISSING_NAN,
                      categories=categories if any(c is not None for c in categories) else None, output=output)
 

@@ -115,6 +115,8 @@ class Model:
     def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
         if scores.shape[1] == 1:
             p = scores[:, 0]
+            if getattr(self.estimator, "accumulate_dtype", None) == "float32":  # XGBoost: 1 - p in float32
+                return np.column_stack([np.float32(1.0) - p.astype(np.float32), p]).astype(np.float64)
             return np.column_stack([1.0 - p, p])
         return scores
 

@@ -5,7 +5,10 @@ definition; every backend must route identically):
 
 1. ``v = x[feature[i]]`` cast to ``threshold_dtype`` (float32 for sklearn trees and XGBoost,
    float64 for LightGBM and HistGradientBoosting).  ``threshold`` holds float64 values that are
-   exactly representable in ``threshold_dtype``'s comparison.
+   exactly representable in ``threshold_dtype``'s comparison.  If ``missing_value`` holds a value
+   ``M`` (XGBoost's DMatrix ``missing=``), every ``v`` equal to ``M`` cast to ``threshold_dtype``
+   is NaN from here on (so ``missing=0`` also catches ``-0.0``, and ``missing=inf`` every double
+   that rounds to float32 inf).
 2. Missing values, by ``missing[i]`` (numerical and categorical nodes alike):
 
    * ``MISSING_NAN``: NaN goes to ``default_left[i]``'s side;
@@ -22,7 +25,9 @@ definition; every backend must route identically):
 Leaves carry ``value`` rows of width ``V``.  If ``V == 1`` tree ``t`` adds its leaf to output column
 ``tree_output[t]``; otherwise ``V == n_outputs`` and the leaf vector adds to every output.  Scores are
 ``base_score + sum`` (``aggregation == "sum"``) or ``base_score + mean`` over trees, accumulated in
-``accumulate_dtype`` in tree order (XGBoost sums in float32), then ``post_transform`` is applied.
+``accumulate_dtype`` in tree order (XGBoost sums in float32), then ``post_transform`` is applied,
+in float32 arithmetic too when ``accumulate_dtype`` is float32 (XGBoost's ``1/(1+expf(-x))``,
+softmax with ``expf`` and a double sum, ``expf``; ``hinge`` is ``1.0 if x > 0 else 0.0``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ MISSING_ZERO = 2
 LEAF = -1
 
 #: sigmoid applies elementwise (binary, or LightGBM one-vs-all multiclass without normalising).
-POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp")
+#: exp_double: exp computed in float64 even for float32 sums (XGBoost survival:aft calls the double exp).
+POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp", "hinge", "exp_double")
 
 #: LightGBM's kZeroThreshold (the float literal 1e-35f widened to double).
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -79,6 +85,7 @@ class TreeEnsemble:
     aggregation: str = "sum"
     post_transform: str = "identity"
     cat_negative_before_trunc: bool = False
+    missing_value: np.ndarray = None  # (0,) only NaN is missing, or (1,) [M]: inputs equal to M too
 
     def __post_init__(self) -> None:
         n = len(self.feature)
@@ -107,6 +114,11 @@ class TreeEnsemble:
         if base.shape != (self.n_outputs,):
             raise ValueError(f"TreeEnsemble.base_score must have shape ({self.n_outputs},)")
         self._freeze("base_score", base)
+        missing_value = np.zeros(0) if self.missing_value is None else self.missing_value
+        missing_value = np.atleast_1d(np.asarray(missing_value, dtype=np.float64))
+        if missing_value.shape[0] > 1 or (missing_value.shape[0] == 1 and np.isnan(missing_value[0])):
+            raise ValueError("TreeEnsemble.missing_value must be empty or hold one non-NaN value")
+        self._freeze("missing_value", missing_value)
         if self.cmp not in ("<", "<="):
             raise ValueError("TreeEnsemble.cmp must be '<' or '<='")
         for name in ("threshold_dtype", "accumulate_dtype"):
@@ -137,6 +149,11 @@ class TreeEnsemble:
     @property
     def n_nodes(self) -> int:
         return len(self.feature)
+
+    @property
+    def has_missing_value(self) -> bool:
+        """Whether a value other than NaN counts as missing (see step 1 of the module docstring)."""
+        return self.missing_value.shape[0] == 1
 
     def tree_depths(self) -> np.ndarray:
         """Max depth (edges root -> deepest leaf) of each tree."""

@@ -122,7 +122,13 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
         how = f"GLM with {est.n_features} features <= {options.inline_max_features} as SQL arithmetic ({est.link} link)"
     else:
         _check_trees(est, options)
+        if kind != "raw" and est.accumulate_dtype == "float32" and est.post_transform in ("sigmoid", "softmax", "exp",
+                                                                                          "exp_double"):
+            raise Decline(f"float32 {est.post_transform} (XGBoost's, on libm's expf) has no exact SQL form: "
+                          "SQL's EXP is double")
         features = _features(model, inputs, doubles)
+        if est.has_missing_value:
+            features = [mark_missing_sql(v, float(est.missing_value[0])) for v in features]
         raw = _trees(est, features)
         link = "logistic" if est.post_transform == "sigmoid" else est.post_transform
         how = (f"{est.n_trees} trees / {est.n_nodes} nodes <= {options.inline_max_nodes} as nested CASE "
@@ -133,6 +139,8 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
     if kind == "proba":
         if not model.is_classifier:
             raise Decline("PREDICT_PROBA of a regressor")
+        if getattr(est, "accumulate_dtype", "float64") == "float32" and link == "identity":
+            raise Decline("1 - p of a float32 score is a float32 subtraction (kept in kernels)")
         return exp.Array(expressions=[subtract_sql(number(1.0), value), value.copy()]), how
     return value, how
 
@@ -204,6 +212,9 @@ def link_sql(link: str, z: exp.Expr) -> exp.Expr:
             this=number(1.0), expression=exp.Exp(this=exp.Neg(this=_paren(z))))))
     if link == "exp":
         return exp.Exp(this=z)
+    if link == "hinge":  # XGBoost binary:hinge: 1.0 if z > 0 else 0.0 (NaN sorts above 0 in SQL)
+        positive = exp.and_(exp.GT(this=z.copy(), expression=number(0.0)), exp.not_(exp.IsNan(this=z.copy())))
+        return exp.case().when(positive, number(1.0)).else_(number(0.0))
     raise Decline(f"{link} link needs several outputs")
 
 
@@ -273,6 +284,22 @@ def _split(est: TreeEnsemble, node: int, v: exp.Expr) -> tuple[exp.Expr, bool]:
         return test, True
     goes_left = (exp.LT if op == "<" else exp.LTE)(this=v.copy(), expression=number(bound))
     return (exp.and_(goes_left, zero_band, copy=False) if zero_band is not None else goes_left), False
+
+
+def mark_missing_sql(v: exp.Expr, missing: float) -> exp.Expr:
+    """``v``, or NaN where ``float32(v) == float32(missing)`` (XGBoost's ``missing=``, ``TreeEnsemble.missing_value``).
+
+    ``float32(x) == M`` is ``float32(x) <= M and not float32(x) < M``; both sides become double
+    comparisons by :func:`float32_split`.  NULL and NaN fail every comparison and stay as they are.
+    """
+    with np.errstate(over="ignore"):
+        m32 = float(np.float32(missing))
+    le_op, le_bound = float32_split(m32, "<=")
+    lt_op, lt_bound = float32_split(m32, "<")
+    ops = {"<": exp.LT, "<=": exp.LTE}
+    hit = exp.and_(ops[le_op](this=v.copy(), expression=number(le_bound)),
+                   exp.not_(ops[lt_op](this=v.copy(), expression=number(lt_bound))), copy=False)
+    return exp.case().when(hit, nan()).else_(v.copy())
 
 
 def float32_split(threshold: float, cmp: str) -> tuple[str, float]:

@@ -281,6 +281,8 @@ def _specialise_trees(model: Model, bounds: dict[int, Bound]) -> tuple[Model, li
     if model.features:
         raise _Decline("trees over a feature map")
     est = model.estimator
+    if est.has_missing_value:  # a row in the predicate's range may still hold the missing value
+        raise _Decline(f"trees with missing value {float(est.missing_value[0])!r} (XGBoost missing=)")
     order: list[int] = []        # kept old node ids, pre-order per tree
     roots: list[int] = []
     for root in est.roots:

@@ -1,7 +1,7 @@
 """The model zoo: every supported native model, fitted once per test run, with adversarial rows.
 
-Each importer's cases live in their own module (``sklearn_cases``, ``gbm_cases``,
-``pyspark_cases``) and export ``CASES: list[Case]``.  Every backend / engine parity test
+Each importer's cases live in their own module (listed in ``_MODULES``) and export
+``CASES: list[Case]``.  Every backend / engine parity test
 parametrizes over :data:`ALL_CASES` so a new importer case is checked everywhere at once.
 """
 
@@ -53,7 +53,13 @@ class Case:
 _FITTED: dict[str, Fitted] = {}
 
 
-_MODULES = ("tests.zoo.sklearn_cases", "tests.zoo.gbm_cases", "tests.zoo.pyspark_cases", "tests.zoo.lgbm_extra_cases")
+_MODULES = (
+    "tests.zoo.sklearn_cases",
+    "tests.zoo.gbm_cases",
+    "tests.zoo.pyspark_cases",
+    "tests.zoo.lgbm_extra_cases",
+    "tests.zoo.xgb_extra_cases",
+)
 
 
 def _collect() -> list[Case]:
