@@ -17,10 +17,12 @@ sklearn = pytest.importorskip("sklearn")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
+from sklearn.calibration import CalibratedClassifierCV  # noqa: E402
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingClassifier  # noqa: E402
 from sklearn.impute import SimpleImputer  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier  # noqa: E402
+from sklearn.multiclass import OneVsRestClassifier  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler  # noqa: E402
@@ -48,7 +50,8 @@ def _xy(n=200, d=4, seed=0):
     (KNeighborsClassifier(n_neighbors=3), "KNeighborsClassifier"),
     (make_pipeline(PolynomialFeatures(), LinearRegression()), "PolynomialFeatures"),
     (GradientBoostingRegressor(n_estimators=2, init=LinearRegression()), "init=LinearRegression"),
-    (SGDClassifier(loss="modified_huber"), "modified_huber"),
+    (OneVsRestClassifier(SGDClassifier(loss="modified_huber")), "modified_huber"),
+    (CalibratedClassifierCV(LogisticRegression(), cv=2), "CalibratedClassifierCV"),
 ])
 def test_unsupported_models_name_the_class_and_what_is_supported(native, named):
     X, y = _xy()
