@@ -73,7 +73,8 @@ def apply_link(link: str, z: np.ndarray) -> np.ndarray:
     if link == "modified_huber":
         return normalise((np.clip(z, -1.0, 1.0) + 1.0) / 2.0, uniform_if_zero=True)
     if link == "exp":
-        return np.exp(z)
+        with np.errstate(over="ignore"):
+            return np.exp(z)
     raise ValueError(f"unknown link {link!r}")
 
 
