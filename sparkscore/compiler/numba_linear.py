@@ -79,7 +79,9 @@ class NumbaLinear:
         self.est = est
         self.float32 = est.dtype == "float32"
         self.coef = np.ascontiguousarray(est.coef, dtype=np.float64)
-        self.intercept = np.zeros(est.n_outputs) if self.float32 else np.ascontiguousarray(est.intercept, dtype=np.float64)
+        # float32: the intercept is added after the dot product is rounded (reference.linear_from_dot)
+        self.intercept = np.zeros(est.n_outputs) if self.float32 else np.ascontiguousarray(est.intercept,
+                                                                                          dtype=np.float64)
         self.fuses_link = est.link in FUSED_LINKS and not self.float32
         self.link = FUSED_LINKS.get(est.link, 0) if self.fuses_link else 0
         self.threads = (threads or default_threads()) if parallel else 1

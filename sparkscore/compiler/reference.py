@@ -20,6 +20,7 @@ def apply_features(features: tuple[FeatureMap, ...], X: np.ndarray) -> np.ndarra
 
 def linear_raw(model: LinearModel, X: np.ndarray) -> np.ndarray:
     """Margins ``X @ coef + intercept`` (float64 values; float32-rounded for float32 models)."""
+    X = np.ascontiguousarray(X)  # row-major, as sklearn's arrays: BLAS then sums each row in sklearn's order
     if model.dtype == "float64":
         return X @ model.coef + model.intercept
     return linear_from_dot(model, float32_input(X) @ model.coef)

@@ -3,7 +3,14 @@
 What "exact" means per family (checked against sklearn 1.9 sources):
 
 * linear models: ``X @ coef_ + intercept_`` and the estimator's own link (binary sigmoid,
-  multinomial softmax, one-vs-rest sigmoids normalised to sum 1);
+  multinomial softmax, one-vs-rest sigmoids normalised to sum 1 with sklearn's all-zero-row rule,
+  SGD ``modified_huber``'s clipped margins, GLM log / identity links).  Classifiers decide labels on
+  the margins (``Model.decision = "margin"``: binary ``> 0``, multiclass first argmax), never on
+  rounded probabilities, and keep a StandardScaler as a FeatureMap (not folded) so a tie rounds
+  exactly as in sklearn.  Models fitted on float32 data (float32 ``coef_``) predict in float32
+  (``LinearModel.dtype``), as sklearn does on float32 input; ``class_weight`` / ``sample_weight``,
+  penalties and solvers are training-only.  A one-class fit (RidgeClassifier) predicts its label
+  (``predict_proba``, where a model has one, is one column);
 * ``sklearn.tree`` based models (DecisionTree, RandomForest, ExtraTrees, GradientBoosting): X is
   cast to float32 and a row goes left when ``float32(x) <= threshold`` (float64 threshold); NaN
   takes the node's ``missing_go_to_left``.  Forest classifiers average per-tree class fractions
@@ -339,8 +346,14 @@ def _linear_classifier(est):
     binary = len(classes) <= 2
     extra: dict = {"decision": "margin"}
     loss = getattr(est, "loss", None) if kind == "SGDClassifier" else None
+    binarizer = getattr(est, "_label_binarizer", None)
+    if binarizer is not None and str(getattr(binarizer, "y_type_", "")).startswith("multilabel"):
+        raise _unsupported(est, "multilabel targets")
     if kind in ("LogisticRegression", "LogisticRegressionCV"):
-        link = "logistic" if binary else "softmax"
+        # older sklearn versions had multi_class: "ovr" (and "auto" with liblinear) normalise per-class sigmoids
+        multi = getattr(est, "multi_class", "deprecated")
+        ovr = multi == "ovr" or (multi == "auto" and getattr(est, "solver", "") == "liblinear")
+        link = "logistic" if binary else ("ovr_logistic" if ovr else "softmax")
     elif loss == "log_loss":
         link = "logistic" if binary else "ovr_logistic"
     elif loss == "modified_huber":
@@ -348,7 +361,8 @@ def _linear_classifier(est):
     else:
         # no native probabilities: the sigmoid keeps PREDICT's binary value monotone in the margin,
         # raw margins for multiclass ones; labels come from the margins either way.
-        link = "logistic" if len(classes) == 2 else "identity"
+        one_margin = np.ndim(est.coef_) == 1 or np.shape(est.coef_)[0] == 1  # (LinearSVC crammer_singer: 2)
+        link = "logistic" if len(classes) == 2 and one_margin else "identity"
         extra["native_proba"] = False
     return _glm(est, est.coef_, est.intercept_, link), "classification", classes, extra
 

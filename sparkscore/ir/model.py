@@ -171,6 +171,10 @@ class Model:
     # ------------------------------------------------------------------ format
     def to_payload(self) -> tuple[dict, dict[str, np.ndarray]]:
         est_fields, est_arrays = to_payload(self.estimator)
+        if isinstance(self.estimator, LinearModel):  # defaults left out: float64 GLMs keep their sha256
+            for name in ("dtype", "intercept_dtype"):
+                if est_fields.get(name) == "float64":
+                    del est_fields[name]
         arrays = {f"estimator.{k}": v for k, v in est_arrays.items()}
         feature_docs = []
         for i, fmap in enumerate(self.features):
