@@ -313,3 +313,23 @@ def test_one_vs_rest_on_one_class_is_refused(native, named):
     native.fit(X, np.zeros(len(X), dtype=int))
     with pytest.raises(UnsupportedModelError, match=named):
         ss.convert(native)
+
+
+@pytest.mark.parametrize("what", ["float32", "one-class"])
+def test_models_sql_cannot_score_exactly_are_not_inlined(what):
+    """SQL DOUBLE arithmetic would not round a float32 GLM; a one-class PREDICT is its label."""
+    from sqlglot import exp
+
+    from sparkscore.ir import Model
+    from sparkscore.ir.signature import Signature
+    from sparkscore.optimizer.context import OptimizerOptions
+    from sparkscore.optimizer.inline_models import Decline, inline_call
+
+    sig = Signature.from_names(("x", "y"))
+    if what == "float32":
+        model = Model(LinearModel(np.array([0.5, 0.25]), np.array([1.0]), dtype="float32", intercept_dtype="float32"), sig)
+    else:
+        model = Model(LinearModel(np.array([0.5, 0.25]), np.array([1.0]), "logistic"), sig, task="classification",
+                      classes=(7,), decision="margin")
+    with pytest.raises(Decline, match=what):
+        inline_call(model, "predict", [exp.column("x"), exp.column("y")], OptimizerOptions())
