@@ -19,8 +19,16 @@ def apply_features(features: tuple[FeatureMap, ...], X: np.ndarray) -> np.ndarra
 
 
 def linear_raw(model: LinearModel, X: np.ndarray) -> np.ndarray:
-    """Margins ``X @ coef + intercept`` (float64 values; float32-rounded for float32 models)."""
-    X = np.ascontiguousarray(X)  # row-major, as sklearn's arrays: BLAS then sums each row in sklearn's order
+    """Margins ``X @ coef + intercept`` (float64 values; float32-rounded for float32 models).
+
+    Row-major X makes numpy hand BLAS the call sklearn's ``decision_function`` makes, so these
+    margins are bit-identical to sklearn's (tests/importers/test_sklearn.py checks it behind a
+    scaler).  The compiled kernels sum in their own order: on a row with several non-zero products
+    that is a last-bit difference, which sklearn's own BLAS result also shows between CPU kernels
+    and batch splits (native noise); a row with one non-zero product has one margin in every order
+    (the zoo's decision-boundary rows).
+    """
+    X = np.ascontiguousarray(X)
     if model.dtype == "float64":
         return X @ model.coef + model.intercept
     return linear_from_dot(model, float32_input(X) @ model.coef)
