@@ -83,7 +83,10 @@ def _with_features(model, kernel: Callable[[np.ndarray], np.ndarray]) -> Callabl
     return kernel if not model.features else (lambda X: kernel(reference.apply_features(model.features, X)))
 
 
-def _with_link(link: str, raw: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+def _with_link(estimator, raw: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    if isinstance(estimator, LinearModel):  # float32 GLMs round their output like sklearn
+        return lambda X: reference.linear_link(estimator, raw(X))
+    link = link_of(estimator)
     return lambda X: reference.apply_link(link, raw(X))
 
 
@@ -99,7 +102,7 @@ def _numba_candidates(model, layout) -> list[Candidate]:
     out = []
     for name, kernel in kernels.items():
         fn = _with_features(model, kernel)
-        out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(link_of(est), fn),
+        out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(est, fn),
                              threaded=kernel.threads > 1))
     return out
 
@@ -118,7 +121,7 @@ def _torch_candidates(model, device: str, layout, wanted: tuple[str, ...]) -> li
             raw = torch_kernels.build(model, name, device, layout)
             if marks_missing:
                 raw = _with_features(model, raw)
-            out.append(Candidate(name, "torch", _with_link(link_of(model.estimator), raw)))
+            out.append(Candidate(name, "torch", _with_link(model.estimator, raw)))
         except torch_kernels.StrategyDeclined:
             continue
     return out
@@ -212,11 +215,10 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
                                   "route: the wide kernels take numerical splits only); "
                                   "use backend='auto' or backend='numpy'")
     dispatcher = calibrate(found, model)
-    link = link_of(model.estimator)
-    n_outputs = model.estimator.n_outputs
+    empty = _with_link(model.estimator, lambda X: np.zeros((0, model.estimator.n_outputs)))
 
     def fn(X: np.ndarray) -> np.ndarray:
-        return dispatcher(X) if X.shape[0] else reference.apply_link(link, np.zeros((0, n_outputs)))
+        return dispatcher(X) if X.shape[0] else empty(X)
 
     return Scorer(model, backend, device, fn, dispatcher)
 

@@ -13,6 +13,7 @@ import math
 import numba as nb
 import numpy as np
 
+from sparkscore.compiler import reference
 from sparkscore.compiler.numba_trees import default_threads, parallel_chunks
 from sparkscore.ir.linear import LinearModel
 
@@ -68,13 +69,21 @@ def _glm(X, coef, intercept, link, out):
 
 
 class NumbaLinear:
-    """``scores(X)`` of a GLM: margins plus its link in one pass when the link is fused, else margins."""
+    """``scores(X)`` of a GLM: margins plus its link in one pass when the link is fused, else margins.
+
+    A float32 model runs the kernel on float32-rounded inputs with no intercept and finishes its
+    margins with the reference's float32 rule (:func:`reference.linear_from_dot`), link applied after.
+    """
 
     def __init__(self, est: LinearModel, parallel: bool, threads: int | None = None) -> None:
+        self.est = est
+        self.float32 = est.dtype == "float32"
         self.coef = np.ascontiguousarray(est.coef, dtype=np.float64)
-        self.intercept = np.ascontiguousarray(est.intercept, dtype=np.float64)
-        self.link = FUSED_LINKS.get(est.link, 0)
-        self.fuses_link = est.link in FUSED_LINKS
+        # float32: the intercept is added after the dot product is rounded (reference.linear_from_dot)
+        self.intercept = np.zeros(est.n_outputs) if self.float32 else np.ascontiguousarray(est.intercept,
+                                                                                          dtype=np.float64)
+        self.fuses_link = est.link in FUSED_LINKS and not self.float32
+        self.link = FUSED_LINKS.get(est.link, 0) if self.fuses_link else 0
         self.threads = (threads or default_threads()) if parallel else 1
 
     def _run(self, X: np.ndarray, out: np.ndarray) -> None:
@@ -83,5 +92,7 @@ class NumbaLinear:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty((X.shape[0], self.coef.shape[1]), dtype=np.float64)
+        if self.float32:
+            X = reference.float32_input(X)
         parallel_chunks(self._run, X, out, self.threads)
-        return out
+        return reference.linear_from_dot(self.est, out) if self.float32 else out

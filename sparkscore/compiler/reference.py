@@ -19,11 +19,55 @@ def apply_features(features: tuple[FeatureMap, ...], X: np.ndarray) -> np.ndarra
 
 
 def linear_raw(model: LinearModel, X: np.ndarray) -> np.ndarray:
-    return X @ model.coef + model.intercept
+    """Margins ``X @ coef + intercept`` (float64 values; float32-rounded for float32 models).
+
+    Row-major X makes numpy hand BLAS the call sklearn's ``decision_function`` makes, so these
+    margins are bit-identical to sklearn's (tests/importers/test_sklearn.py checks it behind a
+    scaler).  The compiled kernels sum in their own order: on a row with several non-zero products
+    that is a last-bit difference, which sklearn's own BLAS result also shows between CPU kernels
+    and batch splits (native noise); a row with one non-zero product has one margin in every order
+    (the zoo's decision-boundary rows).
+    """
+    X = np.ascontiguousarray(X)
+    if model.dtype == "float64":
+        return X @ model.coef + model.intercept
+    return linear_from_dot(model, float32_input(X) @ model.coef)
+
+
+def float32_input(X: np.ndarray) -> np.ndarray:
+    """X as a float32 model reads it: rounded to float32 (beyond FLT_MAX: +-inf), held in float64."""
+    with np.errstate(over="ignore"):
+        return X.astype(np.float32).astype(np.float64)
+
+
+def linear_from_dot(model: LinearModel, dot: np.ndarray) -> np.ndarray:
+    """Margins of a float32 model from ``float32_input(X) @ coef`` computed in float64.
+
+    sklearn computes the float32 dot product with BLAS ``sgemv``/``sgemm``, whose rounding for one
+    row depends on the *other* rows of the call (OpenBLAS blocks rows by 4: the same rows scored in
+    chunks of 7 differ in ~25% of rows by 1 float32 ulp), so no per-row sum order is the native one.
+    The products of float32 values are exact in float64; their float64 sum rounded once to float32 is
+    within a float32 ulp of ``sum |x_i w_i|`` of every order BLAS may use, and overflows to +-inf
+    exactly when the float32 value does.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        dot32 = dot.astype(np.float32)
+        if model.intercept_dtype == "float32":
+            return (dot32 + model.intercept.astype(np.float32)).astype(np.float64)
+        return dot32.astype(np.float64) + model.intercept
 
 
 def linear_scores(model: LinearModel, X: np.ndarray) -> np.ndarray:
-    return apply_link(model.link, linear_raw(model, X))
+    return linear_link(model, linear_raw(model, X))
+
+
+def linear_link(model: LinearModel, z: np.ndarray) -> np.ndarray:
+    """The GLM's link on its margins, rounded to float32 where sklearn's output is float32."""
+    out = apply_link(model.link, z)
+    if model.output_dtype == "float32":
+        with np.errstate(over="ignore"):
+            return out.astype(np.float32).astype(np.float64)
+    return out
 
 
 def apply_link(link: str, z: np.ndarray) -> np.ndarray:
@@ -36,14 +80,29 @@ def apply_link(link: str, z: np.ndarray) -> np.ndarray:
         return sigmoid(z)
     if link == "softmax":
         return softmax(z)
-    if link == "ovr_logistic":
-        p = sigmoid(z)
-        if p.shape[1] == 1:
-            return p
-        return p / p.sum(axis=1, keepdims=True)
+    if link in ("ovr_logistic", "ovr_logistic_zero"):
+        return normalise(sigmoid(z), uniform_if_zero=link == "ovr_logistic")
+    if link == "modified_huber":
+        return normalise((np.clip(z, -1.0, 1.0) + 1.0) / 2.0, uniform_if_zero=True)
     if link in ("exp", "exp_double"):
-        return np.exp(z)
+        with np.errstate(over="ignore"):
+            return np.exp(z)
     raise ValueError(f"unknown link {link!r}")
+
+
+def normalise(p: np.ndarray, uniform_if_zero: bool) -> np.ndarray:
+    """Per-class scores divided by their row sum (single-output: unchanged), as sklearn does it:
+    rows summing to 0 become ``1 / k`` (``_predict_proba_lr``, SGD) or stay 0 (one-vs-rest)."""
+    if p.shape[1] == 1:
+        return p
+    total = p.sum(axis=1, keepdims=True)
+    zero = total == 0
+    if uniform_if_zero:
+        p = np.where(zero, 1.0, p)
+        total = np.where(zero, float(p.shape[1]), total)
+    else:
+        total = np.where(zero, 1.0, total)  # 0 / 1: the row stays 0
+    return p / total
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

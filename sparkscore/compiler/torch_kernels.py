@@ -312,15 +312,23 @@ TREE_KERNELS = {"gemm": TreeGemm, "tt": TreeTraversal, "ptt": PerfectTreeTravers
 
 
 class LinearGemm:
-    """GLM margins ``X @ coef + intercept`` in float64."""
+    """GLM margins ``X @ coef + intercept`` in float64 (float32 models: the reference's float32 rule,
+    :func:`sparkscore.compiler.reference.linear_from_dot`)."""
 
     def __init__(self, est: LinearModel, device: torch.device) -> None:
         self.coef = _tensor(est.coef, device=device)
         self.intercept = _tensor(est.intercept, device=device)
         self.n_features = est.n_features
+        self.float32 = est.dtype == "float32"
+        self.intercept32 = est.intercept_dtype == "float32"
 
     def raw(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.intercept, X, self.coef)
+        if not self.float32:
+            return torch.addmm(self.intercept, X, self.coef)
+        dot32 = (X.to(torch.float32).to(torch.float64) @ self.coef).to(torch.float32)
+        if self.intercept32:
+            return (dot32 + self.intercept.to(torch.float32)).to(torch.float64)
+        return dot32.to(torch.float64) + self.intercept
 
     def bytes_per_row(self) -> int:
         return 24 * (self.n_features + self.coef.shape[1])

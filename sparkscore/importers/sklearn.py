@@ -3,7 +3,14 @@
 What "exact" means per family (checked against sklearn 1.9 sources):
 
 * linear models: ``X @ coef_ + intercept_`` and the estimator's own link (binary sigmoid,
-  multinomial softmax, one-vs-rest sigmoids normalised to sum 1);
+  multinomial softmax, one-vs-rest sigmoids normalised to sum 1 with sklearn's all-zero-row rule,
+  SGD ``modified_huber``'s clipped margins, GLM log / identity links).  Classifiers decide labels on
+  the margins (``Model.decision = "margin"``: binary ``> 0``, multiclass first argmax), never on
+  rounded probabilities, and keep a StandardScaler as a FeatureMap (not folded) so a tie rounds
+  exactly as in sklearn.  Models fitted on float32 data (float32 ``coef_``) predict in float32
+  (``LinearModel.dtype``), as sklearn does on float32 input; ``class_weight`` / ``sample_weight``,
+  penalties and solvers are training-only.  A one-class fit (RidgeClassifier) predicts its label
+  (``predict_proba``, where a model has one, is one column);
 * ``sklearn.tree`` based models (DecisionTree, RandomForest, ExtraTrees, GradientBoosting): X is
   cast to float32 and a row goes left when ``float32(x) <= threshold`` (float64 threshold); NaN
   takes the node's ``missing_go_to_left``.  Forest classifiers average per-tree class fractions
@@ -30,12 +37,22 @@ from sparkscore.ir.linear import LinearModel
 from sparkscore.ir.model import Model
 from sparkscore.ir.trees import MISSING_NAN, TreeBuilder, TreeEnsemble
 
-SUPPORTED = ("LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, SGDClassifier, LogisticRegression, "
-             "OneVsRestClassifier(LogisticRegression|SGDClassifier), DecisionTree/RandomForest/ExtraTrees/"
+SUPPORTED = ("LinearRegression, Ridge(CV), Lasso(CV), ElasticNet(CV), Lars, LassoLars, BayesianRidge, ARDRegression, "
+             "HuberRegressor, SGDRegressor, Poisson/Gamma/TweedieRegressor, LogisticRegression(CV), SGDClassifier, "
+             "RidgeClassifier(CV), Perceptron, LinearSVC, "
+             "OneVsRestClassifier(of those classifiers), DecisionTree/RandomForest/ExtraTrees/"
              "GradientBoosting/HistGradientBoosting Classifier|Regressor, and Pipeline/ColumnTransformer of "
              "StandardScaler, SimpleImputer, OneHotEncoder in front of them")
 
-_LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")
+#: regressors whose predict is ``LinearModel._decision_function``: ``X @ coef_(.T) + intercept_``
+_LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "RidgeCV", "Lasso", "LassoCV", "ElasticNet", "ElasticNetCV",
+                      "Lars", "LassoLars", "BayesianRidge", "ARDRegression", "HuberRegressor", "SGDRegressor")
+#: generalised linear models: ``link.inverse(X @ coef_ + intercept_)``
+_GLM_REGRESSORS = ("PoissonRegressor", "GammaRegressor", "TweedieRegressor")
+_GLM_LINKS = {"IdentityLink": "identity", "LogLink": "exp"}
+#: classifiers predicting by ``LinearClassifierMixin``: binary ``margin > 0``, multiclass first argmax
+_LINEAR_CLASSIFIERS = ("LogisticRegression", "LogisticRegressionCV", "SGDClassifier", "RidgeClassifier",
+                       "RidgeClassifierCV", "Perceptron", "LinearSVC")
 _SKTREE_MODELS = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier",
                   "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
 #: linear folding of (x - center) / scale is exact to ~eps * |center| / scale relative to the
@@ -66,12 +83,16 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
                 f"{type(final).__name__}: native categorical features behind preprocessing steps are not "
                 f"supported; feed the categorical columns to it directly")
         categories.update(est_categories)
-    if isinstance(estimator, LinearModel) and maps:
+    if isinstance(estimator, LinearModel) and maps and estimator.dtype == "float64" and task == "regression":
+        # Regressors only: folding moves the margins by ~1e-12 relative (values stay within rtol), but
+        # a classifier's label on a tie is decided by the exact rounding of sklearn's (x - mean) / scale
+        # then the dot product, which the FeatureMap reproduces.  A float32 GLM keeps its float32 coef.
         maps, estimator = _fold_standardisation(maps, estimator)
+    decision = extra.pop("decision", "proba")
     meta = metadata("sklearn", native, sklearn.__version__)
     meta.update(extra)
     return Model(estimator, make_signature(names, task, classes, categories), tuple(maps), task,
-                 tuple(classes) if classes is not None else None, meta)
+                 tuple(classes) if classes is not None else None, meta, decision)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -255,7 +276,7 @@ def _fold_standardisation(maps: list[FeatureMap], glm: LinearModel) -> tuple[lis
     is_identity = (folded.n_outputs == folded.n_inputs and np.array_equal(folded.source, np.arange(folded.n_inputs))
                    and np.all(folded.kind == PASSTHROUGH) and np.all(np.isnan(folded.fill)))
     rest = maps[:-1] if is_identity else maps[:-1] + [folded]
-    return rest, LinearModel(coef, intercept, glm.link)
+    return rest, LinearModel(coef, intercept, glm.link)  # float64 only (see convert)
 
 
 # ---------------------------------------------------------------------------------- estimators
@@ -264,12 +285,12 @@ def _estimator(est, n_features: int):
     name = type(est).__name__
     if _n_features_in(est) != n_features:
         raise _unsupported(est, f"takes {_n_features_in(est)} features but preprocessing gives {n_features}")
-    if name in _LINEAR_REGRESSORS:
+    if name in _LINEAR_REGRESSORS or name in _GLM_REGRESSORS:
         return _linear_regressor(est), "regression", None, {}, {}
-    if name in ("LogisticRegression", "SGDClassifier"):
+    if name in _LINEAR_CLASSIFIERS:
         return (*_linear_classifier(est), {})
     if name == "OneVsRestClassifier":
-        return (*_one_vs_rest(est), {}, {})
+        return (*_one_vs_rest(est), {})
     if name in _SKTREE_MODELS:
         return _forest(est), _task(est), _classes(est), {}, {}
     if name in ("GradientBoostingClassifier", "GradientBoostingRegressor"):
@@ -288,45 +309,99 @@ def _classes(est):
     return list(est.classes_) if hasattr(est, "classes_") else None
 
 
+def _glm(est, coef, intercept, link: str) -> LinearModel:
+    """A LinearModel in sklearn's arithmetic: float32 ``coef_`` (fitted on float32 data) predicts in
+    float32 with the intercept added in the dtype numpy promotes ``float32 + intercept_`` to."""
+    coef_dtype = np.asarray(est.coef_).dtype
+    if coef_dtype not in (np.float32, np.float64):
+        raise _unsupported(est, f"coef_ of dtype {coef_dtype}")
+    dtype = "float64"
+    intercept_dtype = "float64"
+    if coef_dtype == np.float32:
+        dtype = "float32"
+        intercept_dtype = str((np.zeros(1, dtype=np.float32) + est.intercept_).dtype)
+        if intercept_dtype not in ("float32", "float64"):
+            raise _unsupported(est, f"intercept_ of dtype {intercept_dtype}")
+    coef = np.asarray(coef, dtype=np.float64)
+    return LinearModel(coef.T if coef.ndim == 2 else coef, np.atleast_1d(np.asarray(intercept, dtype=np.float64)),
+                       link, dtype, intercept_dtype)
+
+
 def _linear_regressor(est) -> LinearModel:
-    coef = np.asarray(est.coef_, dtype=np.float64)
-    return LinearModel(coef.T if coef.ndim == 2 else coef, np.atleast_1d(est.intercept_))
+    """``X @ coef_ + intercept_``, for GLMs through their link (log -> exp, identity)."""
+    link = "identity"
+    if type(est).__name__ in _GLM_REGRESSORS:
+        name = type(est._base_loss.link).__name__
+        if name not in _GLM_LINKS:
+            raise _unsupported(est, f"link {name}; only the log and identity links")
+        link = _GLM_LINKS[name]
+    return _glm(est, est.coef_, est.intercept_, link)
 
 
 def _linear_classifier(est):
-    """LogisticRegression (sigmoid / softmax) and SGDClassifier (one-vs-rest) as GLMs."""
+    """``LinearClassifierMixin`` models: labels from the margins (binary ``> 0``, multiclass first
+    argmax), probabilities by the estimator's own rule where it has one."""
     classes = list(est.classes_)
-    coef = np.asarray(est.coef_, dtype=np.float64).T
-    intercept = np.asarray(est.intercept_, dtype=np.float64)
-    extra = {}
-    if type(est).__name__ == "LogisticRegression":
-        link = "logistic" if len(classes) == 2 else "softmax"
-    elif est.loss == "modified_huber":
-        raise _unsupported(est, "loss='modified_huber' (its clipped probabilities have no IR link yet); "
-                                "use loss='log_loss'")
-    elif est.loss == "log_loss":
-        link = "logistic" if len(classes) == 2 else "ovr_logistic"
+    kind = type(est).__name__
+    binary = len(classes) <= 2
+    extra: dict = {"decision": "margin"}
+    loss = getattr(est, "loss", None) if kind == "SGDClassifier" else None
+    binarizer = getattr(est, "_label_binarizer", None)
+    if binarizer is not None and str(getattr(binarizer, "y_type_", "")).startswith("multilabel"):
+        raise _unsupported(est, "multilabel targets")
+    if kind in ("LogisticRegression", "LogisticRegressionCV"):
+        # older sklearn versions had multi_class: "ovr" (and "auto" with liblinear) normalise per-class sigmoids
+        multi = getattr(est, "multi_class", "deprecated")
+        ovr = multi == "ovr" or (multi == "auto" and getattr(est, "solver", "") == "liblinear")
+        link = "logistic" if binary else ("ovr_logistic" if ovr else "softmax")
+    elif loss == "log_loss":
+        link = "logistic" if binary else "ovr_logistic"
+    elif loss == "modified_huber":
+        link = "modified_huber"
     else:
-        # no native probabilities: the sigmoid keeps PREDICT's label (margin > 0) for binary models,
-        # raw margins keep the one-vs-rest argmax exact for multiclass ones.
-        link = "logistic" if len(classes) == 2 else "identity"
-        extra = {"native_proba": False}
-    return LinearModel(coef, intercept, link), "classification", classes, extra
+        # no native probabilities: the sigmoid keeps PREDICT's binary value monotone in the margin,
+        # raw margins for multiclass ones; labels come from the margins either way.
+        one_margin = np.ndim(est.coef_) == 1 or np.shape(est.coef_)[0] == 1  # (LinearSVC crammer_singer: 2)
+        link = "logistic" if len(classes) == 2 and one_margin else "identity"
+        extra["native_proba"] = False
+    return _glm(est, est.coef_, est.intercept_, link), "classification", classes, extra
 
 
 def _one_vs_rest(est):
+    """One binary linear classifier per class; labels by the first argmax of their margins
+    (``_predict_binary`` reads ``decision_function``), probabilities sigmoids normalised, all-zero
+    rows kept at 0 (``OneVsRestClassifier.predict_proba``)."""
     inner = est.estimators_
     if getattr(est, "multilabel_", False):
         raise _unsupported(est, "multilabel targets")
+    if len(est.classes_) < 2:
+        raise _unsupported(est, "fitted on a single class (its predict_proba has 2 columns for 1 class)")
+    kinds = set()
     for e in inner:
-        if type(e).__name__ not in ("LogisticRegression", "SGDClassifier") or len(e.classes_) != 2 or \
-                (type(e).__name__ == "SGDClassifier" and e.loss != "log_loss"):
-            raise _unsupported(est, f"inner estimator {type(e).__name__}; use LogisticRegression or "
-                                    f"SGDClassifier(loss='log_loss')")
-    coef = np.column_stack([np.ravel(e.coef_) for e in inner])
-    intercept = np.array([float(np.ravel(e.intercept_)[0]) for e in inner])
-    link = "logistic" if len(inner) == 1 else "ovr_logistic"
-    return LinearModel(coef, intercept, link), "classification", list(est.classes_)
+        kind = type(e).__name__
+        if kind not in _LINEAR_CLASSIFIERS or len(e.classes_) != 2 or e.coef_.shape[0] != 1:
+            raise _unsupported(est, f"inner estimator {kind}; use a binary linear classifier "
+                                    f"({', '.join(_LINEAR_CLASSIFIERS)})")
+        kinds.add("log" if kind.startswith("LogisticRegression") or getattr(e, "loss", None) == "log_loss"
+                  else getattr(e, "loss", None) if kind == "SGDClassifier" else "none")
+    if len(kinds) != 1 or kinds & {"modified_huber"}:
+        raise _unsupported(est, f"inner probability rules {sorted(map(str, kinds))}; use one kind of inner "
+                                f"estimator, LogisticRegression or SGDClassifier(loss='log_loss') for probabilities")
+    coefs = [np.ravel(e.coef_) for e in inner]
+    intercepts = [float(np.ravel(e.intercept_)[0]) for e in inner]
+    dtypes = {np.asarray(e.coef_).dtype for e in inner}
+    if dtypes != {np.dtype(np.float64)}:
+        raise _unsupported(est, "inner estimators fitted on float32 data; fit on float64")
+    native_proba = kinds == {"log"}
+    if len(inner) == 1:
+        link = "logistic"
+    else:
+        link = "ovr_logistic_zero" if native_proba else "identity"
+    extra: dict = {"decision": "margin"}
+    if not native_proba:
+        extra["native_proba"] = False
+    glm = LinearModel(np.column_stack(coefs), np.array(intercepts), link)
+    return glm, "classification", list(est.classes_), extra
 
 
 # ---------------------------------------------------------------------------------- sklearn.tree

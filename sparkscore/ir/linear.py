@@ -7,9 +7,18 @@ from dataclasses import dataclass
 import numpy as np
 
 #: identity: regression; logistic: binary (k=1) sigmoid; softmax: multinomial;
-#: ovr_logistic: per-class sigmoid normalised to sum 1 (sklearn one-vs-rest);
+#: ovr_logistic: per-class sigmoid normalised to sum 1, rows whose sigmoids all underflow to 0 get
+#: ``1 / k`` each (sklearn ``_predict_proba_lr``: SGDClassifier(loss="log_loss"));
+#: ovr_logistic_zero: the same, but all-zero rows stay 0 (``OneVsRestClassifier.predict_proba``);
 #: exp: Poisson/Gamma/Tweedie log link.
-LINKS = ("identity", "logistic", "softmax", "ovr_logistic", "exp")
+#: modified_huber: SGDClassifier(loss="modified_huber"): ``(clip(z, -1, 1) + 1) / 2``, per class
+#: normalised to sum 1 (rows whose classes all clip to 0 get ``1 / k`` each), as sklearn's predict_proba.
+LINKS = ("identity", "logistic", "softmax", "ovr_logistic", "ovr_logistic_zero", "exp", "modified_huber")
+#: ``float64``: ``X @ coef + intercept`` in float64.  ``float32``: a model sklearn fitted on float32
+#: data (float32 ``coef_``) scoring float32 input: X rounded to float32, the dot product rounded to
+#: float32, then the intercept added in ``intercept_dtype`` (sklearn's numpy type promotion: a float32
+#: intercept keeps the result, and the link, float32; SGD's float64 intercept makes it float64).
+DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,6 +26,8 @@ class LinearModel:
     coef: np.ndarray       # (d, k) float64
     intercept: np.ndarray  # (k,) float64
     link: str = "identity"
+    dtype: str = "float64"
+    intercept_dtype: str = "float64"
 
     def __post_init__(self) -> None:
         coef = np.asarray(self.coef, dtype=np.float64)
@@ -28,10 +39,19 @@ class LinearModel:
             raise ValueError(f"LinearModel.intercept must have shape ({coef.shape[1]},), got {intercept.shape}")
         if self.link not in LINKS:
             raise ValueError(f"unknown link {self.link!r}; use one of {LINKS}")
+        if self.dtype not in DTYPES or self.intercept_dtype not in DTYPES:
+            raise ValueError(f"LinearModel dtypes must be in {DTYPES}, got {self.dtype!r} / {self.intercept_dtype!r}")
+        if self.dtype == "float32" and not np.array_equal(coef.astype(np.float32), coef, equal_nan=True):
+            raise ValueError("a float32 LinearModel needs float32-representable coefficients")
         coef.setflags(write=False)
         intercept.setflags(write=False)
         object.__setattr__(self, "coef", coef)
         object.__setattr__(self, "intercept", intercept)
+
+    @property
+    def output_dtype(self) -> str:
+        """dtype of the margins and the link's output (what sklearn returns for float32 input)."""
+        return "float32" if self.dtype == "float32" and self.intercept_dtype == "float32" else "float64"
 
     @property
     def n_features(self) -> int:

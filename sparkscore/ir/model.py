@@ -24,6 +24,18 @@ from sparkscore.ir.trees import TreeEnsemble
 Estimator = Union[LinearModel, TreeEnsemble]
 _KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
 TASKS = ("regression", "classification")
+#: How a classifier picks its label (sklearn's rule per estimator family):
+#:
+#: * ``proba``: first argmax of ``predict_proba`` (forests, HistGradientBoosting, ...);
+#: * ``margin``: on the untransformed outputs, binary ``margin > 0`` -> ``classes[1]``, multiclass the
+#:   first argmax (``LinearClassifierMixin.predict``: LogisticRegression, SGD, Ridge/Perceptron/SVC;
+#:   ``OneVsRestClassifier`` too: in sklearn 1.9 its loop over reversed estimators keeps the first);
+#: * ``margin_ge``: binary ``margin >= 0``, multiclass first argmax (GradientBoostingClassifier).
+#:
+#: Deciding on margins keeps labels exact where probabilities round to a tie (0.5, saturated 1.0).
+#: A one-class classifier (fitted on a single label) always predicts that label; its
+#: ``predict_proba`` is its single output column, shape (n, 1), whatever the rule.
+DECISIONS = ("proba", "margin", "margin_ge")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +52,7 @@ class Model:
     task: str = "regression"
     classes: tuple | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    decision: str = "proba"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -50,6 +63,8 @@ class Model:
             raise ValueError(f"Model.task must be one of {TASKS}, got {self.task!r}")
         if self.task == "classification" and not self.classes:
             raise ValueError("a classification Model needs its class labels")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"Model.decision must be one of {DECISIONS}, got {self.decision!r}")
         width = len(self.signature)
         for fmap in self.features:
             if fmap.n_inputs != width:
@@ -103,8 +118,24 @@ class Model:
         return compiler.scores(self, self.to_matrix(X), backend=backend, device=device)
 
     def predict(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Regression values, or class labels for classifiers (argmax of the probabilities)."""
+        """Regression values, or class labels for classifiers (by :attr:`decision`)."""
+        if self.labels_from_margins:
+            return self.margins_to_predictions(self.margin_model.scores(X, backend, device))
         return self.outputs_to_predictions(self.scores(X, backend, device))
+
+    @property
+    def labels_from_margins(self) -> bool:
+        """Labels come from :attr:`margin_model`'s outputs (see :data:`DECISIONS`)."""
+        return self.is_classifier and self.decision != "proba"
+
+    @cached_property
+    def margin_model(self) -> "Model":
+        """The same model with an identity output: its scores are the untransformed margins."""
+        import dataclasses
+
+        est = self.estimator
+        field_name = "link" if isinstance(est, LinearModel) else "post_transform"
+        return dataclasses.replace(self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
 
     def predict_proba(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
         """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``."""
@@ -113,7 +144,7 @@ class Model:
         return self.outputs_to_proba(self.scores(X, backend, device))
 
     def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
-        if scores.shape[1] == 1:
+        if scores.shape[1] == 1 and self.n_classes != 1:
             p = scores[:, 0]
             if getattr(self.estimator, "accumulate_dtype", None) == "float32":  # XGBoost: 1 - p in float32
                 return np.column_stack([np.float32(1.0) - p.astype(np.float32), p]).astype(np.float64)
@@ -121,14 +152,36 @@ class Model:
         return scores
 
     def outputs_to_predictions(self, scores: np.ndarray) -> np.ndarray:
+        """Regression values, or labels from transformed outputs (:attr:`decision` ``proba``)."""
         if not self.is_classifier:
             return scores[:, 0] if scores.shape[1] == 1 else scores
-        idx = np.argmax(self.outputs_to_proba(scores), axis=1)
+        if self.n_classes == 1:
+            return self._labels(np.zeros(scores.shape[0], dtype=np.int64))
+        return self._labels(np.argmax(self.outputs_to_proba(scores), axis=1))
+
+    def margins_to_predictions(self, margins: np.ndarray) -> np.ndarray:
+        """Labels from :attr:`margin_model` outputs by the model's margin rule (:data:`DECISIONS`)."""
+        n, k = margins.shape
+        if self.n_classes == 1:
+            idx = np.zeros(n, dtype=np.int64)
+        elif k == 1:
+            m = margins[:, 0]
+            with np.errstate(invalid="ignore"):
+                idx = (m >= 0 if self.decision == "margin_ge" else m > 0).astype(np.int64)
+        else:
+            idx = np.argmax(margins, axis=1)
+        return self._labels(idx)
+
+    def _labels(self, idx: np.ndarray) -> np.ndarray:
         return np.asarray(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[idx]
 
     # ------------------------------------------------------------------ format
     def to_payload(self) -> tuple[dict, dict[str, np.ndarray]]:
         est_fields, est_arrays = to_payload(self.estimator)
+        if isinstance(self.estimator, LinearModel):  # defaults left out: float64 GLMs keep their sha256
+            for name in ("dtype", "intercept_dtype"):
+                if est_fields.get(name) == "float64":
+                    del est_fields[name]
         arrays = {f"estimator.{k}": v for k, v in est_arrays.items()}
         feature_docs = []
         for i, fmap in enumerate(self.features):
@@ -144,6 +197,8 @@ class Model:
             "classes": list(self.classes) if self.classes is not None else None,
             "metadata": self.metadata,
         }
+        if self.decision != "proba":  # absent for the default: older models keep their sha256
+            doc["decision"] = self.decision
         return doc, arrays
 
     @classmethod
@@ -159,7 +214,8 @@ class Model:
             )
             classes = doc.get("classes")
             return cls(est, Signature.from_json(doc["signature"]), features, doc["task"],
-                       tuple(classes) if classes is not None else None, doc.get("metadata") or {})
+                       tuple(classes) if classes is not None else None, doc.get("metadata") or {},
+                       doc.get("decision", "proba"))
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"model document is malformed ({type(exc).__name__}: {exc}); re-register the model") from None
 

@@ -98,6 +98,8 @@ class _SelectRewrite:
         model = bound.model
         if model.kind != "linear":
             raise Decline(f"not a GLM ({model.kind})")
+        if model.estimator.dtype != "float64":
+            raise Decline("float32 GLM: partial sums would not round like its float32 dot product")
         fmap = feature_map(model)
         if fmap is None:
             raise Decline(f"{len(model.features)} chained feature maps do not fold into one GLM")

@@ -108,14 +108,17 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
     for arg in inputs:
         if not all(isinstance(node, _PLAIN_INPUTS) for node in arg.walk()):
             raise Decline(f"input {arg.sql()} is not a plain column or constant")
-    if model.is_classifier and model.n_classes > 2:
-        raise Decline(f"multiclass ({model.n_classes} classes) outputs stay in kernels")
+    if model.is_classifier and model.n_classes != 2:
+        raise Decline(f"{'multiclass' if model.n_classes > 2 else 'one-class'} ({model.n_classes} classes) "
+                      f"outputs stay in kernels")
     est = model.estimator
     if model.kind == "linear":
         if est.n_features > options.inline_max_features:
             raise Decline(f"GLM has {est.n_features} features > inline_max_features={options.inline_max_features}")
         if est.n_outputs != 1:
             raise Decline(f"GLM has {est.n_outputs} outputs; only single-output GLMs are inlined")
+        if est.dtype != "float64":
+            raise Decline("float32 GLM: SQL arithmetic in DOUBLE would not round its margins to float32")
         features = _features(model, inputs, doubles)
         raw = exp.func("COALESCE", _glm(est.coef[:, 0], float(est.intercept[0]), features), nan())
         link = "logistic" if est.link == "ovr_logistic" else est.link

@@ -256,6 +256,8 @@ def _fold_glm(model: Model, bounds: dict[int, Bound]) -> tuple[Model, list[int],
     fmap = feature_map(model)
     if fmap is None:
         raise _Decline(f"{len(model.features)} chained feature maps")
+    if model.estimator.dtype != "float64":
+        raise _Decline("float32 GLM: a folded intercept would not round like its float32 dot product")
     fixed = {i: b.constant() for i, b in bounds.items() if b.constant() is not None}
     kept = [i for i in range(len(model.signature)) if i not in fixed]
     if not fixed:

@@ -90,6 +90,10 @@ def _unstackable(call: ModelCall, context: Context) -> str | None:
         return f"not a GLM ({model.kind})"
     if model.estimator.n_outputs != 1 or model.estimator.link not in _LINKS:
         return f"{model.estimator.n_outputs}-output {model.estimator.link} GLM"
+    if model.estimator.dtype != "float64":
+        return "float32 GLM (its margins are rounded to float32)"
+    if model.is_classifier and model.n_classes != 2:
+        return f"{model.n_classes}-class classifier (PREDICT is its label)"
     if feature_map(model) is None:
         return "chained feature maps"
     if call.call_kind == "raw":

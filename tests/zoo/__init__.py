@@ -59,6 +59,7 @@ _MODULES = (
     "tests.zoo.pyspark_cases",
     "tests.zoo.lgbm_extra_cases",
     "tests.zoo.xgb_extra_cases",
+    "tests.zoo.sklearn_linear_cases",
 )
 
 
