@@ -149,8 +149,11 @@ def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, me
     names = resolve_names(n_features, learner.get("feature_names") or None, feature_names, label)
     categories = _categories(learner.get("feature_types") or [], model.get("cats") or {}, label)
     signature = make_signature(names, task, classes, categories)
+    # multi:softmax labels are XGBoost's argmax of the float32 margins (first on ties), not of the
+    # probabilities, which tie where expf rounds margins an ulp apart to the same float32
+    decision = "margin" if objective == "multi:softmax" else "proba"
     return Model(ensemble, signature, task=task, classes=tuple(classes) if classes is not None else None,
-                 metadata=meta)
+                 metadata=meta, decision=decision)
 
 
 def _floats(text) -> list[float]:

@@ -176,11 +176,10 @@ def test_objectives_match_native_booster(params):
         np.testing.assert_allclose(model.scores(rows, backend="numpy")[:, 0], expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="multi:softmax labels are the argmax of the float32 *margins*; the Model "
-                                       "labels by the argmax of its probabilities, which tie (expf rounds to 1.0) "
-                                       "where margins under ~0.25 differ by an ulp: needs a label-from-margin rule")
-def test_multi_softmax_labels_follow_the_margin_argmax():
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_multi_softmax_labels_follow_the_margin_argmax(backend):
+    """Margins under ~0.25 an ulp apart give tied float32 probabilities: labels follow the margins."""
     X, signal, _ = gbm_cases._data(seed=28)
     booster = xgb.train(dict(objective="multi:softmax", num_class=3, eta=1e-9, max_depth=2, nthread=1,
                              base_score=0.01), xgb.DMatrix(X, np.digitize(signal, [-0.5, 0.5])), num_boost_round=3)
-    np.testing.assert_array_equal(ss.convert(booster).predict(X, backend="numpy"), booster.predict(xgb.DMatrix(X)))
+    np.testing.assert_array_equal(ss.convert(booster).predict(X, backend=backend), booster.predict(xgb.DMatrix(X)))
