@@ -7,7 +7,6 @@ the compiled model from the per-process cache keyed by (name, version, sha256, d
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Hashable
@@ -92,8 +91,12 @@ class ScoringFunction:
     @cached_property
     def _scored(self) -> tuple[Model, tuple]:
         """The model the compiler runs and its cache key (name, version, sha256, device)."""
-        model = _without_link(self.model) if self.kind == "raw" else self.model
+        model = self.model.margin_model() if self.kind == "raw" or self._labels_from_margins else self.model
         return model, (*self.source, model.sha256, DEVICE)
+
+    @property
+    def _labels_from_margins(self) -> bool:
+        return self.kind == "predict" and self.output_type != "DOUBLE" and self.model.labels_from_margins
 
     def _scorer(self) -> compiler.Scorer:
         model, key = self._scored
@@ -110,6 +113,8 @@ class ScoringFunction:
         model = self.model
         if self.kind == "raw":
             values = S[:, 0]
+        elif self._labels_from_margins:
+            values = model.outputs_to_predictions(S)  # S holds the margins (see _scored)
         elif self.kind == "proba":
             values = model.outputs_to_proba(S)
         elif model.is_classifier and model.n_classes == 2 and self.output_type == "DOUBLE":
@@ -118,13 +123,6 @@ class ScoringFunction:
             values = model.outputs_to_predictions(S)
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)
         return array.cast(ARROW_TYPES[self.output_type])
-
-def _without_link(model: Model) -> Model:
-    """The model's untransformed margins (``raw``): same estimator with an identity output."""
-    est = model.estimator
-    field = "link" if model.kind == "linear" else "post_transform"
-    return dataclasses.replace(model, estimator=dataclasses.replace(est, **{field: "identity"}))
-
 
 def _list_array(values: np.ndarray) -> pa.ListArray:
     """Rows of a (n, k) matrix as one DOUBLE[] value each."""

@@ -38,6 +38,10 @@ SUPPORTED = ("LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, SGDClass
 _LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")
 _SKTREE_MODELS = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier",
                   "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
+#: label rules that are not "first argmax of predict_proba" (sklearn 1.9 ``predict``):
+#: GradientBoostingClassifier ``raw >= 0`` / argmax(raw); HistGradientBoostingClassifier ``raw > 0`` /
+#: argmax(raw).  See :data:`sparkscore.ir.model.DECISIONS`.
+_DECISIONS = {"GradientBoostingClassifier": "margin>=0", "HistGradientBoostingClassifier": "margin>0"}
 #: linear folding of (x - center) / scale is exact to ~eps * |center| / scale relative to the
 #: standardised value; beyond this ratio keep the FeatureMap instead.
 _MAX_FOLD_RATIO = 1e4
@@ -70,8 +74,10 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
         maps, estimator = _fold_standardisation(maps, estimator)
     meta = metadata("sklearn", native, sklearn.__version__)
     meta.update(extra)
-    return Model(estimator, make_signature(names, task, classes, categories), tuple(maps), task,
-                 tuple(classes) if classes is not None else None, meta)
+    n_outputs = estimator.n_outputs if task == "regression" else 1
+    return Model(estimator, make_signature(names, task, classes, categories, n_outputs), tuple(maps), task,
+                 tuple(classes) if classes is not None else None, meta,
+                 decision=_DECISIONS.get(type(final).__name__, "proba") if classes is not None else "proba")
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -332,24 +338,29 @@ def _one_vs_rest(est):
 # ---------------------------------------------------------------------------------- sklearn.tree
 def _add_sktree(builder: TreeBuilder, tree, value: np.ndarray, output: int = 0) -> None:
     t = tree.tree_
-    if t.n_outputs != 1:
-        raise _unsupported(tree, "multi-output trees")
     builder.add_tree(feature=t.feature, threshold=t.threshold, left=t.children_left, right=t.children_right,
                      value=value, default_left=t.missing_go_to_left.astype(bool), missing=MISSING_NAN,
                      output=output)
 
 
 def _forest(est) -> TreeEnsemble:
-    """DecisionTree / RandomForest / ExtraTrees: one tree or the mean of per-tree outputs."""
+    """DecisionTree / RandomForest / ExtraTrees: one tree or the mean of per-tree outputs.
+
+    Classifiers output per-class fractions (one column when fitted on a single class, as sklearn's
+    ``predict_proba``); multi-output regressors (``y`` of shape (n, k)) output k values per row,
+    ``tree_.value[:, :, 0]`` in sklearn's own order.
+    """
     trees = est.estimators_ if hasattr(est, "estimators_") else [est]
-    if getattr(est, "n_outputs_", 1) != 1:
-        raise _unsupported(est, "multi-output targets")
+    n_targets = int(getattr(est, "n_outputs_", 1))
     is_classifier = hasattr(est, "classes_")
-    n_classes = len(est.classes_) if is_classifier else 1
-    builder = TreeBuilder(est.n_features_in_, n_outputs=n_classes, value_width=n_classes)
+    if is_classifier and n_targets != 1:
+        raise _unsupported(est, "multi-output (multilabel) classification targets")
+    width = len(est.classes_) if is_classifier else n_targets
+    builder = TreeBuilder(est.n_features_in_, n_outputs=width, value_width=width)
     for tree in trees:
         # per-tree predict_proba is tree_.value (fractions since sklearn 1.4), unnormalised
-        _add_sktree(builder, tree, tree.tree_.value[:, 0, :n_classes])
+        value = tree.tree_.value[:, 0, :width] if is_classifier else tree.tree_.value[:, :, 0]
+        _add_sktree(builder, tree, value)
     return builder.build(cmp="<=", threshold_dtype="float32", aggregation="mean" if len(trees) > 1 else "sum")
 
 
@@ -387,6 +398,9 @@ _HIST_LINKS = {"IdentityLink": "identity", "LogLink": "exp", "LogitLink": "sigmo
 
 def _hist_gradient_boosting(est) -> tuple[TreeEnsemble, dict[int, tuple]]:
     link = type(est._loss.link).__name__
+    if hasattr(est, "classes_") and len(est.classes_) == 1:
+        raise _unsupported(est, "fitted on a single class: its predict_proba has two columns for one class "
+                                "and its predict can index past classes_; fit it on two or more classes")
     if link not in _HIST_LINKS:
         raise _unsupported(est, f"loss link {link}")
     n_in = est.n_features_in_

@@ -24,6 +24,13 @@ from sparkscore.ir.trees import TreeEnsemble
 Estimator = Union[LinearModel, TreeEnsemble]
 _KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
 TASKS = ("regression", "classification")
+#: how a classifier picks its label (the native library's own rule, which ties and rounding expose):
+#: ``"proba"``: first argmax of ``predict_proba`` (forests, HistGradientBoosting, LightGBM, XGBoost);
+#: ``"margin>0"`` / ``"margin>=0"``: from the untransformed margins -- one margin column: the second
+#: class iff ``margin > 0`` (sklearn linear classifiers) or ``margin >= 0`` (sklearn GradientBoosting),
+#: several: first argmax of the margins.  A rounded probability (0.5, a saturated 1.0, two softmax
+#: outputs equal while their margins differ by an ulp) cannot decide those rules exactly.
+DECISIONS = ("proba", "margin>0", "margin>=0")
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +38,9 @@ class Model:
     """A scoring-ready model: ``estimator(features(encode(X)))``.
 
     ``task`` is ``"regression"`` or ``"classification"``; classifiers carry ``classes`` (labels in
-    output order).  ``metadata`` is JSON-able (source library, version, class name, ...).
+    output order) and ``decision``, the label rule (:data:`DECISIONS`).  A classifier fitted on one
+    class has one output column (its probability, 1.0) and predicts that class, as sklearn does.
+    ``metadata`` is JSON-able (source library, version, class name, ...).
     """
 
     estimator: Estimator
@@ -40,8 +49,11 @@ class Model:
     task: str = "regression"
     classes: tuple | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    decision: str = "proba"
 
     def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"Model.decision must be one of {DECISIONS}, got {self.decision!r}")
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "metadata", dict(self.metadata))
         if self.classes is not None:
@@ -97,26 +109,59 @@ class Model:
 
         return compiler.scores(self, self.to_matrix(X), backend=backend, device=device)
 
+    def margins(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
+        """Untransformed model outputs (n, k): GLM margins / tree raw scores, before the link."""
+        return self.margin_model().scores(X, backend, device)
+
+    def margin_model(self) -> "Model":
+        """This model with an identity output: its ``scores`` are the margins."""
+        import dataclasses
+
+        cached = self.__dict__.get("_margin_model")  # one instance: its sha256 keys the compiled kernels
+        if cached is None:
+            est = self.estimator
+            field_name = "link" if self.kind == "linear" else "post_transform"
+            cached = self if getattr(est, field_name) == "identity" else dataclasses.replace(
+                self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
+            self.__dict__["_margin_model"] = cached
+        return cached
+
+    @property
+    def labels_from_margins(self) -> bool:
+        """Whether the label rule reads margins (``margin_model`` outputs) rather than scores."""
+        return self.is_classifier and self.decision != "proba"
+
     def predict(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Regression values, or class labels for classifiers (argmax of the probabilities)."""
+        """Regression values, or class labels for classifiers (by the native rule, ``decision``)."""
+        if self.labels_from_margins:
+            return self.outputs_to_predictions(self.margins(X, backend, device))
         return self.outputs_to_predictions(self.scores(X, backend, device))
 
     def predict_proba(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``."""
+        """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``, one-class models ``[1]``."""
         if not self.is_classifier:
             raise SparkscoreError(f"{self.name}: predict_proba needs a classifier; this model is a regressor, use predict")
         return self.outputs_to_proba(self.scores(X, backend, device))
 
     def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
-        if scores.shape[1] == 1:
+        if scores.shape[1] == 1 and self.n_classes == 2:
             p = scores[:, 0]
             return np.column_stack([1.0 - p, p])
         return scores
 
-    def outputs_to_predictions(self, scores: np.ndarray) -> np.ndarray:
+    def outputs_to_predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """Labels from ``scores`` (``decision == "proba"``) or from margins (see :attr:`labels_from_margins`)."""
         if not self.is_classifier:
-            return scores[:, 0] if scores.shape[1] == 1 else scores
-        idx = np.argmax(self.outputs_to_proba(scores), axis=1)
+            return outputs[:, 0] if outputs.shape[1] == 1 else outputs
+        if self.n_classes == 1:
+            idx = np.zeros(outputs.shape[0], dtype=np.intp)
+        elif not self.labels_from_margins:
+            idx = np.argmax(self.outputs_to_proba(outputs), axis=1)
+        elif outputs.shape[1] == 1:
+            m = outputs[:, 0]
+            idx = (m >= 0 if self.decision == "margin>=0" else m > 0).astype(np.intp)
+        else:
+            idx = np.argmax(outputs, axis=1)
         return np.asarray(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[idx]
 
     # ------------------------------------------------------------------ format
@@ -137,6 +182,8 @@ class Model:
             "classes": list(self.classes) if self.classes is not None else None,
             "metadata": self.metadata,
         }
+        if self.decision != "proba":  # absent = "proba": models saved before the field keep their sha256
+            doc["decision"] = self.decision
         return doc, arrays
 
     @classmethod
@@ -152,7 +199,8 @@ class Model:
             )
             classes = doc.get("classes")
             return cls(est, Signature.from_json(doc["signature"]), features, doc["task"],
-                       tuple(classes) if classes is not None else None, doc.get("metadata") or {})
+                       tuple(classes) if classes is not None else None, doc.get("metadata") or {},
+                       doc.get("decision", "proba"))
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"model document is malformed ({type(exc).__name__}: {exc}); re-register the model") from None
 

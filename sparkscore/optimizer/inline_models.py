@@ -108,8 +108,9 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
     for arg in inputs:
         if not all(isinstance(node, _PLAIN_INPUTS) for node in arg.walk()):
             raise Decline(f"input {arg.sql()} is not a plain column or constant")
-    if model.is_classifier and model.n_classes > 2:
-        raise Decline(f"multiclass ({model.n_classes} classes) outputs stay in kernels")
+    if model.is_classifier and model.n_classes != 2:
+        raise Decline(f"{'multiclass' if model.n_classes > 2 else 'one-class'} ({model.n_classes} classes) "
+                      f"outputs stay in kernels")
     est = model.estimator
     if model.kind == "linear":
         if est.n_features > options.inline_max_features:
