@@ -58,7 +58,7 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     prep = _Prep(n_in)
     for step in transformers:
         prep.add(step)
-    maps, categories, width = prep.maps, dict(prep.categories), prep.width
+    maps, categories, width = [m for m in prep.maps if not _is_identity(m)], dict(prep.categories), prep.width
     estimator, task, classes, extra, est_categories = _estimator(final, width)
     if est_categories:
         if maps or prep.tail is not None:
@@ -171,6 +171,13 @@ class _Prep:
         if fmap is None:
             fmap = FeatureMap.identity(self.width)
         return fmap, self.tail
+
+
+def _is_identity(fmap: FeatureMap) -> bool:
+    """A map that returns its input unchanged (e.g. a ColumnTransformer of passthrough parts in order)."""
+    return (fmap.n_outputs == fmap.n_inputs and np.array_equal(fmap.source, np.arange(fmap.n_inputs))
+            and bool(np.all(fmap.kind == PASSTHROUGH)) and bool(np.all(np.isnan(fmap.fill)))
+            and bool(np.all(fmap.center == 0)) and bool(np.all(fmap.scale == 1)))
 
 
 def _scaler_ops(step, n: int, sparse: bool) -> Tail:
@@ -634,11 +641,15 @@ def _hist_gradient_boosting(est) -> tuple[TreeEnsemble, dict[int, tuple]]:
         to_input = np.concatenate([np.flatnonzero(is_cat), np.flatnonzero(~is_cat)])
         encoder = est._preprocessor.named_transformers_["encoder"]
         for col, cats in zip(np.flatnonzero(is_cat), encoder.categories_):
-            cats = [c for c in cats if not (isinstance(c, float) and np.isnan(c))]
-            if not all(isinstance(c, str) for c in cats):
-                raise _unsupported(est, f"numeric categorical feature {col}; give it as a pandas 'category' column "
-                                        f"of strings (categorical_features='from_dtype')")
-            categories[int(col)] = tuple(cats)
+            cats = [c for c in cats if not (isinstance(c, (float, np.floating)) and np.isnan(c))]
+            if all(isinstance(c, str) for c in cats):
+                categories[int(col)] = tuple(cats)
+            elif all(isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, bool) for c in cats):
+                # numeric categories (indices / mask / 'from_dtype' of numbers): the encoder matches values
+                # by float equality (-0.0 is 0.0); any other value, negative or not, is unknown -> NaN
+                categories[int(col)] = tuple(float(c) for c in cats)
+            else:
+                raise _unsupported(est, f"categorical feature {col} mixes strings and numbers")
     k = est.n_trees_per_iteration_
     builder = TreeBuilder(n_in, n_outputs=k, value_width=1)
     for iteration in est._predictors:
