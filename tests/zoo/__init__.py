@@ -53,7 +53,7 @@ class Case:
 _FITTED: dict[str, Fitted] = {}
 
 
-_MODULES = ("tests.zoo.sklearn_cases", "tests.zoo.gbm_cases", "tests.zoo.pyspark_cases")
+_MODULES = ("tests.zoo.sklearn_cases", "tests.zoo.gbm_cases", "tests.zoo.pyspark_cases", "tests.zoo.sklearn_tree_cases")
 
 
 def _collect() -> list[Case]:
