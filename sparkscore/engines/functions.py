@@ -96,7 +96,9 @@ class ScoringFunction:
 
     @property
     def _labels_from_margins(self) -> bool:
-        return self.kind == "predict" and self.output_type != "DOUBLE" and self.model.labels_from_margins
+        """PREDICT returns labels (not binary P(positive)) by a rule that reads the margins."""
+        binary_probability = self.model.n_classes == 2 and self.output_type == "DOUBLE"
+        return self.kind == "predict" and self.model.labels_from_margins and not binary_probability
 
     def _scorer(self) -> compiler.Scorer:
         model, key = self._scored
@@ -123,6 +125,7 @@ class ScoringFunction:
             values = model.outputs_to_predictions(S)
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)
         return array.cast(ARROW_TYPES[self.output_type])
+
 
 def _list_array(values: np.ndarray) -> pa.ListArray:
     """Rows of a (n, k) matrix as one DOUBLE[] value each."""

@@ -11,7 +11,7 @@ from sparkscore.errors import UnsupportedModelError
 from sparkscore.ir import Model, TreeBuilder
 from tests.compiler import synthetic
 from tests.zoo import sklearn_tree_cases as cases
-from tests.zoo.adversarial import adversarial_matrix
+from tests.zoo.adversarial import adversarial_matrix, threshold_values
 
 BACKENDS = ["numpy", "numba", "torch"]
 
@@ -129,7 +129,7 @@ def test_sparse_column_transformer_output_scales_by_the_reciprocal(scaler):
     rows = []
     for node in np.flatnonzero(tree.feature >= 2):
         j = int(tree.feature[node]) - 2
-        for t in cases.threshold_values(float(tree.threshold[node])):  # incl. the float32 rounding midpoints
+        for t in threshold_values(float(tree.threshold[node])):  # incl. the float32 rounding midpoints
             v = t * scale[j + 2]
             for _ in range(12):
                 v = np.nextafter(v, -np.inf)
@@ -205,3 +205,20 @@ def test_mapped_thresholds_are_hit_by_the_adversarial_rows():
     tree = model.estimator
     for node in np.flatnonzero(tree.feature >= 0):
         assert (M[:, tree.feature[node]] == tree.threshold[node]).any()
+
+
+@pytest.mark.parametrize("labels", [(-1.0, 2.0, 4.0, 8.0), ("w", "x", "y", "z")])
+def test_engine_predict_labels_follow_the_margin_rule(labels):
+    """The SQL PREDICT of a margin-rule multiclass model, numeric and string labels, on exact ties."""
+    import pyarrow as pa
+
+    from sparkscore.engines.functions import ScoringFunction
+
+    X, y = cases.symmetric(4)
+    native = cases._sk("GradientBoostingClassifier", **cases._GB).fit(X, np.asarray(labels, dtype=object)[y]
+                                                                     if isinstance(labels[0], str) else
+                                                                     np.asarray(labels)[y])
+    model = ss.convert(native)
+    fn = ScoringFunction.for_version("gb", 1, model, "predict")
+    got = fn.score(pa.Table.from_pandas(X)).to_pylist()
+    assert got == list(native.predict(X))

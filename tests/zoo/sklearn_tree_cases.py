@@ -26,7 +26,7 @@ import pandas as pd
 
 from sparkscore.importers import convert
 from tests.zoo import Case, Fitted
-from tests.zoo.adversarial import adversarial_matrix, threshold_values  # noqa: F401 (re-exported for tests)
+from tests.zoo.adversarial import adversarial_matrix
 from tests.zoo.sklearn_cases import _accepted, _native_input
 
 
