@@ -222,3 +222,25 @@ def test_engine_predict_labels_follow_the_margin_rule(labels):
     fn = ScoringFunction.for_version("gb", 1, model, "predict")
     got = fn.score(pa.Table.from_pandas(X)).to_pylist()
     assert got == list(native.predict(X))
+
+
+@pytest.mark.parametrize("final", ["RandomForestClassifier", "LogisticRegression"])
+def test_column_transformer_remainder_estimator_and_its_weight(final):
+    """remainder=<estimator> is a part like the others, weighted by transformer_weights['remainder']."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, RobustScaler
+
+    X, y = cases.iris()
+    X = X.assign(size=np.where(X.sepal_length > 5.8, "big", "small"))
+    ct = ColumnTransformer([("size", OneHotEncoder(sparse_output=False), ["size"])], remainder=RobustScaler(),
+                           transformer_weights={"size": 1.5, "remainder": 0.7})
+    params = dict(max_iter=1000) if final == "LogisticRegression" else dict(n_estimators=8, random_state=0)
+    native = make_pipeline(ct, cases._sk(final, **params)).fit(X, y)
+    model = ss.convert(native)
+    rows = X.sample(200, replace=True, random_state=2).reset_index(drop=True)
+    rows[X.columns[:4]] = rows[X.columns[:4]] * np.random.default_rng(0).choice([1.0, 1 + 1e-9, 0.97], (200, 4))
+    for backend in BACKENDS:
+        assert int(np.sum(model.predict(rows, backend=backend) != native.predict(rows))) == 0, backend
+        np.testing.assert_allclose(model.predict_proba(rows, backend=backend), native.predict_proba(rows),
+                                   rtol=1e-6, atol=1e-6)
