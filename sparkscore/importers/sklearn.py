@@ -12,9 +12,18 @@ What "exact" means per family (checked against sklearn 1.9 sources):
 * HistGradientBoosting: float64 ``<=`` on raw values, NaN by ``missing_go_to_left``, categorical
   nodes by the left-category bitset over the codes its internal OrdinalEncoder assigns (unknown
   categories -> NaN -> missing direction), which is exactly what ``Column.categories`` encodes;
-* preprocessing (StandardScaler, SimpleImputer, OneHotEncoder, ColumnTransformer) becomes
-  :class:`FeatureMap` stages; standardisation in front of a GLM is folded into its coefficients
-  when the fold cannot cost more than ~1e-12 relative precision.
+* preprocessing (StandardScaler, RobustScaler, MaxAbsScaler, SimpleImputer, OneHotEncoder,
+  ColumnTransformer with ``remainder`` of any kind) becomes :class:`FeatureMap` stages;
+  standardisation in front of a GLM is folded into its coefficients when the fold cannot cost more
+  than ~1e-12 relative precision.  What a FeatureMap cannot replay bit for bit -- MinMaxScaler's
+  ``x * scale_ + min_``, ``clip=True``, ``transformer_weights``, and the ``x * (1 / scale_)`` the
+  scalers compute on sparse input (a sparse ColumnTransformer / OneHotEncoder output) -- is an
+  elementwise tail the final estimator absorbs: trees get float64 thresholds in the untransformed
+  space (exact by construction, see :func:`_absorb_tail`), GLMs fold affine tails and refuse clips;
+* labels follow each estimator's own ``predict`` (``Model.decision``): GradientBoosting
+  ``raw >= 0``, HistGradientBoosting ``raw > 0``, multiclass argmax of the raw scores, forests the
+  argmax of ``predict_proba``; a classifier fitted on one class predicts it with one probability
+  column (HistGradientBoosting, whose native output then has two columns, is refused).
 """
 
 from __future__ import annotations
