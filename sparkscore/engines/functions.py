@@ -88,17 +88,17 @@ class ScoringFunction:
         """What makes two registrations of ``name`` interchangeable."""
         return (self.kind, self.output_type, self.input_types, self.model.sha256)
 
+    @property
+    def _labels_from_margins(self) -> bool:
+        """PREDICT returns labels (not binary P(positive)) and the model decides them on margins."""
+        return self.kind == "predict" and self.model.labels_from_margins and self.model.n_classes != 2
+
     @cached_property
     def _scored(self) -> tuple[Model, tuple]:
         """The model the compiler runs and its cache key (name, version, sha256, device)."""
-        model = self.model.margin_model() if self.kind == "raw" or self._labels_from_margins else self.model
+        margins = self.kind == "raw" or self._labels_from_margins
+        model = self.model.margin_model if margins else self.model
         return model, (*self.source, model.sha256, DEVICE)
-
-    @property
-    def _labels_from_margins(self) -> bool:
-        """PREDICT returns labels (not binary P(positive)) by a rule that reads the margins."""
-        binary_probability = self.model.n_classes == 2 and self.output_type == "DOUBLE"
-        return self.kind == "predict" and self.model.labels_from_margins and not binary_probability
 
     def _scorer(self) -> compiler.Scorer:
         model, key = self._scored
@@ -115,12 +115,12 @@ class ScoringFunction:
         model = self.model
         if self.kind == "raw":
             values = S[:, 0]
-        elif self._labels_from_margins:
-            values = model.outputs_to_predictions(S)  # S holds the margins (see _scored)
         elif self.kind == "proba":
             values = model.outputs_to_proba(S)
         elif model.is_classifier and model.n_classes == 2 and self.output_type == "DOUBLE":
             values = model.outputs_to_proba(S)[:, 1]
+        elif self._labels_from_margins:
+            values = model.margins_to_predictions(S)
         else:
             values = model.outputs_to_predictions(S)
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)

@@ -21,7 +21,7 @@ What "exact" means per family (checked against sklearn 1.9 sources):
   elementwise tail the final estimator absorbs: trees get float64 thresholds in the untransformed
   space (exact by construction, see :func:`_absorb_tail`), GLMs fold affine tails and refuse clips;
 * labels follow each estimator's own ``predict`` (``Model.decision``): GradientBoosting
-  ``raw >= 0``, HistGradientBoosting ``raw > 0``, multiclass argmax of the raw scores, forests the
+  ``raw >= 0`` (``margin_ge``), HistGradientBoosting ``raw > 0`` (``margin``), multiclass argmax of the raw scores, forests the
   argmax of ``predict_proba``; a classifier fitted on one class predicts it with one probability
   column (HistGradientBoosting, whose native output then has two columns, is refused).
 """
@@ -50,7 +50,7 @@ _SKTREE_MODELS = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomFore
 #: label rules that are not "first argmax of predict_proba" (sklearn 1.9 ``predict``):
 #: GradientBoostingClassifier ``raw >= 0`` / argmax(raw); HistGradientBoostingClassifier ``raw > 0`` /
 #: argmax(raw).  See :data:`sparkscore.ir.model.DECISIONS`.
-_DECISIONS = {"GradientBoostingClassifier": "margin>=0", "HistGradientBoostingClassifier": "margin>0"}
+_DECISIONS = {"GradientBoostingClassifier": "margin_ge", "HistGradientBoostingClassifier": "margin"}
 #: linear folding of (x - center) / scale is exact to ~eps * |center| / scale relative to the
 #: standardised value; beyond this ratio keep the FeatureMap instead.
 _MAX_FOLD_RATIO = 1e4
@@ -79,12 +79,12 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
         estimator = _absorb_tail(prep.tail, estimator, final)
     if isinstance(estimator, LinearModel) and maps:
         maps, estimator = _fold_standardisation(maps, estimator)
+    decision = extra.pop("decision", "proba")
     meta = metadata("sklearn", native, sklearn.__version__)
     meta.update(extra)
     n_outputs = estimator.n_outputs if task == "regression" else 1
     return Model(estimator, make_signature(names, task, classes, categories, n_outputs), tuple(maps), task,
-                 tuple(classes) if classes is not None else None, meta,
-                 decision=_DECISIONS.get(type(final).__name__, "proba") if classes is not None else "proba")
+                 tuple(classes) if classes is not None else None, meta, decision)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -516,11 +516,12 @@ def _estimator(est, n_features: int):
         return (*_one_vs_rest(est), {}, {})
     if name in _SKTREE_MODELS:
         return _forest(est), _task(est), _classes(est), {}, {}
+    decision = {"decision": _DECISIONS[name]} if name in _DECISIONS else {}
     if name in ("GradientBoostingClassifier", "GradientBoostingRegressor"):
-        return _gradient_boosting(est), _task(est), _classes(est), {}, {}
+        return _gradient_boosting(est), _task(est), _classes(est), decision, {}
     if name in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"):
         ens, cats = _hist_gradient_boosting(est)
-        return ens, _task(est), _classes(est), {}, cats
+        return ens, _task(est), _classes(est), decision, cats
     raise _unsupported(est)
 
 

@@ -24,13 +24,18 @@ from sparkscore.ir.trees import TreeEnsemble
 Estimator = Union[LinearModel, TreeEnsemble]
 _KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
 TASKS = ("regression", "classification")
-#: how a classifier picks its label (the native library's own rule, which ties and rounding expose):
-#: ``"proba"``: first argmax of ``predict_proba`` (forests, HistGradientBoosting, LightGBM, XGBoost);
-#: ``"margin>0"`` / ``"margin>=0"``: from the untransformed margins -- one margin column: the second
-#: class iff ``margin > 0`` (sklearn linear classifiers) or ``margin >= 0`` (sklearn GradientBoosting),
-#: several: first argmax of the margins.  A rounded probability (0.5, a saturated 1.0, two softmax
-#: outputs equal while their margins differ by an ulp) cannot decide those rules exactly.
-DECISIONS = ("proba", "margin>0", "margin>=0")
+#: How a classifier picks its label (sklearn's rule per estimator family):
+#:
+#: * ``proba``: first argmax of ``predict_proba`` (forests, ...);
+#: * ``margin``: on the untransformed outputs, binary ``margin > 0`` -> ``classes[1]``, multiclass the
+#:   first argmax (linear classifiers; HistGradientBoostingClassifier);
+#: * ``margin_ge``: binary ``margin >= 0``, multiclass first argmax (GradientBoostingClassifier).
+#:
+#: Deciding on margins keeps labels exact where probabilities round to a tie (0.5, saturated 1.0,
+#: two softmax outputs equal while their margins differ by an ulp).
+#: A one-class classifier (fitted on a single label) always predicts that label; its
+#: ``predict_proba`` is its single output column, shape (n, 1), whatever the rule.
+DECISIONS = ("proba", "margin", "margin_ge")
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,33 +114,25 @@ class Model:
 
         return compiler.scores(self, self.to_matrix(X), backend=backend, device=device)
 
-    def margins(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Untransformed model outputs (n, k): GLM margins / tree raw scores, before the link."""
-        return self.margin_model().scores(X, backend, device)
-
-    def margin_model(self) -> "Model":
-        """This model with an identity output: its ``scores`` are the margins."""
-        import dataclasses
-
-        cached = self.__dict__.get("_margin_model")  # one instance: its sha256 keys the compiled kernels
-        if cached is None:
-            est = self.estimator
-            field_name = "link" if self.kind == "linear" else "post_transform"
-            cached = self if getattr(est, field_name) == "identity" else dataclasses.replace(
-                self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
-            self.__dict__["_margin_model"] = cached
-        return cached
+    def predict(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
+        """Regression values, or class labels for classifiers (by :attr:`decision`)."""
+        if self.labels_from_margins:
+            return self.margins_to_predictions(self.margin_model.scores(X, backend, device))
+        return self.outputs_to_predictions(self.scores(X, backend, device))
 
     @property
     def labels_from_margins(self) -> bool:
-        """Whether the label rule reads margins (``margin_model`` outputs) rather than scores."""
+        """Labels come from :attr:`margin_model`'s outputs (see :data:`DECISIONS`)."""
         return self.is_classifier and self.decision != "proba"
 
-    def predict(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Regression values, or class labels for classifiers (by the native rule, ``decision``)."""
-        if self.labels_from_margins:
-            return self.outputs_to_predictions(self.margins(X, backend, device))
-        return self.outputs_to_predictions(self.scores(X, backend, device))
+    @cached_property
+    def margin_model(self) -> "Model":
+        """The same model with an identity output: its scores are the untransformed margins."""
+        import dataclasses
+
+        est = self.estimator
+        field_name = "link" if isinstance(est, LinearModel) else "post_transform"
+        return dataclasses.replace(self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
 
     def predict_proba(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
         """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``, one-class models ``[1]``."""
@@ -144,24 +141,33 @@ class Model:
         return self.outputs_to_proba(self.scores(X, backend, device))
 
     def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
-        if scores.shape[1] == 1 and self.n_classes == 2:
+        if scores.shape[1] == 1 and self.n_classes != 1:
             p = scores[:, 0]
             return np.column_stack([1.0 - p, p])
         return scores
 
-    def outputs_to_predictions(self, outputs: np.ndarray) -> np.ndarray:
-        """Labels from ``scores`` (``decision == "proba"``) or from margins (see :attr:`labels_from_margins`)."""
+    def outputs_to_predictions(self, scores: np.ndarray) -> np.ndarray:
+        """Regression values, or labels from transformed outputs (:attr:`decision` ``proba``)."""
         if not self.is_classifier:
-            return outputs[:, 0] if outputs.shape[1] == 1 else outputs
+            return scores[:, 0] if scores.shape[1] == 1 else scores
         if self.n_classes == 1:
-            idx = np.zeros(outputs.shape[0], dtype=np.intp)
-        elif not self.labels_from_margins:
-            idx = np.argmax(self.outputs_to_proba(outputs), axis=1)
-        elif outputs.shape[1] == 1:
-            m = outputs[:, 0]
-            idx = (m >= 0 if self.decision == "margin>=0" else m > 0).astype(np.intp)
+            return self._labels(np.zeros(scores.shape[0], dtype=np.int64))
+        return self._labels(np.argmax(self.outputs_to_proba(scores), axis=1))
+
+    def margins_to_predictions(self, margins: np.ndarray) -> np.ndarray:
+        """Labels from :attr:`margin_model` outputs by the model's margin rule (:data:`DECISIONS`)."""
+        n, k = margins.shape
+        if self.n_classes == 1:
+            idx = np.zeros(n, dtype=np.int64)
+        elif k == 1:
+            m = margins[:, 0]
+            with np.errstate(invalid="ignore"):
+                idx = (m >= 0 if self.decision == "margin_ge" else m > 0).astype(np.int64)
         else:
-            idx = np.argmax(outputs, axis=1)
+            idx = np.argmax(margins, axis=1)
+        return self._labels(idx)
+
+    def _labels(self, idx: np.ndarray) -> np.ndarray:
         return np.asarray(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[idx]
 
     # ------------------------------------------------------------------ format
@@ -182,7 +188,7 @@ class Model:
             "classes": list(self.classes) if self.classes is not None else None,
             "metadata": self.metadata,
         }
-        if self.decision != "proba":  # absent = "proba": models saved before the field keep their sha256
+        if self.decision != "proba":  # absent for the default: older models keep their sha256
             doc["decision"] = self.decision
         return doc, arrays
 

@@ -67,7 +67,7 @@ def udf_outputs(spec: UdfSpec, columns, backend: str = "auto") -> list | np.ndar
     if spec.kind == "predict":
         if model.is_classifier and model.n_classes == 2:
             return model.outputs_to_proba(scores)[:, 1]
-        predictions = model.outputs_to_predictions(model.margins(columns, backend=backend)
-                                                   if model.labels_from_margins else scores)
+        predictions = (model.margins_to_predictions(model.margin_model.scores(columns, backend=backend))
+                       if model.labels_from_margins else model.outputs_to_predictions(scores))
         return [list(row) for row in predictions] if predictions.ndim == 2 else predictions
     raise QueryError(f"UDF kind {spec.kind!r} of {spec.name} has no reference meaning here; use predict, proba or a GLM's raw")
