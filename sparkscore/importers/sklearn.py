@@ -76,7 +76,7 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
                 f"supported; feed the categorical columns to it directly")
         categories.update(est_categories)
     if prep.tail is not None:
-        estimator = _absorb_tail(prep.tail, estimator, final)
+        estimator = _absorb_tail(prep.tail, estimator, final, classifier=classes is not None)
     if isinstance(estimator, LinearModel) and maps:
         maps, estimator = _fold_standardisation(maps, estimator)
     decision = extra.pop("decision", "proba")
@@ -263,7 +263,7 @@ def apply_ops(steps: tuple[Op, ...], col: np.ndarray) -> np.ndarray:
     return col
 
 
-def _absorb_tail(tail: Tail, estimator, final):
+def _absorb_tail(tail: Tail, estimator, final, classifier: bool):
     """Fold the elementwise tail into the final estimator, exactly, or refuse.
 
     * trees: every op is monotone non-decreasing, so ``cast(tail(z)) <= t`` (cast: the tree's
@@ -271,8 +271,11 @@ def _absorb_tail(tail: Tail, estimator, final):
       ordered doubles with the tail replayed bit for bit; the tree then compares ``z <= z*`` in
       float64, which routes every value, ``inf`` and the float32 rounding boundaries included, as
       sklearn routes its transformed value (NaN stays NaN: the node's missing side);
-    * GLMs: an affine tail ``a * z + b`` folds into the coefficients (``coef * a``, ``intercept +
-      b @ coef``) under the same precision bound as standardisation; clipping is not linear: refused.
+    * linear regressors: an affine tail ``a * z + b`` folds into the coefficients (``coef * a``,
+      ``intercept + b @ coef``) under the same precision bound as standardisation; clipping is not
+      linear: refused.  Linear classifiers are refused: a tied label depends on the exact rounding of
+      ``z * a`` before the dot product, which a fold moves by an ulp (the reason a StandardScaler in
+      front of a classifier stays a FeatureMap).
     """
     for steps in tail:
         for op, a, b in steps:
@@ -282,6 +285,10 @@ def _absorb_tail(tail: Tail, estimator, final):
         return _map_thresholds(estimator, tail, final)
     if not isinstance(estimator, LinearModel):
         raise _unsupported(final, "MinMaxScaler / clip / transformer weights in front of it")
+    if classifier:
+        raise _unsupported(final, "MinMaxScaler / transformer_weights / sparse-input scaling in front of a linear "
+                                  "classifier (its labels on ties need sklearn's exact x * scale rounding); use "
+                                  "StandardScaler / RobustScaler / MaxAbsScaler on dense input, unweighted")
     mul, add = np.ones(len(tail)), np.zeros(len(tail))
     for j, steps in enumerate(tail):
         for op, a, _ in steps:

@@ -14,7 +14,7 @@ thresholds, so those rows probe the *transformed* split points in raw input spac
 * HistGradientBoosting with numeric categorical features (indices, boolean mask; negative categories,
   unknown, fractional and NaN values);
 * MinMaxScaler(clip) / MaxAbsScaler(clip) / RobustScaler pipelines and ColumnTransformer
-  ``transformer_weights`` (iris) in front of trees and GLMs.
+  ``transformer_weights`` (iris) in front of trees and linear regressors (linear classifiers refuse).
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ def _codes_case(estimator, target: str) -> Fitted:
     return _fitted(estimator, X, targets[target], categorical=(0, 2), names=False)
 
 
-def _iris_case(estimator) -> Fitted:
+def _iris_case(estimator, regression: bool = False) -> Fitted:
     X, y = iris()
-    return _fitted(estimator, X, y)
+    return _fitted(estimator, X, X.petal_width.to_numpy() * 1.5 + y if regression else y)
 
 
 _SPECS: list[tuple[str, str, str, object]] = [
@@ -188,11 +188,11 @@ _SPECS: list[tuple[str, str, str, object]] = [
      lambda: _iris_case(_weighted_columns(_sk("RandomForestClassifier", **_FOREST), "minmax"))),
     ("pipe-weights-gb", "trees", "multiclass",
      lambda: _iris_case(_weighted_columns(_sk("GradientBoostingClassifier", **_GB), "mixed"))),
-    ("pipe-weights-logreg", "linear", "multiclass",
-     lambda: _iris_case(_weighted_columns(_sk("LogisticRegression", max_iter=1000), "mixed"))),
-    ("pipe-minmax-maxabs-logreg", "linear", "multiclass",
+    ("pipe-weights-ridge", "linear", "regression",
+     lambda: _iris_case(_weighted_columns(_sk("Ridge", alpha=0.5), "mixed"), regression=True)),
+    ("pipe-minmax-maxabs-linreg", "linear", "regression",
      lambda: _iris_case(_pipe(_scaler("MinMaxScaler", feature_range=(-1, 3)), _scaler("MaxAbsScaler"),
-                              _sk("LogisticRegression", max_iter=1000)))),
+                              _sk("LinearRegression")), regression=True)),
 ]
 
 CASES: list[Case] = [Case(f"sklearn-{suffix}", build, library="sklearn", kind=kind, task=task)
