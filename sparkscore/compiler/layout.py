@@ -48,6 +48,7 @@ class TreeLayout:
     mean_divisor: float          # divide the float64 tree sum by this (1.0 for sum / float32)
     n_outputs: int
     n_features: int
+    from_base: bool = True       # accumulate from base, in tree order (all but a float64 mean)
 
     @property
     def n_trees(self) -> int:
@@ -152,6 +153,7 @@ def tree_layout(ens: TreeEnsemble) -> TreeLayout:
         leaf_value=np.ascontiguousarray(leaf_value),
         base=ens.base_score.astype(acc),
         mean_divisor=divisor,
+        from_base=acc is np.float32 or ens.aggregation == "sum",
         n_outputs=ens.n_outputs,
         n_features=ens.n_features,
     )

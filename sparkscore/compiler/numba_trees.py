@@ -325,15 +325,15 @@ class NumbaTrees:
         with np.errstate(over="ignore"):
             Xc = np.ascontiguousarray(X, dtype=lay.compare_dtype)
         out = np.zeros((Xc.shape[0], lay.n_outputs), dtype=lay.acc_dtype)
-        if lay.acc_dtype is np.float32:
+        if lay.from_base:  # sums start from base_score and add trees in order, as the reference does
             out[:] = lay.base
         if not self._run_tree_split(Xc, out):
             parallel_chunks(self._run, Xc, out, self.threads)
         if lay.acc_dtype is np.float32:
             return out.astype(np.float64)
-        if lay.mean_divisor != 1.0:
-            out /= lay.mean_divisor
-        return out + lay.base
+        if lay.from_base:
+            return out
+        return out / lay.mean_divisor + lay.base
 
 
 _NO_LEAVES = np.empty((0, 0), np.uint32)

@@ -285,16 +285,23 @@ def tree_raw(ens: TreeEnsemble, X: np.ndarray) -> np.ndarray:
             else:
                 out += vals[:, t, :] * scale
         return out.astype(np.float64)
-    if vals.shape[2] == 1:
-        total = np.zeros((n, ens.n_outputs))
-        for k in range(ens.n_outputs):
-            mask = ens.tree_output == k
-            total[:, k] = vals[:, mask, 0].sum(axis=1)
-    else:
-        total = vals.sum(axis=1)
-    if ens.aggregation == "mean":
-        total = total / ens.n_trees
-    return out + total
+    if ens.aggregation == "sum":
+        # from base_score, one tree at a time in tree order: sklearn (GradientBoosting, HistGB) and
+        # LightGBM add each tree to the running raw prediction, and that order decides exact ties
+        for t in range(ens.n_trees):
+            if vals.shape[2] == 1:
+                out[:, ens.tree_output[t]] += vals[:, t, 0]
+            else:
+                out += vals[:, t, :]
+        return out
+    # mean (forests): per-tree outputs summed from 0 in tree order, divided, then base_score
+    total = np.zeros((n, ens.n_outputs))
+    for t in range(ens.n_trees):
+        if vals.shape[2] == 1:
+            total[:, ens.tree_output[t]] += vals[:, t, 0]
+        else:
+            total += vals[:, t, :]
+    return out + total / ens.n_trees
 
 
 def tree_scores(ens: TreeEnsemble, X: np.ndarray) -> np.ndarray:

@@ -147,7 +147,7 @@ class _TreeKernel:
 
     def accumulate(self, vals: torch.Tensor) -> torch.Tensor:
         n, lay = vals.shape[0], self.lay
-        if self.acc == torch.float32:  # XGBoost: float32, from base, one tree at a time, in tree order
+        if lay.from_base:  # from base, one tree at a time, in tree order (XGBoost: in float32)
             out = self.base.expand(n, lay.n_outputs).clone()
             if vals.shape[2] == 1:
                 for t, k in enumerate(self._outputs):
@@ -156,14 +156,14 @@ class _TreeKernel:
                 for t in range(vals.shape[1]):
                     out += vals[:, t, :]
             return out.to(torch.float64)
+        total = torch.zeros((n, lay.n_outputs), dtype=torch.float64, device=self.device)
         if vals.shape[2] == 1:
-            total = torch.zeros((n, lay.n_outputs), dtype=torch.float64, device=self.device)
-            total.index_add_(1, self.tree_output, vals[:, :, 0])
+            for t, k in enumerate(self._outputs):
+                total[:, k] += vals[:, t, 0]
         else:
-            total = vals.sum(dim=1)
-        if lay.mean_divisor != 1.0:
-            total = total / lay.mean_divisor
-        return total + self.base
+            for t in range(vals.shape[1]):
+                total += vals[:, t, :]
+        return total / lay.mean_divisor + self.base
 
     def raw(self, X: torch.Tensor) -> torch.Tensor:
         return self.accumulate(self.leaf_values(X.to(self.compare)))

@@ -126,6 +126,7 @@ class ScoringFunction:
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)
         return array.cast(ARROW_TYPES[self.output_type])
 
+
 def _list_array(values: np.ndarray) -> pa.ListArray:
     """Rows of a (n, k) matrix as one DOUBLE[] value each."""
     n, k = values.shape

@@ -28,8 +28,9 @@ def resolve_names(n_features: int, native_names: Sequence | None, given: Sequenc
 
 
 def make_signature(names: Sequence[str], task: str, classes: Sequence | None = None,
-                   categories: Mapping[int, tuple] | None = None) -> Signature:
-    """Signature with double inputs (``categories[i]``: categorical input i) and the model's outputs."""
+                   categories: Mapping[int, tuple] | None = None, n_outputs: int = 1) -> Signature:
+    """Signature with double inputs (``categories[i]``: categorical input i) and the model's outputs
+    (``n_outputs`` > 1: a multi-output regressor, one ``double[]`` prediction per row)."""
     categories = categories or {}
     inputs = []
     for i, name in enumerate(names):
@@ -39,7 +40,10 @@ def make_signature(names: Sequence[str], task: str, classes: Sequence | None = N
         else:
             dtype = "varchar" if cats and isinstance(cats[0], str) else "double"
             inputs.append(Column(name, dtype, categories=tuple(cats)))
-    return Signature(tuple(inputs), output_columns(task, classes))
+    outputs = output_columns(task, classes)
+    if task != "classification" and n_outputs > 1:
+        outputs = (Column("prediction", "double[]"),)
+    return Signature(tuple(inputs), outputs)
 
 
 def output_columns(task: str, classes: Sequence | None = None) -> tuple[Column, ...]:

@@ -19,9 +19,18 @@ What "exact" means per family (checked against sklearn 1.9 sources):
 * HistGradientBoosting: float64 ``<=`` on raw values, NaN by ``missing_go_to_left``, categorical
   nodes by the left-category bitset over the codes its internal OrdinalEncoder assigns (unknown
   categories -> NaN -> missing direction), which is exactly what ``Column.categories`` encodes;
-* preprocessing (StandardScaler, SimpleImputer, OneHotEncoder, ColumnTransformer) becomes
-  :class:`FeatureMap` stages; standardisation in front of a GLM is folded into its coefficients
-  when the fold cannot cost more than ~1e-12 relative precision.
+* preprocessing (StandardScaler, RobustScaler, MaxAbsScaler, SimpleImputer, OneHotEncoder,
+  ColumnTransformer with ``remainder`` of any kind) becomes :class:`FeatureMap` stages;
+  standardisation in front of a GLM is folded into its coefficients when the fold cannot cost more
+  than ~1e-12 relative precision.  What a FeatureMap cannot replay bit for bit -- MinMaxScaler's
+  ``x * scale_ + min_``, ``clip=True``, ``transformer_weights``, and the ``x * (1 / scale_)`` the
+  scalers compute on sparse input (a sparse ColumnTransformer / OneHotEncoder output) -- is an
+  elementwise tail the final estimator absorbs: trees get float64 thresholds in the untransformed
+  space (exact by construction, see :func:`_absorb_tail`), GLMs fold affine tails and refuse clips;
+* labels follow each estimator's own ``predict`` (``Model.decision``): GradientBoosting
+  ``raw >= 0`` (``margin_ge``), HistGradientBoosting ``raw > 0`` (``margin``), multiclass argmax of the raw scores, forests the
+  argmax of ``predict_proba``; a classifier fitted on one class predicts it with one probability
+  column (HistGradientBoosting, whose native output then has two columns, is refused).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ SUPPORTED = ("LinearRegression, Ridge(CV), Lasso(CV), ElasticNet(CV), Lars, Lass
              "RidgeClassifier(CV), Perceptron, LinearSVC, "
              "OneVsRestClassifier(of those classifiers), DecisionTree/RandomForest/ExtraTrees/"
              "GradientBoosting/HistGradientBoosting Classifier|Regressor, and Pipeline/ColumnTransformer of "
-             "StandardScaler, SimpleImputer, OneHotEncoder in front of them")
+             "StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, SimpleImputer, OneHotEncoder in front of them")
 
 #: regressors whose predict is ``LinearModel._decision_function``: ``X @ coef_(.T) + intercept_``
 _LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "RidgeCV", "Lasso", "LassoCV", "ElasticNet", "ElasticNetCV",
@@ -55,6 +64,10 @@ _LINEAR_CLASSIFIERS = ("LogisticRegression", "LogisticRegressionCV", "SGDClassif
                        "RidgeClassifierCV", "Perceptron", "LinearSVC")
 _SKTREE_MODELS = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier",
                   "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
+#: label rules that are not "first argmax of predict_proba" (sklearn 1.9 ``predict``):
+#: GradientBoostingClassifier ``raw >= 0`` / argmax(raw); HistGradientBoostingClassifier ``raw > 0`` /
+#: argmax(raw).  See :data:`sparkscore.ir.model.DECISIONS`.
+_DECISIONS = {"GradientBoostingClassifier": "margin_ge", "HistGradientBoostingClassifier": "margin"}
 #: linear folding of (x - center) / scale is exact to ~eps * |center| / scale relative to the
 #: standardised value; beyond this ratio keep the FeatureMap instead.
 _MAX_FOLD_RATIO = 1e4
@@ -68,21 +81,19 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     n_in = _n_features_in(native)
     names = resolve_names(n_in, getattr(native, "feature_names_in_", None), feature_names,
                           type(native).__name__)
-    maps: list[FeatureMap] = []
-    categories: dict[int, tuple] = {}
-    width = n_in
+    prep = _Prep(n_in)
     for step in transformers:
-        fmap, cats = _step_map(step, width, raw_inputs=not maps)
-        categories.update(cats)
-        maps = _append_map(maps, fmap)
-        width = fmap.n_outputs
+        prep.add(step)
+    maps, categories, width = [m for m in prep.maps if not _is_identity(m)], dict(prep.categories), prep.width
     estimator, task, classes, extra, est_categories = _estimator(final, width)
     if est_categories:
-        if maps:
+        if maps or prep.tail is not None:
             raise UnsupportedModelError(
                 f"{type(final).__name__}: native categorical features behind preprocessing steps are not "
                 f"supported; feed the categorical columns to it directly")
         categories.update(est_categories)
+    if prep.tail is not None:
+        estimator = _absorb_tail(prep.tail, estimator, final, classifier=classes is not None)
     if isinstance(estimator, LinearModel) and maps and estimator.dtype == "float64" and task == "regression":
         # Regressors only: folding moves the margins by ~1e-12 relative (values stay within rtol), but
         # a classifier's label on a tie is decided by the exact rounding of sklearn's (x - mean) / scale
@@ -91,7 +102,8 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     decision = extra.pop("decision", "proba")
     meta = metadata("sklearn", native, sklearn.__version__)
     meta.update(extra)
-    return Model(estimator, make_signature(names, task, classes, categories), tuple(maps), task,
+    n_outputs = estimator.n_outputs if task == "regression" else 1
+    return Model(estimator, make_signature(names, task, classes, categories, n_outputs), tuple(maps), task,
                  tuple(classes) if classes is not None else None, meta, decision)
 
 
@@ -126,35 +138,267 @@ def _n_features_in(native) -> int:
 
 
 # ---------------------------------------------------------------------------------- preprocessing
-def _step_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
-    """One preprocessing step as a FeatureMap over ``n_in`` inputs, plus string categories it needs."""
-    kind = type(step).__name__
-    if kind == "StandardScaler":
-        center = step.mean_ if step.with_mean and step.mean_ is not None else np.zeros(n_in)
-        scale = step.scale_ if step.with_std and step.scale_ is not None else np.ones(n_in)
-        return FeatureMap(n_in, np.zeros(n_in), np.arange(n_in), np.full(n_in, np.nan), center, scale,
-                          np.full(n_in, np.nan)), {}
-    if kind == "FunctionTransformer" and step.func is None:  # ColumnTransformer remainder="passthrough"
-        return FeatureMap.identity(n_in), {}
-    if kind == "SimpleImputer":
-        return _imputer_map(step, n_in), {}
-    if kind == "OneHotEncoder":
-        return _onehot_map(step, n_in, raw_inputs)
-    if kind == "ColumnTransformer":
-        return _column_transformer_map(step, n_in, raw_inputs)
-    if kind == "Pipeline":
-        transformers, last = _flatten(step)
-        maps: list[FeatureMap] = []
-        cats: dict[int, tuple] = {}
-        width = n_in
-        for sub in transformers + [last]:
-            fmap, sub_cats = _step_map(sub, width, raw_inputs and not maps)
-            cats.update(sub_cats)
-            maps = _append_map(maps, fmap)
-            width = fmap.n_outputs
-        if len(maps) != 1:
+#: one elementwise float64 operation sklearn applies to a feature, replayed exactly:
+#: ("sub", c, 0) x - c | ("div", d, 0) x / d | ("mul", m, 0) x * m | ("add", a, 0) x + a |
+#: ("clip", lo, hi) np.clip(x, lo, hi).  A tail is one tuple of such steps per feature.
+Op = tuple[str, float, float]
+Tail = list[tuple[Op, ...]]
+_SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler")
+
+
+class _Prep:
+    """Preprocessing steps in order: exact :class:`FeatureMap` stages, then an elementwise ``tail``.
+
+    Scalers whose arithmetic is a FeatureMap's (``(x - c) / d``) become FeatureMap stages; the others
+    (MinMaxScaler's ``x * s + m``, clipping, ``transformer_weights``, the ``x * (1 / d)`` scalers use
+    on sparse input) become the tail, which the final estimator absorbs exactly
+    (:func:`_absorb_tail`).  ``sparse``: the current output is a scipy sparse matrix, which changes
+    how the next scaler computes.
+    """
+
+    def __init__(self, n_in: int, raw_inputs: bool = True, sparse: bool = False) -> None:
+        self.maps: list[FeatureMap] = []
+        self.tail: Tail | None = None
+        self.categories: dict[int, tuple] = {}
+        self.width = n_in
+        self.raw_inputs = raw_inputs
+        self.sparse = sparse
+
+    def add(self, step) -> None:
+        kind = type(step).__name__
+        if kind in _SCALERS:
+            ops = _scaler_ops(step, self.width, self.sparse)
+            fmap = None if self.tail is not None else _ops_map(ops, self.width)
+            if fmap is not None:
+                self._add_map(fmap, {})
+            else:
+                self.tail = [a + b for a, b in zip(self.tail or [()] * self.width, ops)]
+            return
+        if kind == "Pipeline":
+            transformers, last = _flatten(step)
+            for sub in transformers + [last]:
+                self.add(sub)
+            return
+        if self.tail is not None:
+            raise _unsupported(step, f"{kind} after a MinMaxScaler / clip / transformer weight has no exact "
+                                     f"form; put the scaling last")
+        fmap, cats, tail, sparse = _step_map(step, self.width, self.raw_inputs and not self.maps, self.sparse)
+        self._add_map(fmap, cats)
+        self.tail = tail
+        self.sparse = sparse
+
+    def _add_map(self, fmap: FeatureMap, cats: dict[int, tuple]) -> None:
+        self.categories.update(cats)
+        self.maps = _append_map(self.maps, fmap)
+        self.width = fmap.n_outputs
+
+    def single(self, step) -> tuple[FeatureMap, Tail | None]:
+        """The steps as one FeatureMap (+ tail), or refuse (a ColumnTransformer part must be one map)."""
+        if len(self.maps) > 1:
             raise _unsupported(step, "its steps do not combine into one exact feature map")
-        return maps[0], cats
+        fmap = self.maps[0] if self.maps else None
+        if fmap is None:
+            fmap = FeatureMap.identity(self.width)
+        return fmap, self.tail
+
+
+def _is_identity(fmap: FeatureMap) -> bool:
+    """A map that returns its input unchanged (e.g. a ColumnTransformer of passthrough parts in order)."""
+    return (fmap.n_outputs == fmap.n_inputs and np.array_equal(fmap.source, np.arange(fmap.n_inputs))
+            and bool(np.all(fmap.kind == PASSTHROUGH)) and bool(np.all(np.isnan(fmap.fill)))
+            and bool(np.all(fmap.center == 0)) and bool(np.all(fmap.scale == 1)))
+
+
+def _scaler_ops(step, n: int, sparse: bool) -> Tail:
+    """A fitted scaler's ``transform`` as elementwise steps, in sklearn 1.9's order of operations."""
+    kind = type(step).__name__
+    per_feature: list[list[Op]] = [[] for _ in range(n)]
+
+    def each(op: str, values, other: float = 0.0) -> None:
+        for j, v in enumerate(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))):
+            per_feature[j].append((op, float(v), other))
+
+    def inverse_scale(scale) -> np.ndarray:  # sparse input: inplace_column_scale(X, 1.0 / scale_)
+        return 1.0 / np.asarray(scale, dtype=np.float64)
+
+    if kind == "StandardScaler":
+        if sparse and step.with_mean:
+            raise _unsupported(step, "with_mean=True on sparse input")
+        if step.with_mean and step.mean_ is not None:
+            each("sub", step.mean_)
+        if step.with_std and step.scale_ is not None:
+            each("mul", inverse_scale(step.scale_)) if sparse else each("div", step.scale_)
+    elif kind == "RobustScaler":
+        if sparse and step.with_centering:
+            raise _unsupported(step, "with_centering=True on sparse input")
+        if step.with_centering:
+            each("sub", step.center_)
+        if step.with_scaling:
+            each("mul", inverse_scale(step.scale_)) if sparse else each("div", step.scale_)
+    elif kind == "MaxAbsScaler":
+        each("mul", inverse_scale(step.scale_)) if sparse else each("div", step.scale_)
+        if getattr(step, "clip", False):
+            each("clip", -1.0, 1.0)
+    elif kind == "MinMaxScaler":
+        if sparse:
+            raise _unsupported(step, "sparse input")
+        each("mul", step.scale_)
+        each("add", step.min_)
+        if step.clip:
+            lo, hi = step.feature_range
+            each("clip", float(lo), float(hi))
+    return [tuple(ops) for ops in per_feature]
+
+
+def _ops_map(ops: Tail, n: int) -> FeatureMap | None:
+    """The steps as one FeatureMap stage when they are exactly ``(x - c) / d``, else None."""
+    center, scale = np.zeros(n), np.ones(n)
+    for j, steps in enumerate(ops):
+        names = [op for op, _, _ in steps]
+        if names not in ([], ["sub"], ["div"], ["sub", "div"]):
+            return None
+        for op, v, _ in steps:
+            if op == "sub":
+                center[j] = v
+            else:
+                scale[j] = v
+    return FeatureMap(n, np.zeros(n), np.arange(n), np.full(n, np.nan), center, scale, np.full(n, np.nan))
+
+
+def apply_ops(steps: tuple[Op, ...], col: np.ndarray) -> np.ndarray:
+    """One feature's steps with sklearn's float64 arithmetic (bit for bit)."""
+    col = np.asarray(col, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for op, a, b in steps:
+            if op == "sub":
+                col = col - a
+            elif op == "div":
+                col = col / a
+            elif op == "mul":
+                col = col * a
+            elif op == "add":
+                col = col + a
+            else:
+                col = np.clip(col, a, b)
+    return col
+
+
+def _absorb_tail(tail: Tail, estimator, final, classifier: bool):
+    """Fold the elementwise tail into the final estimator, exactly, or refuse.
+
+    * trees: every op is monotone non-decreasing, so ``cast(tail(z)) <= t`` (cast: the tree's
+      comparison dtype) holds exactly for ``z`` up to one double ``z*``, found by bisection over the
+      ordered doubles with the tail replayed bit for bit; the tree then compares ``z <= z*`` in
+      float64, which routes every value, ``inf`` and the float32 rounding boundaries included, as
+      sklearn routes its transformed value (NaN stays NaN: the node's missing side);
+    * linear regressors: an affine tail ``a * z + b`` folds into the coefficients (``coef * a``,
+      ``intercept + b @ coef``) under the same precision bound as standardisation; clipping is not
+      linear: refused.  Linear classifiers are refused: a tied label depends on the exact rounding of
+      ``z * a`` before the dot product, which a fold moves by an ulp (the reason a StandardScaler in
+      front of a classifier stays a FeatureMap).
+    """
+    for steps in tail:
+        for op, a, b in steps:
+            if op in ("mul", "div") and not (np.isfinite(a) and a > 0):
+                raise _unsupported(final, f"a preprocessing factor {a!r} that is not positive and finite")
+    if isinstance(estimator, TreeEnsemble):
+        return _map_thresholds(estimator, tail, final)
+    if not isinstance(estimator, LinearModel):
+        raise _unsupported(final, "MinMaxScaler / clip / transformer weights in front of it")
+    if classifier:
+        raise _unsupported(final, "MinMaxScaler / transformer_weights / sparse-input scaling in front of a linear "
+                                  "classifier (its labels on ties need sklearn's exact x * scale rounding); use "
+                                  "StandardScaler / RobustScaler / MaxAbsScaler on dense input, unweighted")
+    if estimator.dtype == "float32":
+        raise _unsupported(final, "MinMaxScaler / transformer_weights / sparse-input scaling in front of a model "
+                                  "fitted on float32 data (its float32 coefficients cannot absorb the scaling "
+                                  "exactly); fit it on float64 data")
+    mul, add = np.ones(len(tail)), np.zeros(len(tail))
+    for j, steps in enumerate(tail):
+        for op, a, _ in steps:
+            if op == "clip":
+                raise _unsupported(final, "clip=True scaling in front of a linear model (clipping is not linear); "
+                                          "use clip=False")
+            if op == "mul":
+                mul[j], add[j] = mul[j] * a, add[j] * a
+            elif op == "div":
+                mul[j], add[j] = mul[j] / a, add[j] / a
+            elif op == "add":
+                add[j] += a
+            else:
+                add[j] -= a
+    if np.any(np.abs(add) > _MAX_FOLD_RATIO):
+        raise _unsupported(final, f"scaling offsets up to {np.abs(add).max():.3g} in front of a linear model "
+                                  f"(folding them would lose precision); center the data before scaling")
+    coef = estimator.coef * mul[:, None]
+    return LinearModel(coef, estimator.intercept + add @ estimator.coef, estimator.link)
+
+
+def _ordered_key(x: np.ndarray) -> np.ndarray:
+    """int64 keys in the order of the doubles (-0.0 just below +0.0), NaN excluded."""
+    bits = np.asarray(x, dtype=np.float64).view(np.int64)
+    return np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+
+
+def _from_key(k: np.ndarray) -> np.ndarray:
+    k = np.asarray(k, dtype=np.int64)
+    return np.where(k < 0, k ^ np.int64(0x7FFFFFFFFFFFFFFF), k).view(np.float64)
+
+
+def _map_thresholds(ens: TreeEnsemble, tail: Tail, final) -> TreeEnsemble:
+    import dataclasses
+
+    internal = np.flatnonzero(ens.feature >= 0)
+    if ens.is_categorical[internal].any():
+        raise _unsupported(final, "categorical splits behind MinMaxScaler / clip / transformer weights")
+    feat, thr = ens.feature[internal], ens.threshold[internal]
+    cast32 = ens.threshold_dtype == "float32"
+
+    groups = [(feat == j, tail[j]) for j in np.unique(feat)]
+
+    def goes_left(z: np.ndarray) -> np.ndarray:
+        v = np.empty_like(z)
+        for rows, steps in groups:
+            v[rows] = apply_ops(steps, z[rows])
+        if cast32:
+            with np.errstate(over="ignore"):
+                v = v.astype(np.float32).astype(np.float64)
+        return (v < thr) if ens.cmp == "<" else (v <= thr)
+
+    lo = np.full(len(internal), _ordered_key(np.array(-np.inf))[()], dtype=np.int64)
+    hi = np.full(len(internal), _ordered_key(np.array(np.inf))[()], dtype=np.int64)
+    if not goes_left(_from_key(lo)).all():
+        raise _unsupported(final, "a split no value reaches after its preprocessing")
+    all_left = goes_left(_from_key(hi))
+    for _ in range(80):  # invariant: left at lo, right at hi (where not all_left)
+        open_ = (hi.view(np.uint64) - lo.view(np.uint64) > 1) & ~all_left  # keys span > 2**63: no int64 overflow
+        if not open_.any():
+            break
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+        left = goes_left(_from_key(mid))
+        lo = np.where(open_ & left, mid, lo)
+        hi = np.where(open_ & ~left, mid, hi)
+    mapped = np.where(all_left, np.inf, _from_key(lo))
+    threshold = ens.threshold.copy()
+    threshold[internal] = mapped
+    return dataclasses.replace(ens, threshold=threshold, threshold_dtype="float64", cmp="<=")
+
+
+def _step_map(step, n_in: int, raw_inputs: bool,
+              sparse: bool = False) -> tuple[FeatureMap, dict[int, tuple], Tail | None, bool]:
+    """One structural step: (FeatureMap over ``n_in`` inputs, string categories it needs, elementwise
+    tail after it, whether its output is sparse)."""
+    kind = type(step).__name__
+    if kind == "FunctionTransformer" and step.func is None:  # ColumnTransformer remainder="passthrough"
+        return FeatureMap.identity(n_in), {}, None, sparse
+    if kind == "SimpleImputer":
+        return _imputer_map(step, n_in), {}, None, sparse
+    if kind == "OneHotEncoder":
+        fmap, cats = _onehot_map(step, n_in, raw_inputs)
+        return fmap, cats, None, bool(getattr(step, "sparse_output", False))
+    if kind == "ColumnTransformer":
+        fmap, cats, tail = _column_transformer_map(step, n_in, raw_inputs)
+        return fmap, cats, tail, bool(getattr(step, "sparse_output_", False))
     raise _unsupported(step, "preprocessing step")
 
 
@@ -201,32 +445,42 @@ def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int
     return fmap, string_cats
 
 
-def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
-    parts: list[tuple[int, FeatureMap]] = []
+def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple], Tail | None]:
+    """The parts side by side in output order; ``transformer_weights`` multiply a part's outputs
+    (sklearn: ``transform(X) * weight``), which becomes the tail."""
+    parts: list[tuple[int, FeatureMap, Tail]] = []
     cats: dict[int, tuple] = {}
+    weights = step.transformer_weights or {}
     for name, trans, _ in step.transformers_:
         idx = np.asarray(step._transformer_to_input_indices[name], dtype=np.int64)
         out = step.output_indices_[name]
         if (isinstance(trans, str) and trans == "drop") or len(idx) == 0 or out.stop == out.start:
             continue
         if isinstance(trans, str) and trans == "passthrough":
-            sub = FeatureMap.identity(len(idx))
+            sub, sub_tail = FeatureMap.identity(len(idx)), None
         else:
-            sub, sub_cats = _step_map(trans, len(idx), raw_inputs)
-            for j, c in sub_cats.items():
+            prep = _Prep(len(idx), raw_inputs)
+            prep.add(trans)
+            for j, c in prep.categories.items():
                 if cats.get(int(idx[j]), c) != c:
                     raise _unsupported(step, f"input {int(idx[j])} is one-hot encoded twice with different categories")
                 cats[int(idx[j])] = c
-        parts.append((out.start, _reindex(sub, n_in, idx)))
+            sub, sub_tail = prep.single(step)
+        tail = list(sub_tail) if sub_tail is not None else [()] * sub.n_outputs
+        weight = weights.get(name)
+        if weight is not None and float(weight) != 1.0:
+            tail = [ops + (("mul", float(weight), 0.0),) for ops in tail]
+        parts.append((out.start, _reindex(sub, n_in, idx), tail))
     parts.sort(key=lambda p: p[0])
-    fmaps = [p for _, p in parts]
+    fmaps = [p for _, p, _ in parts]
     fields = {f: np.concatenate([getattr(p, f) for p in fmaps]) if fmaps else np.zeros(0)
               for f in ("kind", "source", "fill", "center", "scale", "category")}
     fmap = FeatureMap(n_in, **fields)
     used_as_number = {int(s) for s, k in zip(fmap.source, fmap.kind) if k == PASSTHROUGH}
     if used_as_number & set(cats):
         raise _unsupported(step, "a string column is also passed through as a number")
-    return fmap, cats
+    tail = [ops for _, _, part_tail in parts for ops in part_tail]
+    return fmap, cats, (tail if any(tail) else None)
 
 
 def _reindex(fmap: FeatureMap, n_in: int, idx: np.ndarray) -> FeatureMap:
@@ -293,11 +547,12 @@ def _estimator(est, n_features: int):
         return (*_one_vs_rest(est), {})
     if name in _SKTREE_MODELS:
         return _forest(est), _task(est), _classes(est), {}, {}
+    decision = {"decision": _DECISIONS[name]} if name in _DECISIONS else {}
     if name in ("GradientBoostingClassifier", "GradientBoostingRegressor"):
-        return _gradient_boosting(est), _task(est), _classes(est), {}, {}
+        return _gradient_boosting(est), _task(est), _classes(est), decision, {}
     if name in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"):
         ens, cats = _hist_gradient_boosting(est)
-        return ens, _task(est), _classes(est), {}, cats
+        return ens, _task(est), _classes(est), decision, cats
     raise _unsupported(est)
 
 
@@ -407,24 +662,29 @@ def _one_vs_rest(est):
 # ---------------------------------------------------------------------------------- sklearn.tree
 def _add_sktree(builder: TreeBuilder, tree, value: np.ndarray, output: int = 0) -> None:
     t = tree.tree_
-    if t.n_outputs != 1:
-        raise _unsupported(tree, "multi-output trees")
     builder.add_tree(feature=t.feature, threshold=t.threshold, left=t.children_left, right=t.children_right,
                      value=value, default_left=t.missing_go_to_left.astype(bool), missing=MISSING_NAN,
                      output=output)
 
 
 def _forest(est) -> TreeEnsemble:
-    """DecisionTree / RandomForest / ExtraTrees: one tree or the mean of per-tree outputs."""
+    """DecisionTree / RandomForest / ExtraTrees: one tree or the mean of per-tree outputs.
+
+    Classifiers output per-class fractions (one column when fitted on a single class, as sklearn's
+    ``predict_proba``); multi-output regressors (``y`` of shape (n, k)) output k values per row,
+    ``tree_.value[:, :, 0]`` in sklearn's own order.
+    """
     trees = est.estimators_ if hasattr(est, "estimators_") else [est]
-    if getattr(est, "n_outputs_", 1) != 1:
-        raise _unsupported(est, "multi-output targets")
+    n_targets = int(getattr(est, "n_outputs_", 1))
     is_classifier = hasattr(est, "classes_")
-    n_classes = len(est.classes_) if is_classifier else 1
-    builder = TreeBuilder(est.n_features_in_, n_outputs=n_classes, value_width=n_classes)
+    if is_classifier and n_targets != 1:
+        raise _unsupported(est, "multi-output (multilabel) classification targets")
+    width = len(est.classes_) if is_classifier else n_targets
+    builder = TreeBuilder(est.n_features_in_, n_outputs=width, value_width=width)
     for tree in trees:
         # per-tree predict_proba is tree_.value (fractions since sklearn 1.4), unnormalised
-        _add_sktree(builder, tree, tree.tree_.value[:, 0, :n_classes])
+        value = tree.tree_.value[:, 0, :width] if is_classifier else tree.tree_.value[:, :, 0]
+        _add_sktree(builder, tree, value)
     return builder.build(cmp="<=", threshold_dtype="float32", aggregation="mean" if len(trees) > 1 else "sum")
 
 
@@ -462,6 +722,9 @@ _HIST_LINKS = {"IdentityLink": "identity", "LogLink": "exp", "LogitLink": "sigmo
 
 def _hist_gradient_boosting(est) -> tuple[TreeEnsemble, dict[int, tuple]]:
     link = type(est._loss.link).__name__
+    if hasattr(est, "classes_") and len(est.classes_) == 1:
+        raise _unsupported(est, "fitted on a single class: its predict_proba has two columns for one class "
+                                "and its predict can index past classes_; fit it on two or more classes")
     if link not in _HIST_LINKS:
         raise _unsupported(est, f"loss link {link}")
     n_in = est.n_features_in_
@@ -473,11 +736,15 @@ def _hist_gradient_boosting(est) -> tuple[TreeEnsemble, dict[int, tuple]]:
         to_input = np.concatenate([np.flatnonzero(is_cat), np.flatnonzero(~is_cat)])
         encoder = est._preprocessor.named_transformers_["encoder"]
         for col, cats in zip(np.flatnonzero(is_cat), encoder.categories_):
-            cats = [c for c in cats if not (isinstance(c, float) and np.isnan(c))]
-            if not all(isinstance(c, str) for c in cats):
-                raise _unsupported(est, f"numeric categorical feature {col}; give it as a pandas 'category' column "
-                                        f"of strings (categorical_features='from_dtype')")
-            categories[int(col)] = tuple(cats)
+            cats = [c for c in cats if not (isinstance(c, (float, np.floating)) and np.isnan(c))]
+            if all(isinstance(c, str) for c in cats):
+                categories[int(col)] = tuple(cats)
+            elif all(isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, bool) for c in cats):
+                # numeric categories (indices / mask / 'from_dtype' of numbers): the encoder matches values
+                # by float equality (-0.0 is 0.0); any other value, negative or not, is unknown -> NaN
+                categories[int(col)] = tuple(float(c) for c in cats)
+            else:
+                raise _unsupported(est, f"categorical feature {col} mixes strings and numbers")
     k = est.n_trees_per_iteration_
     builder = TreeBuilder(n_in, n_outputs=k, value_width=1)
     for iteration in est._predictors:

@@ -26,13 +26,15 @@ _KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
 TASKS = ("regression", "classification")
 #: How a classifier picks its label (sklearn's rule per estimator family):
 #:
-#: * ``proba``: first argmax of ``predict_proba`` (forests, HistGradientBoosting, ...);
+#: * ``proba``: first argmax of ``predict_proba`` (forests, XGBoost softprob, LightGBM, ...);
 #: * ``margin``: on the untransformed outputs, binary ``margin > 0`` -> ``classes[1]``, multiclass the
 #:   first argmax (``LinearClassifierMixin.predict``: LogisticRegression, SGD, Ridge/Perceptron/SVC;
-#:   ``OneVsRestClassifier`` too: in sklearn 1.9 its loop over reversed estimators keeps the first);
+#:   ``OneVsRestClassifier`` too: in sklearn 1.9 its loop over reversed estimators keeps the first;
+#:   HistGradientBoostingClassifier; XGBoost ``multi:softmax``);
 #: * ``margin_ge``: binary ``margin >= 0``, multiclass first argmax (GradientBoostingClassifier).
 #:
-#: Deciding on margins keeps labels exact where probabilities round to a tie (0.5, saturated 1.0).
+#: Deciding on margins keeps labels exact where probabilities round to a tie (0.5, saturated 1.0,
+#: two softmax outputs equal while their margins differ by an ulp).
 #: A one-class classifier (fitted on a single label) always predicts that label; its
 #: ``predict_proba`` is its single output column, shape (n, 1), whatever the rule.
 DECISIONS = ("proba", "margin", "margin_ge")
@@ -43,7 +45,9 @@ class Model:
     """A scoring-ready model: ``estimator(features(encode(X)))``.
 
     ``task`` is ``"regression"`` or ``"classification"``; classifiers carry ``classes`` (labels in
-    output order).  ``metadata`` is JSON-able (source library, version, class name, ...).
+    output order) and ``decision``, the label rule (:data:`DECISIONS`).  A classifier fitted on one
+    class has one output column (its probability, 1.0) and predicts that class, as sklearn does.
+    ``metadata`` is JSON-able (source library, version, class name, ...).
     """
 
     estimator: Estimator
@@ -55,6 +59,8 @@ class Model:
     decision: str = "proba"
 
     def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"Model.decision must be one of {DECISIONS}, got {self.decision!r}")
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "metadata", dict(self.metadata))
         if self.classes is not None:
@@ -138,7 +144,7 @@ class Model:
         return dataclasses.replace(self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
 
     def predict_proba(self, X, backend: str = "auto", device: str = "cpu") -> np.ndarray:
-        """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``."""
+        """Class probabilities (n, n_classes); binary models give ``[1 - p, p]``, one-class models ``[1]``."""
         if not self.is_classifier:
             raise SparkscoreError(f"{self.name}: predict_proba needs a classifier; this model is a regressor, use predict")
         return self.outputs_to_proba(self.scores(X, backend, device))

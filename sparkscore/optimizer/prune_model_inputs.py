@@ -64,6 +64,8 @@ def used_inputs(model: Model) -> tuple[list[int] | None, str]:
         if model.features:
             return None, "trees over a feature map keep every input"
         used = sorted({int(f) for f in est.feature[est.feature != LEAF]})
+        if not used and len(model.signature):  # a constant model (e.g. one class) still needs a column:
+            used = [0]                          # a zero-argument UDF cannot tell how many rows it scores
         return used, "no tree splits on the others"
     fmap = feature_map(model)
     if fmap is None:

@@ -72,7 +72,8 @@ def test_spark_matches_duckdb_and_native(case, spark, registry):
         np.testing.assert_allclose(got.p.astype(float), fitted.expected_proba[:n, 1], rtol=fitted.rtol, atol=fitted.atol)
     elif model.is_classifier:
         assert list(got.p) == [v.item() if isinstance(v, np.generic) else v for v in fitted.expected_predict[:n]]
-    else:
-        np.testing.assert_allclose(got.p.astype(float), fitted.expected_predict[:n], rtol=fitted.rtol, atol=fitted.atol)
+    else:  # multi-output regressors return DOUBLE[] per row
+        values = np.stack(got.p) if np.ndim(fitted.expected_predict) == 2 else got.p.astype(float)
+        np.testing.assert_allclose(values, fitted.expected_predict[:n], rtol=fitted.rtol, atol=fitted.atol)
     if fitted.expected_proba is not None:
         np.testing.assert_allclose(np.stack(got.pp), fitted.expected_proba[:n], rtol=fitted.rtol, atol=fitted.atol)

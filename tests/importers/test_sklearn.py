@@ -62,12 +62,13 @@ def test_unsupported_models_name_the_class_and_what_is_supported(native, named):
     assert named in message and "HistGradientBoosting" in message and "\n" not in message
 
 
-def test_numeric_categorical_histgb_is_refused_with_a_fix():
+def test_numeric_categorical_histgb_converts_exactly():
+    """Numeric categories (issue 11; refused before): unknown, fractional and NaN values go missing."""
     X, y = _xy()
     X[:, 0] = np.abs(np.round(X[:, 0]))
     native = HistGradientBoostingClassifier(max_iter=2, categorical_features=[0]).fit(X, y)
-    with pytest.raises(UnsupportedModelError, match="from_dtype"):
-        ss.convert(native)
+    rows = np.vstack([X, np.column_stack([[0.5, -1.0, np.nan, 1e6, -0.0], np.zeros((5, X.shape[1] - 1))])])
+    np.testing.assert_allclose(ss.convert(native).predict_proba(rows), native.predict_proba(rows), rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ names

@@ -60,6 +60,7 @@ _MODULES = (
     "tests.zoo.lgbm_extra_cases",
     "tests.zoo.xgb_extra_cases",
     "tests.zoo.sklearn_linear_cases",
+    "tests.zoo.sklearn_tree_cases",
 )
 
 
