@@ -124,6 +124,20 @@ def row_predicates(select: exp.Select) -> list[exp.Expr]:
     return out
 
 
+def proven_unique(context: Context, table: str | None, columns: tuple[str, ...]) -> str | None:
+    """How the engine proves ``columns`` unique (among rows with no NULL key) in ``table``, or None.
+
+    Only a proof counts: a declared PRIMARY KEY / UNIQUE constraint, or an exact check the user
+    opted into (the catalog's ``proven_unique``).  Estimated statistics (DuckDB's ``approx_unique``,
+    ``Catalog.distinct_count``) may steer cost but never a rewrite's correctness.  A catalog without
+    ``proven_unique`` proves nothing.
+    """
+    check = getattr(context.catalog, "proven_unique", None)
+    if check is None or table is None or not columns:
+        return None
+    return check(table, tuple(columns))
+
+
 def inside(node: exp.Expr, ancestor: exp.Expr) -> bool:
     """Whether ``node`` is ``ancestor`` or below it."""
     while node is not None:

@@ -199,19 +199,26 @@ def database() -> duckdb.DuckDBPyConnection:
 
 
 def build_database() -> duckdb.DuckDBPyConnection:
-    """The fixtures' tables: customers (adversarial values, NULLs), plans, regions, plan_regions."""
+    """The fixtures' tables: customers (adversarial values, NULLs), plans (PRIMARY KEY plan_id), regions,
+    plan_regions, plans_dup (a duplicated key), customers_ss / regions_ss (an ``ss_partial_0`` column)."""
     con = duckdb.connect()
     customers = _customers()
     plans = pa.table({"plan_id": pa.array(np.arange(5, dtype=np.int64)), "price": pa.array([9.5, 19.0, 29.0, 49.0, 5.0])})
     con.register("customers_arrow", customers)
     con.execute("CREATE TABLE customers AS SELECT * FROM customers_arrow")
     con.register("plans_arrow", plans)
-    con.execute("CREATE TABLE plans AS SELECT * FROM plans_arrow")
+    con.execute("CREATE TABLE plans (plan_id BIGINT PRIMARY KEY, price DOUBLE)")
+    con.execute("INSERT INTO plans SELECT * FROM plans_arrow")
+    # plan 0 twice, no constraint: DuckDB's approx_unique still counts 10 distinct of 10 rows
+    con.execute("CREATE TABLE plans_dup AS SELECT i % 9 AS plan_id, 5e0 + i AS price FROM range(10) AS t(i)")
+    # columns named like the optimizer's generated ones (a fact's, and a dimension's)
+    con.execute("CREATE TABLE customers_ss AS SELECT *, 1e0 AS ss_partial_0 FROM customers")
     # dimensions for the star-join rules: LATAM and NULL regions have no match (LEFT JOIN cases)
     con.execute("CREATE TABLE regions AS SELECT * FROM (VALUES ('EU', 1.5, 0.2, 1.0), ('US', 2.5, NULL, 2.0), "
                 "('APAC', 0.5, 0.7, 3.0)) AS v(region, gdp, growth, risk)")
     con.execute("CREATE TABLE plan_regions AS SELECT p.plan_id, r.region, p.price / 100 AS discount, "
                 "r.gdp / 10 AS churn_rate, p.price * r.gdp AS margin, 1.5e0 AS fee FROM plans AS p, regions AS r")
+    con.execute("CREATE TABLE regions_ss AS SELECT *, 7e0 AS ss_partial_0 FROM regions")
     return con
 
 
@@ -222,8 +229,10 @@ class DuckCatalog:
         self.con = con
 
     def columns(self, table: str):
-        rows = self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        name = exp.to_table(table, dialect="duckdb")
+        rows = self.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                                "AND table_schema = coalesce(?, table_schema) ORDER BY ordinal_position",
+                                [name.name, name.db or None]).fetchall()
         return [(str(n), str(t)) for n, t in rows] or None
 
     def row_count(self, table: str):
@@ -232,6 +241,12 @@ class DuckCatalog:
     def distinct_count(self, table: str, column: str):
         query = exp.select(exp.func("COUNT", exp.Distinct(expressions=[exp.column(column)]))).from_(exp.to_table(table))
         return self.con.execute(query.sql("duckdb")).fetchall()[0][0]
+
+    def proven_unique(self, table: str, columns):
+        """The engine's proof (declared constraints; never this class's exact distinct counts)."""
+        from sparkscore.engines.catalog import DuckDBCatalog
+
+        return DuckDBCatalog(self.con).proven_unique(table, columns)
 
 
 # ---------------------------------------------------------------------------- UDFs
