@@ -174,17 +174,17 @@ class _SelectRewrite:
         return [s.node for s in select_sources(self.select, self.context.dialect)]
 
     def _star(self) -> str | None:
-        """SQL of a ``*`` / ``t.*`` / ``COLUMNS(*)`` in this SELECT (outside its FROM / JOIN sources,
-        whose own stars see the original tables) other than ``COUNT(*)``: it would see the partials."""
+        """SQL of a ``*`` / ``t.*`` / ``COLUMNS(*)`` of this SELECT itself (not of its sources, CTEs or
+        nested queries) other than ``COUNT(*)``: it would see the partial columns."""
         nodes = self._source_nodes()
         for node in self.select.find_all(exp.Star, exp.Column):
             if isinstance(node, exp.Column) and not node.is_star:
                 continue
             if isinstance(node, exp.Star) and (isinstance(node.parent, exp.Count) or isinstance(node.parent, exp.Column)):
                 continue
-            if any(inside(node, n) for n in nodes):
-                continue
-            if node in self.select.expressions:
+            if any(inside(node, n) for n in nodes) or node.find_ancestor(exp.Select) is not self.select:
+                continue  # a source's or a nested query's own star sees that query's FROM
+            if any(node is p for p in self.select.expressions):
                 return f"SELECT {node.sql(dialect=self.context.dialect)}"
             return (node.parent if isinstance(node.parent, exp.Func) else node).sql(dialect=self.context.dialect)
         return None

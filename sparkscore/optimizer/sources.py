@@ -80,7 +80,23 @@ def select_sources(select: exp.Select, dialect: str) -> list[Source]:
     if from_ is None:
         return []
     pairs = [(from_.this, None)] + [(join.this, join) for join in select.args.get("joins") or ()]
-    return [Source(node.alias_or_name, node, join, catalog_name(node, dialect)) for node, join in pairs]
+    ctes = visible_ctes(select)
+    return [Source(node.alias_or_name, node, join,
+                   None if isinstance(node, exp.Table) and not node.db and node.name.lower() in ctes
+                   else catalog_name(node, dialect)) for node, join in pairs]
+
+
+def visible_ctes(node: exp.Expr) -> set[str]:
+    """Lower-cased names of the CTEs a FROM name in ``node`` may refer to: a CTE shadows the catalog
+    table of the same name (``WITH t AS (SELECT * FROM t UNION ALL ...)``), so its rows, columns,
+    keys and statistics are not the table's."""
+    names: set[str] = set()
+    while node is not None:
+        with_ = node.args.get("with_") if isinstance(node, exp.Query) else None
+        if with_ is not None:
+            names.update(cte.alias_or_name.lower() for cte in with_.expressions)
+        node = node.parent
+    return names
 
 
 def column_source(column: exp.Expr, sources: list[Source], context: Context) -> Source | None:

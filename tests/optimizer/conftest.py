@@ -200,7 +200,8 @@ def database() -> duckdb.DuckDBPyConnection:
 
 def build_database() -> duckdb.DuckDBPyConnection:
     """The fixtures' tables: customers (adversarial values, NULLs), plans (PRIMARY KEY plan_id), regions,
-    plan_regions, plans_dup (a duplicated key), customers_ss / regions_ss (an ``ss_partial_0`` column)."""
+    plan_regions, plans_dup (a duplicated key), plan_prices (PRIMARY KEY pid),
+    customers_dec (DECIMAL(15,2) inputs), customers_ss / regions_ss (an ``ss_partial_0`` column)."""
     con = duckdb.connect()
     customers = _customers()
     plans = pa.table({"plan_id": pa.array(np.arange(5, dtype=np.int64)), "price": pa.array([9.5, 19.0, 29.0, 49.0, 5.0])})
@@ -211,6 +212,13 @@ def build_database() -> duckdb.DuckDBPyConnection:
     con.execute("INSERT INTO plans SELECT * FROM plans_arrow")
     # plan 0 twice, no constraint: DuckDB's approx_unique still counts 10 distinct of 10 rows
     con.execute("CREATE TABLE plans_dup AS SELECT i % 9 AS plan_id, 5e0 + i AS price FROM range(10) AS t(i)")
+    con.execute("CREATE TABLE plan_prices (pid BIGINT PRIMARY KEY, price DOUBLE)")
+    con.execute("INSERT INTO plan_prices SELECT * FROM plans_arrow")
+    # TPC-H-like DECIMAL(15,2) inputs with rows on, and one cent either side of, the fixtures' bounds
+    con.execute("CREATE TABLE customers_dec AS SELECT id, TRY_CAST(age AS DECIMAL(15,2)) AS age, "
+                "TRY_CAST(tenure AS DECIMAL(15,2)) AS tenure, spend FROM customers")
+    con.execute("INSERT INTO customers_dec VALUES (1000, 30.10, 12.00, 1), (1001, 30.11, 12.01, 1), "
+                "(1002, 30.09, 11.99, 2), (1003, 55.00, 0.00, 0), (1004, NULL, NULL, NULL)")
     # columns named like the optimizer's generated ones (a fact's, and a dimension's)
     con.execute("CREATE TABLE customers_ss AS SELECT *, 1e0 AS ss_partial_0 FROM customers")
     # dimensions for the star-join rules: LATAM and NULL regions have no match (LEFT JOIN cases)
