@@ -324,3 +324,43 @@ def assert_same_rows(got: list[tuple], want: list[tuple], rtol: float = 1e-9) ->
                 np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, equal_nan=True, err_msg=f"row {i}")
             else:
                 assert a == b, f"row {i}: {a_row} != {b_row}"
+
+
+# ---------------------------------------------------------------------------- Spark
+#: The fixture tables the Spark tests read (as parquet written by DuckDB, so NaN stays NaN).
+TABLES = ("customers", "plans", "regions", "plan_regions", "plans_dup", "plan_prices", "customers_dec", "customers_ss",
+          "regions_ss")
+
+
+@pytest.fixture(scope="session")
+def spark_tables(spark, database, tmp_path_factory):
+    """The shared Spark session with the fixture tables as temp views."""
+    folder = tmp_path_factory.mktemp("optimizer_tables")
+    for table in TABLES:
+        path = str(folder / f"{table}.parquet")
+        database.table(table).write_parquet(path)
+        spark.read.parquet(path).createOrReplaceTempView(table)
+    return spark
+
+
+def register_spark_udfs(spark, plan) -> None:
+    """Register a plan's UDFs through the Spark engine (derived models ship as safe-format files)."""
+    import tempfile
+    from pathlib import Path
+
+    from sparkscore.engines import spark as spark_engine
+
+    for spec in plan.udfs:
+        with tempfile.TemporaryDirectory(prefix="sparkscore-test-") as tmp:
+            spec.model.save(tmp)
+            files = tuple(sorted((p.name, p.read_bytes()) for p in Path(tmp).iterdir()))
+        source = spark_engine.ModelSource("", spec.name, spec.source.version, spec.model.sha256, files)
+        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type).udf())
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def spark_rows(spark, plan) -> list[tuple]:
+    return [tuple(_plain(list(row))) for row in spark.sql(plan.sql).collect()]
