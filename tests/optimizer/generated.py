@@ -57,7 +57,11 @@ class Query:
 
 
 def _predicate(draw, column: str, numbers) -> str:
-    form = draw(st.sampled_from(("cmp", "cmp", "between", "between_same", "in", "not_null")))
+    form = draw(st.sampled_from(("cmp", "cmp", "between", "between_same", "in", "not_null", "or", "not")))
+    if form == "or":
+        return f"({_predicate(draw, column, numbers)} OR {column} IS NULL)"
+    if form == "not":
+        return f"NOT ({_predicate(draw, column, numbers)})"
     a, b = sorted((draw(st.sampled_from(numbers)), draw(st.sampled_from(numbers))), key=float)
     if form == "cmp":
         return f"{column} {draw(st.sampled_from(('>', '>=', '<', '<=', '=')))} {a}"
@@ -101,7 +105,8 @@ def queries(draw, spark: bool = False) -> Query:
             if kind == "cte":
                 ctes.append("rr AS (SELECT * FROM regions UNION ALL SELECT * FROM regions WHERE gdp > 1)")
             roles["r"] = "r"
-            on = draw(st.sampled_from(("ON c.region = r.region", "ON r.region = c.region", "USING (region)")))
+            on = draw(st.sampled_from(("ON c.region = r.region", "ON r.region = c.region", "USING (region)",
+                                       "ON c.region = r.region AND c.age <= 40")))
             joins.append(f"{side} {table} AS r {on}")
     if not decimal and draw(st.booleans()):
         table = draw(st.sampled_from(("plans", "plans_dup", "plan_prices")))
@@ -155,9 +160,19 @@ def queries(draw, spark: bool = False) -> Query:
     if "p" in roles and draw(st.booleans()):
         where.append("p.price <= 19")
 
+    if draw(_sometimes):  # a model call in WHERE too
+        model = draw(st.sampled_from([m for m in available if m in DOUBLE_PREDICT]))
+        where.append(f"PREDICT('{model}', {', '.join(f'{roles[role]}.{col}' for role, col in MODELS[model])}) > 0.2")
+    grouped = draw(_sometimes) and all(one for _, one in outputs)
+    if grouped:  # one row per group: averages of every call
+        key = f"{roles['r']}.region" if "r" in roles and "USING" not in " ".join(joins) else "c.plan_id"
+        projections = [key] + [f"AVG({p.rsplit(' AS ', 1)[0]}) AS {p.rsplit(' AS ', 1)[1]}" for p in projections[1:]
+                               if p.startswith("PREDICT")] + ["COUNT(*) AS n"]
     sql = f"SELECT {', '.join(projections)} FROM {fact} {' '.join(joins)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
+    if grouped:
+        sql += f" GROUP BY {projections[0]}"
     outer = draw(st.sampled_from(("none", "none", "derived", "aggregate", "union")))
     if outer == "derived":
         sql = f"SELECT * FROM ({sql}) AS q"

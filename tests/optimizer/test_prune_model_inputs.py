@@ -75,3 +75,25 @@ def test_opted_in_exact_check_proves_or_refutes_uniqueness(engine_runner, databa
     finally:
         database.execute("RESET VARIABLE sparkscore_verify_unique_keys")
         database.execute("DROP TABLE IF EXISTS plans_copy")
+
+
+@pytest.mark.spark
+def test_spark_removes_a_join_only_after_the_opted_in_exact_check(spark_tables):
+    pytest.importorskip("pyspark")
+    from sparkscore.engines.spark import SparkCatalog
+    from sparkscore.optimizer import plan_query
+    from tests.optimizer.conftest import resolve
+
+    sql = ("SELECT c.id, PREDICT('ptree', c.age, c.tenure, c.spend, p.price) AS s FROM customers AS c "
+           "LEFT JOIN {} AS p ON c.plan_id = p.plan_id")
+
+    def plan(table):
+        return plan_query(sql.format(table), dialect="spark", resolve=resolve, catalog=SparkCatalog(spark_tables))
+
+    assert "JOIN" in plan("plans").sql  # Spark declares no keys: nothing is proven by default
+    spark_tables.conf.set("spark.sparkscore.verifyUniqueKeys", "true")
+    try:
+        assert "JOIN" not in plan("plans").sql
+        assert "JOIN" in plan("plans_dup").sql
+    finally:
+        spark_tables.conf.unset("spark.sparkscore.verifyUniqueKeys")
