@@ -17,10 +17,21 @@ imputation or one-hot (``fill`` / ``INDICATOR`` turn NULL into a number, which a
 express): such LEFT-joined dimensions are declined with that reason.  Inner joins accept any
 single-layer feature map (imputation, scaling and one-hot are evaluated below the join).
 
+The rewrite is invisible to the rest of the query: the partial columns get names from the
+query-wide generator (:mod:`.names`: unique against every column in scope and each other, so a fact
+or dimension column called ``ss_partial_0`` neither becomes ambiguous nor is read as a partial),
+schema-qualified references to the dimension (``main.part.p_partkey``) are re-qualified with the
+subquery's name, and a query that could *see* the added columns is declined: ``*`` / ``t.*`` /
+``COLUMNS(*)`` of the SELECT itself, and a dimension read as a whole row (``SELECT r``,
+``to_json(r)``).  Correctness never depends on row counts or key uniqueness (a duplicated
+dimension key repeats the partial exactly as it repeats the dimension's columns); they only steer
+the cost rule.
+
 Declined: models that are not GLMs, chained feature maps, inputs that are not plain columns of
-one source, RIGHT / FULL / non-equi joins, dimensions that are not catalog tables, file or
-table-function dimensions without an alias (the rewrite must name the subquery replacing them),
-unknown row counts, and dimensions where the cost rule says no.
+one source, RIGHT / FULL / non-equi joins, dimensions that are not catalog tables (CTEs included),
+file or table-function dimensions without an alias (the rewrite must name the subquery replacing
+them), queries that could see the partial columns (above), unknown row counts, and dimensions where
+the cost rule says no.
 
 Decision boundary (cost model in :mod:`.cost`, calibrated on DuckDB 2.0 by ``bench/bench_optimizer.py``:
 2M fact rows x 4 features, TR 1-50, FR 0.25-4, 2 threads on a shared 2-core machine at load ~8;

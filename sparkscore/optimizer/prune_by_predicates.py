@@ -28,7 +28,11 @@ Engine semantics the bounds rely on (DuckDB and Spark agree):
 * DOUBLE columns compare with the literal's exact binary64 value (scientific-notation literals are
   DOUBLE; decimal literals of up to 15 digits convert exactly); longer decimals are widened by one
   ulp each way.  Integer columns compare exactly and convert to DOUBLE monotonically, so their
-  bounds are used closed.  Other column types (and columns of unknown type) are ignored;
+  bounds are used closed.  ``DECIMAL(p, s)`` columns (TPC-H's prices and quantities) with
+  ``p <= 15`` likewise, after rounding each literal outwards to the column's scale
+  (``_decimal_bound``: their conversion to DOUBLE is correctly rounded; wider decimals may round
+  twice and are ignored).  ``x BETWEEN c AND c`` (or ``x >= c AND x <= c``) fixes ``x`` like
+  ``x = c``.  Other column types (and columns of unknown type) are ignored;
 * text categorical inputs (VARCHAR, or a DuckDB ENUM, which compares as its text) use ``=`` / ``IN``
   only: the value's code is its index in the column's categories, a value outside them is the
   model's missing (NaN) code.

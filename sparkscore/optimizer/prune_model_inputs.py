@@ -9,9 +9,18 @@ An input is dropped only when no row's result can depend on it:
   those rows -- the decision says so.
 
 The call then runs a derived model over the smaller signature (``context.add_model``).  A
-``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed when the
-join is on a key that is unique in the joined table (``Catalog.distinct_count == row_count``):
-each left row then matches at most one row, so the join neither adds nor removes rows.
+``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed only when
+each left row provably matches at most one row, so the join neither adds nor removes rows:
+
+* the join is ``ON a = b AND ...`` (columns placed by qualifier, or by the catalog when
+  unqualified) or ``USING (...)``, every equality between the dimension and another source, and
+  both sides of each have the same SQL type (a conversion could match several keys to one value);
+* the dimension is a catalog table (not a derived table, and not a CTE, which shadows a table of
+  the same name), and its key columns are *proven* unique: ``sources.proven_unique`` asks the
+  catalog for a declared PRIMARY KEY / UNIQUE constraint or an exact check the user opted into.
+  Estimates (DuckDB's ``approx_unique``, ``Catalog.distinct_count``) are never a proof: one
+  duplicated key repeats left rows.  NULL keys never match an equality, so UNIQUE (which allows
+  several NULLs) is enough.
 """
 
 from __future__ import annotations
