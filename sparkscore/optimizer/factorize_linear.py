@@ -63,7 +63,8 @@ from sparkscore.optimizer.cost import FactorizeEstimate
 from sparkscore.optimizer.inline_models import will_inline
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
-from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, inside, select_sources
+from sparkscore.optimizer.sources import (Source, column_source, conjuncts, enclosing_select, inside, select_sources,
+                                          star_of)
 
 NAME = "factorize_linear"
 _PARTIAL = "ss_partial_"
@@ -114,7 +115,7 @@ class _SelectRewrite:
             raise Decline(f"{len(model.features)} chained feature maps do not fold into one GLM")
         if len(self.sources) < 2:
             raise Decline("no join to factorize over")
-        star = self._star()
+        star = star_of(self.select, context.dialect)
         if star is not None:
             raise Decline(f"{star} would also return the partial columns")
         owner = []
@@ -183,22 +184,6 @@ class _SelectRewrite:
     def _source_nodes(self) -> list[exp.Expr]:
         """The FROM / JOIN nodes as they are now (dimensions already rewritten are subqueries)."""
         return [s.node for s in select_sources(self.select, self.context.dialect)]
-
-    def _star(self) -> str | None:
-        """SQL of a ``*`` / ``t.*`` / ``COLUMNS(*)`` of this SELECT itself (not of its sources, CTEs or
-        nested queries) other than ``COUNT(*)``: it would see the partial columns."""
-        nodes = self._source_nodes()
-        for node in self.select.find_all(exp.Star, exp.Column):
-            if isinstance(node, exp.Column) and not node.is_star:
-                continue
-            if isinstance(node, exp.Star) and (isinstance(node.parent, exp.Count) or isinstance(node.parent, exp.Column)):
-                continue
-            if any(inside(node, n) for n in nodes) or node.find_ancestor(exp.Select) is not self.select:
-                continue  # a source's or a nested query's own star sees that query's FROM
-            if any(node is p for p in self.select.expressions):
-                return f"SELECT {node.sql(dialect=self.context.dialect)}"
-            return (node.parent if isinstance(node.parent, exp.Func) else node).sql(dialect=self.context.dialect)
-        return None
 
     def _check_whole_row(self, dim: Source) -> None:
         """Decline when the query reads ``dim`` as a whole row (``SELECT r``, ``to_json(r)``): the

@@ -35,7 +35,7 @@ from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
 from sparkscore.optimizer.sources import (Source, column_source, conjuncts, enclosing_select, inside, proven_unique,
-                                          select_sources)
+                                          select_sources, star_of)
 
 NAME = "prune_model_inputs"
 
@@ -107,7 +107,10 @@ def drop_inputs(model: Model, used: list[int]) -> Model:
 
 def _remove_joins(select: exp.Select, aliases: set[str], context: Context) -> None:
     sources = select_sources(select, context.dialect)
-    if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
+    star = star_of(select, context.dialect)
+    if star is not None:
+        if any(source.alias.lower() in aliases for source in sources[1:]):
+            context.decide(NAME, False, f"kept every JOIN: {star} reads whatever columns the sources have")
         return
     for source in sources[1:]:
         if source.alias.lower() not in aliases:

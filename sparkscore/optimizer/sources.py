@@ -140,6 +140,26 @@ def row_predicates(select: exp.Select) -> list[exp.Expr]:
     return out
 
 
+def star_of(select: exp.Select, dialect: str) -> str | None:
+    """SQL of a ``*`` / ``t.*`` / ``COLUMNS(...)`` of ``select`` itself (not of its FROM / JOIN
+    sources, CTEs or nested queries, whose own stars see their own FROM), other than ``COUNT(*)``:
+    something whose columns depend on what the sources provide, so a rule that adds or removes
+    source columns must leave such a SELECT alone.  None when there is none."""
+    sources = [s.node for s in select_sources(select, dialect)]
+    for node in select.find_all(exp.Star, exp.Column, exp.Columns):
+        if isinstance(node, exp.Column) and not node.is_star:
+            continue
+        if isinstance(node, exp.Star) and isinstance(node.parent, (exp.Count, exp.Column, exp.Columns)):
+            continue
+        if any(inside(node, n) for n in sources) or node.find_ancestor(exp.Select) is not select:
+            continue
+        if any(node is p for p in select.expressions):
+            return f"SELECT {node.sql(dialect=dialect)}"
+        return (node.parent if isinstance(node.parent, exp.Func) and not isinstance(node, exp.Columns)
+                else node).sql(dialect=dialect)
+    return None
+
+
 def proven_unique(context: Context, table: str | None, columns: tuple[str, ...]) -> str | None:
     """How the engine proves ``columns`` unique (among rows with no NULL key) in ``table``, or None.
 

@@ -138,15 +138,18 @@ def queries(draw, spark: bool = False) -> Query:
     if "r" in roles:
         extras += [f"{roles['r']}.gdp AS gdp"]
         if not spark:
-            extras += [f"{roles['r']} AS r_row", f"TO_JSON({roles['r']}) AS r_json", f"ROW(*COLUMNS({roles['r']}.*)) AS r_cols"]
+            extras += [f"{roles['r']} AS r_row", f"TO_JSON({roles['r']}) AS r_json", f"ROW(*COLUMNS({roles['r']}.*)) AS r_cols",
+                       "COLUMNS('gdp|ss_partial')"]
         if "regions_ss" in " ".join(joins):
             extras.append("r.ss_partial_0 AS own_partial")
     if "p" in roles:
         extras.append("p.price AS price")
+        if not spark:
+            extras.append("COLUMNS('price')")
     if fact_kind == "customers_ss":
         extras.append("ss_partial_0")
     chosen = [e for e in extras if draw(_sometimes)]
-    duck_only = duck_only or any(e.startswith(("r AS", "regions AS", "TO_JSON", "ROW(")) for e in chosen)
+    duck_only = duck_only or any(e.startswith(("r AS", "regions AS", "TO_JSON", "ROW(", "COLUMNS(")) for e in chosen)
     projections += chosen
 
     numbers = DECIMALS if decimal else NUMBERS
