@@ -21,7 +21,7 @@ import os
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, example, given, reject, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from sparkscore.optimizer import OptimizerOptions

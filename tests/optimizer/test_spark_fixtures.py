@@ -14,7 +14,7 @@ import pytest
 from sparkscore.optimizer import parse, plan_query
 from sparkscore.optimizer.dialect import generate
 from sparkscore.optimizer.fixtures import read_fixtures
-from tests.optimizer.conftest import TABLES, assert_same_rows, register_spark_udfs, resolve, spark_rows
+from tests.optimizer.conftest import assert_same_rows, register_spark_udfs, resolve, spark_rows
 from tests.optimizer.test_fixtures import FIXTURES
 
 pytestmark = pytest.mark.spark
