@@ -31,7 +31,50 @@ class DuckDBCatalog:
     def distinct_count(self, table: str, column: str) -> int | None:
         return self._cached(("distinct", table, column), lambda: self._distinct_count(table, column))
 
+    def proven_unique(self, table: str, columns: tuple[str, ...]) -> str | None:
+        """How ``columns`` are proven unique in ``table`` (NULL keys aside), or None: a declared
+        PRIMARY KEY / UNIQUE constraint on a subset of them, or -- only after
+        ``SET VARIABLE sparkscore_verify_unique_keys = true`` -- an exact GROUP BY check (a scan,
+        run at planning time).  ``approx_unique`` is never a proof (optimizer rules rely on this)."""
+        return self._cached(("unique", table, tuple(columns)), lambda: self._proven_unique(table, tuple(columns)))
+
     # ------------------------------------------------------------------ internals
+    def _proven_unique(self, table: str, columns: tuple[str, ...]) -> str | None:
+        relation = self._relation(table)
+        if relation is None or not columns:
+            return None
+        # the one relation of that name in scope (a temp table or view could shadow main.<name>)
+        found = self._con.execute(
+            "SELECT database_name, schema_name FROM (SELECT database_name, schema_name, table_name FROM duckdb_tables() "
+            "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views()) "
+            "WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(coalesce(?, schema_name)) "
+            "AND lower(database_name) = lower(coalesce(?, database_name))",
+            [relation.name, relation.db or None, relation.catalog or None]).fetchall()
+        if len(found) != 1:
+            return None
+        (database, schema), = found
+        wanted = {c.lower() for c in columns}
+        for kind, names in self._con.execute(
+                "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE database_name = ? "
+                "AND schema_name = ? AND lower(table_name) = lower(?) AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+                [database, schema, relation.name]).fetchall():
+            if names and {n.lower() for n in names} <= wanted:
+                return f"{kind} ({', '.join(names)})"
+        try:
+            (verify,), = self._con.execute("SELECT getvariable('sparkscore_verify_unique_keys')").fetchall()
+        except duckdb.Error:
+            verify = None
+        if verify is not True:
+            return None
+        keys = [exp.column(c, quoted=True) for c in columns]
+        duplicated = (exp.select(*keys).from_(relation.copy()).where(exp.and_(*[k.copy().is_(exp.null()).not_() for k in keys]))
+                      .group_by(*[k.copy() for k in keys]).having("COUNT(*) > 1").limit(1))
+        try:
+            rows = self._con.sql(duplicated.sql(_DIALECT)).fetchall()
+        except duckdb.Error:
+            return None
+        return None if rows else f"exact check: no duplicated ({', '.join(columns)}) (sparkscore_verify_unique_keys)"
+
     def _cached(self, key: tuple, compute):
         if key not in self._memo:
             self._memo[key] = compute()

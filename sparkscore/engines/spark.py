@@ -217,6 +217,24 @@ class SparkCatalog:
     def distinct_count(self, table: str, column: str) -> int | None:
         return None
 
+    def proven_unique(self, table: str, columns: tuple[str, ...]) -> str | None:
+        """Spark tables declare no enforced keys, so uniqueness is proven only by an exact check the
+        user opts into with ``spark.sparkscore.verifyUniqueKeys=true`` (a scan at planning time);
+        otherwise None, and the optimizer keeps every join that relies on it."""
+        if self._spark.conf.get("spark.sparkscore.verifyUniqueKeys", "false").strip().lower() != "true":
+            return None
+        df = self._frame(table)
+        if df is None or not columns:
+            return None
+        from pyspark.sql import functions as F
+
+        keys = [F.col("`" + c.replace("`", "``") + "`") for c in columns]  # a quoted name, never parsed as SQL
+        present = df
+        for key in keys:
+            present = present.where(key.isNotNull())
+        duplicated = present.groupBy(*keys).count().where(F.col("count") > 1).limit(1).count()
+        return None if duplicated else f"exact check: no duplicated ({', '.join(columns)}) (spark.sparkscore.verifyUniqueKeys)"
+
 
 def explain(query: str, spark: SparkSession, registry=None, disable_rules: Sequence[str] = ()):
     """The optimizer's plan of a PREDICT query against this session (what ``ss.explain`` shows)."""

@@ -18,6 +18,7 @@ from sparkscore.optimizer.context import (BoundModel, Catalog, Context, Decision
 from sparkscore.optimizer.dialect import generate, parse
 from sparkscore.optimizer.factorize_linear import factorize_linear
 from sparkscore.optimizer.inline_models import inline_models
+from sparkscore.optimizer.names import NameGenerator
 from sparkscore.optimizer.nodes import ModelCall, ScorePredict
 from sparkscore.optimizer.plan import Plan, UdfSpec
 from sparkscore.optimizer.prune_by_predicates import prune_by_predicates
@@ -54,7 +55,7 @@ def plan_query(sql: str, *, dialect: str, resolve: Callable[[str], ResolvedModel
         raise QueryError(f"unknown rule {unknown[0]!r} in disable_rules; use names from {', '.join(RULE_NAMES)}")
     expression = parse(sql, dialect)
     context = Context(dialect=dialect, catalog=catalog, options=options, resolve=resolve,
-                      disabled=tuple(disable_rules))
+                      disabled=tuple(disable_rules), names=NameGenerator.for_query(expression, catalog, dialect))
     for name, rule in RULES:
         if name in disable_rules:
             context.decide(name, False, "disabled by disable_rules")

@@ -90,9 +90,13 @@ def source_columns(source, context: Context) -> list[tuple[str, str | None]] | N
         cols = None if name is None else context.catalog.columns(name)
         return None if cols is None else [(str(n), str(t) if t is not None else None) for n, t in cols]
     if isinstance(source, Scope):
+        # a UNION / INTERSECT / EXCEPT has the columns of its first branch: read them in that
+        # branch's own scope (the set operation's scope has no FROM sources of its own)
+        while isinstance(source.expression, exp.SetOperation):
+            if not source.set_operation_scopes:
+                return None
+            source = source.set_operation_scopes[0]
         query = source.expression
-        while isinstance(query, exp.SetOperation):
-            query = query.left
         if not isinstance(query, exp.Select):
             return None
         out: list[tuple[str, str | None]] = []

@@ -16,6 +16,7 @@ from sparkscore.errors import QueryError
 from sparkscore.ir import Model
 
 if TYPE_CHECKING:
+    from sparkscore.optimizer.names import NameGenerator
     from sparkscore.optimizer.plan import UdfSpec
 
 
@@ -88,6 +89,13 @@ class Context:
     resolved: dict[str, ResolvedModel] = field(default_factory=dict)
     udfs: dict[str, "UdfSpec"] = field(default_factory=dict)
     disabled: tuple[str, ...] = ()   # disable_rules: later rules a rule may count on (or not)
+    names: "NameGenerator | None" = None  # set by plan_query: every generated column name comes from it
+
+    def fresh_name(self, prefix: str) -> str:
+        """A column name unique in the whole query (see :mod:`.names`)."""
+        if self.names is None:
+            raise QueryError("internal: no name generator for this query; plan it with plan_query")
+        return self.names.fresh(prefix)
 
     def decide(self, rule: str, fired: bool, reason: str) -> None:
         self.decisions.append(Decision(rule, fired, reason))

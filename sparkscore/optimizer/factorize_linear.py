@@ -17,10 +17,21 @@ imputation or one-hot (``fill`` / ``INDICATOR`` turn NULL into a number, which a
 express): such LEFT-joined dimensions are declined with that reason.  Inner joins accept any
 single-layer feature map (imputation, scaling and one-hot are evaluated below the join).
 
+The rewrite is invisible to the rest of the query: the partial columns get names from the
+query-wide generator (:mod:`.names`: unique against every column in scope and each other, so a fact
+or dimension column called ``ss_partial_0`` neither becomes ambiguous nor is read as a partial),
+schema-qualified references to the dimension (``main.part.p_partkey``) are re-qualified with the
+subquery's name, and a query that could *see* the added columns is declined: ``*`` / ``t.*`` /
+``COLUMNS(*)`` of the SELECT itself, and a dimension read as a whole row (``SELECT r``,
+``to_json(r)``).  Correctness never depends on row counts or key uniqueness (a duplicated
+dimension key repeats the partial exactly as it repeats the dimension's columns); they only steer
+the cost rule.
+
 Declined: models that are not GLMs, chained feature maps, inputs that are not plain columns of
-one source, RIGHT / FULL / non-equi joins, dimensions that are not catalog tables, file or
-table-function dimensions without an alias (the rewrite must name the subquery replacing them),
-unknown row counts, and dimensions where the cost rule says no.
+one source, RIGHT / FULL / non-equi joins, dimensions that are not catalog tables (CTEs included),
+file or table-function dimensions without an alias (the rewrite must name the subquery replacing
+them), queries that could see the partial columns (above), unknown row counts, and dimensions where
+the cost rule says no.
 
 Decision boundary (cost model in :mod:`.cost`, calibrated on DuckDB 2.0 by ``bench/bench_optimizer.py``:
 2M fact rows x 4 features, TR 1-50, FR 0.25-4, 2 threads on a shared 2-core machine at load ~8;
@@ -52,7 +63,8 @@ from sparkscore.optimizer.cost import FactorizeEstimate
 from sparkscore.optimizer.inline_models import will_inline
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
-from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, select_sources
+from sparkscore.optimizer.sources import (Source, column_source, conjuncts, enclosing_select, inside, select_sources,
+                                          star_of)
 
 NAME = "factorize_linear"
 _PARTIAL = "ss_partial_"
@@ -105,8 +117,9 @@ class _SelectRewrite:
             raise Decline(f"{len(model.features)} chained feature maps do not fold into one GLM")
         if len(self.sources) < 2:
             raise Decline("no join to factorize over")
-        if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in self.select.expressions):
-            raise Decline("SELECT * would also return the partial columns")
+        star = star_of(self.select, context.dialect)
+        if star is not None:
+            raise Decline(f"{star} would also return the partial columns")
         owner = []
         for arg in call.inputs:
             source = column_source(arg, self.sources, context)
@@ -124,6 +137,7 @@ class _SelectRewrite:
                 continue
             try:
                 self._check_dimension(dim, fmap, features, model.name)
+                self._check_whole_row(dim)
                 estimate = FactorizeEstimate(
                     rows=fact_rows, dim_rows=self._row_count(dim), d_fact=len(feature_owner) - len(features),
                     d_dim=len(features), outputs=model.estimator.n_outputs, row_overhead=overhead,
@@ -169,6 +183,22 @@ class _SelectRewrite:
                 raise Decline("LEFT JOIN with imputed / one-hot dimension features: an unmatched row's NULL "
                               "partial cannot reproduce them")
 
+    def _source_nodes(self) -> list[exp.Expr]:
+        """The FROM / JOIN nodes as they are now (dimensions already rewritten are subqueries)."""
+        return [s.node for s in select_sources(self.select, self.context.dialect)]
+
+    def _check_whole_row(self, dim: Source) -> None:
+        """Decline when the query reads ``dim`` as a whole row (``SELECT r``, ``to_json(r)``): the
+        row would gain the partial columns.  An unqualified name that is no column of a known source
+        may be that row, so unknown schemas decline too."""
+        nodes = self._source_nodes()
+        for column in self.select.find_all(exp.Column):
+            if column.table or column.name.lower() != dim.alias.lower() or any(inside(column, n) for n in nodes):
+                continue
+            if column_source(column, self.sources, self.context) is None:
+                raise Decline(f"{column.sql(dialect=self.context.dialect)} reads {dim.alias} as a whole row, "
+                              f"which would gain the partial columns")
+
     # ------------------------------------------------------------------ rewrite
     def _rewrite(self, call: ModelCall, fmap: FeatureMap, owner: list[str], chosen) -> None:
         context = self.context
@@ -213,15 +243,20 @@ class _SelectRewrite:
             inner = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier(dim.alias))).from_(dim.node.copy())
             dim.node.replace(inner.subquery(dim.alias, copy=False))
             self.partials[dim.alias] = inner
+            self._unqualify_schema(dim, inner)
         name = self.columns.get((dim.alias, key))
         if name is None:
-            taken = {n.lower() for n, _ in self.context.catalog.columns(dim.table) or ()}
-            n = len([1 for a, _ in self.columns if a == dim.alias])
-            while f"{_PARTIAL}{n}" in taken:
-                n += 1
-            name = self.columns[(dim.alias, key)] = f"{_PARTIAL}{n}"
+            name = self.columns[(dim.alias, key)] = self.context.fresh_name(_PARTIAL)
             inner.select(exp.alias_(ModelCall.build(key, "raw", args), name), copy=False)
         return name
+
+    def _unqualify_schema(self, dim: Source, inner: exp.Select) -> None:
+        """``main.part.p_partkey`` -> ``part.p_partkey``: the subquery replacing ``main.part`` is
+        named by its alias only, so a schema-qualified reference would name a table no longer there."""
+        for column in self.select.find_all(exp.Column):
+            if column.args.get("db") and column.table.lower() == dim.alias.lower() and not inside(column, inner):
+                column.set("db", None)
+                column.set("catalog", None)
 
 
 def _qualified(arg: exp.Expr, alias: str) -> exp.Expr:

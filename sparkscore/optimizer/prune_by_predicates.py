@@ -28,7 +28,11 @@ Engine semantics the bounds rely on (DuckDB and Spark agree):
 * DOUBLE columns compare with the literal's exact binary64 value (scientific-notation literals are
   DOUBLE; decimal literals of up to 15 digits convert exactly); longer decimals are widened by one
   ulp each way.  Integer columns compare exactly and convert to DOUBLE monotonically, so their
-  bounds are used closed.  Other column types (and columns of unknown type) are ignored;
+  bounds are used closed.  ``DECIMAL(p, s)`` columns (TPC-H's prices and quantities) with
+  ``p <= 15`` likewise, after rounding each literal outwards to the column's scale
+  (``_decimal_bound``: their conversion to DOUBLE is correctly rounded; wider decimals may round
+  twice and are ignored).  ``x BETWEEN c AND c`` (or ``x >= c AND x <= c``) fixes ``x`` like
+  ``x = c``.  Other column types (and columns of unknown type) are ignored;
 * text categorical inputs (VARCHAR, or a DuckDB ENUM, which compares as its text) use ``=`` / ``IN``
   only: the value's code is its index in the column's categories, a value outside them is the
   model's missing (NaN) code.
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +89,13 @@ class Bound:
         return Bound(lo, hi, nan, frozenset(p for p in points if lo <= p <= hi))
 
     def constant(self) -> float | None:
-        """The single value every row has, if the predicates fix it."""
+        """The single value every row has, if the predicates fix it (``x = c``, ``x IN (c)``,
+        ``x BETWEEN c AND c``, ``x >= c AND x <= c``; ``-0.0`` and ``0.0`` count as one value, as
+        every model compares them equal)."""
         if self.points is not None and len(self.points) + self.nan == 1:
             return next(iter(self.points)) if self.points else math.nan
+        if self.points is None and not self.nan and self.lo == self.hi:
+            return self.lo
         return None
 
 
@@ -178,6 +187,8 @@ def _bound(column: exp.Expr, op: type, values: list[exp.Expr], columns: tuple[Co
             return None
         codes = {float(categories.index(t)) if t in categories else math.nan for t in texts}
         return i, Bound(nan=any(math.isnan(c) for c in codes), points=frozenset(c for c in codes if not math.isnan(c)))
+    if sql_type is not None and sql_type.is_type(exp.DataType.Type.DECIMAL):
+        return _decimal_bound(i, op, values, sql_type)
     if sql_type is None or not sql_type.is_type(exp.DataType.Type.DOUBLE, *exp.DataType.INTEGER_TYPES):
         return None
     exact = sql_type.is_type(exp.DataType.Type.DOUBLE)   # strict bounds only where the column *is* the double
@@ -195,6 +206,54 @@ def _bound(column: exp.Expr, op: type, values: list[exp.Expr], columns: tuple[Co
         return i, Bound(lo=lo)
     if op is exp.LT:
         return i, Bound(hi=math.nextafter(lo, -math.inf) if exact and lo == hi else hi, nan=False)
+    return i, Bound(hi=hi, nan=False)
+
+
+def _decimal_bound(i: int, op: type, values: list[exp.Expr], sql_type: exp.DataType) -> tuple[int, Bound] | None:
+    """Bound of ``CAST(x AS DOUBLE)`` -- what the model reads -- for ``x op value`` on ``DECIMAL(p, s)``.
+
+    The engine compares in DECIMAL (exactly) or, against a DOUBLE literal, in DOUBLE; it may also
+    round a literal to the column's scale.  Each bound is therefore the outermost of: the literal
+    rounded to the scale outwards (floor for a lower bound, ceiling for an upper one) and the
+    binary64 values the literal may read as (``_number``), used closed (``x < c`` still allows a
+    double equal to ``double(c)``).  The bound then holds for the model's input because
+    DECIMAL -> DOUBLE is monotone *and* correctly rounded, which is proven only for ``p <= 15``:
+    the unscaled integer is below 2**53 and 10**s is exact, so ``int / 10**s`` (DuckDB's and
+    Spark's conversion) is one correctly rounded division and equals Python's ``float(Decimal)``.
+    Wider decimals (DuckDB's default ``DECIMAL(18,3)``, ``HUGEINT``-backed ones) round twice, can
+    differ by an ulp, and are ignored.
+    """
+    params = [p.this for p in sql_type.expressions]
+    try:
+        precision, scale = (int(params[0].name), int(params[1].name) if len(params) > 1 else 0)
+    except (IndexError, ValueError, AttributeError):
+        return None
+    if precision > _EXACT_DIGITS or scale > precision:
+        return None
+    ranges = []
+    for value in values:
+        text = value.this.this if isinstance(value, exp.Neg) and isinstance(value.this, exp.Literal) else (
+            value.this if isinstance(value, exp.Literal) else None)
+        number = _number(value)
+        if number is None or not isinstance(text, str):
+            return None
+        try:
+            exact = Decimal(text) * (-1 if isinstance(value, exp.Neg) else 1)
+        except ArithmeticError:
+            return None
+        step = Decimal(1).scaleb(-scale)
+        try:
+            down, up = (float(exact.quantize(step, rounding=r)) for r in (ROUND_FLOOR, ROUND_CEILING))
+        except ArithmeticError:  # more digits than Decimal's context holds: far outside DECIMAL(15, s)
+            return None
+        ranges.append((min(down, number[0]), max(up, number[1]), down == up == number[0] == number[1]))
+    if op is exp.EQ:
+        if all(on_grid for _, _, on_grid in ranges):
+            return i, Bound(nan=False, points=frozenset(lo for lo, _, _ in ranges))
+        return i, Bound(min(lo for lo, _, _ in ranges), max(hi for _, hi, _ in ranges), False)
+    (lo, hi, _), = ranges
+    if op in (exp.GT, exp.GTE):
+        return i, Bound(lo=lo, nan=False)
     return i, Bound(hi=hi, nan=False)
 
 

@@ -9,9 +9,18 @@ An input is dropped only when no row's result can depend on it:
   those rows -- the decision says so.
 
 The call then runs a derived model over the smaller signature (``context.add_model``).  A
-``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed when the
-join is on a key that is unique in the joined table (``Catalog.distinct_count == row_count``):
-each left row then matches at most one row, so the join neither adds nor removes rows.
+``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed only when
+each left row provably matches at most one row, so the join neither adds nor removes rows:
+
+* the join is ``ON a = b AND ...`` (columns placed by qualifier, or by the catalog when
+  unqualified) or ``USING (...)``, every equality between the dimension and another source, and
+  both sides of each have the same SQL type (a conversion could match several keys to one value);
+* the dimension is a catalog table (not a derived table, and not a CTE, which shadows a table of
+  the same name), and its key columns are *proven* unique: ``sources.proven_unique`` asks the
+  catalog for a declared PRIMARY KEY / UNIQUE constraint or an exact check the user opted into.
+  Estimates (DuckDB's ``approx_unique``, ``Catalog.distinct_count``) are never a proof: one
+  duplicated key repeats left rows.  NULL keys never match an equality, so UNIQUE (which allows
+  several NULLs) is enough.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from sparkscore.ir import INDICATOR, LEAF, Model
 from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
-from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, inside, select_sources
+from sparkscore.optimizer.sources import (Source, column_source, conjuncts, enclosing_select, inside, proven_unique,
+                                          select_sources, star_of)
 
 NAME = "prune_model_inputs"
 
@@ -99,23 +109,40 @@ def drop_inputs(model: Model, used: list[int]) -> Model:
 
 def _remove_joins(select: exp.Select, aliases: set[str], context: Context) -> None:
     sources = select_sources(select, context.dialect)
-    if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
+    star = star_of(select, context.dialect)
+    if star is not None:
+        if any(source.alias.lower() in aliases for source in sources[1:]):
+            context.decide(NAME, False, f"kept every JOIN: {star} reads whatever columns the sources have")
         return
     for source in sources[1:]:
         if source.alias.lower() not in aliases:
             continue
-        reason = _removable(select, source, sources, context)
-        if reason is None:
+        removable, reason = _removable(select, source, sources, context)
+        if removable:
             source.join.pop()
             context.decide(NAME, True, f"removed LEFT JOIN {source.alias}: it only fed dropped inputs and its "
-                                       f"join key is unique")
+                                       f"join key is unique ({reason})")
         else:
             context.decide(NAME, False, f"kept JOIN {source.alias}: {reason}")
 
 
-def _removable(select: exp.Select, dim: Source, sources: list[Source], context: Context) -> str | None:
+def _removable(select: exp.Select, dim: Source, sources: list[Source], context: Context) -> tuple[bool, str]:
+    """(True, the uniqueness proof) or (False, why the join stays)."""
+    reason = _kept(select, dim, sources, context)
+    if reason is not None:
+        return False, reason
+    pairs, _ = _key_pairs(dim.join, dim, sources, context)
+    keys = tuple(mine.name for mine, _ in pairs)
+    proof = proven_unique(context, dim.table, keys)
+    if proof is None:
+        return False, (f"{dim.alias}({', '.join(keys)}) is not proven unique (no PRIMARY KEY / UNIQUE constraint "
+                       f"on it, and no exact check opted into; estimated statistics are never a proof)")
+    return True, proof
+
+
+def _kept(select: exp.Select, dim: Source, sources: list[Source], context: Context) -> str | None:
     join = dim.join
-    if (join.side or "").upper() != "LEFT":
+    if (join.side or "").upper() != "LEFT" or join.kind.upper() not in ("", "OUTER"):
         return "not a LEFT JOIN (an inner join can drop or repeat rows)"
     on = join.args.get("on")
     outputs = {p.alias.lower() for p in select.expressions if p.alias}
@@ -124,19 +151,45 @@ def _removable(select: exp.Select, dim: Source, sources: list[Source], context: 
             continue
         if column.table.lower() == dim.alias.lower() or (not column.table and column_source(column, sources, context) in (dim, None)):
             return f"{column.sql(dialect=context.dialect)} still reads it"
-    keys = []
-    for c in conjuncts(on) if on is not None else [None]:
-        if not isinstance(c, exp.EQ):
-            return "join condition is not an equality"
-        sides = [s for s in (c.this, c.expression) if isinstance(s, exp.Column) and s.table.lower() == dim.alias.lower()]
-        if len(sides) != 1:
-            return "join condition is not key equalities"
-        keys.append(sides[0].name)
-    if dim.table is None or len(keys) != 1:
-        return "uniqueness of a composite or derived key is unknown"
-    rows = context.catalog.row_count(dim.table)
-    distinct = context.catalog.distinct_count(dim.table, keys[0])
-    if rows is None or distinct is None or distinct != rows:
-        return f"{dim.alias}.{keys[0]} not known unique (distinct {distinct}, rows {rows})"
+    pairs, reason = _key_pairs(join, dim, sources, context)
+    if reason is not None:
+        return reason
+    if dim.table is None:
+        return "a derived table: uniqueness of its key cannot be proven"
+    for mine, other in pairs:
+        types = [_column_type(c, sources, context) for c in (mine, other)]
+        if None in types or types[0] != types[1]:
+            return (f"{mine.sql(dialect=context.dialect)} = {other.sql(dialect=context.dialect)} compares "
+                    f"{types[0] or 'unknown'} with {types[1] or 'unknown'}: a conversion could match one row to "
+                    f"several keys")
     return None
 
+
+def _key_pairs(join: exp.Join, dim: Source, sources: list[Source], context: Context):
+    """([(dimension column, other column)], None) for ``ON a = b AND ...`` / ``USING (...)``, else
+    ([], reason).  Unqualified ON columns are placed by the catalog (``column_source``)."""
+    using = join.args.get("using")
+    if using:
+        if len(sources) != 2:
+            return [], "USING over more than two sources: which side each name reads is not known here"
+        other = sources[0] if sources[1] is dim else sources[1]
+        return [(exp.column(i.name, table=dim.alias), exp.column(i.name, table=other.alias)) for i in using], None
+    on = join.args.get("on")
+    if on is None:
+        return [], "a join without ON / USING"
+    pairs = []
+    for c in conjuncts(on):
+        if not isinstance(c, exp.EQ) or not all(isinstance(s, exp.Column) for s in (c.this, c.expression)):
+            return [], "join condition is not an equality of columns"
+        owners = [column_source(s, sources, context) for s in (c.this, c.expression)]
+        mine = [s for s, o in zip((c.this, c.expression), owners) if o is dim]
+        if len(mine) != 1 or None in owners:
+            return [], f"{c.sql(dialect=context.dialect)} is not a key equality between {dim.alias} and another source"
+        pairs.append((mine[0], c.expression if mine[0] is c.this else c.this))
+    return pairs, None
+
+
+def _column_type(column: exp.Column, sources: list[Source], context: Context) -> str | None:
+    source = column_source(column, sources, context)
+    columns = context.catalog.columns(source.table) if source is not None and source.table else None
+    return next((str(t).upper() for n, t in columns or () if str(n).lower() == column.name.lower()), None)

@@ -80,7 +80,23 @@ def select_sources(select: exp.Select, dialect: str) -> list[Source]:
     if from_ is None:
         return []
     pairs = [(from_.this, None)] + [(join.this, join) for join in select.args.get("joins") or ()]
-    return [Source(node.alias_or_name, node, join, catalog_name(node, dialect)) for node, join in pairs]
+    ctes = visible_ctes(select)
+    return [Source(node.alias_or_name, node, join,
+                   None if isinstance(node, exp.Table) and not node.db and node.name.lower() in ctes
+                   else catalog_name(node, dialect)) for node, join in pairs]
+
+
+def visible_ctes(node: exp.Expr) -> set[str]:
+    """Lower-cased names of the CTEs a FROM name in ``node`` may refer to: a CTE shadows the catalog
+    table of the same name (``WITH t AS (SELECT * FROM t UNION ALL ...)``), so its rows, columns,
+    keys and statistics are not the table's."""
+    names: set[str] = set()
+    while node is not None:
+        with_ = node.args.get("with_") if isinstance(node, exp.Query) else None
+        if with_ is not None:
+            names.update(cte.alias_or_name.lower() for cte in with_.expressions)
+        node = node.parent
+    return names
 
 
 def column_source(column: exp.Expr, sources: list[Source], context: Context) -> Source | None:
@@ -122,6 +138,40 @@ def row_predicates(select: exp.Select) -> list[exp.Expr]:
         if not join.side and join.kind in ("", "INNER"):
             out += conjuncts(join.args.get("on"))
     return out
+
+
+def star_of(select: exp.Select, dialect: str) -> str | None:
+    """SQL of a ``*`` / ``t.*`` / ``COLUMNS(...)`` of ``select`` itself (not of its FROM / JOIN
+    sources, CTEs or nested queries, whose own stars see their own FROM), other than ``COUNT(*)``:
+    something whose columns depend on what the sources provide, so a rule that adds or removes
+    source columns must leave such a SELECT alone.  None when there is none."""
+    sources = [s.node for s in select_sources(select, dialect)]
+    for node in select.find_all(exp.Star, exp.Column, exp.Columns):
+        if isinstance(node, exp.Column) and not node.is_star:
+            continue
+        if isinstance(node, exp.Star) and isinstance(node.parent, (exp.Count, exp.Column, exp.Columns)):
+            continue
+        if any(inside(node, n) for n in sources) or node.find_ancestor(exp.Select) is not select:
+            continue
+        if any(node is p for p in select.expressions):
+            return f"SELECT {node.sql(dialect=dialect)}"
+        return (node.parent if isinstance(node.parent, exp.Func) and not isinstance(node, exp.Columns)
+                else node).sql(dialect=dialect)
+    return None
+
+
+def proven_unique(context: Context, table: str | None, columns: tuple[str, ...]) -> str | None:
+    """How the engine proves ``columns`` unique (among rows with no NULL key) in ``table``, or None.
+
+    Only a proof counts: a declared PRIMARY KEY / UNIQUE constraint, or an exact check the user
+    opted into (the catalog's ``proven_unique``).  Estimated statistics (DuckDB's ``approx_unique``,
+    ``Catalog.distinct_count``) may steer cost but never a rewrite's correctness.  A catalog without
+    ``proven_unique`` proves nothing.
+    """
+    check = getattr(context.catalog, "proven_unique", None)
+    if check is None or table is None or not columns:
+        return None
+    return check(table, tuple(columns))
 
 
 def inside(node: exp.Expr, ancestor: exp.Expr) -> bool:

@@ -199,19 +199,34 @@ def database() -> duckdb.DuckDBPyConnection:
 
 
 def build_database() -> duckdb.DuckDBPyConnection:
-    """The fixtures' tables: customers (adversarial values, NULLs), plans, regions, plan_regions."""
+    """The fixtures' tables: customers (adversarial values, NULLs), plans (PRIMARY KEY plan_id), regions,
+    plan_regions, plans_dup (a duplicated key), plan_prices (PRIMARY KEY pid),
+    customers_dec (DECIMAL(15,2) inputs), customers_ss / regions_ss (an ``ss_partial_0`` column)."""
     con = duckdb.connect()
     customers = _customers()
     plans = pa.table({"plan_id": pa.array(np.arange(5, dtype=np.int64)), "price": pa.array([9.5, 19.0, 29.0, 49.0, 5.0])})
     con.register("customers_arrow", customers)
     con.execute("CREATE TABLE customers AS SELECT * FROM customers_arrow")
     con.register("plans_arrow", plans)
-    con.execute("CREATE TABLE plans AS SELECT * FROM plans_arrow")
+    con.execute("CREATE TABLE plans (plan_id BIGINT PRIMARY KEY, price DOUBLE)")
+    con.execute("INSERT INTO plans SELECT * FROM plans_arrow")
+    # plan 0 twice, no constraint: DuckDB's approx_unique still counts 10 distinct of 10 rows
+    con.execute("CREATE TABLE plans_dup AS SELECT i % 9 AS plan_id, 5e0 + i AS price FROM range(10) AS t(i)")
+    con.execute("CREATE TABLE plan_prices (pid BIGINT PRIMARY KEY, price DOUBLE)")
+    con.execute("INSERT INTO plan_prices SELECT * FROM plans_arrow")
+    # TPC-H-like DECIMAL(15,2) inputs with rows on, and one cent either side of, the fixtures' bounds
+    con.execute("CREATE TABLE customers_dec AS SELECT id, TRY_CAST(age AS DECIMAL(15,2)) AS age, "
+                "TRY_CAST(tenure AS DECIMAL(15,2)) AS tenure, spend FROM customers")
+    con.execute("INSERT INTO customers_dec VALUES (1000, 30.10, 12.00, 1), (1001, 30.11, 12.01, 1), "
+                "(1002, 30.09, 11.99, 2), (1003, 55.00, 0.00, 0), (1004, NULL, NULL, NULL)")
+    # columns named like the optimizer's generated ones (a fact's, and a dimension's)
+    con.execute("CREATE TABLE customers_ss AS SELECT *, 1e0 AS ss_partial_0 FROM customers")
     # dimensions for the star-join rules: LATAM and NULL regions have no match (LEFT JOIN cases)
     con.execute("CREATE TABLE regions AS SELECT * FROM (VALUES ('EU', 1.5, 0.2, 1.0), ('US', 2.5, NULL, 2.0), "
                 "('APAC', 0.5, 0.7, 3.0)) AS v(region, gdp, growth, risk)")
     con.execute("CREATE TABLE plan_regions AS SELECT p.plan_id, r.region, p.price / 100 AS discount, "
                 "r.gdp / 10 AS churn_rate, p.price * r.gdp AS margin, 1.5e0 AS fee FROM plans AS p, regions AS r")
+    con.execute("CREATE TABLE regions_ss AS SELECT *, 7e0 AS ss_partial_0 FROM regions")
     return con
 
 
@@ -222,16 +237,30 @@ class DuckCatalog:
         self.con = con
 
     def columns(self, table: str):
-        rows = self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        name = exp.to_table(table, dialect="duckdb")
+        rows = self.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                                "AND table_schema = coalesce(?, table_schema) ORDER BY ordinal_position",
+                                [name.name, name.db or None]).fetchall()
         return [(str(n), str(t)) for n, t in rows] or None
 
     def row_count(self, table: str):
-        return self.con.execute(exp.select("COUNT(*)").from_(exp.to_table(table)).sql("duckdb")).fetchall()[0][0]
+        try:  # unknown to the engine (e.g. a CTE's name): None, as the engine catalogs answer
+            return self.con.execute(exp.select("COUNT(*)").from_(exp.to_table(table)).sql("duckdb")).fetchall()[0][0]
+        except duckdb.CatalogException:
+            return None
 
     def distinct_count(self, table: str, column: str):
         query = exp.select(exp.func("COUNT", exp.Distinct(expressions=[exp.column(column)]))).from_(exp.to_table(table))
-        return self.con.execute(query.sql("duckdb")).fetchall()[0][0]
+        try:
+            return self.con.execute(query.sql("duckdb")).fetchall()[0][0]
+        except duckdb.Error:
+            return None
+
+    def proven_unique(self, table: str, columns):
+        """The engine's proof (declared constraints; never this class's exact distinct counts)."""
+        from sparkscore.engines.catalog import DuckDBCatalog
+
+        return DuckDBCatalog(self.con).proven_unique(table, columns)
 
 
 # ---------------------------------------------------------------------------- UDFs
@@ -290,6 +319,48 @@ def assert_same_rows(got: list[tuple], want: list[tuple], rtol: float = 1e-9) ->
                 assert_same_rows([tuple(a)], [tuple(b)], rtol)
             elif isinstance(a, float) or isinstance(b, float):
                 assert a is not None and b is not None, f"row {i}: {a_row} != {b_row}"
+                if a == b or (a != a and b != b):  # fast path: equal, or both NaN
+                    continue
                 np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, equal_nan=True, err_msg=f"row {i}")
             else:
                 assert a == b, f"row {i}: {a_row} != {b_row}"
+
+
+# ---------------------------------------------------------------------------- Spark
+#: The fixture tables the Spark tests read (as parquet written by DuckDB, so NaN stays NaN).
+TABLES = ("customers", "plans", "regions", "plan_regions", "plans_dup", "plan_prices", "customers_dec", "customers_ss",
+          "regions_ss")
+
+
+@pytest.fixture(scope="session")
+def spark_tables(spark, database, tmp_path_factory):
+    """The shared Spark session with the fixture tables as temp views."""
+    folder = tmp_path_factory.mktemp("optimizer_tables")
+    for table in TABLES:
+        path = str(folder / f"{table}.parquet")
+        database.table(table).write_parquet(path)
+        spark.read.parquet(path).createOrReplaceTempView(table)
+    return spark
+
+
+def register_spark_udfs(spark, plan) -> None:
+    """Register a plan's UDFs through the Spark engine (derived models ship as safe-format files)."""
+    import tempfile
+    from pathlib import Path
+
+    from sparkscore.engines import spark as spark_engine
+
+    for spec in plan.udfs:
+        with tempfile.TemporaryDirectory(prefix="sparkscore-test-") as tmp:
+            spec.model.save(tmp)
+            files = tuple(sorted((p.name, p.read_bytes()) for p in Path(tmp).iterdir()))
+        source = spark_engine.ModelSource("", spec.name, spec.source.version, spec.model.sha256, files)
+        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type).udf())
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def spark_rows(spark, plan) -> list[tuple]:
+    return [tuple(_plain(list(row))) for row in spark.sql(plan.sql).collect()]

@@ -34,7 +34,7 @@ def test_two_dimensions_each_get_a_partial(runner):
            "FROM customers AS c JOIN plan_regions AS d ON c.plan_id = d.plan_id AND c.region = d.region "
            "LEFT JOIN regions AS r ON r.region = c.region ORDER BY c.id")
     plan = runner.plan(sql, disable_rules=("inline_models",), options=ALWAYS)
-    assert plan.sql.count("ss_partial_0 FROM") == 2
+    assert "AS ss_partial_0 FROM" in plan.sql and "AS ss_partial_1 FROM" in plan.sql  # one name per partial in the query
     assert_same_rows(runner.rows(plan), runner.rows(runner.plan(sql, disable_rules=("factorize_linear",))))
 
 
