@@ -60,7 +60,7 @@ def test_score_writes_delta_and_prints_one_summary_line(runner, setup):
     assert len(summary) == 1
     assert f"scored {ROWS:,} rows" in summary[0] and "rows/s" in summary[0] and "churn/1" in summary[0]
     rows = table_rows(setup["output"]).sort_values("id")
-    assert list(rows.columns) == ["id", "prediction"]
+    assert list(rows.columns) == ["id", "prediction", "model", "model_version"]
     np.testing.assert_allclose(rows.prediction, setup["registry"].load("churn").predict_proba(setup["data"])[:, 1],
                                rtol=1e-12)
     info = deltalake.DeltaTable(str(setup["output"])).history()[0]
@@ -68,7 +68,7 @@ def test_score_writes_delta_and_prints_one_summary_line(runner, setup):
 
     again = runner.invoke(app, score_args(setup, "--job-id", "day-1"))
     assert again.exit_code == 0 and "0 rows added" in again.stdout and "already committed" in again.stdout
-    replaced = runner.invoke(app, score_args(setup, "--job-id", "day-2", "--mode", "overwrite"))
+    replaced = runner.invoke(app, score_args(setup, "--job-id", "day-2", "--mode", "overwrite", "--keep-columns", "id"))
     assert replaced.exit_code == 0 and "version 1" in replaced.stdout
     assert len(table_rows(setup["output"])) == ROWS
 
@@ -103,15 +103,30 @@ def _start_cli(setup, job_id: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_staged_files(output: Path, count: int, proc: subprocess.Popen) -> None:
-    while len(list(output.glob("sparkscore-staging-*/*.parquet"))) < count and proc.poll() is None:
+def _staged_dirs(output: Path) -> set[str]:
+    return {p.name for p in output.glob("sparkscore-staging-*")}
+
+
+def _unreferenced_staging(output: Path) -> set[str]:
+    """Staging folders that no file of the table lives in: leftovers."""
+    paths = pa.table(deltalake.DeltaTable(str(output)).get_add_actions(flatten=True)).column("path").to_pylist()
+    return _staged_dirs(output) - {p.split("/", 1)[0] for p in paths}
+
+
+def _wait_for_new_staged_files(output: Path, before: set[str], count: int, proc: subprocess.Popen) -> None:
+    def staged() -> int:
+        return sum(len(list((output / d).glob("*.parquet"))) for d in _staged_dirs(output) - before)
+
+    while staged() < count and proc.poll() is None:
         time.sleep(0.002)
 
 
-def test_kill_9_mid_run_leaves_the_table_at_its_previous_version(setup):
-    """The CLI in a subprocess, killed after a random number of staged batch files (50 batches in all).
+def test_kill_9_mid_run_leaves_the_table_unchanged_and_its_leftovers_are_removed(runner, setup):
+    """The CLI in a subprocess, killed with SIGKILL after a random number of staged batch files (50 in all).
 
-    Start-up (imports) dominates a run, so the table is made and the job finished in-process.
+    Each kill leaves a staging folder no commit references (the table stays at version 0); the next
+    run on the table removes it, and so does ``sparkscore vacuum``.  Start-up (imports) dominates a
+    run, so the table is made and the job finished in-process.
     """
     from sparkscore.engines.batch import score_files
 
@@ -120,17 +135,23 @@ def test_kill_9_mid_run_leaves_the_table_at_its_previous_version(setup):
     score_files(*job, registry=setup["registry"], job_id="base")
     rng = random.Random(0)
     for _ in range(3):
-        before_files = set(output.glob("sparkscore-staging-*/*.parquet"))
+        before = _staged_dirs(output)
         proc = _start_cli(setup, "killed")
-        _wait_for_staged_files(output, len(before_files) + rng.randint(1, 45), proc)
+        _wait_for_new_staged_files(output, before, rng.randint(1, 45), proc)
         os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {err[-2000:]}"
-        assert len(set(output.glob("sparkscore-staging-*/*.parquet"))) > len(before_files)  # killed mid-staging
+        assert len(_unreferenced_staging(output)) == 1  # this kill's folder; the previous one's was removed
         assert deltalake.DeltaTable(str(output)).version() == 0
         assert len(table_rows(output)) == ROWS
+    vacuumed = runner.invoke(app, ["vacuum", str(output)])
+    assert vacuumed.exit_code == 0, vacuumed.output
+    assert "removed 1 leftover staging folder" in vacuumed.stdout
+    assert _unreferenced_staging(output) == set() and not list(output.glob("_sparkscore-staging-*"))
+    assert len(table_rows(output)) == ROWS
     finished = score_files(*job, registry=setup["registry"], job_id="killed")
     assert finished.table_version == 1 and len(table_rows(output)) == 2 * ROWS
+    assert _unreferenced_staging(output) == set()
 
 
 # ---------------------------------------------------------------------- score --engine spark

@@ -57,10 +57,11 @@ def test_scores_files_into_one_recorded_commit(churn, data, tmp_path, input_name
     result = score_files("churn", str(tmp_path / input_name), str(tmp_path / "out"), registry=churn,
                          job_id="day-1", keep_columns=["id", "region"], batch_rows=128)
     rows = table_rows(tmp_path / "out").sort_values("id")
-    assert list(rows.columns) == ["id", "region", "prediction"]
+    assert list(rows.columns) == ["id", "region", "prediction", "model", "model_version"]
     np.testing.assert_allclose(rows.prediction, churn.load("churn").predict_proba(data)[:, 1], rtol=1e-12)
     assert list(rows.region) == list(data.region)
     mv = churn.get("churn")
+    assert set(rows.model) == {"churn"} and set(rows.model_version) == {mv.version}
     history = deltalake.DeltaTable(str(tmp_path / "out")).history()
     assert len(history) == 1  # every batch file lands in the single commit
     info = history[0]
@@ -72,7 +73,7 @@ def test_scores_files_into_one_recorded_commit(churn, data, tmp_path, input_name
 
 def test_keeps_every_column_by_default(churn, data, tmp_path):
     score_files("churn", str(tmp_path / "input.parquet"), str(tmp_path / "out"), registry=churn)
-    assert list(table_rows(tmp_path / "out").columns) == [*data.columns, "prediction"]
+    assert list(table_rows(tmp_path / "out").columns) == [*data.columns, "prediction", "model", "model_version"]
 
 
 def test_same_job_id_and_model_version_adds_nothing_a_new_version_does(churn, data, tmp_path):
