@@ -340,19 +340,21 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
     console = _err()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("starting", total=None)
 
         def advance(rows: int, total: Optional[int]) -> None:
             progress.update(task, completed=rows, total=total)
+            progress.refresh()  # batches are large: show each one now, not at the next timer tick
 
         def status(message: str) -> None:
             if message.startswith("job "):
                 console.print(Text(message), soft_wrap=True)  # stays after the bar: the id to re-run with
             else:
                 progress.update(task, description=message)
+                progress.refresh()
                 if not console.is_terminal:  # no live bar in logs/pipes: one line per step instead
-                    console.print(Text(f"{message}..."))
+                    console.print(Text(f"{message}..."), soft_wrap=True)
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
                            keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
