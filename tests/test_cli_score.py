@@ -270,6 +270,19 @@ def test_score_logs_each_step_when_not_on_a_terminal(runner, setup):
     assert [line.split()[0] for line in result.stderr.splitlines()] == ["job", "compiling", "scoring...", "committing"]
 
 
+def test_vacuum_lists_with_dry_run_and_refuses_a_path_that_is_no_delta_table(runner, setup, tmp_path):
+    from sparkscore.engines.batch import score_files
+
+    score_files("churn", str(setup["input"]), str(setup["output"]), registry=setup["registry"], job_id="base")
+    leftover = setup["output"] / "sparkscore-staging-0123"  # a pre-lock version's leftover: no owner lock
+    leftover.mkdir()
+    dry = runner.invoke(app, ["vacuum", str(setup["output"]), "--dry-run"])
+    assert dry.exit_code == 0 and "would remove 1" in dry.stdout and leftover.is_dir()
+    assert runner.invoke(app, ["vacuum", str(setup["output"])]).exit_code == 0 and not leftover.exists()
+    assert len(table_rows(setup["output"])) == ROWS
+    assert_one_line_error(runner.invoke(app, ["vacuum", str(tmp_path)]), 1, "not a local Delta table")
+
+
 # ---------------------------------------------------------------------- issue 12 item 8: text is not a number
 def test_score_and_sql_refuse_a_text_column_with_a_valid_cast_fix(runner, setup, tmp_path):
     registry = setup["registry"]

@@ -136,7 +136,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     except KeyboardInterrupt:
         raise  # the staging folder is gone; the caller says so (delta.table_state)
     except SparkscoreError as exc:
-        raise type(exc)(f"{_without_period(str(exc))}; staging files removed, {delta.table_state(output)}") from exc
+        raise _with_state(exc, f"staging files removed, {delta.table_state(output)}") from exc
     except Exception as exc:
         raise JobError(f"job {stamp.job_id}: scoring {input_path} failed ({type(exc).__name__}: {exc}); staging files "
                        f"removed, {delta.table_state(output)}; fix the cause and re-run the same command") from exc
@@ -145,20 +145,24 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     return BatchResult(stamp, result.rows, time.time() - started, result.table_version)
 
 
-def _without_period(text: str) -> str:
-    return text.rstrip().rstrip(".")
+def _with_state(exc: SparkscoreError, state: str) -> SparkscoreError:
+    """The same error (same class, so callers still catch it), its one line ending with the table's state."""
+    message = f"{str(exc).rstrip().rstrip('.')}; {state}"
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return JobError(message)
 
 
 def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, mv, output: str, mode: str,
                     keep: Sequence[str], output_col: str, record_model: bool) -> str:
     """:func:`delta.derive_job_id` over the files DuckDB's own glob resolves ``location`` to."""
     files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [location]).fetchall()]
-    options = {"mode": mode, "keep_columns": list(keep), "output_col": output_col, "model_columns": record_model}
     return delta.derive_job_id({"files": delta.file_identity(files)}, (mv.name, mv.version, mv.sha256), output,
-                               options)
+                               delta.row_options(mode, keep, output_col, record_model))
 
 
-def check_input_types(model, ref: str, columns) -> None:
+def check_input_types(model, ref: str, columns, dialect: str = "duckdb") -> None:
     """Refuse a text column bound to a numeric model input, exactly as ``sql`` does (bind_models).
 
     One rule for both paths: a string column is never parsed into numbers behind the user's back
@@ -168,7 +172,7 @@ def check_input_types(model, ref: str, columns) -> None:
     by_name = dict(columns)
     for col in model.signature.inputs:
         if col.name in by_name:
-            check_column_type(col, col.name, by_name[col.name], ref, "score")
+            check_column_type(col, col.name, by_name[col.name], ref, "score", dialect)
 
 
 def _check_columns(columns: Sequence[str], keep: Sequence[str], model, output_col: str) -> None:

@@ -45,7 +45,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from sparkscore.errors import JobError
 
@@ -148,11 +148,13 @@ def _user_metadata(info: dict) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def write_delta_spark(df, target: str, mode: str, stamp: JobStamp, is_table: bool) -> None:
+def write_delta_spark(df, target: str, mode: str, stamp: JobStamp, is_table: bool, merge_schema: bool = False) -> None:
     """Write through delta-spark: one atomic commit, deduplicated by Delta's txnAppId/txnVersion."""
     writer = (df.write.format("delta").mode(mode)
               .option("txnAppId", stamp.app_id).option("txnVersion", 1)
               .option("userMetadata", json.dumps(stamp.metadata(), sort_keys=True)))
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     writer.saveAsTable(target) if is_table else writer.save(target)
 
 
@@ -283,6 +285,43 @@ def derive_job_id(source: Mapping, stamp_model: tuple[str, int, str], output: st
     doc = {"input": source, "model": [name, version, sha256], "output": out, "options": dict(options)}
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"auto-{digest[:24]}"
+
+
+def row_options(mode: str, keep_columns: Sequence[str], output_col: str, model_columns: bool) -> dict:
+    """The options that change what a job writes: part of its derived id (both engines spell them so)."""
+    return {"mode": mode, "keep_columns": list(keep_columns), "output_col": output_col, "model_columns": model_columns}
+
+
+def spark_input_identity(spark, source: str, df) -> dict:
+    """What makes a Spark job's input the same next time: a Delta table's version, else its files.
+
+    Files are listed by Spark itself (``inputFiles``: parquet paths, catalog tables over files) and
+    stat-ed locally or through Hadoop's FileSystem.  An input with no files (a view over in-memory
+    data) has no identity: the job then needs an explicit ``--job-id``.
+    """
+    if is_delta_path(source):
+        from deltalake import DeltaTable
+
+        return {"delta": os.path.abspath(_local(source)), "version": DeltaTable(source).version()}
+    if not is_local(source) and has_delta_spark(spark):
+        try:
+            version = spark._jvm.io.delta.tables.DeltaTable.forPath(spark._jsparkSession, source) \
+                .history(1).head().getLong(0)
+            return {"delta": source.rstrip("/"), "version": int(version)}
+        except Exception:  # not a Delta path: fall back to its files
+            pass
+    files = list(df.inputFiles())
+    if not files:
+        raise JobError(f"--input {source} has no files to fingerprint (a view or in-memory table), so no job id can "
+                       "be derived; pass --job-id to make re-runs safe")
+    local = [f for f in files if is_local(f)]
+    identity = file_identity([unquote(urlparse(f).path) if f.startswith("file:") else f for f in local])
+    hadoop = spark._jsc.hadoopConfiguration()
+    for uri in sorted(set(files) - set(local)):
+        path = spark._jvm.org.apache.hadoop.fs.Path(uri)
+        status = path.getFileSystem(hadoop).getFileStatus(path)
+        identity.append([uri, int(status.getLen()), int(status.getModificationTime())])
+    return {"files": identity}
 
 
 # ---------------------------------------------------------------------- staging and leftovers
