@@ -398,6 +398,12 @@ def test_spark_engine_hands_the_same_arguments_to_spark_submit(runner, setup, fa
 
     parsed = parse_args(command[4:])
     assert (parsed.mode, parsed.job_id, parsed.keep_columns, parsed.batch_rows) == ("overwrite", "j7", "id", 5000)
+    for extra, expected in ((["--schema", "merge", "--no-model-columns"], ("merge", False)),
+                            (["--model-columns"], ("strict", True)), ([], ("strict", None))):
+        calls.clear()
+        assert runner.invoke(app, score_args(setup, "--engine", "spark", *extra)).exit_code == 0
+        parsed = parse_args(calls[0]["command"][4:])
+        assert (parsed.schema, parsed.model_columns, parsed.job_id) == (*expected, None)  # the job derives the id
 
 
 def test_spark_engine_failure_ends_with_one_error_line(runner, setup, fake_run):
