@@ -130,6 +130,8 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     log(f"job {stamp.job_id}{derived}: {mv.name}/{mv.version} (sha256 {mv.sha256[:12]}) {args.input} -> "
         f"{args.output} [{args.mode}]")
     if not is_table:
+        for leftover in delta.remove_leftovers(args.output):  # of killed runs: also when there is nothing to do
+            log(f"removed {leftover}, left by a killed run")
         prior = delta.find_commit(args.output, stamp)
         if prior is not None:
             log(f"job {stamp.job_id} with {mv.name}/{mv.version} is already committed "

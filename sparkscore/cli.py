@@ -348,7 +348,7 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
             progress.refresh()  # batches are large: show each one now, not at the next timer tick
 
         def status(message: str) -> None:
-            if message.startswith("job "):
+            if message.startswith(("job ", "removed ")):
                 console.print(Text(message), soft_wrap=True)  # stays after the bar: the id to re-run with
             else:
                 progress.update(task, description=message)

@@ -102,6 +102,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, mv, output, mode, keep, output_col, record_model),
                            mv.name, mv.version, mv.sha256)
     say(f"job {stamp.job_id}{'' if job_id else ' (derived from the input files, model, output and options)'}")
+    for leftover in delta.remove_leftovers(output):  # of killed runs: also when this run has nothing to do
+        say(f"removed {leftover}, left by a killed run")
     if delta.find_commit(output, stamp) is not None:
         return BatchResult(stamp, 0, time.time() - started, None)
     needed = keep + [n for n in model.signature.names if n not in keep]

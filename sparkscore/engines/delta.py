@@ -343,9 +343,9 @@ def staging(target: str, create: bool = True) -> Iterator[str]:
     """A staging folder of ``target`` owned by this process for the ``with`` block.
 
     The owner lock (a file beside the folder, ``flock``-ed until the block ends or the process
-    dies) tells a live run from a ``kill -9`` leftover.  Any exception (KeyboardInterrupt
-    included) removes the folder; a first run also removes the table directory it created.
-    Earlier runs' leftovers are removed on entry.  Local targets only; elsewhere a plain folder.
+    dies) tells a live run from a ``kill -9`` leftover (:func:`remove_leftovers`, which every run
+    calls first).  Any exception (KeyboardInterrupt included) removes the folder; a first run also
+    removes the table directory it created.  Local targets only; elsewhere a plain folder.
     """
     path = staging_path(target)
     if not is_local(target):
@@ -354,7 +354,6 @@ def staging(target: str, create: bool = True) -> Iterator[str]:
     root = Path(_local(target))
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(target)
     folder = root / Path(path).name
     lock = root / _OWNER_LOCK.format(name=folder.name)
     tmp = lock.with_name(lock.name + ".tmp")
@@ -425,6 +424,8 @@ def remove_leftovers(target: str, include_unlocked: bool = False, dry_run: bool 
         try:
             if referenced is None:
                 referenced = _referenced_folders(root)
+            if referenced is None:
+                return removed
             if name not in referenced and (root / name).exists():
                 if not dry_run:
                     shutil.rmtree(root / name)
@@ -440,8 +441,11 @@ def remove_leftovers(target: str, include_unlocked: bool = False, dry_run: bool 
     return removed
 
 
-def _referenced_folders(root: Path) -> set[str]:
-    """Top-level folders of every file the Delta log adds: in the current snapshot or any kept commit."""
+def _referenced_folders(root: Path) -> Optional[set[str]]:
+    """Top-level folders of every file the Delta log adds: in the current snapshot or any kept commit.
+
+    None when the snapshot cannot be read: then nothing counts as unreferenced.
+    """
     paths: set[str] = set()
     log = root / "_delta_log"
     if not log.is_dir():
@@ -450,8 +454,8 @@ def _referenced_folders(root: Path) -> set[str]:
 
     try:
         paths.update(str(p) for p in DeltaTable(str(root)).get_add_actions(flatten=True).column("path").to_pylist())
-    except Exception:  # no readable snapshot: the commit files below still say what was added
-        pass
+    except Exception:  # no readable snapshot (a checkpoint may hide older adds): remove nothing
+        return None
     for commit in log.glob("*.json"):
         with commit.open() as fh:
             for line in fh:

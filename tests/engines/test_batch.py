@@ -221,3 +221,17 @@ def test_a_csv_column_of_numbers_scores_a_text_one_is_refused(churn, data, tmp_p
     with pytest.raises(SignatureError, match=r'churn/1.*\'spend\'.*VARCHAR.*CAST\("spend" AS DOUBLE\)'):
         score_files("churn", str(tmp_path / "text.parquet"), str(tmp_path / "out"), registry=churn)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_next_run_removes_a_dead_run_s_leftover_even_when_it_has_nothing_to_do(churn, data, tmp_path):
+    out = tmp_path / "out"
+    args = ("churn", str(tmp_path / "input.parquet"), str(out))
+    score_files(*args, registry=churn, job_id="a")
+    dead = out / "sparkscore-staging-dead"
+    dead.mkdir()
+    (dead / "part-00000.parquet").write_bytes(b"partial")
+    (out / "_sparkscore-staging-dead.lock").write_text("")  # its owner was killed: nobody holds the lock
+    steps = []
+    assert score_files(*args, registry=churn, job_id="a", status=steps.append).already_committed
+    assert not dead.exists() and not (out / "_sparkscore-staging-dead.lock").exists()
+    assert f"removed {dead}, left by a killed run" in steps

@@ -159,6 +159,9 @@ def test_kill_9_at_any_moment_leaves_the_table_at_its_previous_version(setup, tm
             assert len(rows) == 2 * ROWS
     _run(setup, target, "killed-job")  # completes the job, or finds it committed: exactly once either way
     assert len(_check_readable(target)) == 2 * ROWS
+    referenced = {p.split("/", 1)[0] for p in _table(target).get_add_actions(flatten=True).column("path").to_pylist()}
+    assert {p.name for p in target.glob("sparkscore-staging-*")} <= referenced  # the killed runs' leftovers are gone
+    assert not list(target.glob("_sparkscore-staging-*"))
 
 
 def _error_line(out: str, err: str) -> str:
