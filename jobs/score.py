@@ -5,9 +5,14 @@
 
 The model ref is resolved once and pinned (name, version, sha256).  The output is one Delta
 commit: a job killed at any moment leaves the target at its previous version, and re-running
-the same --job-id with the same model version adds nothing.  The commit records model name,
-version, sha256, job id, rows and seconds.  Writes through delta-spark when its JARs are loaded
-(``--packages io.delta:delta-spark_2.13:4.0.0``), otherwise through delta-rs (``deltalake``).
+the same --job-id with the same model version adds nothing.  Without --job-id the id is derived
+from the input (its files' paths, sizes and mtimes, or a Delta input's version), the model
+version, the output and the row options, so re-running the same command adds nothing either.
+The commit records model name, version, sha256, job id, rows and seconds; rows carry ``model`` /
+``model_version`` (new tables; appends follow the table).  Columns that differ from the table's
+fail before anything is written unless ``--schema merge``.  Writes through delta-spark when its
+JARs are loaded (``--packages io.delta:delta-spark_2.13:4.0.0``), otherwise through delta-rs
+(``deltalake``).  Same rules, same shared code, as ``sparkscore score`` on the embedded engine.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import argparse
 import sys
 import threading
 import time
-import uuid
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,13 +37,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="append rows, or replace the table's contents in one commit (default: append)")
     parser.add_argument("--job-id", default=None,
                         help="idempotency key: re-running a committed job id with the same model version "
-                             "adds nothing (default: a fresh random id)")
+                             "adds nothing (default: derived from the input's files or Delta version, the model "
+                             "version, the output and the options, so re-running the same command adds nothing)")
     parser.add_argument("--keep-columns", default=None,
                         help="comma-separated input columns to copy to the output (default: all)")
     parser.add_argument("--output-col", default="prediction", help="name of the score column (default: prediction)")
     parser.add_argument("--batch-rows", type=int, default=None,
                         help="rows per Arrow batch handed to the model (spark.sparkscore.batchRows)")
     parser.add_argument("--registry", default=None, help="registry URI (default: $SPARKSCORE_HOME or ~/.sparkscore)")
+    parser.add_argument("--schema", choices=("strict", "merge"), default="strict",
+                        help="strict: columns that differ from the table's fail before writing; merge: Delta schema "
+                             "evolution (mergeSchema) adds columns, missing ones are NULL (default: strict)")
+    parser.add_argument("--model-columns", action=argparse.BooleanOptionalAction, default=None,
+                        help="store the model name and version per row (columns model, model_version; default: on "
+                             "for new tables, as the table has it for appends)")
     return parser.parse_args(argv)
 
 
@@ -62,69 +73,130 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from pyspark.sql import SparkSession
 
-    import sparkscore as ss
-    from sparkscore.engines import delta
-    from sparkscore.engines.spark import BATCH_ROWS_CONF
-    from sparkscore.errors import JobError, SparkscoreError
+    from sparkscore.errors import SparkscoreError
 
     started = time.time()
     spark = (SparkSession.builder.appName(f"sparkscore score {args.model}")
              .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS").getOrCreate())
+    if spark.sparkContext.getConf().get("spark.log.level", None) is None:
+        spark.sparkContext.setLogLevel("WARN")  # the job's own lines, not Spark's INFO chatter (unless asked)
     try:
-        if args.batch_rows:
-            spark.conf.set(BATCH_ROWS_CONF, str(args.batch_rows))
-        registry = ss.Registry(args.registry)
-        mv = registry.get(args.model)
-        stamp = delta.JobStamp(args.job_id or uuid.uuid4().hex, mv.name, mv.version, mv.sha256)
-        log(f"job {stamp.job_id}: {mv.name}/{mv.version} (sha256 {mv.sha256[:12]}) {args.input} -> {args.output} "
-            f"[{args.mode}]")
-        with_delta_spark = delta.has_delta_spark(spark)
-        is_table = "/" not in args.output and not delta.is_delta_path(args.output)
-        if is_table and not with_delta_spark:
-            raise JobError(f"--output {args.output!r} is a table name, which needs delta-spark on the classpath; "
-                           "pass a Delta path or add --packages io.delta:delta-spark_2.13:4.0.0")
-        if not is_table:
-            prior = delta.find_commit(args.output, stamp)
-            if prior is not None:
-                log(f"job {stamp.job_id} with {mv.name}/{mv.version} is already committed "
-                    f"(table version {prior.get('version')}); nothing to do")
-                print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}")
-                return 0
-        df = delta.read_input(spark, args.input)
-        keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else df.columns
-        scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry)
-        scored = scored.select(*keep, args.output_col)
+        return run(spark, args, started)
+    except KeyboardInterrupt:
+        from sparkscore.engines.delta import table_state
 
-        stop = threading.Event()
-        threading.Thread(target=watch_progress, args=(spark, stop), daemon=True).start()
-        try:
-            if with_delta_spark:
-                delta.write_delta_spark(scored, args.output, args.mode, stamp, is_table)
-                rows, version = None, None
-            else:
-                from pyspark.sql.pandas.types import to_arrow_schema
-
-                staging = delta.stage_parquet(scored, args.output)
-                log(f"scored and staged; committing to {args.output}")
-                result = delta.commit_staged(args.output, staging, to_arrow_schema(scored.schema), args.mode,
-                                             stamp, started)
-                if result is None:
-                    print(f"sparkscore: 0 rows added: job {stamp.job_id} was committed by another run meanwhile")
-                    return 0
-                rows, version = result.rows, result.table_version
-        finally:
-            stop.set()
-        seconds = time.time() - started
-        rate = f"{rows / seconds:,.0f} rows/s" if rows is not None else "rows in the Delta history"
-        print(f"sparkscore: {rows if rows is not None else '?'} rows in {seconds:.1f}s ({rate}) with "
-              f"{mv.name}/{mv.version} sha256 {mv.sha256[:12]} -> {args.output}"
-              f"{f' version {version}' if version is not None else ''} [job {stamp.job_id}, {args.mode}]")
-        return 0
+        print(f"sparkscore: error: interrupted: staging files removed, {table_state(args.output)}", file=sys.stderr)
+        return 130
     except SparkscoreError as exc:
         print(f"sparkscore: error: {exc}", file=sys.stderr)
         return 2
     finally:
         spark.stop()
+
+
+def run(spark, args: argparse.Namespace, started: float) -> int:
+    import sparkscore as ss
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from sparkscore.engines import delta
+    from sparkscore.engines.batch import check_input_types
+    from sparkscore.engines.spark import BATCH_ROWS_CONF
+    from sparkscore.errors import JobError, SparkscoreError
+
+    if args.batch_rows:
+        spark.conf.set(BATCH_ROWS_CONF, str(args.batch_rows))
+    registry = ss.Registry(args.registry)
+    mv = registry.get(args.model)
+    with_delta_spark = delta.has_delta_spark(spark)
+    is_table = "/" not in args.output and not delta.is_delta_path(args.output)
+    if is_table and not with_delta_spark:
+        raise JobError(f"--output {args.output!r} is a table name, which needs delta-spark on the classpath; "
+                       "pass a Delta path or add --packages io.delta:delta-spark_2.13:4.0.0")
+    df = delta.read_input(spark, args.input)
+    keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else df.columns
+    unknown = [c for c in keep if c not in df.columns]
+    if unknown:
+        raise JobError(f"--keep-columns {unknown[0]!r} is not an input column; use some of {', '.join(df.columns)}")
+    model = registry.load(f"{mv.name}/{mv.version}")
+    check_input_types(model, f"{mv.name}/{mv.version}", [(f.name, f.dataType.simpleString()) for f in df.schema],
+                      dialect="spark")
+    existing = _existing_schema(spark, args.output, is_table, with_delta_spark)
+    record_model = delta.wants_model_columns(existing, args.model_columns)
+    delta.check_model_columns([*keep, args.output_col], record_model)
+    job_id = args.job_id or delta.derive_job_id(
+        delta.spark_input_identity(spark, args.input, df), (mv.name, mv.version, mv.sha256), args.output,
+        delta.row_options(args.mode, keep, args.output_col, record_model))
+    stamp = delta.JobStamp(job_id, mv.name, mv.version, mv.sha256)
+    derived = "" if args.job_id else " (derived from the input, model, output and options)"
+    log(f"job {stamp.job_id}{derived}: {mv.name}/{mv.version} (sha256 {mv.sha256[:12]}) {args.input} -> "
+        f"{args.output} [{args.mode}]")
+    if not is_table:
+        for leftover in delta.remove_leftovers(args.output):  # of killed runs: also when there is nothing to do
+            log(f"removed {leftover}, left by a killed run")
+        prior = delta.find_commit(args.output, stamp)
+        if prior is not None:
+            log(f"job {stamp.job_id} with {mv.name}/{mv.version} is already committed "
+                f"(table version {prior.get('version')}); nothing to do")
+            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}")
+            return 0
+    scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry)
+    columns = [*keep, args.output_col]
+    if record_model:
+        scored = (scored.withColumn(delta.MODEL_COLUMNS[0], F.lit(mv.name))
+                  .withColumn(delta.MODEL_COLUMNS[1], F.lit(mv.version).cast("bigint")))
+        columns += list(delta.MODEL_COLUMNS)
+    scored = scored.select(*columns)
+    schema = to_arrow_schema(scored.schema)
+    delta.check_schema(args.output, existing, schema, args.schema)  # before anything is written
+
+    stop = threading.Event()
+    threading.Thread(target=watch_progress, args=(spark, stop), daemon=True).start()
+    try:
+        if with_delta_spark:
+            delta.write_delta_spark(scored, args.output, args.mode, stamp, is_table, merge_schema=args.schema == "merge")
+            rows, version = None, None
+        else:
+            try:
+                with delta.staging(args.output, create=False) as staging:
+                    delta.stage_parquet(scored, staging)
+                    log(f"scored and staged; committing to {args.output}")
+                    result = delta.commit_staged(args.output, staging, schema, args.mode, stamp, started, args.schema)
+            except (SparkscoreError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # py4j / Spark errors: one line, and what became of the table
+                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
+                raise JobError(f"job {stamp.job_id}: writing {args.output} failed ({type(exc).__name__}: {first}); "
+                               f"staging files removed, {delta.table_state(args.output)}; fix the cause and re-run "
+                               "the same command") from exc
+            if result is None:
+                print(f"sparkscore: 0 rows added: job {stamp.job_id} was committed by another run meanwhile")
+                return 0
+            rows, version = result.rows, result.table_version
+    finally:
+        stop.set()
+    seconds = time.time() - started
+    rate = f"{rows / seconds:,.0f} rows/s" if rows is not None else "rows in the Delta history"
+    print(f"sparkscore: {rows if rows is not None else '?'} rows in {seconds:.1f}s ({rate}) with "
+          f"{mv.name}/{mv.version} sha256 {mv.sha256[:12]} -> {args.output}"
+          f"{f' version {version}' if version is not None else ''} [job {stamp.job_id}, {args.mode}]")
+    return 0
+
+
+def _existing_schema(spark, output: str, is_table: bool, with_delta_spark: bool):
+    """The target table's schema (Delta or Arrow), or None when it does not exist yet."""
+    from sparkscore.engines import delta
+
+    if not with_delta_spark:
+        return delta.table_schema(output)
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    if is_table:
+        return to_arrow_schema(spark.table(output).schema) if spark.catalog.tableExists(output) else None
+    try:
+        return to_arrow_schema(spark.read.format("delta").load(output).schema)
+    except Exception:  # AnalysisException: not a Delta table (yet)
+        return None
 
 
 if __name__ == "__main__":

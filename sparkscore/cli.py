@@ -24,6 +24,7 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 from rich.console import Console
+from rich.progress import ProgressColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -361,35 +362,55 @@ def score(
     mode: str = typer.Option("append", "--mode", help="append, or overwrite (replaces the table in one commit)."),
     job_id: Optional[str] = typer.Option(None, "--job-id", metavar="ID",
                                          help="Idempotency key: re-running it with the same model version adds "
-                                              "nothing (default: a fresh random id)."),
+                                              "nothing (default: derived from the input files' paths, sizes and "
+                                              "mtimes, the model version, the output and the options, so re-running "
+                                              "the same command adds nothing)."),
     keep_columns: Optional[str] = typer.Option(None, "--keep-columns", metavar="a,b",
                                                help="Input columns copied to the output (default: all)."),
     batch_rows: Optional[int] = typer.Option(None, "--batch-rows", min=1, metavar="N",
                                              help="Most rows per Arrow batch handed to the model (duckdb: "
                                                   "default 1,000,000, DuckDB may yield smaller batches)."),
     engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded, no JVM) or spark (spark-submit)."),
+    schema: str = typer.Option("strict", "--schema",
+                               help="strict: columns that differ from the table's fail before writing; merge: "
+                                    "evolve the table (Delta schema evolution: add columns, missing ones are NULL)."),
+    model_columns: Optional[bool] = typer.Option(None, "--model-columns/--no-model-columns",
+                                                 help="Store the model name and version per row (columns model, "
+                                                      "model_version; default: on for new tables, as the table has "
+                                                      "it for appends)."),
 ) -> None:
     """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
     from sparkscore.engines.batch import MODES
+    from sparkscore.engines.delta import SCHEMA_MODES
 
     if mode not in MODES:
         raise typer.BadParameter(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", param_hint="--mode")
     if engine not in ENGINES:
         raise typer.BadParameter(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}", param_hint="--engine")
+    if schema not in SCHEMA_MODES:
+        raise typer.BadParameter(f"unknown schema mode {schema!r}; use one of {', '.join(SCHEMA_MODES)}",
+                                 param_hint="--schema")
     keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
     if engine == "spark":
         command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
-                                       ctx.obj.registry)
+                                       ctx.obj.registry, schema, model_columns)
         _err().print(Text(f"running {shlex.join(command)}"))
         rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
         if rc != 0:
             raise SparkscoreError(f"spark-submit exited with status {rc}; its output above says why")
         return
-    result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows)
+    try:
+        result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows, schema,
+                                 model_columns)
+    except KeyboardInterrupt:
+        from sparkscore.engines.delta import table_state
+
+        print(f"error: interrupted: staging files removed, {table_state(output)}", file=sys.stderr)
+        raise typer.Exit(130) from None
     mv = result.stamp
     if result.already_committed:
         _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
-                          f"{mv.model}/{mv.version}"))
+                          f"{mv.model}/{mv.version}"), soft_wrap=True)
         return
     _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
                       f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
@@ -397,22 +418,74 @@ def score(
                       f"[job {mv.job_id}, {mode}]"), soft_wrap=True)
 
 
+class _RateColumn(ProgressColumn):
+    """Rows per second of a progress task (rich's own speed column counts bytes)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")
+
+
 def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
-                    job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int]):
-    """Run the DuckDB batch job under a rich progress bar on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+                    job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int], schema: str,
+                    model_columns: Optional[bool]):
+    """Run the DuckDB batch job under a rich progress bar on stderr (what it does, rows, rate, ETA)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     from sparkscore.engines.batch import DEFAULT_BATCH_ROWS, score_files
 
-    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn())
-    with Progress(*columns, console=_err(), transient=True) as progress:
-        task = progress.add_task("score", total=None)
+    console = _err()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+               _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("starting", total=None)
 
         def advance(rows: int, total: Optional[int]) -> None:
             progress.update(task, completed=rows, total=total)
+            progress.refresh()  # batches are large: show each one now, not at the next timer tick
+
+        def status(message: str) -> None:
+            if message.startswith(("job ", "removed ")):
+                console.print(Text(message), soft_wrap=True)  # stays after the bar: the id to re-run with
+            else:
+                progress.update(task, description=message)
+                progress.refresh()
+                if not console.is_terminal:  # no live bar in logs/pipes: one line per step instead
+                    console.print(Text(f"{message}..."), soft_wrap=True)
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
-                           keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance)
+                           keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
+                           schema_mode=schema, model_columns=model_columns, status=status)
+
+
+@app.command()
+def vacuum(
+    table: str = typer.Argument(..., metavar="TABLE", help="Local Delta table path."),
+    retention_hours: Optional[int] = typer.Option(
+        None, "--retention-hours", min=0, metavar="H",
+        help="Also run Delta's VACUUM: delete files no version newer than H hours references (Delta's default 168)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, remove nothing."),
+) -> None:
+    """Remove staging files of killed score runs (Delta's own VACUUM never sees them); optionally Delta VACUUM."""
+    from sparkscore.engines import delta
+
+    if not delta.is_delta_path(table):
+        raise SparkscoreError(f"{table} is not a local Delta table (no _delta_log folder); pass the --output path of "
+                              "a `sparkscore score` run")
+    if dry_run:
+        found = delta.remove_leftovers(table, include_unlocked=True, dry_run=True)
+        _out().print(Text(f"would remove {len(found)} leftover staging folder(s)" +
+                          "".join(f"\n  {p}" for p in found)))
+        return
+    removed = delta.remove_leftovers(table, include_unlocked=True)
+    _out().print(Text(f"removed {len(removed)} leftover staging folder(s) from {table}" +
+                      "".join(f"\n  {p}" for p in removed)))
+    if retention_hours is not None:
+        from deltalake import DeltaTable
+
+        files = DeltaTable(table).vacuum(retention_hours=retention_hours, dry_run=False,
+                                         enforce_retention_duration=False)
+        _out().print(Text(f"Delta VACUUM removed {len(files)} unreferenced file(s) older than {retention_hours} h"))
 
 
 @app.command()
@@ -446,7 +519,8 @@ def main() -> None:
 
 # ---------------------------------------------------------------------- helpers
 def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
-                         keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str]) -> list[str]:
+                         keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
+                         schema: str = "strict", model_columns: Optional[bool] = None) -> list[str]:
     """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
     try:
         import pyspark
@@ -462,6 +536,10 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
                         ("--registry", registry)):
         if value is not None:
             command += [flag, str(value)]
+    if schema != "strict":
+        command += ["--schema", schema]
+    if model_columns is not None:
+        command += ["--model-columns" if model_columns else "--no-model-columns"]
     return command
 
 

@@ -12,24 +12,27 @@ leaves the table at its previous version, and re-running a (job id, model versio
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparkscore.engines import delta
 from sparkscore.engines.functions import ARROW_TYPES, ScoringFunction, load_ref, registry_or_default
-from sparkscore.errors import JobError, SignatureError
+from sparkscore.errors import JobError, SignatureError, SparkscoreError
+from sparkscore.optimizer.bind_models import check_column_type
 
 MODES = ("append", "overwrite")
 DEFAULT_BATCH_ROWS = 1_000_000
 
 #: called after each batch with (rows scored so far, total input rows or None when unknown)
 Progress = Callable[[int, Optional[int]], None]
+#: called with one line saying what the run is doing now (its job id, compiling, scoring, committing)
+Status = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -61,30 +64,48 @@ def read_files(con: duckdb.DuckDBPyConnection, location: str) -> duckdb.DuckDBPy
 def score_files(model_ref: str, input_path: str, output: str, *, registry=None, mode: str = "append",
                 job_id: Optional[str] = None, keep_columns: Optional[Sequence[str]] = None,
                 batch_rows: int = DEFAULT_BATCH_ROWS, output_col: str = "prediction",
-                progress: Optional[Progress] = None) -> BatchResult:
+                progress: Optional[Progress] = None, schema_mode: str = "strict",
+                model_columns: Optional[bool] = None, status: Optional[Status] = None) -> BatchResult:
     """Score ``input_path`` with ``model_ref`` into the Delta table ``output`` in one commit.
 
-    ``keep_columns`` (default: every input column) are copied next to ``output_col``.  The model
-    ref is resolved once and pinned (name, version, sha256); that pin and ``job_id`` (default: a
-    fresh random id) make the idempotency key recorded in the commit.
+    ``keep_columns`` (default: every input column) are copied next to ``output_col``, then the
+    per-row model record (``model``, ``model_version``; ``model_columns``: default on for a new
+    table, as the table has it for an existing one).  The model ref is resolved once and pinned
+    (name, version, sha256); that pin and ``job_id`` make the idempotency key recorded in the
+    commit.  Without ``job_id`` it is derived from the input files (paths, sizes, mtimes), the pin,
+    the output and the row-changing options (:func:`sparkscore.engines.delta.derive_job_id`), so
+    re-running a command adds nothing.  Columns that differ from an existing table's fail before
+    anything is written unless ``schema_mode="merge"``.  A failed run removes its staging files and
+    says the table is unchanged; ``status`` hears what the run is doing (compiling, scoring, committing).
     """
     started = time.time()
+    say = status or (lambda message: None)
     if mode not in MODES:
         raise JobError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if batch_rows < 1:
         raise JobError(f"batch_rows must be a positive row count, got {batch_rows}")
+    if schema_mode not in delta.SCHEMA_MODES:
+        raise JobError(f"unknown schema mode {schema_mode!r}; use one of {', '.join(delta.SCHEMA_MODES)}")
     if not delta.is_local(output):
         raise JobError(f"output {output} is not a local path; the embedded engine writes local Delta tables, "
                        "use the spark engine for object stores")
     mv, model = load_ref(registry_or_default(registry), model_ref)
-    stamp = delta.JobStamp(job_id or uuid.uuid4().hex, mv.name, mv.version, mv.sha256)
-    if delta.find_commit(output, stamp) is not None:
-        return BatchResult(stamp, 0, time.time() - started, None)
 
     con = duckdb.connect()
     relation = read_files(con, input_path)
     keep = list(keep_columns) if keep_columns else list(relation.columns)
     _check_columns(relation.columns, keep, model, output_col)
+    check_input_types(model, f"{mv.name}/{mv.version}", zip(relation.columns, map(str, relation.types)))
+    existing = delta.table_schema(output)
+    record_model = delta.wants_model_columns(existing, model_columns)
+    delta.check_model_columns([*keep, output_col], record_model)
+    stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, mv, output, mode, keep, output_col, record_model),
+                           mv.name, mv.version, mv.sha256)
+    say(f"job {stamp.job_id}{'' if job_id else ' (derived from the input files, model, output and options)'}")
+    for leftover in delta.remove_leftovers(output):  # of killed runs: also when this run has nothing to do
+        say(f"removed {leftover}, left by a killed run")
+    if delta.find_commit(output, stamp) is not None:
+        return BatchResult(stamp, 0, time.time() - started, None)
     needed = keep + [n for n in model.bind_columns(relation.columns) if n not in keep]
     relation = relation.select(*[duckdb.ColumnExpression(c) for c in needed])
     total = len(relation) if _is_parquet(input_path) else None
@@ -92,19 +113,68 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     fn = ScoringFunction.for_version(mv.name, mv.version, model)
     reader = relation.to_arrow_reader(batch_rows)
     schema = pa.schema([reader.schema.field(c) for c in keep]).append(pa.field(output_col, ARROW_TYPES[fn.output_type]))
-    staging = Path(delta.staging_path(output))
-    staging.mkdir(parents=True)
-    rows = 0
-    for i, batch in enumerate(reader):
-        scored = pa.Table.from_arrays([*(batch.column(c) for c in keep), fn.score(batch)], schema=schema)
-        pq.write_table(scored, staging / f"part-{i:05d}.parquet")
-        rows += batch.num_rows
-        if progress is not None:
-            progress(rows, total)
-    result = delta.commit_staged(output, str(staging), schema, mode, stamp, started)
+    if record_model:
+        schema = schema.append(pa.field(delta.MODEL_COLUMNS[0], pa.string())).append(
+            pa.field(delta.MODEL_COLUMNS[1], pa.int64()))
+    delta.check_schema(output, existing, schema, schema_mode)  # before anything is written
+    try:
+        with delta.staging(output) as folder:
+            staging = Path(folder)
+            rows = 0
+            say(f"compiling {mv.name}/{mv.version} for this machine")
+            for i, batch in enumerate(reader):
+                columns = [*(batch.column(c) for c in keep), fn.score(batch)]
+                if record_model:
+                    columns += [pa.array([mv.name] * batch.num_rows, pa.string()),
+                                pa.array(np.full(batch.num_rows, mv.version, dtype=np.int64))]
+                pq.write_table(pa.Table.from_arrays(columns, schema=schema), staging / f"part-{i:05d}.parquet")
+                rows += batch.num_rows
+                if i == 0:
+                    say("scoring")
+                if progress is not None:
+                    progress(rows, total)
+            say(f"committing {rows:,} rows to {output}")
+            result = delta.commit_staged(output, str(staging), schema, mode, stamp, started, schema_mode)
+    except KeyboardInterrupt:
+        raise  # the staging folder is gone; the caller says so (delta.table_state)
+    except SparkscoreError as exc:
+        raise _with_state(exc, f"staging files removed, {delta.table_state(output)}") from exc
+    except Exception as exc:
+        raise JobError(f"job {stamp.job_id}: scoring {input_path} failed ({type(exc).__name__}: {exc}); staging files "
+                       f"removed, {delta.table_state(output)}; fix the cause and re-run the same command") from exc
     if result is None:  # another run committed this job id meanwhile
         return BatchResult(stamp, 0, time.time() - started, None)
     return BatchResult(stamp, result.rows, time.time() - started, result.table_version)
+
+
+def _with_state(exc: SparkscoreError, state: str) -> SparkscoreError:
+    """The same error (same class, so callers still catch it), its one line ending with the table's state."""
+    message = f"{str(exc).rstrip().rstrip('.')}; {state}"
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return JobError(message)
+
+
+def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, mv, output: str, mode: str,
+                    keep: Sequence[str], output_col: str, record_model: bool) -> str:
+    """:func:`delta.derive_job_id` over the files DuckDB's own glob resolves ``location`` to."""
+    files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [location]).fetchall()]
+    return delta.derive_job_id({"files": delta.file_identity(files)}, (mv.name, mv.version, mv.sha256), output,
+                               delta.row_options(mode, keep, output_col, record_model))
+
+
+def check_input_types(model, ref: str, columns, dialect: str = "duckdb") -> None:
+    """Refuse a text column bound to a numeric model input, exactly as ``sql`` does (bind_models).
+
+    One rule for both paths: a string column is never parsed into numbers behind the user's back
+    (``'1e3'``, ``' 7'`` or a locale's ``'1,5'`` would score silently, or wrongly); the error says
+    how to cast it.
+    """
+    by_name = dict(columns)
+    for col, name in zip(model.signature.inputs, model.bind_columns(list(by_name))):
+        if name is not None:
+            check_column_type(col, name, by_name[name], ref, "score", dialect)
 
 
 def _check_columns(columns: Sequence[str], keep: Sequence[str], model, output_col: str) -> None:

@@ -57,10 +57,11 @@ def test_scores_files_into_one_recorded_commit(churn, data, tmp_path, input_name
     result = score_files("churn", str(tmp_path / input_name), str(tmp_path / "out"), registry=churn,
                          job_id="day-1", keep_columns=["id", "region"], batch_rows=128)
     rows = table_rows(tmp_path / "out").sort_values("id")
-    assert list(rows.columns) == ["id", "region", "prediction"]
+    assert list(rows.columns) == ["id", "region", "prediction", "model", "model_version"]
     np.testing.assert_allclose(rows.prediction, churn.load("churn").predict_proba(data)[:, 1], rtol=1e-12)
     assert list(rows.region) == list(data.region)
     mv = churn.get("churn")
+    assert set(rows.model) == {"churn"} and set(rows.model_version) == {mv.version}
     history = deltalake.DeltaTable(str(tmp_path / "out")).history()
     assert len(history) == 1  # every batch file lands in the single commit
     info = history[0]
@@ -72,7 +73,7 @@ def test_scores_files_into_one_recorded_commit(churn, data, tmp_path, input_name
 
 def test_keeps_every_column_by_default(churn, data, tmp_path):
     score_files("churn", str(tmp_path / "input.parquet"), str(tmp_path / "out"), registry=churn)
-    assert list(table_rows(tmp_path / "out").columns) == [*data.columns, "prediction"]
+    assert list(table_rows(tmp_path / "out").columns) == [*data.columns, "prediction", "model", "model_version"]
 
 
 def test_same_job_id_and_model_version_adds_nothing_a_new_version_does(churn, data, tmp_path):
@@ -148,3 +149,89 @@ def test_a_missing_model_input_names_the_column_and_the_model(registry, data, tm
     with pytest.raises(SignatureError, match="wide.*'income'"):
         score_files("wide", str(tmp_path / "input.parquet"), str(tmp_path / "out"), registry=registry)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------- issue 12: shared integrity helpers
+def test_the_derived_job_id_changes_with_each_thing_that_changes_rows(tmp_path):
+    from sparkscore.engines.delta import derive_job_id, file_identity
+
+    data = tmp_path / "a.parquet"
+    data.write_bytes(b"x" * 10)
+    base = dict(source={"files": file_identity([str(data)])}, stamp_model=("churn", 1, "ab" * 32),
+                output=str(tmp_path / "out"), options={"mode": "append", "keep_columns": ["id"]})
+    job = derive_job_id(**base)
+    assert job == derive_job_id(**{**base, "output": str(tmp_path / "out")}) and job.startswith("auto-")
+    others = [
+        {"stamp_model": ("churn", 2, "ab" * 32)},
+        {"stamp_model": ("churn", 1, "cd" * 32)},
+        {"output": str(tmp_path / "other")},
+        {"options": {"mode": "overwrite", "keep_columns": ["id"]}},
+        {"options": {"mode": "append", "keep_columns": ["id", "age"]}},
+        {"source": {"delta": str(tmp_path / "in"), "version": 3}},
+    ]
+    assert len({job, *(derive_job_id(**{**base, **change}) for change in others)}) == len(others) + 1
+    data.write_bytes(b"y" * 11)  # rewritten input: another size and mtime
+    assert derive_job_id(**{**base, "source": {"files": file_identity([str(data)])}}) != job
+
+
+def test_a_live_run_s_staging_folder_is_never_taken_for_a_leftover(tmp_path):
+    from sparkscore.engines import delta
+
+    out = str(tmp_path / "out")
+    with delta.staging(out) as live:
+        (Path(live) / "part-00000.parquet").write_bytes(b"partial")
+        assert delta.remove_leftovers(out, include_unlocked=True) == []
+        assert Path(live).is_dir()
+    assert Path(live).is_dir()  # a finished run keeps its folder: commit_staged committed (or dropped) its files
+
+
+def test_a_folder_some_commit_references_is_kept_even_with_a_dead_owner_lock(churn, data, tmp_path):
+    """kill -9 between the commit and the lock's removal: the folder holds table data and stays."""
+    from sparkscore.engines import delta
+
+    out = tmp_path / "out"
+    score_files("churn", str(tmp_path / "input.parquet"), str(out), registry=churn, job_id="a", batch_rows=400)
+    (folder,) = out.glob("sparkscore-staging-*")
+    (out / f"_{folder.name}.lock").write_text("")  # a lock file no process holds
+    dead = out / "sparkscore-staging-dead"
+    dead.mkdir()
+    (dead / "part-00000.parquet").write_bytes(b"partial")
+    (out / "_sparkscore-staging-dead.lock").write_text("")
+    assert delta.remove_leftovers(str(out)) == [str(dead)]
+    assert folder.is_dir() and not list(out.glob("_sparkscore-staging-*.lock"))
+    assert len(table_rows(out)) == ROWS
+
+
+def test_schema_merge_also_applies_to_overwrite(churn, data, tmp_path):
+    out = str(tmp_path / "out")
+    score_files("churn", str(tmp_path / "input.parquet"), out, registry=churn, keep_columns=["id"])
+    with pytest.raises(JobError, match="added region"):
+        score_files("churn", str(tmp_path / "input.parquet"), out, registry=churn, keep_columns=["id", "region"],
+                    mode="overwrite")
+    replaced = score_files("churn", str(tmp_path / "input.parquet"), out, registry=churn,
+                           keep_columns=["id", "region"], mode="overwrite", schema_mode="merge")
+    rows = table_rows(tmp_path / "out")
+    assert replaced.table_version == 1 and len(rows) == ROWS and list(rows.sort_values("id").region) == list(data.region)
+
+
+def test_a_csv_column_of_numbers_scores_a_text_one_is_refused(churn, data, tmp_path):
+    """DuckDB types csv columns itself; only a column that really is text is refused (no silent parse)."""
+    score_files("churn", str(tmp_path / "input.csv"), str(tmp_path / "ok"), registry=churn)
+    data.assign(spend=data.spend.astype(str)).to_parquet(tmp_path / "text.parquet")
+    with pytest.raises(SignatureError, match=r'churn/1.*\'spend\'.*VARCHAR.*CAST\("spend" AS DOUBLE\)'):
+        score_files("churn", str(tmp_path / "text.parquet"), str(tmp_path / "out"), registry=churn)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_next_run_removes_a_dead_run_s_leftover_even_when_it_has_nothing_to_do(churn, data, tmp_path):
+    out = tmp_path / "out"
+    args = ("churn", str(tmp_path / "input.parquet"), str(out))
+    score_files(*args, registry=churn, job_id="a")
+    dead = out / "sparkscore-staging-dead"
+    dead.mkdir()
+    (dead / "part-00000.parquet").write_bytes(b"partial")
+    (out / "_sparkscore-staging-dead.lock").write_text("")  # its owner was killed: nobody holds the lock
+    steps = []
+    assert score_files(*args, registry=churn, job_id="a", status=steps.append).already_committed
+    assert not dead.exists() and not (out / "_sparkscore-staging-dead.lock").exists()
+    assert f"removed {dead}, left by a killed run" in steps

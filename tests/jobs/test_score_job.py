@@ -34,24 +34,24 @@ def _env() -> dict:
             "PYTHONPATH": path}
 
 
-def _command(setup, output: Path, job_id: str, mode: str = "append") -> list[str]:
+def _command(setup, output: Path, job_id: str | None, mode: str = "append", *extra: str) -> list[str]:
     return [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
             "--conf", "spark.sql.shuffle.partitions=2", "--driver-java-options", "-XX:TieredStopAtLevel=1",
             str(REPO / "jobs" / "score.py"), "--model", "churn", "--input", str(setup["input"]),
-            "--output", str(output), "--mode", mode, "--job-id", job_id, "--keep-columns", "id",
-            "--batch-rows", "500", "--registry", str(setup["registry"].root)]
+            "--output", str(output), "--mode", mode, *(["--job-id", job_id] if job_id else []),
+            "--keep-columns", "id", "--batch-rows", "500", "--registry", str(setup["registry"].root), *extra]
 
 
-def _start(setup, output: Path, job_id: str, mode: str = "append") -> subprocess.Popen:
-    return subprocess.Popen(_command(setup, output, job_id, mode), env=_env(), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(setup, output: Path, job_id: str | None, mode: str = "append", *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(_command(setup, output, job_id, mode, *extra), env=_env(), cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _run(setup, output: Path, job_id: str, mode: str = "append") -> str:
-    proc = _start(setup, output, job_id, mode)
+def _run(setup, output: Path, job_id: str | None, mode: str = "append", *extra: str, rc: int = 0) -> tuple[str, str]:
+    proc = _start(setup, output, job_id, mode, *extra)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    return out
+    assert proc.returncode == rc, err[-3000:]
+    return out, err
 
 
 def _table(path: Path):
@@ -84,7 +84,7 @@ def setup(tmp_path_factory):
     data.to_parquet(root / "input.parquet")
     setup = {"registry": registry, "input": root / "input.parquet", "mv": mv, "data": data, "root": root}
     started = time.time()
-    out = _run(setup, root / "base", "base-job")
+    out, _ = _run(setup, root / "base", "base-job")
     setup["seconds"] = time.time() - started
     setup["stdout"] = out
     return setup
@@ -107,7 +107,8 @@ def test_help_documents_every_option():
 def test_job_scores_and_records_the_model_in_the_commit(setup):
     table = _table(setup["root"] / "base")
     rows = _check_readable(setup["root"] / "base").sort_values("id")
-    assert list(rows.columns) == ["id", "prediction"]
+    assert list(rows.columns) == ["id", "prediction", "model", "model_version"]
+    assert set(rows.model) == {"churn"} and set(rows.model_version) == {setup["mv"].version}
     model = setup["registry"].load("churn")
     np.testing.assert_allclose(rows.prediction, model.predict_proba(setup["data"])[:, 1], rtol=1e-12)
     info = table.history()[0]
@@ -120,7 +121,7 @@ def test_job_scores_and_records_the_model_in_the_commit(setup):
 
 def test_rerunning_a_committed_job_id_adds_nothing(setup, tmp_path):
     target = _copy_base(setup, tmp_path)
-    out = _run(setup, target, "base-job")
+    out, _ = _run(setup, target, "base-job")
     assert "already committed" in out
     assert _table(target).version() == 0 and len(_check_readable(target)) == ROWS
 
@@ -158,3 +159,41 @@ def test_kill_9_at_any_moment_leaves_the_table_at_its_previous_version(setup, tm
             assert len(rows) == 2 * ROWS
     _run(setup, target, "killed-job")  # completes the job, or finds it committed: exactly once either way
     assert len(_check_readable(target)) == 2 * ROWS
+    referenced = {p.split("/", 1)[0] for p in _table(target).get_add_actions(flatten=True).column("path").to_pylist()}
+    assert {p.name for p in target.glob("sparkscore-staging-*")} <= referenced  # the killed runs' leftovers are gone
+    assert not list(target.glob("_sparkscore-staging-*"))
+
+
+def _error_line(out: str, err: str) -> str:
+    """The job's one error line (spark-submit merges the driver's stderr into stdout; Spark logs follow it)."""
+    (line,) = [line for line in (out + err).splitlines() if line.startswith("sparkscore: error: ")]
+    return line
+
+
+def _job_id(out: str, err: str) -> str:
+    (line,) = [line for line in (out + err).splitlines() if "] job " in line and "derived" in line]
+    return line.split("] job ")[1].split()[0]
+
+
+def test_rerunning_without_job_id_adds_nothing_and_other_columns_fail_before_writing(setup, tmp_path):
+    """Issue 12 items 1 and 3 through spark-submit: a derived job id, and the schema rule (strict, then merge)."""
+    target = _copy_base(setup, tmp_path)
+    job = _job_id(*_run(setup, target, None))
+    assert job.startswith("auto-") and _table(target).version() == 1
+    out, err = _run(setup, target, None)
+    assert "already committed" in out and _job_id(out, err) == job and _table(target).version() == 1
+    staged = set(target.glob("sparkscore-staging-*"))
+    last = _error_line(*_run(setup, target, None, "append", "--keep-columns", "id,age", rc=2))
+    assert "added age" in last and "--schema merge" in last
+    assert _table(target).version() == 1 and set(target.glob("sparkscore-staging-*")) == staged
+    _run(setup, target, None, "append", "--keep-columns", "id,age", "--schema", "merge")
+    rows = _check_readable(target)
+    assert _table(target).version() == 2 and len(rows) == 3 * ROWS and rows.age.notna().sum() == ROWS
+
+
+def test_a_text_column_is_refused_like_sql_refuses_it(setup, tmp_path):
+    text_input = tmp_path / "text.parquet"
+    setup["data"].assign(age=setup["data"].age.astype(str)).to_parquet(text_input)
+    last = _error_line(*_run({**setup, "input": text_input}, tmp_path / "out", None, rc=2))
+    assert "churn/1" in last and "'age'" in last and "string" in last and "CAST(`age` AS DOUBLE)" in last
+    assert not (tmp_path / "out").exists()
