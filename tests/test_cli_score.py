@@ -296,13 +296,14 @@ def test_score_and_sql_refuse_a_text_column_with_a_valid_cast_fix(runner, setup,
     queried = runner.invoke(app, ["--registry", str(registry.root), "sql", "SELECT PREDICT('radius', *) AS p FROM t",
                                   "--table", f"t={setup['input']}"])
     assert_one_line_error(queried, 1, "radius/1", "'mean radius'", "VARCHAR", '"mean radius" AS DOUBLE)')
-    for result in (scored, queried):  # each suggested fix is valid SQL that scores the column
+    for i, result in enumerate((scored, queried)):  # each suggested fix is valid SQL that scores the column
         fix = re.search(r"e\.g\. (CAST\(.*\))$", result.stderr.strip()).group(1)
         fixed = f"SELECT PREDICT('radius', {fix}, spend) AS p FROM t"
+        out = tmp_path / f"p{i}.parquet"
         ok = runner.invoke(app, ["--registry", str(registry.root), "sql", fixed, "--table", f"t={setup['input']}",
-                                 "--output", str(tmp_path / "p.parquet")])
+                                 "--output", str(out)])
         assert ok.exit_code == 0, ok.output
-        np.testing.assert_allclose(pd.read_parquet(tmp_path / "p.parquet").p, [0.5 * 1.5 + 1.0, 0.5 * 2.25 + 2.0])
+        np.testing.assert_allclose(pd.read_parquet(out).p, [0.5 * 1.5 + 1.0, 0.5 * 2.25 + 2.0])
 
 
 def _start_cli(setup, job_id: str) -> subprocess.Popen:
