@@ -130,7 +130,7 @@ class ModelManager:
             except asyncio.CancelledError:
                 pass
         for lv in list(self.loaded.values()) + self._retired:
-            await self._unload(lv)
+            await self._unload(lv, forget=False)  # the process-wide compiled cache outlives one server
         self.ready = False
 
     # ------------------------------------------------------------------ request path
@@ -190,7 +190,7 @@ class ModelManager:
             return lv
         return await asyncio.shield(pending)
 
-    async def _unload(self, lv: LoadedVersion) -> None:
+    async def _unload(self, lv: LoadedVersion, forget: bool = True) -> None:
         lv.closed = True
         if self.loaded.get(lv.key) is lv:
             del self.loaded[lv.key]
@@ -198,7 +198,7 @@ class ModelManager:
         if lv in self._retired:
             self._retired.remove(lv)
         still_used = any(o.sha256 == lv.sha256 and o.key == lv.key for o in self.loaded.values())
-        if not still_used:
+        if forget and not still_used:
             compiler.forget(scorer_key(lv.name, lv.version, lv.sha256), BACKEND, DEVICE)
         log.info("unloaded %s/%s", lv.name, lv.version)
         self._changed()
