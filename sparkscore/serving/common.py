@@ -68,6 +68,13 @@ def column_values(column: Column, values: Any, who: str) -> np.ndarray:
         return out
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return values.astype(np.float64)
+    if isinstance(values, list) and values and type(values[0]) in (float, int):
+        try:  # fast path: a homogeneous numeric list (str / None / nested / mixed fall through)
+            arr = np.asarray(values)
+        except (ValueError, TypeError, OverflowError):
+            arr = None
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fiu":
+            return arr.astype(np.float64)
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         if v is None:

@@ -81,6 +81,17 @@ def load_version(registry: Registry, name: str, version: int) -> tuple[Model, st
     return model, model.sha256, scorer.scores
 
 
+@dataclass(frozen=True)
+class RouteMove:
+    """One route the watcher moved: when (perf_counter), from/to which version, load + warm seconds."""
+
+    at: float
+    route: tuple[str, str | None]
+    old: int | None
+    new: int
+    load_s: float
+
+
 class ModelManager:
     """Routes refs to loaded versions; the watcher keeps aliases and "latest" current."""
 
@@ -101,6 +112,7 @@ class ModelManager:
         self._watcher: asyncio.Task | None = None
         self.ready = False
         self.reloads = 0
+        self.moves: collections.deque[RouteMove] = collections.deque(maxlen=256)  # recent route moves
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -254,12 +266,14 @@ class ModelManager:
             if version is None:
                 del self.routes[route]
             else:
+                t0 = time.perf_counter()
                 try:
                     await self._get(route[0], version)  # warmed before any request is routed to it
                 except Exception as exc:  # a damaged new version must not take the old one down
                     log.error("cannot load %s/%s, %s stays on %s: %s", route[0], version, route, old, exc)
                     continue
                 self.routes[route] = version
+                self.moves.append(RouteMove(time.perf_counter(), route, old, version, time.perf_counter() - t0))
             moved += 1
             if old is not None:
                 left.add((route[0], old))
