@@ -180,6 +180,7 @@ class Server:
             status, kind = _status(exc)
             self.metrics.errors.labels(kind).inc()
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = message.replace(f" at {self.registry.root}", "").replace(f" in {self.registry.root}", "")
             if status == 500:
                 log.exception("internal error on %s %s", request.method, request.url.path)
                 message = f"internal error ({type(exc).__name__}: {message[:200]}); see the server log"

@@ -95,9 +95,13 @@ def test_http_clients_are_coalesced(small_registry):
             calls0 = lv.batcher.calls
             body = v2_body({"a": [1.0], "b": [2.0], "c": [3.0]})
             responses = await asyncio.gather(*(post(client, "/v2/models/lin/infer", body) for _ in range(64)))
+            calls = lv.batcher.calls - calls0
+            for _ in range(20):  # then low load: one request at a time closes the window again
+                assert (await post(client, "/v2/models/lin/infer", body)).status_code == 200
             metrics = (await client.get("/metrics")).text
-            return responses, lv.batcher.calls - calls0, metrics
-    responses, calls, metrics = asyncio.run(go())
+            return responses, calls, metrics, lv.batcher.delay_s
+    responses, calls, metrics, delay_after = asyncio.run(go())
+    assert delay_after == 0.0
     assert all(r.status_code == 200 for r in responses)
     assert len({r.json()["outputs"][0]["data"][0] for r in responses}) == 1
     assert calls < 64, f"64 concurrent requests took {calls} kernel calls"

@@ -84,6 +84,17 @@ def test_unknown_model_or_version(client, path, status):
         assert client.get(path.removesuffix("/infer")).status_code == status
 
 
+def test_errors_are_counted_by_kind_and_hide_the_registry_path(client, small_registry):
+    def count(kind):
+        line = next(l for l in client.get("/metrics").text.splitlines() if l.startswith(f'sparkscore_errors_total{{kind="{kind}"}}'))
+        return float(line.split()[-1])
+    before = {k: count(k) for k in ("bad_request", "not_found")}
+    _v2(client, {"inputs": []})
+    r = _v2(client, v2_body(GOOD), "/v2/models/nope/infer")
+    assert str(small_registry.root) not in r.text and "'nope'" in r.json()["error"]
+    assert count("bad_request") == before["bad_request"] + 1 and count("not_found") == before["not_found"] + 1
+
+
 def test_oversized_body_and_rows_are_413(client):
     big = v2_body({k: [1.0] * 2000 for k in GOOD})
     assert _v2(client, big).status_code == 413
