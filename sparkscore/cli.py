@@ -379,6 +379,8 @@ def serve(
                          max_delay_s=max_delay_ms / 1e3, latency_objective_s=latency_objective_ms / 1e3,
                          memory_budget_bytes=int(memory_budget_mb * 1024 * 1024), poll_s=poll_s)
     reg = Registry(registry if registry is not None else ctx.obj.registry)
+    for ref in config.models:  # fail here in one line, not as a start-up traceback inside uvicorn
+        reg.get(ref)
     _err().print(Text(f"serving {', '.join(config.models) or 'every model'} of {reg.root} on http://{host}:{port} "
                       "(OIP v2 under /v2, MLflow at /invocations, metrics at /metrics)"), soft_wrap=True)
     uvicorn.run(create_app(reg, config), host=host, port=port, log_level="warning", access_log=False,

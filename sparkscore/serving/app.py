@@ -168,7 +168,7 @@ class Server:
         try:
             if auth:
                 self._check_token(request)
-            if self._inflight >= self.config.max_concurrency:
+            if auth and self._inflight >= self.config.max_concurrency:  # health checks stay answerable
                 raise OverloadedError(f"{self._inflight} requests in flight (max_concurrency); retry later")
             self._inflight += 1
             try:

@@ -94,3 +94,12 @@ def test_tritonclient(server, small_registry, binary):
         np.testing.assert_array_equal(proba, small_registry.load("clf/1").predict_proba(X))
     finally:
         client.close()
+
+
+def test_serve_unknown_model_is_one_line_error(runner, registry):
+    from sparkscore.cli import app
+
+    result = runner.invoke(app, ["serve", "--registry", str(registry.root), "--models", "nope", "--port", "1"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: model 'nope' is not in the registry")
+    assert len(result.output.strip().splitlines()) == 1
