@@ -105,3 +105,29 @@ def test_served_equals_predict(case, registry):
         assert response.status_code == 200, response.text
         assert response.headers["x-sparkscore-model-version"] == "1"
         _same(response.json()["outputs"][0]["data"], expected[i:i + 1], f"single row {i}")
+
+
+SPARK_IDS = ("lightgbm-multiclass", "xgboost-binary")
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in ALL_CASES if c.id in SPARK_IDS])
+def test_served_equals_spark_predict(case, registry, spark):
+    pytest.importorskip("sparkscore.engines.spark")
+    fitted = case.fitted()
+    registry.register("zoo", fitted.model)
+    data = _frame(fitted)
+    spark.createDataFrame(data.assign(row_id=np.arange(len(data)))).createOrReplaceTempView("serving_parity_t")
+    rows = ss.spark.sql(spark, "SELECT row_id, PREDICT('zoo/1', *) AS p FROM serving_parity_t", registry=registry,
+                        disable_rules=INLINED).toPandas().sort_values("row_id")
+    expected = [None if isinstance(v, float) and math.isnan(v) else v for v in rows["p"].tolist()]
+    signature = fitted.model.signature
+    body = {"inputs": [{"name": c.name, "shape": [len(data)], "datatype": input_datatype(c),
+                        "data": _json_values(data[c.name])} for c in signature.inputs]}
+
+    async def run():
+        async with serving(registry) as (_, client):
+            return await post(client, "/v2/models/zoo/versions/1/infer", body)
+    response = asyncio.run(run())
+    assert response.status_code == 200, response.text
+    _same(response.json()["outputs"][0]["data"], expected, "v2 predict vs Spark PREDICT")
