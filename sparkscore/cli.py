@@ -360,6 +360,8 @@ def serve(
     memory_budget_mb: float = typer.Option(2048.0, "--memory-budget-mb", min=0.0,
                                            help="LRU budget for loaded model versions."),
     poll_s: float = typer.Option(0.5, "--poll-s", min=0.05, max=1.0, help="Registry watcher period (alias moves)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
+                                               help="Settings file (conf/serve.toml); options given here win."),
 ) -> None:
     """Serve registry models over HTTP: Open Inference Protocol v2 and MLflow /invocations (uvicorn).
 
@@ -373,11 +375,21 @@ def serve(
     from sparkscore.registry import Registry
     from sparkscore.serving import ServeConfig, create_app
 
-    config = ServeConfig(host=host, port=port, models=tuple(m.strip() for m in (models or "").split(",") if m.strip()),
-                         token=os.environ.get("SPARKSCORE_SERVE_TOKEN") or None, max_body_bytes=max_body_bytes,
-                         max_concurrency=max_concurrency, max_batch_rows=max_batch_rows,
-                         max_delay_s=max_delay_ms / 1e3, latency_objective_s=latency_objective_ms / 1e3,
-                         memory_budget_bytes=int(memory_budget_mb * 1024 * 1024), poll_s=poll_s)
+    options = {"host": host, "port": port,
+               "models": tuple(m.strip() for m in (models or "").split(",") if m.strip()),
+               "max_body_bytes": max_body_bytes, "max_concurrency": max_concurrency, "max_batch_rows": max_batch_rows,
+               "max_delay_s": max_delay_ms / 1e3, "latency_objective_s": latency_objective_ms / 1e3,
+               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s}
+    params = {"max_delay_s": "max_delay_ms", "latency_objective_s": "latency_objective_ms",
+              "memory_budget_bytes": "memory_budget_mb"}
+    if config_file is not None:  # the file, then only the options the user actually typed
+        options = {k: v for k, v in options.items()
+                   if getattr(ctx.get_parameter_source(params.get(k, k)), "name", "DEFAULT") != "DEFAULT"}
+    token = os.environ.get("SPARKSCORE_SERVE_TOKEN") or None
+    if token:
+        options["token"] = token
+    config = ServeConfig.from_file(config_file, **options) if config_file is not None else ServeConfig.build(options)
+    host, port = config.host, config.port
     reg = Registry(registry if registry is not None else ctx.obj.registry)
     for ref in config.models:  # fail here in one line, not as a start-up traceback inside uvicorn
         reg.get(ref)

@@ -103,3 +103,34 @@ def test_serve_unknown_model_is_one_line_error(runner, registry):
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: model 'nope' is not in the registry")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_serve_config_file_then_options(tmp_path):
+    from sparkscore.serving.config import ServeConfig, ServeConfigError
+
+    assert ServeConfig.from_file(ROOT / "conf" / "serve.toml") == ServeConfig()  # the shipped file = the defaults
+    path = tmp_path / "serve.toml"
+    path.write_text("[serve]\nport = 9000\nmax_body_bytes = 1000\nmodels = ['a']\n")
+    config = ServeConfig.from_file(path, port=9001)
+    assert (config.port, config.max_body_bytes, config.models) == (9001, 1000, ("a",))
+    for bad in ("nope = 1", "port = 'x'", "max_delay_s = -1", "models = 'a'"):
+        path.write_text(bad)
+        with pytest.raises(ServeConfigError):
+            ServeConfig.from_file(path)
+
+
+def test_serve_cli_reads_the_config_file_and_typed_options_win(runner, small_registry, tmp_path, monkeypatch):
+    import uvicorn
+
+    from sparkscore.cli import app
+
+    ran = {}
+    monkeypatch.setattr(uvicorn, "run", lambda asgi, **kw: ran.update(config=asgi.state.server.config, **kw))
+    path = tmp_path / "serve.toml"
+    path.write_text("[serve]\nmodels = ['lin']\nport = 1234\nmax_delay_s = 0.001\n")
+    root = str(small_registry.root)
+    assert runner.invoke(app, ["serve", "--registry", root, "--config", str(path)]).exit_code == 0
+    assert (ran["port"], ran["config"].models, ran["config"].max_delay_s) == (1234, ("lin",), 0.001)
+    result = runner.invoke(app, ["serve", "--registry", root, "--config", str(path), "--port", "99", "--max-delay-ms", "3"])
+    assert result.exit_code == 0 and (ran["port"], ran["config"].max_delay_s) == (99, 0.003)
+    assert ran["host"] == "127.0.0.1"
