@@ -24,6 +24,8 @@ EXTRAS = {
     "xgboost": ["xgboost-cpu>=2.1"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
+    # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
+    "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
     # installs it with --no-deps (it needs psutil, dill and onnxconverter-common from here)
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)
@@ -32,7 +34,9 @@ EXTRAS = {
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})
-EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1"]
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1",
+                                   # serving tests: in-process ASGI client; tritonclient is the real OIP v2 client
+                                   "httpx>=0.27", "tritonclient[http]>=2.40"]
 
 setup(
     name="sparkscore",
@@ -48,6 +52,7 @@ setup(
         "sparkscore.registry",
         "sparkscore.optimizer",
         "sparkscore.engines",
+        "sparkscore.serving",
         "sparkscore.sql",
     ],
     # the user-facing example queries in sql/ ship inside the package as sparkscore/sql/*.sql

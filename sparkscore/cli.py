@@ -512,6 +512,63 @@ def bench(
         _out().print(Text(f"[{name}] results: {results}"))
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|file://URI",
+                                           help="Registry to serve (default: the global --registry, "
+                                                "$SPARKSCORE_HOME or ~/.sparkscore)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless you say otherwise)."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
+    models: Optional[str] = typer.Option(None, "--models", metavar="a,b", help="Model names to serve (default: all)."),
+    max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger bodies get 413."),
+    max_concurrency: int = typer.Option(256, "--max-concurrency", min=1, help="Requests in flight; more get 503."),
+    max_batch_rows: int = typer.Option(1024, "--max-batch-rows", min=1, help="Most rows per coalesced kernel call."),
+    max_delay_ms: float = typer.Option(2.0, "--max-delay-ms", min=0.0, help="Largest batching window (AIMD cap)."),
+    latency_objective_ms: float = typer.Option(5.0, "--latency-objective-ms", min=0.01,
+                                               help="Queue + compute latency the AIMD window keeps under."),
+    memory_budget_mb: float = typer.Option(2048.0, "--memory-budget-mb", min=0.0,
+                                           help="LRU budget for loaded model versions."),
+    poll_s: float = typer.Option(0.5, "--poll-s", min=0.05, max=1.0, help="Registry watcher period (alias moves)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
+                                               help="Settings file (conf/serve.toml); options given here win."),
+) -> None:
+    """Serve registry models over HTTP: Open Inference Protocol v2 and MLflow /invocations (uvicorn).
+
+    A bearer token, if wanted, comes from $SPARKSCORE_SERVE_TOKEN (not the command line, which
+    other users can read).
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise SparkscoreError("sparkscore serve needs uvicorn: pip install 'sparkscore[serve]'") from None
+    from sparkscore.registry import Registry
+    from sparkscore.serving import ServeConfig, create_app
+
+    options = {"host": host, "port": port,
+               "models": tuple(m.strip() for m in (models or "").split(",") if m.strip()),
+               "max_body_bytes": max_body_bytes, "max_concurrency": max_concurrency, "max_batch_rows": max_batch_rows,
+               "max_delay_s": max_delay_ms / 1e3, "latency_objective_s": latency_objective_ms / 1e3,
+               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s}
+    params = {"max_delay_s": "max_delay_ms", "latency_objective_s": "latency_objective_ms",
+              "memory_budget_bytes": "memory_budget_mb"}
+    if config_file is not None:  # the file, then only the options the user actually typed
+        options = {k: v for k, v in options.items()
+                   if getattr(ctx.get_parameter_source(params.get(k, k)), "name", "DEFAULT") != "DEFAULT"}
+    token = os.environ.get("SPARKSCORE_SERVE_TOKEN") or None
+    if token:
+        options["token"] = token
+    config = ServeConfig.from_file(config_file, **options) if config_file is not None else ServeConfig.build(options)
+    host, port = config.host, config.port
+    reg = Registry(registry if registry is not None else ctx.obj.registry)
+    for ref in config.models:  # fail here in one line, not as a start-up traceback inside uvicorn
+        reg.get(ref)
+    _err().print(Text(f"serving {', '.join(config.models) or 'every model'} of {reg.root} on http://{host}:{port} "
+                      "(OIP v2 under /v2, MLflow at /invocations, metrics at /metrics)"), soft_wrap=True)
+    uvicorn.run(create_app(reg, config), host=host, port=port, log_level="warning", access_log=False,
+                lifespan="on", timeout_graceful_shutdown=5)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sparkscore")

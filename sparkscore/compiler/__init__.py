@@ -243,6 +243,12 @@ def cached(key: Hashable, load: Callable[[], object], backend: str = "auto", dev
     return scorer
 
 
+def forget(key: Hashable, backend: str = "auto", device: str = "cpu") -> None:
+    """Drop one :func:`cached` entry (a server unloading a model version frees its kernels)."""
+    with _CACHE_LOCK:
+        _CACHE.pop((key, backend, device), None)
+
+
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()

@@ -1,0 +1,299 @@
+"""The ASGI app: OIP v2 + MLflow ``/invocations`` + ``/metrics`` over a :class:`~sparkscore.registry.Registry`.
+
+Built on Starlette (small, well kept, the routing layer of FastAPI without its validation cost)
+and served by uvicorn (``sparkscore serve``); any ASGI server can run :func:`create_app`'s result.
+
+Refs in URLs (exactly the SQL refs):
+
+* OIP v2: ``/v2/models/{name}``, ``/v2/models/{name}/versions/{v}``, ``/v2/models/{name@alias}``
+  (``@`` may be sent raw or as ``%40``; tritonclient sends ``%40``), and ``/v2/models/{name}/{v}``
+  (the ``name/3`` ref written into the path).  A ``/`` inside the name part cannot be escaped
+  (``%2F`` is decoded before routing), so a version always goes after a ``/``.
+* MLflow: ``POST /invocations`` answers for the one served model; with several, name it with
+  ``?model=<ref>`` (``@`` raw or ``%40``, ``/`` raw or ``%2F``) or the ``x-sparkscore-model`` header.
+
+Every prediction response carries ``model_name`` / ``model_version`` fields and the headers
+``x-sparkscore-model-name`` / ``x-sparkscore-model-version`` naming the version that computed it.
+
+Status codes: 400 bad input (one line naming the input and the model), 401 bad token, 404 unknown
+model/version/path, 413 body or row count over the limit, 503 over the concurrency or queue limit
+(retry), 500 only for a server-side fault (e.g. a damaged model file), never for client input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sparkscore.errors import InvalidModelNameError, ModelNotFoundError, SignatureError
+from sparkscore.registry import ModelRef, Registry, parse_ref
+from sparkscore.serving import mlflow, v2
+from sparkscore.serving.batcher import BatchStats, OverloadedError
+from sparkscore.serving.common import BadRequestError, PayloadTooLargeError, UnauthorizedError
+from sparkscore.serving.config import ServeConfig
+from sparkscore.serving.metrics import CONTENT_TYPE_LATEST, Metrics
+from sparkscore.serving.models import LoadedVersion, ModelManager
+
+log = logging.getLogger("sparkscore.serving")
+_VERSIONED = re.compile(r"(.+)/versions/([^/]*)")
+JSON = "application/json"
+
+
+def _status(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, UnauthorizedError):
+        return 401, "unauthorized"
+    if isinstance(exc, PayloadTooLargeError):
+        return 413, "too_large"
+    if isinstance(exc, ModelNotFoundError):
+        return 404, "not_found"
+    if isinstance(exc, (BadRequestError, InvalidModelNameError, SignatureError)):
+        return 400, "bad_request"
+    if isinstance(exc, OverloadedError):
+        return 503, "overloaded"
+    return 500, "internal"
+
+
+def v2_ref(rest: str) -> ModelRef:
+    """The ref of a ``/v2/models/...`` path remainder (without ``/infer`` or ``/ready``)."""
+    m = _VERSIONED.fullmatch(rest)
+    if m:
+        name, version = m.groups()
+        if "@" in name or "/" in name:
+            raise BadRequestError(f"{name[:60]!r}/versions/{version[:20]}: give either an alias or a version, not both")
+        return parse_ref(f"{name}/{version}")
+    return parse_ref(rest)
+
+
+class Server:
+    """The app's state: the model manager, the metrics and the request limits."""
+
+    def __init__(self, registry: Registry, config: ServeConfig = ServeConfig()) -> None:
+        self.registry = registry
+        self.config = config
+        self.metrics = Metrics()
+        self.manager = ModelManager(registry, config, on_batch=self._on_batch, on_change=self._on_change)
+        self._inflight = 0
+        self._reloads_seen = 0
+        self._gauged: dict[tuple[str, int], LoadedVersion] = {}
+        self._token = config.token.encode() if config.token else None
+        self.app = Starlette(routes=[
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
+            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
+            Route("/invocations", self.invocations, methods=["POST"]),
+            Route("/ping", self.ready, methods=["GET"]),
+            Route("/health", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+        ], lifespan=self._lifespan)
+        self.app.state.server = self
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def _on_batch(self, lv: LoadedVersion, stats: BatchStats) -> None:
+        self.metrics.batch_rows.labels(lv.name).observe(stats.rows)
+        self.metrics.batch_requests.labels(lv.name).observe(stats.requests)
+
+    def _on_change(self) -> None:
+        m = self.metrics
+        current = {lv.key: lv for lv in self.manager.loaded.values()}
+        for key, lv in current.items():
+            if self._gauged.get(key) is not lv:
+                labels = (lv.name, str(lv.version))
+                m.queue_depth.labels(*labels).set_function(lambda b=lv.batcher: b.depth)
+                m.batch_delay.labels(*labels).set_function(lambda b=lv.batcher: b.delay_s)
+        for key in set(self._gauged) - set(current):
+            for gauge in (m.queue_depth, m.batch_delay):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key[0], str(key[1]))
+        self._gauged = current
+        m.loaded.set(len(current))
+        m.loaded_bytes.set(self.manager.loaded_bytes)
+        moved = self.manager.reloads - self._reloads_seen
+        if moved > 0:
+            m.reloads.inc(moved)
+            self._reloads_seen = self.manager.reloads
+
+    # ------------------------------------------------------------------ plumbing
+    def _check_token(self, request: Request) -> None:
+        if self._token is None:
+            return
+        got = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(got, b"Bearer " + self._token):
+            raise UnauthorizedError("missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLargeError(f"request body of {length} bytes is over the limit of {limit}; send fewer rows")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes; send fewer rows")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _handle(self, request: Request, protocol: str,
+                      work: Callable[[Request], Awaitable[tuple[Any, dict, str]]], auth: bool = True) -> Response:
+        """Run ``work`` under the token check and the concurrency limit; map every error to its status."""
+        t0 = time.perf_counter()
+        label = ""
+        headers: dict[str, str] = {}
+        try:
+            if auth:
+                self._check_token(request)
+            if auth and self._inflight >= self.config.max_concurrency:  # health checks stay answerable
+                raise OverloadedError(f"{self._inflight} requests in flight (max_concurrency); retry later")
+            self._inflight += 1
+            try:
+                doc, headers, label = await work(request)
+            finally:
+                self._inflight -= 1
+            status = 200
+        except Exception as exc:  # every failure is one line; never a traceback to the client
+            status, kind = _status(exc)
+            self.metrics.errors.labels(kind).inc()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = message.replace(f" at {self.registry.root}", "").replace(f" in {self.registry.root}", "")
+            if status == 500:
+                log.exception("internal error on %s %s", request.method, request.url.path)
+                message = f"internal error ({type(exc).__name__}: {message[:200]}); see the server log"
+            if status == 401:
+                headers = {"www-authenticate": "Bearer"}
+            if status == 503:
+                headers = {"retry-after": "1"}
+            doc = {"error": message} if protocol != "mlflow" else {"error_code": kind.upper(), "message": message}
+        if label:
+            self.metrics.latency.labels(protocol, label).observe(time.perf_counter() - t0)
+        if isinstance(doc, (bytes, str)):
+            return Response(doc, status, headers=headers, media_type=CONTENT_TYPE_LATEST)
+        return Response(json.dumps(doc).encode(), status, headers=headers, media_type=JSON)
+
+    @staticmethod
+    def _version_headers(lv: LoadedVersion) -> dict[str, str]:
+        return {"x-sparkscore-model-name": lv.name, "x-sparkscore-model-version": str(lv.version)}
+
+    async def _predict(self, protocol: str, ref: ModelRef, parse: Callable[[LoadedVersion], Any],
+                       answer: Callable[[LoadedVersion, Any, Any], dict]) -> tuple[dict, dict, str]:
+        lv = await self.manager.acquire(ref)
+        try:
+            parsed = parse(lv)
+            X = parsed[0] if isinstance(parsed, tuple) else parsed
+            S = await lv.scores(X)
+            doc = answer(lv, S, parsed)
+            self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            return doc, self._version_headers(lv), lv.name
+        finally:
+            self.manager.release(lv)
+
+    # ------------------------------------------------------------------ endpoints
+    async def live(self, request: Request) -> Response:
+        return await self._handle(request, "v2", self._live, auth=False)
+
+    async def _live(self, request: Request):
+        return {"live": True}, {}, ""
+
+    async def ready(self, request: Request) -> Response:
+        return await self._handle(request, "v2", self._ready, auth=False)
+
+    async def _ready(self, request: Request):
+        if not self.manager.ready:
+            raise OverloadedError("loading models; not ready yet")
+        return {"ready": True}, {}, ""
+
+    async def server_metadata(self, request: Request) -> Response:
+        from sparkscore import __version__
+
+        async def work(request):
+            return {"name": "sparkscore", "version": __version__, "extensions": ["binary_tensor_data"]}, {}, ""
+        return await self._handle(request, "v2", work)
+
+    async def v2_get(self, request: Request) -> Response:
+        async def work(request):
+            rest = request.path_params["rest"].strip("/")
+            is_ready = rest.endswith("/ready")
+            ref = v2_ref(rest[:-len("/ready")] if is_ready else rest)
+            lv = await self.manager.acquire(ref)
+            self.manager.release(lv)
+            doc = {"name": lv.name, "ready": True} if is_ready else v2.metadata(lv.name, lv.version, lv.model)
+            return doc, self._version_headers(lv), ""
+        return await self._handle(request, "v2", work)
+
+    async def v2_post(self, request: Request) -> Response:
+        async def work(request):
+            rest = request.path_params["rest"].strip("/")
+            if not rest.endswith("/infer"):
+                raise ModelNotFoundError(f"no such endpoint POST /v2/models/{rest[:80]}; use .../infer")
+            ref = v2_ref(rest[:-len("/infer")])
+            body = await self._body(request)
+            text, raw = v2.split_binary(body, request.headers.get("inference-header-content-length"))
+            doc = v2.loads(text)
+            max_rows = self.config.max_rows
+            return await self._predict(
+                "v2", ref, lambda lv: v2.parse_infer(doc, raw, lv.model, lv.who, max_rows),
+                lambda lv, S, parsed: v2.infer_response(lv.name, lv.version, lv.model, S, parsed[1], parsed[2]))
+        return await self._handle(request, "v2", work)
+
+    async def invocations(self, request: Request) -> Response:
+        async def work(request):
+            ref_text = request.query_params.get("model") or request.headers.get("x-sparkscore-model")
+            kind = request.query_params.get("kind", "predict")
+            if kind not in ("predict", "proba"):
+                raise BadRequestError(f"unknown kind {kind[:20]!r}; use predict or proba")
+            ref = parse_ref(ref_text) if ref_text else self._only_model()
+            if request.headers.get("content-type", JSON).split(";")[0].strip() not in (JSON, ""):
+                raise BadRequestError("send the body as application/json (dataframe_split, dataframe_records, "
+                                      "instances or inputs)")
+            body = await self._body(request)
+            doc = v2.loads(body)
+            max_rows = self.config.max_rows
+
+            def parse(lv):
+                if kind == "proba" and not lv.model.is_classifier:
+                    raise BadRequestError(f"{lv.who}: kind=proba needs a classifier; this model is a regressor")
+                return mlflow.parse(doc, lv.model, lv.who, max_rows)
+            return await self._predict("mlflow", ref, parse, lambda lv, S, _: mlflow.response(lv.name, lv.version, lv.model, S, kind))
+        return await self._handle(request, "mlflow", work)
+
+    def _only_model(self) -> ModelRef:
+        names = sorted({name for name, _ in self.manager.routes})
+        if len(names) != 1:
+            raise BadRequestError(f"this server serves {len(names)} models ({', '.join(names[:8])}); "
+                                  "name one with /invocations?model=<ref> or the x-sparkscore-model header")
+        return ModelRef(names[0])
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        async def work(request):
+            return self.metrics.render(), {}, ""
+        return await self._handle(request, "metrics", work)
+
+
+def create_app(registry: Registry | None = None, config: ServeConfig = ServeConfig()) -> Starlette:
+    """The ASGI app serving ``registry`` (default: $SPARKSCORE_HOME or ~/.sparkscore)."""
+    return Server(registry if registry is not None else Registry(), config).app
