@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import arrow_udf
 
 from sparkscore import compiler
+from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import ScoringFunction, output_type, registry_or_default, resolver
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
@@ -40,7 +41,6 @@ _DEVICE = "cpu"
 #: this file: how tests and operators check that a worker loads a model once, not once per batch.
 LOAD_LOG_ENV = "SPARKSCORE_LOAD_LOG"
 
-_FILE_FORMATS = ("parquet", "delta", "orc", "json", "csv", "avro")
 _SPARK_TYPES = {"DOUBLE": "double", "DOUBLE[]": "array<double>", "VARCHAR": "string", "BIGINT": "bigint"}
 
 
@@ -168,47 +168,6 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     fn = ModelFunction(udf_name(mv.name, mv.version, kind), _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession),
                        kind, output_type(model, kind))
     return df.withColumn(output_col, fn.udf()(*[df[c] for c in model.signature.names]))
-
-
-class SparkCatalog:
-    """Schema and statistics of temp views, catalog tables and ``parquet.`path``` for the optimizer."""
-
-    def __init__(self, spark: SparkSession):
-        self._spark = spark
-
-    def _frame(self, table: str) -> DataFrame | None:
-        import sqlglot
-        from pyspark.errors import AnalysisException, ParseException
-
-        fmt, _, path = table.partition(".")
-        try:
-            if fmt.lower() in _FILE_FORMATS and "/" in path:  # parquet.`/data/x.parquet` arrives as parquet./data/...
-                source = sqlglot.exp.Table(this=sqlglot.exp.to_identifier(path, quoted=True),
-                                           db=sqlglot.exp.to_identifier(fmt))
-            else:
-                source = sqlglot.exp.to_table(table, dialect="spark")
-            return self._spark.sql(sqlglot.exp.select("*").from_(source).sql(dialect="spark"))
-        except (AnalysisException, ParseException, sqlglot.errors.SqlglotError):
-            return None
-
-    def columns(self, table: str) -> list[tuple[str, str]] | None:
-        df = self._frame(table)
-        if df is None:
-            return None
-        return [(f.name, f.dataType.simpleString().upper()) for f in df.schema.fields]
-
-    def row_count(self, table: str) -> int | None:
-        df = self._frame(table)
-        if df is None:
-            return None
-        try:
-            count = df._jdf.queryExecution().optimizedPlan().stats().rowCount()
-            return int(count.get().toString()) if count.isDefined() else None
-        except Exception:  # statistics are a hint: any JVM-side failure means "unknown"
-            return None
-
-    def distinct_count(self, table: str, column: str) -> int | None:
-        return None
 
 
 def explain(query: str, spark: SparkSession, registry=None, disable_rules: Sequence[str] = ()):

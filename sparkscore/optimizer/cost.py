@@ -22,6 +22,27 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class RowCount:
+    """A source's row count for cost estimates, with where it came from or why it is unknown.
+
+    Counts come from engine statistics that DELETE / UPDATE need not maintain: they steer cost
+    only, never correctness, and ``note`` says so in EXPLAIN.
+    """
+
+    rows: int | None
+    note: str
+
+
+def row_count(catalog, table: str) -> RowCount:
+    """``catalog``'s row count of ``table`` with its provenance (``row_stats`` where the catalog has it)."""
+    stats = getattr(catalog, "row_stats", None)  # optional in the Catalog protocol: test catalogs lack it
+    if stats is not None:
+        return stats(table)
+    rows = catalog.row_count(table)
+    return RowCount(rows, "from the catalog" if rows is not None else "the catalog has no row count")
+
+
+@dataclass(frozen=True)
 class FactorizeEstimate:
     rows: int            # estimated join output rows (= fact rows for key-foreign-key joins)
     dim_rows: int        # |R|
@@ -59,3 +80,11 @@ class FactorizeEstimate:
     def describe(self) -> str:
         return (f"TR={self.tuple_ratio:.3g}, FR={self.feature_ratio:.3g} (d_R={self.d_dim}, d_S={self.d_fact}), "
                 f"rows={self.rows}, |R|={self.dim_rows}, est. speedup {self.speedup:.2f}x")
+
+
+def factorize_estimate(*, rows: int, dim_rows: int, d_fact: int, d_dim: int, outputs: int, inlined: bool,
+                       options) -> FactorizeEstimate:
+    """The estimate ``factorize_linear`` makes for one dimension (one place for the rule and the benchmarks)."""
+    return FactorizeEstimate(rows=rows, dim_rows=dim_rows, d_fact=d_fact, d_dim=d_dim, outputs=outputs,
+                             row_overhead=0.0 if inlined else options.factorize_udf_overhead,
+                             carry=options.factorize_carry)

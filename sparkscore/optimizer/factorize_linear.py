@@ -48,7 +48,7 @@ from sqlglot import exp
 
 from sparkscore.ir import INDICATOR, Column, FeatureMap
 from sparkscore.optimizer.context import Context
-from sparkscore.optimizer.cost import FactorizeEstimate
+from sparkscore.optimizer.cost import FactorizeEstimate, row_count
 from sparkscore.optimizer.inline_models import will_inline
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
@@ -91,6 +91,7 @@ class _SelectRewrite:
         self.sources = select_sources(select, context.dialect)
         self.partials: dict[str, exp.Select] = {}   # dim alias -> the subquery's SELECT
         self.columns: dict[tuple[str, str], str] = {}  # (dim alias, partial model key) -> column
+        self.row_notes: dict[str, str] = {}  # source alias -> where its row count came from
 
     def factorize(self, call: ModelCall) -> str:
         context = self.context
@@ -134,6 +135,9 @@ class _SelectRewrite:
                 notes.append(f"{dim.alias}: {estimate.describe()}")
             else:
                 notes.append(f"{dim.alias}: {estimate.describe()} < {context.options.factorize_min_speedup}x")
+        provenance = ", ".join(f"{alias} {note}" for alias, note in self.row_notes.items())
+        if provenance:
+            notes.append(f"row counts (steer cost only): {provenance}")
         if not chosen:
             raise Decline("; ".join(notes) or "no model feature comes from a joined table")
         self._rewrite(call, fmap, owner, chosen)
@@ -141,10 +145,14 @@ class _SelectRewrite:
 
     # ------------------------------------------------------------------ checks
     def _row_count(self, source: Source) -> int:
-        rows = self.context.catalog.row_count(source.table) if source.table else None
-        if rows is None:
-            raise Decline(f"row count of {source.alias} unknown (not a catalog table or no statistics)")
-        return rows
+        """The source's row count (for cost only); its provenance goes into EXPLAIN via ``row_notes``."""
+        if not source.table:
+            raise Decline(f"row count of {source.alias} unknown: not a catalog table")
+        count = row_count(self.context.catalog, source.table)
+        if count.rows is None:
+            raise Decline(f"row count of {source.alias} unknown: {count.note}")
+        self.row_notes[source.alias] = count.note
+        return count.rows
 
     def _check_dimension(self, dim: Source, fmap: FeatureMap, features: list[int], model: str) -> None:
         join = dim.join
