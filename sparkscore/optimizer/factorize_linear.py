@@ -48,11 +48,10 @@ from sqlglot import exp
 
 from sparkscore.ir import INDICATOR, Column, FeatureMap
 from sparkscore.optimizer.context import Context
-from sparkscore.optimizer.cost import FactorizeEstimate, row_count
-from sparkscore.optimizer.inline_models import will_inline
+from sparkscore.optimizer.cost import Dimension, StarEstimate, factorize_costs, inline_limit, row_count
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
-from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, select_sources
+from sparkscore.optimizer.sources import Source, column_source, conjuncts, enclosing_select, inside, select_sources
 
 NAME = "factorize_linear"
 _PARTIAL = "ss_partial_"
@@ -113,35 +112,47 @@ class _SelectRewrite:
                 raise Decline(f"input {arg.sql(dialect=context.dialect)} is not a plain column of one FROM/JOIN source")
             owner.append(source.alias)
         feature_owner = [owner[int(s)] for s in fmap.source]
-        fact_rows = self._row_count(self.sources[0])
-        inlined = will_inline(call, context)
-        overhead = 0.0 if inlined else context.options.factorize_udf_overhead
-        chosen, notes = [], []
+        fact = self.sources[0]
+        fact_rows = self._row_count(fact)
+        limit = None if "inline_models" in context.disabled else inline_limit(context.options)
+        k = model.estimator.n_outputs
+        dims, features_of, notes = [], {}, []
         for dim in self.sources[1:]:
             features = [j for j, a in enumerate(feature_owner) if a == dim.alias]
             if not features:
                 continue
+            eligible = True
             try:
                 self._check_dimension(dim, fmap, features, model.name)
-                estimate = FactorizeEstimate(
-                    rows=fact_rows, dim_rows=self._row_count(dim), d_fact=len(feature_owner) - len(features),
-                    d_dim=len(features), outputs=model.estimator.n_outputs, row_overhead=overhead,
-                    carry=context.options.factorize_carry)
+                rows = self._row_count(dim)
             except Decline as reason:
                 notes.append(f"{dim.alias}: {reason}")
-                continue
-            if estimate.pays(context.options.factorize_min_speedup):
-                chosen.append((dim, features))
-                notes.append(f"{dim.alias}: {estimate.describe()}")
-            else:
-                notes.append(f"{dim.alias}: {estimate.describe()} < {context.options.factorize_min_speedup}x")
+                eligible, rows = False, fact_rows  # stays joined as it is; its size does not matter then
+            dims.append(Dimension(dim.alias, rows, len(features), self._carried(dim, call), eligible))
+            features_of[dim.alias] = (dim, features)
+        star = StarEstimate(rows=fact_rows, d_fact=sum(a == fact.alias for a in feature_owner), outputs=k,
+                            dims=tuple(dims), carried_fact=self._carried(fact, call), inline_limit=limit,
+                            costs=factorize_costs(context.options))
+        minimum = context.options.factorize_min_speedup
+        factorized = star.choose(force=minimum <= 0)
+        speedup = star.speedup(factorized) if factorized else 1.0
+        for dim in dims:
+            if dim.eligible:
+                notes.append(f"{dim.alias}: {star.describe(dim, factorized)}"
+                             f"{'' if dim.alias in factorized else ' (not factorized)'}")
+        chosen = [features_of[d.alias] for d in dims if d.alias in factorized] if speedup >= minimum else []
+        if factorized:
+            notes.append(f"est. speedup {speedup:.2f}x ({star.plan(factorized)})"
+                         f"{'' if chosen else f' < {minimum}x'}")
+        elif any(d.eligible for d in dims):
+            notes.append(f"no dimension's partial gains >= {star.costs.min_marginal}x")
         provenance = ", ".join(f"{alias} {note}" for alias, note in self.row_notes.items())
         if provenance:
             notes.append(f"row counts (steer cost only): {provenance}")
         if not chosen:
             raise Decline("; ".join(notes) or "no model feature comes from a joined table")
         self._rewrite(call, fmap, owner, chosen)
-        return f"factorized ({'inlined' if inlined else 'UDF'} plan) over " + "; ".join(notes)
+        return "factorized over " + "; ".join(notes)
 
     # ------------------------------------------------------------------ checks
     def _row_count(self, source: Source) -> int:
@@ -153,6 +164,18 @@ class _SelectRewrite:
             raise Decline(f"row count of {source.alias} unknown: {count.note}")
         self.row_notes[source.alias] = count.note
         return count.rows
+
+    def _carried(self, source: Source, call: ModelCall) -> int:
+        """Distinct columns of ``source`` the SELECT reads outside ``call`` and its FROM / JOIN clauses:
+        the join carries them in both plans, which dilutes what factorizing saves."""
+        clauses = [self.select.args.get("from_"), *(self.select.args.get("joins") or ())]
+        names = set()
+        for column in self.select.find_all(exp.Column):
+            if column.is_star or inside(column, call) or any(inside(column, c) for c in clauses if c is not None):
+                continue
+            if enclosing_select(column) is self.select and column_source(column, self.sources, self.context) is source:
+                names.add(column.name.lower())
+        return len(names)
 
     def _check_dimension(self, dim: Source, fmap: FeatureMap, features: list[int], model: str) -> None:
         join = dim.join
