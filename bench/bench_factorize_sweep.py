@@ -145,6 +145,7 @@ def markdown(result: dict) -> str:
              f"Machine: {result['machine']}", "",
              f"Fact rows {result['rows']}, execution best of {result['repeat']} (interleaved), planning excluded; "
              f"wall time of the sweep {result['wall_s']:.0f} s; load average per point in the JSON.", "",
+             *([result["notes"], ""] if result.get("notes") else []),
              "speedup = time(factorize_linear off) / time(forced on), both the optimizer's own plans "
              "(inlined when <= 32 features). `rule` is the committed cost rule's decision and estimate.", "",
              "Points marked `re-measured` were disputed (the rule's verdict contradicted by the first measurement, "
