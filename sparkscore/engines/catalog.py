@@ -87,7 +87,7 @@ class DuckDBCatalog:
         if relation is None:
             return RowCount(None, f"{table} does not bind on this connection")
         paths = _parquet_paths(table, relation)
-        if paths is not None:  # the footers are exact; the planner estimates a glob from its first file
+        if paths is not None:  # the footers are exact, for every file of a list or glob
             try:
                 (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchall()
             except duckdb.Error as error:
