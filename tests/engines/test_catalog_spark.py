@@ -88,3 +88,15 @@ def test_table_without_statistics_declines_and_says_how_to_fix_it(spark, sources
     decision = next(d for d in plan.decisions if d.rule == "factorize_linear")
     assert not decision.fired
     assert "row count of s unknown" in decision.reason and "ANALYZE TABLE" in decision.reason
+
+
+def test_plan_statistics_of_the_cost_based_optimizer_are_read_as_python_ints(spark, sources):
+    """With the CBO on, py4j hands the plan's rowCount over as a Python int (``.toString()`` on it
+    raised an AttributeError that was swallowed as "unknown")."""
+    previous = spark.conf.get("spark.sql.cbo.enabled")
+    spark.conf.set("spark.sql.cbo.enabled", "true")
+    try:
+        stats = spark_engine.SparkCatalog(spark).row_stats("ss_catalog_test.fact")
+    finally:
+        spark.conf.set("spark.sql.cbo.enabled", previous)
+    assert stats.rows == FACT_ROWS and "plan statistics" in stats.note
