@@ -30,33 +30,37 @@ validated on TPC-H SF 1; ``bench/results/optimizer_factorize_{sweep,tpch}.md``).
 the *absolute* number of dimension features d_R, the dimension's size, the carried columns and the
 plans' UDFs; d_S and FR matter little (d_S 1 vs 16 changed the measured gain by less than the noise):
 
+The rule fires when the estimate reaches ``factorize_min_speedup`` = 1.3: a margin over the 1.2x a
+firing must pay measured, because the estimate is good to about +-30% (rms log residual 0.29).
+
 * d_R = 1 never fires (a partial column replaces the one carried column: no gain possible; the
   0.64-1.89x measured is the noise of the loaded machine), nor does d_R <= m;
-* d_R = 2 is the boundary: alone and without carried columns it fires at TR 3-100 for d_S <= 8
-  (11 shapes, measured 0.88-2.74x, median 1.29x: the rule's weakest region) and declines at TR = 1
-  (0.78-1.46x) and for d_S = 16; with 4 or 16 carried columns per side it declines (0.72-1.71x,
-  median 1.16x); two or three such dimensions are factorized together (1.08-3.39x, median 1.39x);
-* d_R = 4 fires everywhere (0.98-2.68x, median 1.47x; least at TR = 100, where the dimension's hash
+* d_R = 2 is the boundary: alone it fires only for a dimension larger than the cache at TR 3-20
+  with d_S <= 4 (6 shapes: 1.17-1.46x measured) and declines elsewhere (14 shapes: median 1.07x;
+  TR = 1, where the partial is a pass over a dimension as large as the fact; d_S >= 8; a
+  cache-resident dimension at TR = 100) and under 4-16 carried columns per side (median 1.16x);
+  two or three such dimensions are factorized together (8 shapes, 1.14-3.39x, median 1.48x);
+* d_R = 4 fires on 19 of 20 shapes (0.98-2.68x, median 1.47x; least at TR = 100, where the hash
   table fits in cache and carrying its columns is cheap, and at TR = 1); d_R >= 6 fires everywhere
-  (1.4-28x, median 2.1-8.4x; 0.89-2.04x under 16 carried columns per side);
-* several dimensions are factorized together: each shortens the rows the other joins carry, so
-  three dimensions of 2 features gain 1.3-1.8x where one alone gains ~1.15x; a dimension whose
-  marginal gain in the set is below 1.05x (d_R = 1 beside others) is left joined as it is;
+  (1.2-28x, median 2.1-8.4x) except d_R = 6 under 16 carried columns per side (0.89-1.46x);
+* several dimensions are factorized together: each shortens the rows the other joins carry; a
+  dimension whose marginal gain in the set is below 1.05x (d_R = 1 beside others) stays as it is;
 * a GLM too wide to inline (> 32 features) runs as a UDF over the join; factorizing lets the final
   GLM (and the partial when d_R <= 32) inline: 1.7-2.6x at TR = 1, 5-16x at TR >= 5; it fires.
 
 Against the measurements (``optimizer_factorize_sweep.md``, rule check): of 178 shapes it fires on
-141, 11 of them measured < 1.2x (worst 0.88x); it declines 37, 11 of which measured > 1.11x, all
-d_R <= 2 single-dimension shapes (4 of them d_R = 1, which cannot gain: noise).  The previous TR/FR rule, on the same
-measurements, fired on 151 with 20 below 1.2x (worst 0.72x).
+127, 5 of them measured < 1.2x (worst 0.98x, none below 0.95x); it declines 51, 20 of which measured
+> 1.11x (13 of them d_R <= 2; 4 are d_R = 1, which cannot gain: noise).  The previous TR/FR rule,
+on the same measurements, fired on 151 with 20 below 1.2x (worst 0.72x).
 
-TPC-H SF 1 (inlined unless noted): lineitem x part x supplier 4|2|1 features 1.42x (fires on part only;
-measured with both factorized),
-lineitem x part with one-hot p_mfgr 4.2x, the same with 4 carried columns 2.9x, lineitem x orders
-1.95x, orders x customer (2|6) 2.3x, partsupp x part (2|2) 1.5x, a 38-feature UDF GLM 19.5x: all
-fire and pay.  It declines lineitem x supplier with one DECIMAL feature, measured 1.27x: the rule
-does not model the CAST every joined row pays for a non-DOUBLE dimension column (a win missed, not
-a regression).  Where the rule declines, the plan is the unfactorized one.
+TPC-H SF 1 (``optimizer_factorize_tpch.md``, load 3-4; inlined unless noted): it fires and pays on
+lineitem x part with one-hot p_mfgr (d_R = 7) 3.6x, the same with 4 carried columns 2.1x,
+lineitem x orders (d_R = 10, TR = 4) 1.6x, orders x customer (2 | 6) 2.9x, a 38-feature UDF GLM
+19x; it declines lineitem x part x supplier (4 | 2 | 1, the issue's "1.15x" star join: 1.02x now)
+and lineitem x supplier (d_R = 1, 0.83x).  It fires on partsupp x part (2 | 2, TR = 4, estimate
+1.34x), which measured 1.53x, 1.12x and 0.95x in three runs: the one TPC-H shape where firing does
+not reliably pay (d_R = 2 next to a dimension a quarter of the fact's size).  Where the rule
+declines, the plan is the unfactorized one.
 """
 
 from __future__ import annotations
@@ -185,9 +189,11 @@ class _SelectRewrite:
         return count.rows
 
     def _carried(self, source: Source, call: ModelCall) -> int:
-        """Distinct columns of ``source`` the SELECT reads outside ``call`` and its FROM / JOIN clauses:
-        the join carries them in both plans, which dilutes what factorizing saves."""
+        """Distinct columns of ``source`` the SELECT reads outside model calls and its FROM / JOIN
+        clauses: the join carries them in both plans, which dilutes what factorizing saves.  (Columns
+        of other model calls are model inputs, factorized with them or counted as their features.)"""
         clauses = [self.select.args.get("from_"), *(self.select.args.get("joins") or ())]
+        clauses += list(self.select.find_all(ModelCall))
         names = set()
         for column in self.select.find_all(exp.Column):
             if column.is_star or inside(column, call) or any(inside(column, c) for c in clauses if c is not None):
