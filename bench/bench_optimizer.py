@@ -13,6 +13,9 @@ Star-schema sweep: fact ``S`` (``rows`` x 4 features + key), dimension ``R`` (``
 * ``factorized``: factorize_linear forced, inlined;
 * ``auto``: what the cost rule chose (``fired``) and so which of the two inlined plans runs.
 
+This is one shape (4 fact features, no carried columns, one dimension); the cost rule itself is
+calibrated on ``bench_factorize_sweep.py``'s sweep over shapes and validated there on TPC-H.
+
 Stacked vs separate GLMs, inlined vs Arrow UDF, and predicate-pruned vs full (a deep forest over
 ``WHERE region = 'EU' AND age > 40``) run on the same table sizes.  Times are best of N end to end;
 planning time is reported separately (``plan_s``): it is a fixed ~10-30 ms per query that the

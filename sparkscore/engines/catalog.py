@@ -1,17 +1,32 @@
-"""Schema and cheap statistics of what one DuckDB connection can see, for the optimizer.
+"""Schema and cheap statistics of what one DuckDB connection or Spark session can see, for the optimizer.
 
-Implements ``sparkscore.optimizer.Catalog``.  Every statistic comes from metadata DuckDB already
-keeps (``duckdb_tables().estimated_size``, column ``stats()``, parquet footers), never from a scan,
-so planning a query stays cheap however big its tables are.  Unknown answers are ``None``.
+Both classes implement ``sparkscore.optimizer.Catalog``.  Every statistic comes from metadata the
+engine already keeps (DuckDB's planner cardinalities and ``duckdb_tables().estimated_size``, column
+``stats()``, parquet footers; Spark's table statistics from ``ANALYZE TABLE``, plan statistics,
+parquet footers), never from a scan, so planning a query stays cheap however big its tables are.
+
+Row counts steer cost only (``factorize_linear``'s rule), never correctness: table statistics are
+not maintained by DELETE / UPDATE on either engine, and a stale count is fine for a cost estimate.
+``row_stats`` therefore says where each count came from (or why there is none), and EXPLAIN shows
+it: an unknown answer is ``None`` *with its reason*, never a swallowed error.
 """
 
 from __future__ import annotations
+
+import json
+import re
 
 import duckdb
 import sqlglot
 from sqlglot import exp
 
+from sparkscore.optimizer.cost import RowCount
+
 _DIALECT = "duckdb"
+#: DuckDB plan operators whose estimated cardinality is the source's size: a table's statistics
+#: (which DELETE does not lower) and in-memory frames.
+_STATS_SCANS = {"SEQ_SCAN": "from the statistics of {}, may be stale", "PANDAS_SCAN": "from the DataFrame's length",
+                "ARROW_SCAN": "from the Arrow object's length", "ARROW_SCAN_DUMB": "from the Arrow object's length"}
 
 
 class DuckDBCatalog:
@@ -26,6 +41,10 @@ class DuckDBCatalog:
         return self._cached(("columns", table), lambda: self._columns(table))
 
     def row_count(self, table: str) -> int | None:
+        return self.row_stats(table).rows
+
+    def row_stats(self, table: str) -> RowCount:
+        """The row count with where it came from (or why it is unknown), for EXPLAIN."""
         return self._cached(("rows", table), lambda: self._row_count(table))
 
     def distinct_count(self, table: str, column: str) -> int | None:
@@ -106,25 +125,31 @@ class DuckDBCatalog:
         rel = self._con.sql(exp.select("*").from_(relation.copy()).limit(0).sql(_DIALECT))
         return [(name, str(dtype)) for name, dtype in zip(rel.columns, rel.types)]
 
-    def _row_count(self, table: str) -> int | None:
+    def _row_count(self, table: str) -> RowCount:
         relation = self._relation(table)
         if relation is None:
-            return None
-        schema = relation.db or None
-        rows = self._con.execute(
-            "SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = coalesce(?, schema_name)",
-            [relation.name, schema],
-        ).fetchall()
-        if len(rows) == 1:
-            return int(rows[0][0])
+            return RowCount(None, f"{table} does not bind on this connection")
         paths = _parquet_paths(table, relation)
-        if paths is None:
-            return None
+        if paths is not None:  # the footers are exact, for every file of a list or glob
+            try:
+                (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchall()
+            except duckdb.Error as error:
+                return RowCount(None, f"parquet footers of {table} unreadable: {_one_line(error)}")
+            if count is not None:
+                return RowCount(int(count), f"from the parquet footers of {len(paths)} path(s)")
+        # DuckDB binds the name itself (any case, schema, search path, views, registered frames):
+        # the estimated cardinality of the scan it plans is the statistic it keeps for the source.
+        query = exp.select("*").from_(relation.copy()).sql(_DIALECT)
         try:
-            (count,), = self._con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchall()
-        except duckdb.Error:
-            return None
-        return None if count is None else int(count)
+            (_, text), = self._con.execute(f"EXPLAIN (FORMAT JSON) {query}").fetchall()
+            root = json.loads(text)[0]
+            rows = int(root["extra_info"]["Estimated Cardinality"])
+        except (duckdb.Error, ValueError, KeyError, IndexError, TypeError) as error:
+            return RowCount(None, f"DuckDB's plan of {table} gives no estimated cardinality ({_one_line(error)})")
+        name = root.get("name", "")
+        if name in _STATS_SCANS and not root.get("children") and "Filters" not in root["extra_info"]:
+            return RowCount(rows, _STATS_SCANS[name].format(root["extra_info"].get("Table", table)))
+        return RowCount(rows, f"DuckDB's planner estimate for {table} ({name})")
 
     def _distinct_count(self, table: str, column: str) -> int | None:
         relation = self._relation(table)
@@ -153,3 +178,147 @@ def _parquet_paths(table: str, relation: exp.Table) -> list[str] | None:
     if not literals or not all(isinstance(v, exp.Literal) and v.is_string for v in literals):
         return None
     return [v.name for v in literals]
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------- Spark
+_FILE_FORMATS = ("parquet", "delta", "orc", "json", "csv", "avro")
+_STATISTICS = re.compile(r"([0-9]+) rows")
+#: Footers read per source at most: more files than this and the count stays unknown (planning must stay cheap).
+MAX_FOOTERS = 1000
+
+
+class SparkCatalog:
+    """Schema and statistics of temp views, catalog tables and ``parquet.`path``` for the optimizer.
+
+    Row counts, in order: Spark's plan statistics when they have one (the cost-based optimizer is
+    on); a catalog table's statistics (``ANALYZE TABLE t COMPUTE STATISTICS``, which Spark only
+    puts into plans when ``spark.sql.cbo.enabled``); the footers of a bare parquet scan's files.
+    """
+
+    def __init__(self, spark) -> None:
+        self._spark = spark
+        self._memo: dict[tuple, object] = {}
+
+    def _frame(self, table: str):
+        from pyspark.errors import AnalysisException, ParseException
+
+        fmt, _, path = table.partition(".")
+        try:
+            if fmt.lower() in _FILE_FORMATS and "/" in path:  # parquet.`/data/x.parquet` arrives as parquet./data/...
+                source = exp.Table(this=exp.to_identifier(path, quoted=True), db=exp.to_identifier(fmt))
+            else:
+                source = exp.to_table(table, dialect="spark")
+            return self._spark.sql(exp.select("*").from_(source).sql(dialect="spark"))
+        except (AnalysisException, ParseException, sqlglot.errors.SqlglotError):
+            return None
+
+    def columns(self, table: str) -> list[tuple[str, str]] | None:
+        df = self._frame(table)
+        if df is None:
+            return None
+        return [(f.name, f.dataType.simpleString().upper()) for f in df.schema.fields]
+
+    def row_count(self, table: str) -> int | None:
+        return self.row_stats(table).rows
+
+    def row_stats(self, table: str) -> RowCount:
+        key = ("rows", table)
+        if key not in self._memo:
+            self._memo[key] = self._row_stats(table)
+        return self._memo[key]
+
+    def distinct_count(self, table: str, column: str) -> int | None:
+        return None
+
+    def proven_unique(self, table: str, columns: tuple[str, ...]) -> str | None:
+        """Spark tables declare no enforced keys, so uniqueness is proven only by an exact check the
+        user opts into with ``spark.sparkscore.verifyUniqueKeys=true`` (a scan at planning time);
+        otherwise None, and the optimizer keeps every join that relies on it."""
+        if self._spark.conf.get("spark.sparkscore.verifyUniqueKeys", "false").strip().lower() != "true":
+            return None
+        df = self._frame(table)
+        if df is None or not columns:
+            return None
+        from pyspark.sql import functions as F
+
+        keys = [F.col("`" + c.replace("`", "``") + "`") for c in columns]  # a quoted name, never parsed as SQL
+        present = df
+        for key in keys:
+            present = present.where(key.isNotNull())
+        duplicated = present.groupBy(*keys).count().where(F.col("count") > 1).limit(1).count()
+        return None if duplicated else f"exact check: no duplicated ({', '.join(columns)}) (spark.sparkscore.verifyUniqueKeys)"
+
+    def _row_stats(self, table: str) -> RowCount:
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+
+        df = self._frame(table)
+        if df is None:
+            return RowCount(None, f"{table} does not resolve in this Spark session")
+        try:
+            plan = df._jdf.queryExecution().optimizedPlan()
+            count = plan.stats().rowCount()
+            if count.isDefined():  # py4j hands a Scala BigInt over as a Python int
+                return RowCount(int(str(count.get())), "from Spark's plan statistics (may be stale)")
+            relation = plan.getClass().getSimpleName()
+        except (Py4JError, PySparkException) as error:
+            return RowCount(None, f"Spark's plan statistics of {table} failed: {_one_line(error)}")
+        reasons: list[str] = []
+        fmt, _, path = table.partition(".")
+        is_file = fmt.lower() in _FILE_FORMATS and "/" in path
+        rows = None if is_file else self._table_statistics(table, reasons)
+        if rows is not None:
+            return RowCount(rows, "from the table statistics of ANALYZE TABLE (may be stale)")
+        if relation == "LogicalRelation":
+            rows = _parquet_footer_rows(df, reasons)
+            if rows is not None:
+                return RowCount(rows[0], f"from the parquet footers of {rows[1]} file(s)")
+        else:
+            reasons.append(f"not a bare file scan ({relation})")
+        return RowCount(None, "; ".join(reasons) or "no statistics")
+
+    def _table_statistics(self, table: str, reasons: list[str]) -> int | None:
+        """``rows`` of the ``Statistics`` line of ``DESCRIBE TABLE EXTENDED`` (set by ANALYZE TABLE)."""
+        from pyspark.errors import PySparkException
+
+        try:
+            name = exp.to_table(table, dialect="spark")
+            described = self._spark.sql(f"DESCRIBE TABLE EXTENDED {name.sql(dialect='spark')}").collect()
+        except (PySparkException, sqlglot.errors.SqlglotError) as error:
+            reasons.append(f"no table statistics ({_one_line(error)[:80]})")
+            return None
+        line = next((r[1] for r in described if r[0] == "Statistics"), None)
+        match = _STATISTICS.search(line or "")
+        if match is None:
+            reasons.append(f"no row count in the {'table statistics' if line else 'catalog'}: "
+                           f"ANALYZE TABLE {table} COMPUTE STATISTICS records one for a catalog table")
+            return None
+        return int(match.group(1))
+
+
+def _parquet_footer_rows(df, reasons: list[str]) -> tuple[int, int] | None:
+    """(rows, files) summed over the parquet footers of a bare file scan, read on the driver."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    files = df.inputFiles()
+    if not files or not all(f.lower().endswith(".parquet") for f in files):
+        reasons.append("not a parquet scan")
+        return None
+    if len(files) > MAX_FOOTERS:
+        reasons.append(f"{len(files)} parquet files: more footers than the {MAX_FOOTERS} planning reads")
+        return None
+    total = 0
+    try:
+        for uri in files:
+            filesystem, path = fs.FileSystem.from_uri(uri)
+            with filesystem.open_input_file(path) as handle:
+                total += pq.read_metadata(handle).num_rows
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        reasons.append(f"parquet footers unreadable: {_one_line(error)[:120]}")
+        return None
+    return total, len(files)

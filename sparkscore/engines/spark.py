@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import arrow_udf
 
 from sparkscore import compiler
+from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import ScoringFunction, output_type, registry_or_default, resolver
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
@@ -41,7 +42,6 @@ _DEVICE = "cpu"
 #: this file: how tests and operators check that a worker loads a model once, not once per batch.
 LOAD_LOG_ENV = "SPARKSCORE_LOAD_LOG"
 
-_FILE_FORMATS = ("parquet", "delta", "orc", "json", "csv", "avro")
 _SPARK_TYPES = {"DOUBLE": "double", "DOUBLE[]": "array<double>", "VARCHAR": "string", "BIGINT": "bigint"}
 
 
@@ -175,65 +175,6 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     fn = ModelFunction(udf_name(mv.name, mv.version, kind), _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession),
                        kind, output_type(model, kind))
     return df.withColumn(output_col, fn.udf()(*[df[c] for c in bound]))
-
-
-class SparkCatalog:
-    """Schema and statistics of temp views, catalog tables and ``parquet.`path``` for the optimizer."""
-
-    def __init__(self, spark: SparkSession):
-        self._spark = spark
-
-    def _frame(self, table: str) -> DataFrame | None:
-        import sqlglot
-        from pyspark.errors import AnalysisException, ParseException
-
-        fmt, _, path = table.partition(".")
-        try:
-            if fmt.lower() in _FILE_FORMATS and "/" in path:  # parquet.`/data/x.parquet` arrives as parquet./data/...
-                source = sqlglot.exp.Table(this=sqlglot.exp.to_identifier(path, quoted=True),
-                                           db=sqlglot.exp.to_identifier(fmt))
-            else:
-                source = sqlglot.exp.to_table(table, dialect="spark")
-            return self._spark.sql(sqlglot.exp.select("*").from_(source).sql(dialect="spark"))
-        except (AnalysisException, ParseException, sqlglot.errors.SqlglotError):
-            return None
-
-    def columns(self, table: str) -> list[tuple[str, str]] | None:
-        df = self._frame(table)
-        if df is None:
-            return None
-        return [(f.name, f.dataType.simpleString().upper()) for f in df.schema.fields]
-
-    def row_count(self, table: str) -> int | None:
-        df = self._frame(table)
-        if df is None:
-            return None
-        try:
-            count = df._jdf.queryExecution().optimizedPlan().stats().rowCount()
-            return int(count.get().toString()) if count.isDefined() else None
-        except Exception:  # statistics are a hint: any JVM-side failure means "unknown"
-            return None
-
-    def distinct_count(self, table: str, column: str) -> int | None:
-        return None
-
-    def proven_unique(self, table: str, columns: tuple[str, ...]) -> str | None:
-        """Spark tables declare no enforced keys, so uniqueness is proven only by an exact check the
-        user opts into with ``spark.sparkscore.verifyUniqueKeys=true`` (a scan at planning time);
-        otherwise None, and the optimizer keeps every join that relies on it."""
-        if self._spark.conf.get("spark.sparkscore.verifyUniqueKeys", "false").strip().lower() != "true":
-            return None
-        df = self._frame(table)
-        if df is None or not columns:
-            return None
-        from pyspark.sql import functions as F
-
-        keys = [F.col("`" + c.replace("`", "``") + "`") for c in columns]  # a quoted name, never parsed as SQL
-        present = df
-        for key in keys:
-            present = present.where(key.isNotNull())
-        duplicated = present.groupBy(*keys).count().where(F.col("count") > 1).limit(1).count()
-        return None if duplicated else f"exact check: no duplicated ({', '.join(columns)}) (spark.sparkscore.verifyUniqueKeys)"
 
 
 def explain(query: str, spark: SparkSession, registry=None, disable_rules: Sequence[str] = ()):

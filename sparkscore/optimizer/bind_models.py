@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from sparkscore.errors import InvalidModelNameError, QueryError, SignatureError
@@ -269,7 +270,7 @@ def _data_type(sql_type: str) -> exp.DataType | None:
     """Parsed once per type string: parsing dominated planning of wide models."""
     try:
         return exp.DataType.build(sql_type)
-    except Exception:
+    except (SqlglotError, ValueError):  # an engine type sqlglot cannot parse (anything else is a bug: let it raise)
         return None
 
 

@@ -51,9 +51,10 @@ class OptimizerOptions:
 
     inline_max_features: int = 32
     inline_max_nodes: int = 255
-    factorize_udf_overhead: float = 60.0  # cost.py's u for UDF plans (0 when inlined), bench/bench_optimizer.py
-    factorize_carry: float = 3.0          # cost.py's c: carrying one column through a join, in features
-    factorize_min_speedup: float = 1.2    # factorize_linear fires at this estimated speedup or more
+    factorize_udf_overhead: float = 197.0  # cost.py's u: per-row UDF overhead, bench/bench_factorize_sweep.py
+    factorize_carry: float = 7.6           # cost.py's c: carrying one column through a join, in fact-column reads
+    factorize_min_speedup: float = 1.3    # factorize_linear fires at this estimated speedup or more (a margin
+                                          # over the 1.2x it must pay: the estimate is good to ~30%)
 
 
 @dataclass(frozen=True)

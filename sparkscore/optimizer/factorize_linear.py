@@ -33,22 +33,45 @@ file or table-function dimensions without an alias (the rewrite must name the su
 them), queries that could see the partial columns (above), unknown row counts, and dimensions where
 the cost rule says no.
 
-Decision boundary (cost model in :mod:`.cost`, calibrated on DuckDB 2.0 by ``bench/bench_optimizer.py``:
-2M fact rows x 4 features, TR 1-50, FR 0.25-4, 2 threads on a shared 2-core machine at load ~8;
-``bench/results/optimizer_duckdb.md``):
+Decision boundary (cost model in :mod:`.cost`: all of a star join's dimensions estimated jointly,
+constants fitted to the 178-shape sweep of ``bench/bench_factorize_sweep.py`` on DuckDB 2.0.1 (2M
+fact rows; d_S 1-30, d_R 1-40, 0-16 carried columns per side, 1-3 dimensions, TR 1-100, inlined and
+UDF plans as the optimizer picks them; 2 threads on a shared 2-core machine at load 11-23) and
+validated on TPC-H SF 1; ``bench/results/optimizer_factorize_{sweep,tpch}.md``).  What decides is
+the *absolute* number of dimension features d_R, the dimension's size, the carried columns and the
+plans' UDFs; d_S and FR matter little (d_S 1 vs 16 changed the measured gain by less than the noise):
 
-* inlined plans (``u = 0``): carrying the d_R dimension columns through the hash join dominates,
-  so factorizing pays once d_R >= 4: 3.3-6.8x at FR 3-4 and TR >= 5 (3.95x at TR = 20, FR = 3),
-  1.5-2.0x at TR = 1, FR 3-4, 0.7-2.4x at FR = 1, and it is a wash at d_R = 1 (0.86-1.15x): the
-  rule fires for d_R >= 2 and declines d_R = 1.  Its worst point on the grid is TR = 1, FR = 1
-  (0.70x in the committed run, 0.98x re-measured best of 3: the loaded machine's noise; TR 20-50
-  at FR = 1 re-measured 1.56x where the run shows 1.0-1.2x).  Where it declines, the plan is the
-  materialized one: never slower than without the optimizer;
-* UDF plans (``u = 60``): the extra partial UDF call pays from TR = 5 (1.2-3.6x over the naive UDF
-  plan at FR >= 1), not at TR = 1 (0.78-1.26x).  The rule fires at FR = 3 from TR ~ 3 and at
-  FR = 4 from TR ~ 2, never at FR <= 1 (estimated <= 1.18x < 1.2x; measured 1.2-1.4x at TR >= 5:
-  a modest win missed, not a regression);
-* it never fires when d_R <= m (as many partial columns as dimension features).
+The rule fires when the estimate reaches ``factorize_min_speedup`` = 1.3: a margin over the 1.2x a
+firing must pay measured, because the estimate is good to about +-30% (rms log residual 0.29).
+
+* d_R = 1 never fires (a partial column replaces the one carried column: no gain possible; the
+  0.64-1.89x measured is the noise of the loaded machine), nor does d_R <= m;
+* d_R = 2 is the boundary: alone it fires only for a dimension larger than the cache at TR 3-20
+  with d_S <= 4 (6 shapes: 1.17-1.46x measured) and declines elsewhere (14 shapes: median 1.07x;
+  TR = 1, where the partial is a pass over a dimension as large as the fact; d_S >= 8; a
+  cache-resident dimension at TR = 100) and under 4-16 carried columns per side (median 1.16x);
+  two or three such dimensions are factorized together (8 shapes, 1.14-3.39x, median 1.48x);
+* d_R = 4 fires on 19 of 20 shapes (0.98-2.68x, median 1.47x; least at TR = 100, where the hash
+  table fits in cache and carrying its columns is cheap, and at TR = 1); d_R >= 6 fires everywhere
+  (1.2-28x, median 2.1-8.4x) except d_R = 6 under 16 carried columns per side (0.89-1.46x);
+* several dimensions are factorized together: each shortens the rows the other joins carry; a
+  dimension whose marginal gain in the set is below 1.05x (d_R = 1 beside others) stays as it is;
+* a GLM too wide to inline (> 32 features) runs as a UDF over the join; factorizing lets the final
+  GLM (and the partial when d_R <= 32) inline: 1.7-2.6x at TR = 1, 5-16x at TR >= 5; it fires.
+
+Against the measurements (``optimizer_factorize_sweep.md``, rule check): of 178 shapes it fires on
+127, 5 of them measured < 1.2x (worst 0.98x, none below 0.95x); it declines 51, 20 of which measured
+> 1.11x (13 of them d_R <= 2; 4 are d_R = 1, which cannot gain: noise).  The previous TR/FR rule,
+on the same measurements, fired on 151 with 20 below 1.2x (worst 0.72x).
+
+TPC-H SF 1 (``optimizer_factorize_tpch.md``, load 3-4; inlined unless noted): it fires and pays on
+lineitem x part with one-hot p_mfgr (d_R = 7) 3.6x, the same with 4 carried columns 2.1x,
+lineitem x orders (d_R = 10, TR = 4) 1.6x, orders x customer (2 | 6) 2.9x, a 38-feature UDF GLM
+19x; it declines lineitem x part x supplier (4 | 2 | 1, the issue's "1.15x" star join: 1.02x now)
+and lineitem x supplier (d_R = 1, 0.83x).  It fires on partsupp x part (2 | 2, TR = 4, estimate
+1.34x), which measured 1.53x, 1.12x and 0.95x in three runs: the one TPC-H shape where firing does
+not reliably pay (d_R = 2 next to a dimension a quarter of the fact's size).  Where the rule
+declines, the plan is the unfactorized one.
 """
 
 from __future__ import annotations
@@ -59,8 +82,7 @@ from sqlglot import exp
 
 from sparkscore.ir import INDICATOR, Column, FeatureMap
 from sparkscore.optimizer.context import Context
-from sparkscore.optimizer.cost import FactorizeEstimate
-from sparkscore.optimizer.inline_models import will_inline
+from sparkscore.optimizer.cost import Dimension, StarEstimate, factorize_costs, inline_limit, row_count
 from sparkscore.optimizer.derive import concat, feature_map, glm, restrict
 from sparkscore.optimizer.nodes import ModelCall
 from sparkscore.optimizer.sources import (Source, column_source, conjuncts, enclosing_select, inside, select_sources,
@@ -103,6 +125,7 @@ class _SelectRewrite:
         self.sources = select_sources(select, context.dialect)
         self.partials: dict[str, exp.Select] = {}   # dim alias -> the subquery's SELECT
         self.columns: dict[tuple[str, str], str] = {}  # (dim alias, partial model key) -> column
+        self.row_notes: dict[str, str] = {}  # source alias -> where its row count came from
 
     def factorize(self, call: ModelCall) -> str:
         context = self.context
@@ -127,40 +150,73 @@ class _SelectRewrite:
                 raise Decline(f"input {arg.sql(dialect=context.dialect)} is not a plain column of one FROM/JOIN source")
             owner.append(source.alias)
         feature_owner = [owner[int(s)] for s in fmap.source]
-        fact_rows = self._row_count(self.sources[0])
-        inlined = will_inline(call, context)
-        overhead = 0.0 if inlined else context.options.factorize_udf_overhead
-        chosen, notes = [], []
+        fact = self.sources[0]
+        fact_rows = self._row_count(fact)
+        limit = None if "inline_models" in context.disabled else inline_limit(context.options)
+        k = model.estimator.n_outputs
+        dims, features_of, notes = [], {}, []
         for dim in self.sources[1:]:
             features = [j for j, a in enumerate(feature_owner) if a == dim.alias]
             if not features:
                 continue
+            eligible = True
             try:
                 self._check_dimension(dim, fmap, features, model.name)
                 self._check_whole_row(dim)
-                estimate = FactorizeEstimate(
-                    rows=fact_rows, dim_rows=self._row_count(dim), d_fact=len(feature_owner) - len(features),
-                    d_dim=len(features), outputs=model.estimator.n_outputs, row_overhead=overhead,
-                    carry=context.options.factorize_carry)
+                rows = self._row_count(dim)
             except Decline as reason:
                 notes.append(f"{dim.alias}: {reason}")
-                continue
-            if estimate.pays(context.options.factorize_min_speedup):
-                chosen.append((dim, features))
-                notes.append(f"{dim.alias}: {estimate.describe()}")
-            else:
-                notes.append(f"{dim.alias}: {estimate.describe()} < {context.options.factorize_min_speedup}x")
+                eligible, rows = False, fact_rows  # stays joined as it is; its size does not matter then
+            dims.append(Dimension(dim.alias, rows, len(features), self._carried(dim, call), eligible))
+            features_of[dim.alias] = (dim, features)
+        star = StarEstimate(rows=fact_rows, d_fact=sum(a == fact.alias for a in feature_owner), outputs=k,
+                            dims=tuple(dims), carried_fact=self._carried(fact, call), inline_limit=limit,
+                            costs=factorize_costs(context.options))
+        minimum = context.options.factorize_min_speedup
+        factorized = star.choose(force=minimum <= 0)
+        speedup = star.speedup(factorized) if factorized else 1.0
+        for dim in dims:
+            if dim.eligible:
+                notes.append(f"{dim.alias}: {star.describe(dim, factorized)}"
+                             f"{'' if dim.alias in factorized else ' (not factorized)'}")
+        chosen = [features_of[d.alias] for d in dims if d.alias in factorized] if speedup >= minimum else []
+        if factorized:
+            notes.append(f"est. speedup {speedup:.2f}x ({star.plan(factorized)})"
+                         f"{'' if chosen else f' < {minimum}x'}")
+        elif any(d.eligible for d in dims):
+            notes.append(f"no dimension's partial gains >= {star.costs.min_marginal}x")
+        provenance = ", ".join(f"{alias} {note}" for alias, note in self.row_notes.items())
+        if provenance:
+            notes.append(f"row counts (steer cost only): {provenance}")
         if not chosen:
             raise Decline("; ".join(notes) or "no model feature comes from a joined table")
         self._rewrite(call, fmap, owner, chosen)
-        return f"factorized ({'inlined' if inlined else 'UDF'} plan) over " + "; ".join(notes)
+        return "factorized over " + "; ".join(notes)
 
     # ------------------------------------------------------------------ checks
     def _row_count(self, source: Source) -> int:
-        rows = self.context.catalog.row_count(source.table) if source.table else None
-        if rows is None:
-            raise Decline(f"row count of {source.alias} unknown (not a catalog table or no statistics)")
-        return rows
+        """The source's row count (for cost only); its provenance goes into EXPLAIN via ``row_notes``."""
+        if not source.table:
+            raise Decline(f"row count of {source.alias} unknown: not a catalog table")
+        count = row_count(self.context.catalog, source.table)
+        if count.rows is None:
+            raise Decline(f"row count of {source.alias} unknown: {count.note}")
+        self.row_notes[source.alias] = count.note
+        return count.rows
+
+    def _carried(self, source: Source, call: ModelCall) -> int:
+        """Distinct columns of ``source`` the SELECT reads outside model calls and its FROM / JOIN
+        clauses: the join carries them in both plans, which dilutes what factorizing saves.  (Columns
+        of other model calls are model inputs, factorized with them or counted as their features.)"""
+        clauses = [self.select.args.get("from_"), *(self.select.args.get("joins") or ())]
+        clauses += list(self.select.find_all(ModelCall))
+        names = set()
+        for column in self.select.find_all(exp.Column):
+            if column.is_star or inside(column, call) or any(inside(column, c) for c in clauses if c is not None):
+                continue
+            if enclosing_select(column) is self.select and column_source(column, self.sources, self.context) is source:
+                names.add(column.name.lower())
+        return len(names)
 
     def _check_dimension(self, dim: Source, fmap: FeatureMap, features: list[int], model: str) -> None:
         join = dim.join

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from sparkscore.ir import LEAF, MISSING_AS_ZERO, MISSING_NAN, MISSING_ZERO, Column, Model, TreeEnsemble
 from sparkscore.ir.trees import ZERO_THRESHOLD
@@ -306,7 +307,7 @@ def _column_type(column: exp.Column, sources: list[Source], context: Context) ->
     sql_type = next((t for n, t in columns or () if n.lower() == column.name.lower()), None)
     try:
         return exp.DataType.build(sql_type) if sql_type else None
-    except Exception:  # an engine type sqlglot cannot parse: ignore the predicate
+    except (SqlglotError, ValueError):  # an engine type sqlglot cannot parse: ignore the predicate
         return None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from sparkscore.optimizer import OptimizerOptions
-from sparkscore.optimizer.cost import FactorizeEstimate
 from tests.optimizer.conftest import assert_same_rows
 
 ALWAYS = OptimizerOptions(factorize_min_speedup=0.0)
@@ -61,33 +60,3 @@ def test_explain_shows_the_estimates(runner):
     text = str(runner.plan(f"SELECT PREDICT('star', *) {STAR_JOIN.format(join='')}"))
     assert "factorize_linear:" in text and "TR=80" in text and "FR=1.5" in text
 
-
-# ---------------------------------------------------------------------------- cost rule
-def _estimate(tr: float, fr: float, d_fact: int = 4, outputs: int = 1, udf: bool = True) -> FactorizeEstimate:
-    dim_rows, options = 100_000, OptimizerOptions()
-    return FactorizeEstimate(rows=int(tr * dim_rows), dim_rows=dim_rows, d_fact=d_fact, d_dim=int(fr * d_fact),
-                             outputs=outputs, row_overhead=options.factorize_udf_overhead if udf else 0.0,
-                             carry=options.factorize_carry)
-
-
-def test_cost_rule_reports_tuple_and_feature_ratio():
-    est = _estimate(20, 3)
-    assert (est.tuple_ratio, est.feature_ratio) == (20, 3)
-    assert "TR=20, FR=3" in est.describe()
-
-
-@pytest.mark.parametrize("tr, fr, udf, pays", [
-    (20, 3, True, True), (50, 4, True, True), (1, 3, True, False), (1, 0.25, True, False), (50, 0.25, True, False),
-    (1, 3, False, True), (1, 0.25, False, False), (20, 1, False, True),  # inlined: carrying columns dominates
-])
-def test_cost_rule_decision(tr, fr, udf, pays):
-    assert _estimate(tr, fr, udf=udf).pays(OptimizerOptions().factorize_min_speedup) is pays
-
-
-def test_speedup_grows_with_tuple_and_feature_ratio():
-    assert _estimate(2, 3).speedup < _estimate(20, 3).speedup < _estimate(50, 3).speedup
-    assert _estimate(20, 0.5).speedup < _estimate(20, 1).speedup < _estimate(20, 4).speedup
-
-
-def test_never_pays_when_partials_are_as_wide_as_the_dimension():
-    assert _estimate(1000, 0.75, outputs=3).speedup < 1.0
