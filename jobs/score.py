@@ -100,7 +100,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from sparkscore.engines import delta
-    from sparkscore.engines.batch import check_input_types
+    from sparkscore.engines.functions import check_input_types
     from sparkscore.engines.spark import BATCH_ROWS_CONF
     from sparkscore.errors import JobError, SparkscoreError
 
@@ -162,8 +162,10 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
                     delta.stage_parquet(scored, staging)
                     log(f"scored and staged; committing to {args.output}")
                     result = delta.commit_staged(args.output, staging, schema, args.mode, stamp, started, args.schema)
-            except (SparkscoreError, KeyboardInterrupt):
+            except KeyboardInterrupt:
                 raise
+            except SparkscoreError as exc:  # e.g. the commit: its line ends with the table's state, said once
+                raise delta.with_table_state(exc, args.output) from exc
             except Exception as exc:  # py4j / Spark errors: one line, and what became of the table
                 first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
                 raise JobError(f"job {stamp.job_id}: writing {args.output} failed ({type(exc).__name__}: {first}); "
