@@ -113,6 +113,8 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     if is_table and not with_delta_spark:
         raise JobError(f"--output {args.output!r} is a table name, which needs delta-spark on the classpath; "
                        "pass a Delta path or add --packages io.delta:delta-spark_2.13:4.0.0")
+    if not is_table:
+        delta.check_output(args.output)  # a file or someone else's directory: refuse before reading anything
     df = delta.read_input(spark, args.input)
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else df.columns
     unknown = [c for c in keep if c not in df.columns]
