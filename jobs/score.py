@@ -100,7 +100,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from sparkscore.engines import delta
-    from sparkscore.engines.batch import check_input_types
+    from sparkscore.engines.functions import check_input_types
     from sparkscore.engines.spark import BATCH_ROWS_CONF
     from sparkscore.errors import JobError, SparkscoreError
 
@@ -113,6 +113,8 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     if is_table and not with_delta_spark:
         raise JobError(f"--output {args.output!r} is a table name, which needs delta-spark on the classpath; "
                        "pass a Delta path or add --packages io.delta:delta-spark_2.13:4.0.0")
+    if not is_table:
+        delta.check_output(args.output)  # a file or someone else's directory: refuse before reading anything
     df = delta.read_input(spark, args.input)
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else df.columns
     unknown = [c for c in keep if c not in df.columns]
@@ -162,8 +164,10 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
                     delta.stage_parquet(scored, staging)
                     log(f"scored and staged; committing to {args.output}")
                     result = delta.commit_staged(args.output, staging, schema, args.mode, stamp, started, args.schema)
-            except (SparkscoreError, KeyboardInterrupt):
+            except KeyboardInterrupt:
                 raise
+            except SparkscoreError as exc:  # e.g. the commit: its line ends with the table's state, said once
+                raise delta.with_table_state(exc, args.output) from exc
             except Exception as exc:  # py4j / Spark errors: one line, and what became of the table
                 first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
                 raise JobError(f"job {stamp.job_id}: writing {args.output} failed ({type(exc).__name__}: {first}); "

@@ -9,7 +9,6 @@ is never interpreted as rich markup.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -686,27 +685,13 @@ def _detect_format(path: Path) -> str:
 
 def _connection(tables: Sequence[str]):
     """An in-memory DuckDB connection with each ``NAME=PATH`` exposed as a view over the file."""
-    import duckdb
+    from sparkscore.engines.batch import connect, read_files
 
-    from sparkscore.engines.batch import read_files
-
-    con = duckdb.connect()
-    # DuckDB's own bar prints to stdout (even into a pipe) and would mix with the result; the CLI draws
-    # the same progress (query_progress) on stderr instead, see run_with_progress
-    con.execute("SET enable_progress_bar = true")  # DuckDB's default depends on how Python was started
-    con.execute("SET enable_progress_bar_print = false")
+    con = connect()  # DuckDB's own bar stays off stdout; run_with_progress draws query_progress on stderr
     for name, location in _key_values(tables, "--table").items():
         if not _TABLE_NAME.fullmatch(name):
             raise typer.BadParameter(f"table name {name!r} must be a plain SQL identifier", param_hint="--table")
-        if "://" not in location and any(ch in location for ch in "*?[") and not glob.glob(location, recursive=True):
-            raise SparkscoreError(f"--table {name}={location}: no files match the pattern; check the path "
-                                  "(quote the pattern so the shell does not expand it)")
-        try:
-            read_files(con, location).create_view(name)
-        except duckdb.Error as exc:
-            reason = " ".join(str(exc).split()).removeprefix("IO Error: ").removeprefix("Invalid Input Error: ")
-            raise SparkscoreError(f"--table {name}={location}: cannot read it ({reason[:200]}); pass a parquet, "
-                                  "csv or json file or glob") from None
+        read_files(con, location, f"--table {name}={location}").create_view(name)
     return con
 
 

@@ -89,6 +89,94 @@ def test_score_errors_are_one_line(runner, setup, extra, exit_code, fragment):
     assert not setup["output"].exists()
 
 
+# ---------------------------------------------------------------------- issue 12 item 9: one-line errors
+@pytest.mark.parametrize("kind", ["file", "directory", "inside-a-file"])
+def test_score_refuses_an_output_that_is_no_delta_table_and_writes_nothing_there(runner, setup, kind):
+    output = setup["output"]
+    if kind == "directory":
+        output.mkdir()
+        (output / "report.csv").write_text("keep me")
+    else:
+        output.write_text("keep me")
+    target = output / "scores" if kind == "inside-a-file" else output
+    result = runner.invoke(app, [*score_args(setup)[:-1], str(target)])
+    assert_one_line_error(result, 1, f"--output {target}", "not a Delta table",
+                          "is a file" if kind == "file" else "is inside" if kind != "directory" else "'report.csv'")
+    if kind == "directory":
+        assert [p.name for p in output.iterdir()] == ["report.csv"]
+    else:
+        assert output.read_text() == "keep me"
+
+
+def test_score_accepts_an_empty_output_directory(runner, setup):
+    setup["output"].mkdir()
+    assert runner.invoke(app, score_args(setup)).exit_code == 0
+    assert len(table_rows(setup["output"])) == ROWS
+
+
+@pytest.mark.parametrize("pattern, fragment", [
+    ("nothing/*.parquet", "no files match the pattern; check the path (quote the pattern"),
+    ("input-*.parquet", "no files match the pattern"),
+    ("missing.parquet", "does not exist"),
+])
+def test_score_refuses_an_input_that_matches_no_file_as_sql_does(runner, setup, pattern, fragment):
+    location = str(setup["input"].parent / pattern)
+    args = score_args(setup)
+    args[args.index("--input") + 1] = location
+    assert_one_line_error(runner.invoke(app, args), 1, f"--input {location}", fragment)
+    queried = runner.invoke(app, ["sql", "SELECT * FROM t", "--table", f"t={location}"])
+    assert_one_line_error(queried, 1, f"--table t={location}", fragment)
+    assert not setup["output"].exists()
+
+
+def test_score_keeps_duckdbs_own_progress_bar_off_stdout(runner, setup, monkeypatch, capfd):
+    """As if Python were started interactively (DuckDB then enables its bar), the bar due at once.
+
+    The bar is made due from the connection's second statement on, so the run's first statement
+    (which should switch printing off) is not itself drawn.
+    """
+    import duckdb
+
+    connect = duckdb.connect
+
+    class Interactive:
+        def __init__(self, con):
+            self._con, self._calls = con, 0
+            con.execute("SET enable_progress_bar = true")
+
+        def execute(self, *args, **kwargs):
+            result = self._con.execute(*args, **kwargs)
+            self._calls += 1
+            if self._calls == 1:
+                self._con.execute("SET progress_bar_time = 0")
+            return result
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+    monkeypatch.setattr(duckdb, "connect", lambda *args, **kwargs: Interactive(connect(*args, **kwargs)))
+    result = runner.invoke(app, score_args(setup, "--batch-rows", "500"))
+    assert result.exit_code == 0, result.output
+    assert capfd.readouterr().out == ""  # DuckDB writes its bar to file descriptor 1, past CliRunner
+
+
+def test_a_failed_commit_says_the_table_is_unchanged_once(runner, setup, monkeypatch):
+    from deltalake.exceptions import DeltaError
+
+    from sparkscore.engines.batch import score_files
+
+    score_files("churn", str(setup["input"]), str(setup["output"]), registry=setup["registry"], job_id="base")
+
+    def conflict(*args, **kwargs):
+        raise DeltaError("commit conflict")
+
+    monkeypatch.setattr(deltalake.DeltaTable, "create_write_transaction", conflict)
+    line = assert_error_ends_the_output(runner.invoke(app, score_args(setup)), 1, "Delta commit", "commit conflict",
+                                        f"the table {setup['output']} is unchanged at version 0")
+    assert line.count("unchanged") == 1 and "re-run" in line
+    assert _version(setup) == 0 and _unreferenced_staging(setup["output"]) == set()
+
+
 def test_score_names_the_missing_model_column(runner, setup):
     setup["data"].drop(columns="spend").to_parquet(setup["input"])
     assert_one_line_error(runner.invoke(app, score_args(setup)), 1, "churn", "'spend'")

@@ -11,6 +11,7 @@ leaves the table at its previous version, and re-running a (job id, model versio
 
 from __future__ import annotations
 
+import glob
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparkscore.engines import delta
-from sparkscore.engines.functions import ARROW_TYPES, ScoringFunction, load_ref, registry_or_default
+from sparkscore.engines.functions import (  # noqa: F401 - check_input_types: also imported from here
+    ARROW_TYPES, ScoringFunction, check_input_types, load_ref, registry_or_default)
 from sparkscore.errors import JobError, SignatureError, SparkscoreError
-from sparkscore.optimizer.bind_models import check_column_type
 
 MODES = ("append", "overwrite")
 DEFAULT_BATCH_ROWS = 1_000_000
@@ -49,16 +50,44 @@ class BatchResult:
         return self.table_version is None
 
 
-def read_files(con: duckdb.DuckDBPyConnection, location: str) -> duckdb.DuckDBPyRelation:
-    """A relation over a parquet, csv/tsv or json file or glob (parquet unless the suffix says otherwise)."""
-    if not any(ch in location for ch in "*?[") and not Path(location).exists():
-        raise JobError(f"{location} does not exist; pass a parquet/csv file or a glob such as 'data/*.parquet'")
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose own progress bar never prints (``sql`` and ``score`` alike).
+
+    DuckDB prints its bar to stdout (even into a pipe) on queries over 2 s, mixing it with the
+    results; whether it is on by default depends on how Python was started.  It stays enabled so
+    that ``query_progress`` (which the CLI draws on stderr) keeps working.
+    """
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar_print = false")  # first: a bar could print for the next statement
+    con.execute("SET enable_progress_bar = true")
+    return con
+
+
+def read_files(con: duckdb.DuckDBPyConnection, location: str, label: Optional[str] = None) -> duckdb.DuckDBPyRelation:
+    """A relation over a parquet, csv/tsv or json file or glob (parquet unless the suffix says otherwise).
+
+    ``label`` names the location in errors as the user passed it (``--input PATH``, ``--table
+    NAME=PATH``): a missing file, a glob matching nothing and an unreadable file each fail with one
+    line instead of DuckDB's IO error.
+    """
+    what = label or location
+    remote = "://" in location
+    if not remote and any(ch in location for ch in "*?["):
+        if not glob.glob(location, recursive=True):
+            raise JobError(f"{what}: no files match the pattern; check the path (quote the pattern so the shell "
+                           "does not expand it)")
+    elif not remote and not Path(location).exists():
+        raise JobError(f"{what} does not exist; pass a parquet/csv file or a glob such as 'data/*.parquet'")
     suffixes = "".join(Path(location).suffixes).lower()
-    if ".csv" in suffixes or ".tsv" in suffixes:
-        return con.read_csv(location)
-    if ".json" in suffixes:
-        return con.read_json(location)
-    return con.read_parquet(location)
+    try:
+        if ".csv" in suffixes or ".tsv" in suffixes:
+            return con.read_csv(location)
+        if ".json" in suffixes:
+            return con.read_json(location)
+        return con.read_parquet(location)
+    except duckdb.Error as exc:
+        reason = " ".join(str(exc).split()).removeprefix("IO Error: ").removeprefix("Invalid Input Error: ")
+        raise JobError(f"{what}: cannot read it ({reason[:200]}); pass a parquet, csv or json file or glob") from None
 
 
 def score_files(model_ref: str, input_path: str, output: str, *, registry=None, mode: str = "append",
@@ -89,10 +118,11 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     if not delta.is_local(output):
         raise JobError(f"output {output} is not a local path; the embedded engine writes local Delta tables, "
                        "use the spark engine for object stores")
+    delta.check_output(output)
     mv, model = load_ref(registry_or_default(registry), model_ref)
 
-    con = duckdb.connect()
-    relation = read_files(con, input_path)
+    con = connect()
+    relation = read_files(con, input_path, f"--input {input_path}")
     keep = list(keep_columns) if keep_columns else list(relation.columns)
     _check_columns(relation.columns, keep, model, output_col)
     check_input_types(model, f"{mv.name}/{mv.version}", zip(relation.columns, map(str, relation.types)))
@@ -138,7 +168,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     except KeyboardInterrupt:
         raise  # the staging folder is gone; the caller says so (delta.table_state)
     except SparkscoreError as exc:
-        raise _with_state(exc, f"staging files removed, {delta.table_state(output)}") from exc
+        raise delta.with_table_state(exc, output) from exc
     except Exception as exc:
         raise JobError(f"job {stamp.job_id}: scoring {input_path} failed ({type(exc).__name__}: {exc}); staging files "
                        f"removed, {delta.table_state(output)}; fix the cause and re-run the same command") from exc
@@ -147,34 +177,12 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     return BatchResult(stamp, result.rows, time.time() - started, result.table_version)
 
 
-def _with_state(exc: SparkscoreError, state: str) -> SparkscoreError:
-    """The same error (same class, so callers still catch it), its one line ending with the table's state."""
-    message = f"{str(exc).rstrip().rstrip('.')}; {state}"
-    try:
-        return type(exc)(message)
-    except TypeError:  # a subclass with another constructor
-        return JobError(message)
-
-
 def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, mv, output: str, mode: str,
                     keep: Sequence[str], output_col: str, record_model: bool) -> str:
     """:func:`delta.derive_job_id` over the files DuckDB's own glob resolves ``location`` to."""
     files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [location]).fetchall()]
     return delta.derive_job_id({"files": delta.file_identity(files)}, (mv.name, mv.version, mv.sha256), output,
                                delta.row_options(mode, keep, output_col, record_model))
-
-
-def check_input_types(model, ref: str, columns, dialect: str = "duckdb") -> None:
-    """Refuse a text column bound to a numeric model input, exactly as ``sql`` does (bind_models).
-
-    One rule for both paths: a string column is never parsed into numbers behind the user's back
-    (``'1e3'``, ``' 7'`` or a locale's ``'1,5'`` would score silently, or wrongly); the error says
-    how to cast it.
-    """
-    by_name = dict(columns)
-    for col, name in zip(model.signature.inputs, model.bind_columns(list(by_name))):
-        if name is not None:
-            check_column_type(col, name, by_name[name], ref, "score", dialect)
 
 
 def _check_columns(columns: Sequence[str], keep: Sequence[str], model, output_col: str) -> None:

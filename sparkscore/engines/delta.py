@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlparse
 
-from sparkscore.errors import JobError
+from sparkscore.errors import JobError, SparkscoreError
 
 _META = "sparkscore."
 _STAGING_PREFIX = "sparkscore-staging-"
@@ -338,6 +338,50 @@ def table_state(target: str) -> str:
         return f"the table {target} is unchanged"
 
 
+def with_table_state(exc: SparkscoreError, target: str) -> SparkscoreError:
+    """The same error (same class, so callers still catch it), its one line ending with what became of ``target``.
+
+    Messages raised inside a run never state the table's version themselves; the run's one
+    ``except`` adds it here after its staging folder is gone, so the line says it exactly once.
+    """
+    message = f"{str(exc).rstrip().rstrip('.')}; staging files removed, {table_state(target)}"
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return JobError(message)
+
+
+def check_output(target: str, flag: str = "--output") -> None:
+    """Refuse an output that is a file, or a directory holding anything but a Delta table (or our own leftovers).
+
+    deltalake would otherwise fail on a file with its own internals, and would happily create a
+    table inside a directory of unrelated files (then a failed first run could not tell its own
+    directory from the user's).  An empty directory is fine: ``mkdir out`` before the first run.
+    """
+    if not is_local(target):
+        return
+    root = Path(_local(target))
+    if root.is_dir():
+        if (root / "_delta_log").is_dir():
+            return
+        foreign = sorted(p.name for p in root.iterdir() if not _is_own(p.name))
+        if foreign:
+            raise JobError(f"{flag} {target} is a directory that is not a Delta table (it holds {foreign[0]!r}"
+                           f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); pass a new or empty "
+                           "directory, or an existing Delta table")
+        return
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == root else f"is inside {existing}, which is a file"
+        raise JobError(f"{flag} {target} {what}, not a Delta table directory; pass a new directory path or an "
+                       "existing Delta table")
+
+
+def _is_own(name: str) -> bool:
+    """Files sparkscore itself keeps in a table directory (commit lock, staging folders and their locks)."""
+    return name == "_sparkscore.lock" or name.startswith((_STAGING_PREFIX, f"_{_STAGING_PREFIX}"))
+
+
 @contextlib.contextmanager
 def staging(target: str, create: bool = True) -> Iterator[str]:
     """A staging folder of ``target`` owned by this process for the ``with`` block.
@@ -513,8 +557,9 @@ def commit_staged(target: str, staging: str, schema, mode: str, stamp: JobStamp,
                         raise
                     DeltaTable(target).create_write_transaction(actions, mode, schema, commit_properties=props)
         except DeltaError as exc:
-            raise JobError(f"job {stamp.job_id}: Delta commit to {target} failed ({exc}); "
-                           "the table is unchanged, re-run the job") from None
+            # the table's state is the caller's to add (with_table_state), once, after staging is gone
+            raise JobError(f"job {stamp.job_id}: Delta commit to {target} failed ({exc}), re-run the same "
+                           "command") from None
     return CommitResult(DeltaTable(target).version(), rows, len(actions))
 
 

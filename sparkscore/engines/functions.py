@@ -162,3 +162,21 @@ def resolver(reg) -> Callable[[str], object]:
         return loaded[mv.name, mv.version]
 
     return resolve
+
+
+def check_input_types(model, ref: str, columns, dialect: str = "duckdb", fn: str = "score") -> None:
+    """Refuse a text column bound to a numeric model input, exactly as ``sql`` does (bind_models).
+
+    Shared by every path that scores a frame outside SQL (``score``, ``jobs/score.py``,
+    ``ss.spark.predict``); it lives here, not in batch.py, because the Spark paths must not import duckdb.
+
+    One rule for both paths: a string column is never parsed into numbers behind the user's back
+    (``'1e3'``, ``' 7'`` or a locale's ``'1,5'`` would score silently, or wrongly); the error says
+    how to cast it.
+    """
+    from sparkscore.optimizer.bind_models import check_column_type  # sqlglot: only when a job checks
+
+    by_name = dict(columns)
+    for col, name in zip(model.signature.inputs, model.bind_columns(list(by_name))):
+        if name is not None:
+            check_column_type(col, name, by_name[name], ref, fn, dialect)

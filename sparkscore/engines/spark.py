@@ -31,7 +31,8 @@ from pyspark.sql.functions import arrow_udf
 
 from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
-from sparkscore.engines.functions import ScoringFunction, output_type, registry_or_default, resolver
+from sparkscore.engines.functions import (ScoringFunction, check_input_types, output_type, registry_or_default,
+                                         resolver)
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
@@ -171,6 +172,8 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     if missing:
         raise SignatureError(f"{mv.name}/{mv.version}: input DataFrame has no column {missing[0]!r}; "
                              f"the model needs {', '.join(model.signature.names)}")
+    check_input_types(model, f"{mv.name}/{mv.version}", [(f.name, f.dataType.simpleString()) for f in df.schema],
+                      dialect="spark", fn="predict")
     kind = "proba" if proba else "predict"
     fn = ModelFunction(udf_name(mv.name, mv.version, kind), _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession),
                        kind, output_type(model, kind))

@@ -87,6 +87,14 @@ def test_predict_names_the_missing_column(spark, models):
     assert "glm/1" in str(err.value)
 
 
+def test_predict_refuses_a_text_column_bound_to_a_numeric_input(spark, models):
+    """One rule with ``sql``/``score`` (issue 12 item 8): numeric strings are never parsed silently."""
+    df = spark.createDataFrame(_frame(4).assign(a=lambda f: f.a.astype(str)))
+    fix = r"glm/1.*'a'.*must be numeric.*string; cast it, e\.g\. CAST\(`a` AS DOUBLE\)"
+    with pytest.raises(SignatureError, match=fix):
+        ss_spark.predict(df, "glm", registry=models)
+
+
 def test_model_transformer_in_a_pipeline_round_trips(spark, models, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
 

@@ -197,3 +197,10 @@ def test_a_text_column_is_refused_like_sql_refuses_it(setup, tmp_path):
     last = _error_line(*_run({**setup, "input": text_input}, tmp_path / "out", None, rc=2))
     assert "churn/1" in last and "'age'" in last and "string" in last and "CAST(`age` AS DOUBLE)" in last
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_file_as_output_is_refused_like_score_refuses_it(setup, tmp_path):
+    target = tmp_path / "out.parquet"
+    target.write_text("keep me")
+    last = _error_line(*_run(setup, target, None, rc=2))
+    assert f"--output {target} is a file, not a Delta table directory" in last and target.read_text() == "keep me"
