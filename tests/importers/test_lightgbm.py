@@ -236,8 +236,8 @@ def test_cli_registers_a_model_file_and_scores_the_frame_names(cancer, runner, t
                                  "--output", str(scores), "--keep-columns", "mean radius"])
     assert result.exit_code == 0, result.output
     table = deltalake.DeltaTable(str(scores)).to_pandas()
-    assert list(table.columns) == ["mean radius", "prediction"]
     assert list(table.columns) == ["mean radius", "prediction", "model", "model_version"]
+    np.testing.assert_allclose(table["prediction"].to_numpy(), native.predict_proba(X)[:, 1], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.spark
