@@ -197,7 +197,8 @@ def softmax32(z: np.ndarray) -> np.ndarray:
     wmax = z[:, 0].copy()
     for j in range(1, z.shape[1]):
         wmax = np.fmax(z[:, j], wmax)
-    e = expf(z - wmax[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):  # inf margins: inf - inf is NaN, as in XGBoost
+        e = expf(z - wmax[:, None])
     wsum = np.zeros(z.shape[0])
     for j in range(z.shape[1]):
         wsum = wsum + e[:, j].astype(np.float64)

@@ -300,3 +300,17 @@ def test_gblinear_saves_its_mode_and_glms_keep_their_payload(tmp_path):
     glm_doc, glm_arrays = ss.convert(LinearRegression().fit(np.eye(3), np.arange(3.0))).to_payload()
     assert not {"accumulate", "dtype"} & set(glm_doc["estimator"]) and set(glm_arrays) == {"estimator.coef",
                                                                                           "estimator.intercept"}
+
+
+def test_gblinear_stays_out_of_sql_inlining():
+    """SQL DOUBLE arithmetic cannot round per feature: inlining declines it (as every float32 GLM;
+    stack_linear / factorize_linear decline on the same ``dtype != 'float64'`` predicate)."""
+    import sqlglot.expressions as exp
+
+    from sparkscore.optimizer.context import OptimizerOptions
+    from sparkscore.optimizer.inline_models import Decline, inline_call
+
+    model = ss.convert(_gblinear_booster(dict(objective="reg:squarederror"))[0])
+    assert model.estimator.dtype == "float32"
+    with pytest.raises(Decline, match="float32 GLM"):
+        inline_call(model, "predict", [exp.column(n) for n in model.signature.names], OptimizerOptions())
