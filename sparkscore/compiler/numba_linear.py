@@ -68,6 +68,25 @@ def _glm(X, coef, intercept, link, out):
             i += np.uint64(1)
 
 
+@nb.njit(cache=True, nogil=True)
+def _glm_seq32(X, coef, intercept, has_missing, missing, out):
+    """XGBoost gblinear (:func:`reference.linear_sequential32`): float32 ``acc = intercept``, then each
+    present feature in order, ``acc = acc + x * w`` rounded to float32 twice (numba emits no FMA
+    without fastmath).  ``X``, ``coef``, ``intercept`` and ``missing`` are float32."""
+    n, d = X.shape
+    k = coef.shape[1]
+    for i in range(n):
+        for j in range(k):
+            acc = intercept[j]
+            for f in range(d):
+                x = X[i, f]
+                if x != x or (has_missing and x == missing):
+                    continue
+                p = x * coef[f, j]
+                acc = acc + p
+            out[i, j] = acc
+
+
 class NumbaLinear:
     """``scores(X)`` of a GLM: margins plus its link in one pass when the link is fused, else margins.
 
@@ -85,11 +104,26 @@ class NumbaLinear:
         self.fuses_link = est.link in FUSED_LINKS and not self.float32
         self.link = FUSED_LINKS.get(est.link, 0) if self.fuses_link else 0
         self.threads = (threads or default_threads()) if parallel else 1
+        self.sequential32 = est.accumulate == "float32_sequential"
+        if self.sequential32:
+            self.coef32 = np.ascontiguousarray(est.coef, dtype=np.float32)
+            self.intercept32 = np.ascontiguousarray(est.intercept, dtype=np.float32)
+            self.has_missing = est.has_missing_value
+            self.missing = np.float32(est.missing_value[0] if self.has_missing else 0.0)
 
     def _run(self, X: np.ndarray, out: np.ndarray) -> None:
         _glm(X, self.coef, self.intercept, self.link, out)
 
+    def _run_seq32(self, X: np.ndarray, out: np.ndarray) -> None:
+        _glm_seq32(X, self.coef32, self.intercept32, self.has_missing, self.missing, out)
+
     def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self.sequential32:
+            with np.errstate(over="ignore"):
+                X32 = np.ascontiguousarray(X, dtype=np.float32)
+            out32 = np.empty((X32.shape[0], self.coef32.shape[1]), dtype=np.float32)
+            parallel_chunks(self._run_seq32, X32, out32, self.threads)
+            return out32.astype(np.float64)
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty((X.shape[0], self.coef.shape[1]), dtype=np.float64)
         if self.float32:

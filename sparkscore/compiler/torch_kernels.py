@@ -316,6 +316,9 @@ class LinearGemm:
     :func:`sparkscore.compiler.reference.linear_from_dot`)."""
 
     def __init__(self, est: LinearModel, device: torch.device) -> None:
+        if est.accumulate != "blas":  # a matmul has no per-feature float32 rounding order
+            raise StrategyDeclined(f"linear models summed {est.accumulate!r} (XGBoost gblinear) run on numba or "
+                                   "the reference, not 'gemm'")
         self.coef = _tensor(est.coef, device=device)
         self.intercept = _tensor(est.intercept, device=device)
         self.n_features = est.n_features

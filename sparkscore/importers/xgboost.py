@@ -21,6 +21,13 @@ only missing value.
 scale differently: ``Booster.predict(DMatrix)`` adds ``leaf * w``; ``inplace_predict`` (what the
 sklearn wrappers' ``predict`` runs) adds ``(float32(base + leaf) - base) * w``.  Wrappers convert
 with the second, a bare ``Booster`` with the first.
+
+``gblinear`` boosters become a ``LinearModel`` with ``accumulate="float32_sequential"``: XGBoost's
+``PredValue`` sums ``bias + base_margin`` and then each present feature's ``x * w`` in float32, in
+feature order, skipping missing cells (NaN, or the wrapper's ``missing``, which its ``predict``
+applies through a DMatrix).  Outputs are bit-equal to ``Booster.predict`` and the wrappers'
+``predict`` / ``predict_proba``.  They run on the reference and numba (torch declines) and stay out
+of SQL inlining (float32 GLMs do).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 
 from sparkscore.errors import IntegrityError, UnsupportedModelError
 from sparkscore.importers.common import make_signature, metadata, resolve_names
+from sparkscore.ir.linear import LinearModel
 from sparkscore.ir.model import Model
 from sparkscore.ir.trees import MISSING_NAN, TreeBuilder
 
@@ -109,9 +117,8 @@ def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, me
                              "with save_model") from None
     booster_name = gbm.get("name")
     if booster_name == "gblinear":
-        raise UnsupportedModelError(
-            f"{label}: booster 'gblinear' is not supported: XGBoost sums its weights in float32 and skips "
-            "missing values, which the float64 LinearModel cannot reproduce exactly; use booster='gbtree'")
+        return _gblinear(gbm, learner, objective, n_features, num_class, num_target, base, feature_names, classes,
+                         meta=meta, missing=missing, label=label)
     if booster_name not in ("gbtree", "dart"):
         raise UnsupportedModelError(f"{label}: booster {booster_name!r} is not supported; use booster='gbtree' "
                                     "or 'dart'")
@@ -153,6 +160,53 @@ def _to_model(doc: dict, feature_names, classes, *, use_best_iteration: bool, me
     # probabilities, which tie where expf rounds margins an ulp apart to the same float32
     decision = "margin" if objective == "multi:softmax" else "proba"
     return Model(ensemble, signature, task=task, classes=tuple(classes) if classes is not None else None,
+                 metadata=meta, decision=decision)
+
+
+#: XGBoost's float32 transforms as LinearModel links (gblinear margins are float32, like its trees')
+_LINEAR_LINKS = {"identity": "identity", "sigmoid": "logistic32", "softmax": "softmax32", "exp": "exp32"}
+
+
+def _gblinear(gbm: dict, learner: dict, objective: str, n_features: int, num_class: int, num_target: int,
+              base: list[float], feature_names, classes, *, meta: dict, missing: Sequence[float],
+              label: str) -> Model:
+    """A gblinear booster as a ``float32_sequential`` LinearModel (XGBoost's ``PredValue``).
+
+    ``weights`` is ``(num_feature + 1) x groups`` float32, row-major, the bias row last.  Each output
+    starts from ``float32(bias + base_margin)`` (the base score in margin space, as for trees, but the
+    *first* base score for every output: multiclass too, as XGBoost's gblinear does), then
+    adds ``x * w`` of each present feature in float32.  The sklearn wrappers predict gblinear through
+    a ``DMatrix(X, missing=self.missing)`` (no inplace path), so the wrapper's ``missing`` applies.
+    """
+    if num_target > 1:
+        raise UnsupportedModelError(f"{label}: gblinear with {num_target} targets is not supported; fit one "
+                                    "model per target")
+    task, transform, n_outputs, margin = _objective(objective, num_class, base, label)
+    link = _LINEAR_LINKS.get(transform)
+    if link is None:
+        raise UnsupportedModelError(f"{label}: objective {objective!r} with booster 'gblinear' is not supported; "
+                                    "use booster='gbtree'")
+    try:
+        weights = np.asarray(gbm["model"]["weights"], dtype=np.float64).astype(np.float32)
+        weights = weights.reshape(n_features + 1, n_outputs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"{label}: malformed gblinear weights ({type(exc).__name__}: {exc}); re-save the "
+                             "model with save_model") from None
+    if objective == "binary:logitraw" and classes is not None:
+        task = "classification"
+    if task == "classification" and classes is None:
+        classes = tuple(range(max(num_class, 2)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        # gblinear's PredictBatchInternal adds base_score(0) to every group: a multiclass model's
+        # per-class base scores beyond the first are not used (measured: XGBoost 3.x)
+        intercept = weights[n_features] + np.float32(margin[0])
+    estimator = LinearModel(weights[:n_features].astype(np.float64), intercept.astype(np.float64), link=link,
+                            dtype="float32", intercept_dtype="float32", accumulate="float32_sequential",
+                            missing_value=np.asarray(missing, dtype=np.float64))
+    names = resolve_names(n_features, learner.get("feature_names") or None, feature_names, label)
+    signature = make_signature(names, task, classes, {})
+    decision = "margin" if objective == "multi:softmax" else "proba"
+    return Model(estimator, signature, task=task, classes=tuple(classes) if classes is not None else None,
                  metadata=meta, decision=decision)
 
 

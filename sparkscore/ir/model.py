@@ -152,7 +152,8 @@ class Model:
     def outputs_to_proba(self, scores: np.ndarray) -> np.ndarray:
         if scores.shape[1] == 1 and self.n_classes != 1:
             p = scores[:, 0]
-            if getattr(self.estimator, "accumulate_dtype", None) == "float32":  # XGBoost: 1 - p in float32
+            if (getattr(self.estimator, "accumulate_dtype", None) == "float32"  # XGBoost: 1 - p in float32
+                    or getattr(self.estimator, "accumulate", None) == "float32_sequential"):
                 return np.column_stack([np.float32(1.0) - p.astype(np.float32), p]).astype(np.float64)
             return np.column_stack([1.0 - p, p])
         return scores
@@ -188,6 +189,10 @@ class Model:
             for name in ("dtype", "intercept_dtype"):
                 if est_fields.get(name) == "float64":
                     del est_fields[name]
+            if est_fields.get("accumulate") == "blas":
+                del est_fields["accumulate"]
+            if not self.estimator.has_missing_value:
+                del est_arrays["missing_value"]
         arrays = {f"estimator.{k}": v for k, v in est_arrays.items()}
         feature_docs = []
         for i, fmap in enumerate(self.features):

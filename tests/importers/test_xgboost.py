@@ -52,10 +52,10 @@ def test_pandas_categories_travel_in_the_signature():
 
 
 @pytest.mark.parametrize("params, match", [
-    (dict(objective="reg:squarederror", booster="gblinear"), "booster 'gblinear'.*float32"),
+    (dict(objective="binary:hinge", booster="gblinear"), "objective 'binary:hinge' with booster 'gblinear'"),
     (dict(objective="reg:quantileerror", quantile_alpha=[0.2, 0.8]), "2 quantile_alpha values.*one model per quantile"),
     (dict(objective="multi:softprob", num_class=3, multi_strategy="multi_output_tree"), "vector-leaf"),
-], ids=["gblinear", "multi-quantile", "vector-leaf"])
+], ids=["gblinear-hinge", "multi-quantile", "vector-leaf"])
 def test_unsupported_models_raise(params, match):
     X, signal, _ = gbm_cases._data(seed=22)
     y = np.digitize(signal, [-0.5, 0.5]) if "num_class" in params else (signal > 0).astype(int)
@@ -183,3 +183,134 @@ def test_multi_softmax_labels_follow_the_margin_argmax(backend):
     booster = xgb.train(dict(objective="multi:softmax", num_class=3, eta=1e-9, max_depth=2, nthread=1,
                              base_score=0.01), xgb.DMatrix(X, np.digitize(signal, [-0.5, 0.5])), num_boost_round=3)
     np.testing.assert_array_equal(ss.convert(booster).predict(X, backend=backend), booster.predict(xgb.DMatrix(X)))
+
+
+# ------------------------------------------------------------------------------------ gblinear
+_GBLINEAR = [
+    dict(objective="reg:squarederror"),
+    dict(objective="binary:logistic"),
+    dict(objective="multi:softprob", num_class=3),  # a per-class base_score vector: gblinear uses [0]
+    dict(objective="multi:softmax", num_class=3),
+    dict(objective="count:poisson"),
+    dict(objective="binary:logitraw"),
+]
+
+
+def _gblinear_booster(params: dict, seed: int = 60):
+    X, signal, rng = gbm_cases._data(seed=seed)
+    if "num_class" in params:
+        y = np.digitize(signal, [-0.5, 0.5])
+    elif params["objective"] == "count:poisson":
+        y = rng.poisson(np.exp(np.clip(signal, -3, 3) / 2))
+    elif params["objective"].startswith("binary"):
+        y = (signal > 0).astype(int)
+    else:
+        y = signal
+    booster = xgb.train(dict(params, booster="gblinear", nthread=1), xgb.DMatrix(X, y), num_boost_round=6)
+    return booster, X, rng
+
+
+@pytest.mark.parametrize("params", _GBLINEAR, ids=lambda p: p["objective"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "auto"])
+def test_gblinear_booster_is_bit_equal(params, backend):
+    """Margins and outputs equal Booster.predict bit for bit on huge / tiny / overflowing / NaN rows."""
+    from tests.zoo.xgb_extra_cases import linear_rows
+
+    booster, X, rng = _gblinear_booster(params)
+    model = ss.convert(booster)
+    assert model.estimator.accumulate == "float32_sequential"
+    rows = linear_rows(np.nan_to_num(X), rng)
+    native = booster.predict(xgb.DMatrix(rows))
+    margins = booster.predict(xgb.DMatrix(rows), output_margin=True)
+    np.testing.assert_array_equal(model.margin_model.scores(rows, backend=backend).reshape(margins.shape), margins)
+    ours = model.predict(rows, backend=backend)
+    if params["objective"] == "multi:softmax":  # Booster.predict gives the class index
+        np.testing.assert_array_equal(ours, native)
+    else:
+        np.testing.assert_array_equal(model.scores(rows, backend=backend).reshape(native.shape), native)
+
+
+def test_gblinear_rows_tell_fma_and_float64_sums_apart():
+    """The rows above can fail: a fused multiply-add or a float64 sum differs from native on them."""
+    from sparkscore.compiler import reference
+    from tests.zoo.xgb_extra_cases import linear_rows
+
+    booster, X, rng = _gblinear_booster(dict(objective="reg:squarederror"))
+    est = ss.convert(booster).estimator
+    rows = linear_rows(np.nan_to_num(X), rng)
+    native = booster.predict(xgb.DMatrix(rows), output_margin=True)
+    X32 = rows.astype(np.float32).astype(np.float64)
+    present = ~np.isnan(X32)
+    w = est.coef[:, 0]
+    with np.errstate(all="ignore"):
+        fma = np.full(len(rows), est.intercept[0], dtype=np.float32)
+        for f in range(est.n_features):  # one rounding per feature: float64 product and add, then float32
+            fma = np.where(present[:, f], (fma.astype(np.float64) + X32[:, f] * w[f]).astype(np.float32), fma)
+        f64 = (np.where(present, X32, 0.0) @ w + est.intercept[0]).astype(np.float32)
+    assert (fma != native).sum() > 0 and (f64 != native).sum() > 0
+    np.testing.assert_array_equal(reference.raw(ss.convert(booster), rows)[:, 0], native)
+
+
+@pytest.mark.parametrize("missing", [-999.0, 0.0, -0.0, 0.1, np.inf], ids=str)
+@pytest.mark.parametrize("backend", ["numpy", "numba", "auto"])
+def test_gblinear_wrapper_missing_is_absent(missing, backend):
+    """The wrapper predicts through DMatrix(X, missing=...): cells equal to it (in float32) add nothing."""
+    from tests.zoo.xgb_extra_cases import _with_sentinel, linear_rows
+
+    X, signal, rng = gbm_cases._data(seed=61)
+    X = _with_sentinel(X, missing, rng, share=0.3)
+    native = xgb.XGBClassifier(booster="gblinear", n_estimators=6, n_jobs=1, missing=missing)
+    native.fit(X, np.digitize(signal, [-0.5, 0.5]))
+    model = ss.convert(native)
+    assert model.estimator.missing_value.tolist() == [missing]
+    rows = linear_rows(np.where(np.isfinite(X), X, 1.0), rng, missing)
+    rows[::7, 0] = float(np.nextafter(np.float32(0.1), np.float32(1.0))) if missing == 0.1 else rows[::7, 0]
+    rows[1::7, 1] = 0.1 + 1e-12  # a double that float32-rounds onto 0.1f
+    np.testing.assert_array_equal(model.predict_proba(rows, backend=backend), native.predict_proba(rows))
+    np.testing.assert_array_equal(model.predict(rows, backend=backend), native.predict(rows))
+
+
+def test_gblinear_runs_on_numba_and_torch_declines():
+    from sparkscore import compiler
+
+    model = ss.convert(_gblinear_booster(dict(objective="binary:logistic"))[0])
+    strategies = compiler.compile(model, "auto").strategies
+    assert "numba" in strategies and "gemm" not in strategies
+    with pytest.raises(compiler.StrategyUnavailable):
+        compiler.compile(model, "torch")
+
+
+def test_gblinear_saves_its_mode_and_glms_keep_their_payload(tmp_path):
+    """accumulate / missing_value are written only when not default (float64 GLMs keep their sha256)."""
+    native = xgb.XGBRegressor(booster="gblinear", n_estimators=4, n_jobs=1, missing=-1.0)
+    X, signal, _ = gbm_cases._data(seed=62)
+    native.fit(np.nan_to_num(X, nan=-1.0), signal)
+    model = ss.convert(native)
+    model.save(tmp_path / "m")
+    loaded = ss.Model.load(tmp_path / "m")
+    assert (loaded.estimator.accumulate, loaded.estimator.missing_value.tolist()) == ("float32_sequential", [-1.0])
+    rows = np.array([[-1.0, 0.5, 1e38, 2.0 ** -149], [np.nan, -1.0, -1e38, 0.0]])
+    np.testing.assert_array_equal(loaded.predict(rows, backend="numpy"), native.predict(rows))
+    native.save_model(tmp_path / "m.json")
+    from_file = xgb_importer.load_file(tmp_path / "m.json")  # a file knows no missing value
+    np.testing.assert_array_equal(from_file.predict(rows, backend="numpy"),
+                                  native.get_booster().predict(xgb.DMatrix(rows)))
+    from sklearn.linear_model import LinearRegression
+
+    glm_doc, glm_arrays = ss.convert(LinearRegression().fit(np.eye(3), np.arange(3.0))).to_payload()
+    assert not {"accumulate", "dtype"} & set(glm_doc["estimator"]) and set(glm_arrays) == {"estimator.coef",
+                                                                                          "estimator.intercept"}
+
+
+def test_gblinear_stays_out_of_sql_inlining():
+    """SQL DOUBLE arithmetic cannot round per feature: inlining declines it (as every float32 GLM;
+    stack_linear / factorize_linear decline on the same ``dtype != 'float64'`` predicate)."""
+    import sqlglot.expressions as exp
+
+    from sparkscore.optimizer.context import OptimizerOptions
+    from sparkscore.optimizer.inline_models import Decline, inline_call
+
+    model = ss.convert(_gblinear_booster(dict(objective="reg:squarederror"))[0])
+    assert model.estimator.dtype == "float32"
+    with pytest.raises(Decline, match="float32 GLM"):
+        inline_call(model, "predict", [exp.column(n) for n in model.signature.names], OptimizerOptions())

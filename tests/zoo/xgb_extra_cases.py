@@ -237,6 +237,63 @@ def onehot_categorical() -> Fitted:
                   expected_proba=np.asarray(native.predict_proba(X)), rtol=0.0, atol=0.0)
 
 
+# --------------------------------------------------------------------------- gblinear
+def linear_rows(X: np.ndarray, rng, missing: float | None = None) -> np.ndarray:
+    """Rows for float32 sequential sums: huge values whose products or partial sums overflow
+    float32 (one sign, then cancelling signs: inf - inf = NaN), tiny and subnormal ones, +-0, NaN,
+    doubles that round to another float32, and the missing value scattered over real rows."""
+    big = float(np.finfo(np.float32).max)
+    vals = np.asarray([big, -big, 1e38, -1e38, 3e37, 1e30, -1e30, 1e-30, 1e-38, 1e-45, 2.0 ** -149,
+                       -(2.0 ** -149), 1.0 + 2.0 ** -30, 0.1, -0.0, 0.0, np.nan], dtype=np.float64)
+    d = X.shape[1]
+    blocks = [np.repeat(vals[:, None], d, axis=1)]
+    for _ in range(4):  # every cell drawn from the values, mixed with ordinary ones
+        block = X[rng.integers(0, len(X), size=120)].copy()
+        pick = rng.random(block.shape) < 0.5
+        block[pick] = rng.choice(vals, size=int(pick.sum()))
+        blocks.append(block)
+    out = np.concatenate(blocks)
+    if missing is not None:
+        out[rng.random(out.shape) < 0.15] = missing
+    return out
+
+
+def _gblinear_case(estimator, y_of, proba: bool, *, missing: float | None = None, seed: int = 50) -> Fitted:
+    """gblinear via the sklearn wrapper (which predicts through ``DMatrix(X, missing=missing)``):
+    XGBoost rejects inf in a DMatrix unless inf is the missing value, so the rows hold none."""
+    X, signal, rng = _data(seed=seed)
+    if missing is not None:
+        X = _with_sentinel(X, missing, rng)
+    names = _names(X.shape[1])
+    estimator.fit(_frame(X, names), y_of(signal, rng))
+    model = ss.convert(estimator)
+    rows = np.concatenate([linear_rows(np.nan_to_num(X), rng, missing), adversarial_matrix(model, X, allow_inf=False)])
+    frame = _frame(rows, model.signature.names)
+    return Fitted(native=estimator, model=model, X=frame, expected_predict=np.asarray(estimator.predict(frame)),
+                  expected_proba=np.asarray(estimator.predict_proba(frame)) if proba else None, rtol=0.0, atol=0.0)
+
+
+_LIN = dict(booster="gblinear", n_estimators=8, n_jobs=1)
+
+
+def gblinear_regression() -> Fitted:
+    return _gblinear_case(xgb.XGBRegressor(missing=-999.0, **_LIN), _noisy, False, missing=-999.0)
+
+
+def gblinear_binary() -> Fitted:
+    return _gblinear_case(xgb.XGBClassifier(**_LIN), _binary, True, seed=51)
+
+
+def gblinear_multiclass() -> Fitted:
+    """multi:softprob: every class starts from the first base score (XGBoost's gblinear)."""
+    return _gblinear_case(xgb.XGBClassifier(missing=0.0, **_LIN), _three, True, missing=0.0, seed=52)
+
+
+def gblinear_poisson() -> Fitted:
+    return _gblinear_case(xgb.XGBRegressor(objective="count:poisson", **_LIN),
+                          lambda s, rng: rng.poisson(np.exp(np.clip(s, -3, 3) / 2)), False, seed=53)
+
+
 CASES = [
     Case("xgboost-missing-sentinel", missing_sentinel_binary, "xgboost", "trees", "binary"),
     Case("xgboost-missing-zero", missing_zero_regression, "xgboost", "trees", "regression"),
@@ -264,4 +321,8 @@ CASES = [
     Case("xgboost-dart-missing", dart_binary_missing, "xgboost", "trees", "binary"),
     Case("xgboost-random-forest", random_forest, "xgboost", "trees", "binary"),
     Case("xgboost-onehot-categorical", onehot_categorical, "xgboost", "trees", "binary"),
+    Case("xgboost-gblinear-regression", gblinear_regression, "xgboost", "linear", "regression"),
+    Case("xgboost-gblinear-binary", gblinear_binary, "xgboost", "linear", "binary"),
+    Case("xgboost-gblinear-multiclass", gblinear_multiclass, "xgboost", "linear", "multiclass"),
+    Case("xgboost-gblinear-poisson", gblinear_poisson, "xgboost", "linear", "regression"),
 ]
