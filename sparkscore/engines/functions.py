@@ -17,29 +17,20 @@ import pyarrow as pa
 from sparkscore import compiler
 from sparkscore.errors import QueryError
 from sparkscore.ir.model import Model
-from sparkscore.ir.naming import udf_name
+from sparkscore.ir.naming import KINDS, udf_name
+from sparkscore.ir.naming import output_type as naming_output_type
 from sparkscore.ir.signature import Column
 
-KINDS = ("predict", "proba", "raw")
 DEVICE = "cpu"
 ARROW_TYPES = {"DOUBLE": pa.float64(), "DOUBLE[]": pa.list_(pa.float64()), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
 
 
 def output_type(model: Model, kind: str) -> str:
-    """SQL result type of ``kind`` for ``model`` (DESIGN section 4)."""
-    if kind == "proba":
-        return "DOUBLE[]"
-    if kind == "raw" or (kind == "predict" and model.is_classifier and model.n_classes == 2):
-        return "DOUBLE"
-    if kind != "predict":
-        raise QueryError(f"{model.name}: unknown function kind {kind!r}; use one of {', '.join(KINDS)}")
-    if not model.is_classifier:
-        return "DOUBLE" if model.estimator.n_outputs == 1 else "DOUBLE[]"
-    if all(isinstance(c, str) for c in model.classes):
-        return "VARCHAR"
-    if all(isinstance(c, (int, np.integer)) or float(c).is_integer() for c in model.classes):
-        return "BIGINT"
-    return "DOUBLE"
+    """SQL result type of ``kind`` for ``model`` (the one rule in :func:`sparkscore.ir.naming.output_type`)."""
+    try:
+        return naming_output_type(model, kind)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def input_type(column: Column) -> str:

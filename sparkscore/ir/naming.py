@@ -1,8 +1,11 @@
-"""Names that models get inside SQL engines (shared by the optimizer and the engines)."""
+"""Names and result types that models get inside SQL engines and servers (shared by the optimizer,
+the engines and serving, so PREDICT and a served prediction agree on both)."""
 
 from __future__ import annotations
 
 import re
+
+import numpy as np
 
 _NON_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
@@ -15,3 +18,25 @@ def udf_name(model_name: str, version: int, kind: str = "predict") -> str:
     """
     base = f"{_NON_IDENT.sub('_', model_name)}_v{int(version)}"
     return base if kind == "predict" else f"{base}_{kind}"
+
+
+#: PREDICT kinds: ``predict`` (PREDICT), ``proba`` (PREDICT_PROBA), ``raw`` (untransformed margins)
+KINDS = ("predict", "proba", "raw")
+
+
+def output_type(model, kind: str) -> str:
+    """SQL result type of ``kind`` for ``model`` (DESIGN section 4): ``DOUBLE``, ``DOUBLE[]``,
+    ``VARCHAR`` or ``BIGINT``; labels take the type their classes all share."""
+    if kind not in KINDS:
+        raise ValueError(f"{model.name}: unknown function kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind == "proba":
+        return "DOUBLE[]"
+    if kind == "raw" or (model.is_classifier and model.n_classes == 2):
+        return "DOUBLE"
+    if not model.is_classifier:
+        return "DOUBLE" if model.estimator.n_outputs == 1 else "DOUBLE[]"
+    if all(isinstance(c, str) for c in model.classes):
+        return "VARCHAR"
+    if all(isinstance(c, (int, np.integer)) or float(c).is_integer() for c in model.classes):
+        return "BIGINT"
+    return "DOUBLE"

@@ -13,6 +13,7 @@ import numpy as np
 
 from sparkscore.errors import SignatureError, SparkscoreError
 from sparkscore.ir.model import Model
+from sparkscore.ir.naming import output_type
 from sparkscore.ir.signature import Column
 
 
@@ -118,21 +119,6 @@ def named_columns(model: Model, rows_by_name: dict[str, Sequence], who: str) -> 
 
 
 # ---------------------------------------------------------------------- outputs
-def output_type(model: Model, kind: str) -> str:
-    """PREDICT / PREDICT_PROBA result type (DESIGN section 4; mirrors ``engines.functions.output_type``)."""
-    if kind == "proba":
-        return "DOUBLE[]"
-    if model.is_classifier and model.n_classes == 2:
-        return "DOUBLE"
-    if not model.is_classifier:
-        return "DOUBLE" if model.estimator.n_outputs == 1 else "DOUBLE[]"
-    if all(isinstance(c, str) for c in model.classes):
-        return "VARCHAR"
-    if all(isinstance(c, (int, np.integer)) or float(c).is_integer() for c in model.classes):
-        return "BIGINT"
-    return "DOUBLE"
-
-
 DATATYPE_OF = {"DOUBLE": "FP64", "DOUBLE[]": "FP64", "VARCHAR": "BYTES", "BIGINT": "INT64"}
 
 
