@@ -288,22 +288,50 @@ def _report_damage(damaged) -> None:
 def alias(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="Model name."),
-    alias_name: str = typer.Argument(..., metavar="ALIAS", help="Alias, e.g. prod."),
+    alias_name: Optional[str] = typer.Argument(None, metavar="ALIAS",
+                                               help="Alias, e.g. prod (with --history: only its moves)."),
     version: Optional[int] = typer.Argument(None, metavar="VERSION", help="Version the alias points at (not with --delete)."),
     delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why the alias moves (kept in its history)."),
+    history: bool = typer.Option(False, "--history", help="List every recorded alias move of NAME instead."),
+    as_json: bool = typer.Option(False, "--json", help="With --history: one JSON document on stdout."),
 ) -> None:
-    """Point NAME@ALIAS at VERSION (atomically), or remove it with --delete."""
+    """Point NAME@ALIAS at VERSION (atomically), remove it with --delete, or list moves with --history."""
     reg = _registry(ctx)
+    if history:
+        if version is not None or delete or reason is not None:
+            raise typer.BadParameter("--history takes only NAME and an optional ALIAS", param_hint="--history")
+        _print_alias_history(reg.alias_history(name, alias_name), as_json)
+        return
+    if as_json:
+        raise typer.BadParameter("--json goes with --history", param_hint="--json")
+    if alias_name is None:
+        raise typer.BadParameter("give the ALIAS to move (or --history)", param_hint="ALIAS")
     if delete:
         if version is not None:
             raise typer.BadParameter("--delete takes no VERSION", param_hint="VERSION")
-        reg.delete_alias(name, alias_name)
+        reg.delete_alias(name, alias_name, reason=reason)
         _out().print(Text(f"deleted alias {name}@{alias_name}"))
         return
     if version is None:
         raise typer.BadParameter("give the VERSION the alias should point at (or --delete)", param_hint="VERSION")
-    reg.set_alias(name, alias_name, version)
+    reg.set_alias(name, alias_name, version, reason=reason)
     _out().print(Text(f"{name}@{alias_name} -> {name}/{version}"))
+
+
+def _print_alias_history(found, as_json: bool) -> None:
+    """Alias moves as a table (or JSON); damaged log lines as warnings on stderr, never fatal."""
+    _report_damage(found.damaged)
+    if as_json:
+        typer.echo(json.dumps({"name": found.name, "moves": [m.to_json() for m in found.moves],
+                               "damaged": [str(d) for d in found.damaged]}, indent=2, sort_keys=True))
+        return
+    table = Table("time (UTC)", "alias", "from", "to", "user", "host", "reason", title=Text(f"alias history of {found.name}"))
+    for m in found.moves:
+        table.add_row(Text(m.ts), Text(m.alias), Text("-" if m.from_version is None else str(m.from_version)),
+                      Text("(removed)" if m.to_version is None else str(m.to_version)), Text(m.user), Text(m.host),
+                      Text(m.reason or ""))
+    _out().print(table)
 
 
 @app.command()

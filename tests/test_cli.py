@@ -465,3 +465,27 @@ def test_long_sql_runs_report_duckdb_progress_on_stderr_not_stdout():
     assert seen[-1] is None and any(0 < p < 100 for p in seen[:-1]), seen
     assert seen[:-1] == sorted(seen[:-1])
     assert duckdb.__version__
+
+
+def test_alias_history_lists_every_move_with_its_reason_as_a_table_and_as_json(runner, reg_path):
+    registry = ss.Registry(reg_path)
+    for i in range(2):
+        registry.register("churn", tiny_model(float(i)))
+    assert invoke(runner, reg_path, "alias", "churn", "prod", "1").exit_code == 0
+    assert invoke(runner, reg_path, "alias", "churn", "prod", "2", "--reason", "TICKET-7").exit_code == 0
+    assert invoke(runner, reg_path, "alias", "churn", "prod", "--delete", "--reason", "rollback").exit_code == 0
+    table = invoke(runner, reg_path, "alias", "churn", "--history")
+    assert table.exit_code == 0, table.output
+    assert "TICKET-7" in table.stdout and "rollback" in table.stdout and "(removed)" in table.stdout
+    doc = json.loads(invoke(runner, reg_path, "alias", "churn", "prod", "--history", "--json").stdout)
+    assert [(m["from_version"], m["to_version"], m["reason"]) for m in doc["moves"]] == [
+        (None, 1, None), (1, 2, "TICKET-7"), (2, None, "rollback")]
+    pinned = invoke(runner, reg_path, "describe", f"churn@prod#{doc['moves'][1]['ts']}")
+    assert json.loads(pinned.stdout)["version"] == 2
+    log = reg_path / "models" / "churn" / "alias_history.jsonl"
+    log.write_bytes(log.read_bytes() + b"junk\n")
+    damaged = invoke(runner, reg_path, "alias", "churn", "--history", "--json")
+    assert damaged.exit_code == 0 and len(json.loads(damaged.stdout)["moves"]) == 3
+    assert "warning: damaged churn alias history line 4" in damaged.stderr
+    assert_one_line_error(invoke(runner, reg_path, "alias", "churn", "--history", "prod", "1"), 2, "--history")
+    assert_one_line_error(invoke(runner, reg_path, "alias", "churn"), 2, "ALIAS")

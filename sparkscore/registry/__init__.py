@@ -1,7 +1,8 @@
 """Named, versioned, aliased models on a local or shared filesystem (DESIGN section 8)."""
 
 from sparkscore.registry.refs import ModelRef, parse_ref, validate_name
-from sparkscore.registry.store import Damage, Deleted, ModelStatus, ModelVersion, Registry, default_root
+from sparkscore.registry.store import (AliasHistory, AliasMove, Damage, Deleted, ModelStatus, ModelVersion, Registry,
+                                       default_root)
 
-__all__ = ["Damage", "Deleted", "ModelRef", "ModelStatus", "ModelVersion", "Registry", "default_root", "parse_ref",
-           "validate_name"]
+__all__ = ["AliasHistory", "AliasMove", "Damage", "Deleted", "ModelRef", "ModelStatus", "ModelVersion", "Registry",
+           "default_root", "parse_ref", "validate_name"]

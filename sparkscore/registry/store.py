@@ -7,12 +7,22 @@ Layout (plain files, so a shared filesystem that every Spark executor mounts wor
     <root>/models/<name>/versions/<n>/             Model.save format + version.json (lineage)
                                                    + version.sha256 (sha256 of version.json's bytes)
     <root>/models/<name>/aliases/<alias>.json      {"version": n, "updated_at": ...}
+    <root>/models/<name>/alias_history.jsonl       append-only audit log: one JSON line per alias move
 
 A version is staged in a temporary directory next to ``versions/`` (the expensive write happens
 outside the lock), then numbered and published with one ``os.rename`` under the per-name lock, so
 readers never see a half-written version and numbers are never skipped or duplicated when minting.
 Versions are never rewritten.  An alias is one small JSON file replaced with ``os.replace``: a move
 is atomic.
+
+Alias history: every move (set, move, delete, forced delete with a version) appends one JSON line
+(ts, alias, from_version, to_version, user, host, reason) to ``alias_history.jsonl`` with a single
+``write`` on an ``O_APPEND`` descriptor followed by ``fsync``, under the same per-name lock as the
+move, so the log order is the move order.  The log is never rewritten (not even by ``delete`` of a
+whole name: the audit trail outlives the versions, like the ``last_version.json`` tombstone).  A
+time-pinned ref ``name@alias#TIME`` resolves through it.  A damaged line (a torn write, an edit) is
+reported as :class:`Damage` by :meth:`Registry.alias_history`; it only blocks a time-pinned lookup
+whose answer it could change.
 
 Integrity: the model files are covered by the model's own ``sha256``; the version record is covered
 by ``version.sha256`` (so a flipped byte in the lineage or in the recorded model sha256 is caught).
@@ -33,12 +43,15 @@ with its path and the command that repairs it; strict readers (``get``, ``load``
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import uuid
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -50,11 +63,12 @@ from sparkscore.errors import (IntegrityError, ModelNotFoundError, RegistryError
                               SparkscoreError)
 from sparkscore.ir import Model, Signature
 from sparkscore.registry.lineage import check_lineage, utc_now, version_record
-from sparkscore.registry.refs import ModelRef, parse_ref, validate_name, validate_version
+from sparkscore.registry.refs import ModelRef, parse_ref, parse_timestamp, validate_name, validate_version
 
 VERSION_JSON = "version.json"
 RECORD_SHA256 = "version.sha256"
 LAST_VERSION = "last_version.json"
+ALIAS_HISTORY = "alias_history.jsonl"
 #: version.json layout: 2 = covered by version.sha256 (wave-1 records have no ``record_format``)
 RECORD_FORMAT = 2
 LOCK_TIMEOUT_S = 120.0
@@ -110,6 +124,35 @@ class Deleted:
     name: str
     versions: tuple[int, ...]
     aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One line of the alias audit log: ``alias`` went from ``from_version`` to ``to_version`` (None = unset)."""
+
+    ts: str            # ISO-8601 UTC, e.g. 2026-11-01T00:00:00.123456+00:00
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    user: str
+    host: str
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromisoformat(self.ts)
+
+
+@dataclass(frozen=True)
+class AliasHistory:
+    """What :meth:`Registry.alias_history` read: the moves in log order, and each damaged line."""
+
+    name: str
+    moves: tuple[AliasMove, ...]
+    damaged: tuple[Damage, ...]
 
 
 def default_root() -> Path:
@@ -195,14 +238,21 @@ class Registry:
             raise
         return ModelVersion(name, version, sha256, created_at, str(target))
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``name@alias`` at ``version`` (atomically replacing any previous target)."""
+    def set_alias(self, name: str, alias: str, version: int, reason: str | None = None) -> None:
+        """Point ``name@alias`` at ``version`` (atomically replacing any previous target).
+
+        The move is appended to the alias history with ``reason`` (free text, e.g. a ticket).
+        """
         alias_file = self._alias_file(name, alias)
+        reason = _checked_reason(name, reason)
         self.get(ModelRef(name, version=validate_version(version, name)))
         with self._name_lock(name):  # a concurrent delete must not leave the alias pointing at nothing
             self.get(ModelRef(name, version=version))
+            previous = self._previous_target(name, alias)
             alias_file.parent.mkdir(exist_ok=True)
-            _write_json_atomic(alias_file, {"version": version, "updated_at": utc_now()})
+            now = utc_now()
+            _write_json_atomic(alias_file, {"version": version, "updated_at": now})
+            self._append_move(name, alias, previous, version, reason, now)
 
     def delete(self, name: str, version: int | None = None, force: bool = False) -> Deleted:
         """Remove ``name/version``, or with ``version=None`` every version and alias of ``name``.
@@ -237,20 +287,41 @@ class Registry:
             name_dir = self._name_dir(name)
             _write_json_atomic(name_dir / LAST_VERSION, {"last_version": max(self._last_version(name), numbers[-1])})
             for alias in [*pointing, *broken]:
+                previous = self._previous_target(name, alias)
                 self._alias_file(name, alias).unlink(missing_ok=True)
+                self._append_move(name, alias, previous, None, f"deleted with {target_text(name, version)}")
             for number in doomed:
                 graveyard = name_dir / f".deleted-{number}-{uuid.uuid4().hex}"
                 os.rename(self.model_path(name, number), graveyard)  # gone for readers at once
                 shutil.rmtree(graveyard, ignore_errors=True)
         return Deleted(name, tuple(doomed), tuple(pointing))
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
+        """Remove ``name@alias``; the removal is appended to the alias history with ``reason``."""
         alias_file = self._alias_file(name, alias)
-        try:
-            alias_file.unlink()
-        except FileNotFoundError:
-            raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} in {self.root}; "
-                                     f"list aliases with `sparkscore models`") from None
+        reason = _checked_reason(name, reason)
+        if not alias_file.parent.is_dir():
+            raise self._no_alias(name, alias)
+        with self._name_lock(name):
+            previous = self._previous_target(name, alias)
+            try:
+                alias_file.unlink()
+            except FileNotFoundError:
+                raise self._no_alias(name, alias) from None
+            self._append_move(name, alias, previous, None, reason)
+
+    def alias_history(self, name: str, alias: str | None = None) -> AliasHistory:
+        """Every recorded move of ``name``'s aliases (or of ``alias`` only), oldest first.
+
+        Never raises for a damaged line: it is returned in ``damaged`` with the line number.
+        Registries written before the log existed have no history for their earlier moves.
+        """
+        validate_name(name)
+        if alias is not None:
+            validate_name(alias, "alias")
+        entries, damaged = self._history_entries(name)
+        moves = tuple(m for _, m in entries if alias is None or m.alias == alias)
+        return AliasHistory(name, moves, tuple(d for _, d in damaged))
 
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:
@@ -330,7 +401,9 @@ class Registry:
         """Resolve a ref to one version; ModelNotFoundError / InvalidModelNameError otherwise."""
         parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref)
         name = parsed.name
-        if parsed.alias is not None:
+        if parsed.at is not None:
+            version = self._alias_version_at(name, parsed.alias, parsed.at)
+        elif parsed.alias is not None:
             version = self._alias_version(name, parsed.alias)
         elif parsed.version is not None:
             version = validate_version(parsed.version, name)
@@ -479,6 +552,80 @@ class Registry:
             raise IntegrityError(str(found))
         return found
 
+    def _previous_target(self, name: str, alias: str) -> int | None:
+        """The version an alias points at now (None when unset or unreadable): the ``from`` of a move."""
+        try:
+            found = self._alias_or_damage(name, alias)
+        except FileNotFoundError:
+            return None
+        return None if isinstance(found, Damage) else found
+
+    def _append_move(self, name: str, alias: str, from_version: int | None, to_version: int | None,
+                     reason: str | None, ts: str | None = None) -> None:
+        """One fsync'd append to the alias log; the caller holds the name lock."""
+        move = AliasMove(ts or utc_now(), alias, from_version, to_version, _os_user(), socket.gethostname(), reason)
+        line = (json.dumps(move.to_json(), sort_keys=True, ensure_ascii=True) + "\n").encode()
+        fd = os.open(self._name_dir(name) / ALIAS_HISTORY, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line must not swallow this move
+                line = b"\n" + line
+            os.write(fd, line)  # one write of one line: readers see it whole or not at all
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _history_entries(self, name: str) -> tuple[list[tuple[int, AliasMove]], list[tuple[int, Damage]]]:
+        """(line number, move) of every readable log line, and (line number, Damage) of every unreadable one."""
+        path = self._name_dir(name) / ALIAS_HISTORY
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return [], []
+        entries, damaged = [], []
+        lines = raw.split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            move = _parsed_move(line)
+            if move is None:
+                torn = number == len(lines)  # no trailing newline: an append that did not finish
+                damaged.append((number, Damage(f"{name} alias history line {number}", str(path),
+                                               "the last line is incomplete (a write was interrupted)" if torn
+                                               else "the line is not a valid alias move",
+                                               "none needed; the log is append-only: leave it as it is")))
+            else:
+                entries.append((number, move))
+        return entries, damaged
+
+    def _alias_version_at(self, name: str, alias: str, at: str) -> int:
+        """The version ``name@alias`` pointed at at instant ``at``, from the alias history."""
+        when = parse_timestamp(at, f"{name}@{alias}")
+        entries, damaged = self._history_entries(name)
+        if not entries and not damaged and not self._version_numbers(name):
+            raise self._not_found(name)
+        mine = [(n, m) for n, m in entries if m.alias == alias]
+        before = [(n, m) for n, m in mine if m.time <= when]
+        last_line = before[-1][0] if before else 0
+        next_line = next((n for n, m in mine if n > last_line and m.time > when), None)
+        # a damaged line between the answer and the next readable move of this alias could be a move in between
+        doubtful = [d for n, d in damaged if last_line < n and (next_line is None or n < next_line)]
+        if doubtful:
+            raise IntegrityError(f"model {name!r}: cannot tell where alias {alias!r} pointed at {at}: {doubtful[0]}")
+        if not before:
+            first = f"its first recorded move is at {mine[0][1].ts}" if mine else "it has no recorded moves"
+            raise ModelNotFoundError(f"model {name!r}: alias {alias!r} was not set at {at} ({first}); "
+                                     f"see `sparkscore alias {name} --history`")
+        move = before[-1][1]
+        if move.to_version is None:
+            raise ModelNotFoundError(f"model {name!r}: alias {alias!r} was unset at {at} (removed at {move.ts}); "
+                                     f"see `sparkscore alias {name} --history`")
+        return move.to_version
+
+    def _no_alias(self, name: str, alias: str) -> ModelNotFoundError:
+        return ModelNotFoundError(f"model {name!r} has no alias {alias!r} in {self.root}; "
+                                  f"list aliases with `sparkscore models`")
+
     def _not_found(self, name: str) -> ModelNotFoundError:
         known = self.models()
         hint = f"registered: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known else "it is empty"
@@ -542,6 +689,41 @@ def _prepared(name: str, model: Any, feature_names: Sequence[str] | None, signat
         raise
     except ValueError as exc:
         raise RegistryError(f"model {name!r} cannot be registered: {exc}") from None
+
+
+def target_text(name: str, version: int | None) -> str:
+    return name if version is None else f"{name}/{version}"
+
+
+def _checked_reason(name: str, reason: object) -> str | None:
+    if reason is not None and not isinstance(reason, str):
+        raise RegistryError(f"reason for moving an alias of model {name!r} must be text, got {type(reason).__name__}")
+    return reason
+
+
+def _os_user() -> str:
+    """Login name, or ``uid:N`` where the process has no passwd entry (containers)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def _parsed_move(line: bytes) -> AliasMove | None:
+    """The move on one log line, or None if the line is damaged."""
+    try:
+        doc = json.loads(line.decode("utf-8"))
+        move = AliasMove(**{f.name: doc.get(f.name) for f in dataclasses.fields(AliasMove)})
+        validate_name(move.alias, "alias")
+        move.time  # noqa: B018 - must parse
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None
+    versions_ok = all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+                      for v in (move.from_version, move.to_version))
+    texts_ok = isinstance(move.user, str) and isinstance(move.host, str) and isinstance(move.reason, (str, type(None)))
+    if move.time.tzinfo is None or not versions_ok or not texts_ok:
+        return None
+    return move
 
 
 def _write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:

@@ -156,6 +156,8 @@ class ModelManager:
         self.check_served(ref.name)
         if ref.version is not None:
             version = ref.version
+        elif ref.at is not None:  # a time pin: the alias history decides, never the live alias route
+            version = (await asyncio.to_thread(self.registry.get, ref)).version
         else:
             version = self.routes.get((ref.name, ref.alias))
             if version is None:  # a ref no route knows yet: ask the registry once, then keep it current

@@ -15,6 +15,8 @@ from sparkscore.registry.refs import NAME_PATTERN, validate_name
     ("a" * 128, ModelRef("a" * 128)),
     ("m/123456789", ModelRef("m", version=123456789)),
     ("a..", ModelRef("a..")),
+    ("churn@prod#2026-11-01T00:00:00Z", ModelRef("churn", alias="prod", at="2026-11-01T00:00:00Z")),
+    ("churn@prod#2026-11-01T01:30:00.25+01:30", ModelRef("churn", alias="prod", at="2026-11-01T01:30:00.25+01:30")),
 ])
 def test_valid_refs_parse_and_round_trip(ref, expected):
     parsed = parse_ref(ref)
@@ -28,6 +30,9 @@ def test_valid_refs_parse_and_round_trip(ref, expected):
     " churn", "churn/0", "churn/03", "churn/-1", "churn/1.5", "churn/", "churn@", "@prod", "churn/3@prod",
     "churn@prod/3", "churn@pr od", "churn@../x", "ch\u00fcrn", "churn\u0660", "churn/\u0663", "\u202echurn",
     "a" * 129, "churn\x00", "churn/1e3", "churn//3",
+    "churn@prod#2026-11-01T00:00:00", "churn@prod#2026-11-01", "churn@prod#", "churn#2026-11-01T00:00:00Z",
+    "churn/3#2026-11-01T00:00:00Z", "churn@prod#2026-02-30T00:00:00Z", "churn@prod#2026-11-01T00:00:00Z#x",
+    "churn@prod#2026-11-01T00:00:00Z\n", "churn@prod#2026-11-01 00:00:00Z", "churn@prod#\u0662026-11-01T00:00:00Z",
 ])
 def test_junk_refs_are_rejected(ref):
     with pytest.raises(InvalidModelNameError) as info:
@@ -39,6 +44,13 @@ def test_junk_refs_are_rejected(ref):
 def test_non_string_refs_are_rejected(value):
     with pytest.raises(InvalidModelNameError):
         parse_ref(value)
+
+
+def test_time_pins_name_an_instant_whatever_the_offset():
+    assert parse_ref("m@prod#2026-11-01T01:30:00+01:30").at_time == parse_ref("m@prod#2026-11-01T00:00:00Z").at_time
+    assert parse_ref("m@prod").at_time is None
+    with pytest.raises(InvalidModelNameError, match="needs an alias"):
+        ModelRef("m", at="2026-11-01T00:00:00Z")
 
 
 def test_error_message_is_bounded_for_huge_input():
