@@ -1,18 +1,27 @@
-"""What a registered version records about where it came from (MLflow-style lineage).
+"""What a registered version records about where it came from (ModelDB/Verta-style lineage).
 
-Lineage answers "which library, data and code produced this model, in which environment", so a
-prediction can be traced back and a model rebuilt.  Package versions are read from installed
-distribution metadata (no imports), so recording them is cheap and never loads torch or pyspark.
+Lineage answers "which code, data, configuration and environment made this model", so a
+prediction can be traced back and a model rebuilt.  It is observed where it can be (the git commit
+of the working directory, the native model's hyper-parameters, installed package versions) and
+taken from arguments where it cannot (``code=``, ``training_data=``, metrics, tags, parent).
+Everything lands in ``version.json``, which ``version.sha256`` covers, so lineage is as
+tamper-evident as the weights.  Package versions are read from distribution metadata (no
+imports), so recording them is cheap and never loads torch or pyspark.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any, Mapping
 
 from sparkscore.errors import RegistryError
@@ -37,7 +46,156 @@ def environment() -> dict[str, Any]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return {"python": platform.python_version(), "implementation": platform.python_implementation(),
-            "platform": platform.platform(), "executable": sys.executable, "packages": packages}
+            "platform": platform.platform(), "executable": sys.executable, "packages": packages,
+            "distributions_sha256": _distributions_sha256()}
+
+
+def _distributions_sha256() -> str:
+    """sha256 of the sorted ``name==version`` lines of every installed distribution: one value that
+    changes whenever anything in the resolved environment does (two environments with equal hashes
+    hold the same package versions)."""
+    lines = sorted({f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in importlib_metadata.distributions()})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+GIT_TIMEOUT_S = 10.0
+
+
+def code_lineage(code: Any = None, cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Which code made the model: ``code`` as given, else the git commit of the repository holding
+    ``cwd`` (default: the working directory) plus the sha256 of ``git diff HEAD`` when it is dirty.
+
+    Untracked files are not in ``git diff``; ``untracked`` counts them so a clean-looking record
+    with new scripts beside it says so.  No git, or not a repository: ``{"source": "none"}``.
+    """
+    if code is not None:
+        return {"source": "argument", "value": code}
+    where = os.fspath(cwd) if cwd is not None else os.getcwd()
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, check=True, timeout=GIT_TIMEOUT_S,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").decode().strip()
+        top = git("rev-parse", "--show-toplevel").decode().strip()
+        diff = git("diff", "HEAD", "--binary")
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z").count(b"\0")
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return {"source": "none"}
+    return {"source": "git", "repository": top, "commit": commit, "dirty": bool(diff),
+            "diff_sha256": hashlib.sha256(diff).hexdigest() if diff else None, "untracked": untracked}
+
+
+def data_fingerprint(data: Any, what: str) -> dict[str, Any]:
+    """Schema, row count and content hash of training data (pandas, Arrow, numpy, or a file/folder path).
+
+    In-memory data is hashed as Arrow IPC stream bytes (so the hash covers values and types, and
+    equal frames give equal hashes); files by their bytes, with path, size and modification time.
+    """
+    import numpy as np
+
+    if isinstance(data, (str, os.PathLike)):
+        return _files_fingerprint(Path(data), what)
+    if isinstance(data, np.ndarray):
+        array = np.ascontiguousarray(data)
+        return {"kind": "numpy", "dtype": str(array.dtype), "shape": list(array.shape),
+                "rows": int(array.shape[0]) if array.ndim else 1,
+                "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+    import pyarrow as pa
+
+    kind = type(data).__module__.split(".", 1)[0]
+    try:
+        if isinstance(data, pa.RecordBatch):
+            table = pa.Table.from_batches([data])
+        elif isinstance(data, pa.Table):
+            table = data
+        elif kind == "pandas":
+            table = pa.Table.from_pandas(data)
+        else:
+            raise TypeError(type(data).__name__)
+    except (TypeError, pa.ArrowException) as exc:
+        raise RegistryError(f"training_data of {what} cannot be fingerprinted ({exc}); pass a pandas DataFrame, "
+                            "an Arrow table, a numpy array or a parquet path") from None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return {"kind": "pandas" if kind == "pandas" else "arrow",
+            "schema": [[f.name, str(f.type)] for f in table.schema], "rows": table.num_rows,
+            "sha256": hashlib.sha256(sink.getvalue()).hexdigest(), "hash_of": "Arrow IPC stream bytes"}
+
+
+def _files_fingerprint(path: Path, what: str) -> dict[str, Any]:
+    """Path, size, mtime and sha256 of a file, or of every file under a folder (a parquet dataset)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise RegistryError(f"training_data of {what}: {path} does not exist; pass an existing file or folder")
+    entries = []
+    for file in files:
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        stat = file.stat()
+        entries.append({"path": str(file.absolute()), "size": stat.st_size,
+                        "mtime": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
+                        "sha256": digest.hexdigest()})
+    return {"kind": "files", "path": str(path.absolute()), "files": entries}
+
+
+def native_config(native: Any) -> dict[str, Any] | None:
+    """The native model's hyper-parameters: sklearn ``get_params(deep=False)``, LightGBM's parameters
+    from its model string, XGBoost's ``save_config``; None for an already converted ``ss.Model``."""
+    try:
+        return _native_config(native)
+    except Exception as exc:  # noqa: BLE001 - lineage must not block a model that converted fine
+        return {"library": type(native).__module__.split(".", 1)[0], "error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _native_config(native: Any) -> dict[str, Any] | None:
+    root = type(native).__module__.split(".", 1)[0]
+    if root == "lightgbm":
+        booster = getattr(native, "booster_", native)
+        return {"library": "lightgbm", "params": _lightgbm_params(booster.model_to_string())}
+    if root == "xgboost":
+        booster = native.get_booster() if hasattr(native, "get_booster") else native
+        return {"library": "xgboost", "config": json.loads(booster.save_config())}
+    if root == "sklearn" and hasattr(native, "get_params"):
+        return {"library": "sklearn", "class": type(native).__qualname__,
+                "params": {k: json_safe(v) for k, v in sorted(native.get_params(deep=False).items())}}
+    return None
+
+
+def _lightgbm_params(model_string: str) -> dict[str, str]:
+    """``[key: value]`` lines between ``parameters:`` and ``end of parameters`` of a LightGBM model string."""
+    params, inside = {}, False
+    for line in model_string.splitlines():
+        if line == "parameters:":
+            inside = True
+        elif line == "end of parameters":
+            break
+        elif inside and line.startswith("[") and line.endswith("]") and ": " in line:
+            key, _, value = line[1:-1].partition(": ")
+            params[key] = value
+    return params
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON (non-finite floats and objects become their repr, tagged), recursively."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
+        return json_safe(value.item())
+    return {"repr": repr(value)[:500], "type": f"{type(value).__module__}.{type(value).__qualname__}"}
 
 
 def utc_now() -> str:
@@ -46,9 +204,11 @@ def utc_now() -> str:
 
 
 def version_record(name: str, version: int, sha256: str, created_at: str, model_metadata: Mapping[str, Any],
-                   caller_lineage: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``version.json`` document of one registered version."""
+                   caller_lineage: Mapping[str, Any] | None,
+                   observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``version.json`` document of one registered version (``observed``: code, data, config...)."""
     return {
+        **dict(observed or {}),
         "name": name,
         "version": version,
         "sha256": sha256,

@@ -46,6 +46,7 @@ import dataclasses
 import getpass
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -62,7 +63,8 @@ from filelock import FileLock, Timeout
 from sparkscore.errors import (IntegrityError, ModelNotFoundError, RegistryError, SignatureError,
                               SparkscoreError)
 from sparkscore.ir import Model, Signature
-from sparkscore.registry.lineage import check_lineage, utc_now, version_record
+from sparkscore.registry.lineage import (check_lineage, code_lineage, data_fingerprint, native_config,
+                                         utc_now, version_record)
 from sparkscore.registry.refs import ModelRef, parse_ref, parse_timestamp, validate_name, validate_version
 
 VERSION_JSON = "version.json"
@@ -200,18 +202,28 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def register(self, name: str, model: Any, feature_names: Sequence[str] | None = None,
                  signature: Signature | None = None, metadata: Mapping[str, Any] | None = None,
-                 lineage: Mapping[str, Any] | None = None) -> ModelVersion:
+                 lineage: Mapping[str, Any] | None = None, *, code: Any = None, training_data: Any = None,
+                 metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
+                 description: str | None = None, parent: str | ModelRef | None = None) -> ModelVersion:
         """Store ``model`` (a native model or an ``ss.Model``) as the next version of ``name``.
 
         ``metadata`` is merged into ``Model.metadata`` (which also gets ``name``); ``lineage`` is
-        JSON the caller wants kept with the version: ``data_fingerprint``, ``code_version``, ``config``...
+        JSON the caller wants kept with the version.  Recorded as well, all covered by the record's
+        sha256: the code (``code`` if given, else the git commit and dirty-diff hash of the working
+        directory), a fingerprint of ``training_data`` (pandas / Arrow / numpy / file or folder
+        path), the native hyper-parameters and feature names, the importer and its options, the
+        environment, and the optional ``metrics``, ``tags``, ``description`` and ``parent`` (a ref
+        that must resolve; it is stored as ``name/version`` with its sha256).
         If a version of ``name`` already holds the same model bytes (same sha256), that version is
         returned with ``existing=True`` and nothing is written: re-running a training or demo script
         does not pile up identical versions (the first registration's lineage is kept).
         """
         validate_name(name)
         caller_lineage = check_lineage(name, lineage)
+        observed = self._observed_lineage(name, model, feature_names, code, training_data, metrics, tags,
+                                          description, parent)
         model = _prepared(name, model, feature_names, signature, metadata)
+        observed["configuration"]["feature_names"] = list(model.signature.names)
         name_dir = self._name_dir(name)
         (name_dir / "versions").mkdir(parents=True, exist_ok=True)
         staging = name_dir / f".staging-{uuid.uuid4().hex}"
@@ -225,7 +237,8 @@ class Registry:
                     return dataclasses.replace(same, existing=True)
                 version = self._last_version(name) + 1
                 created_at = utc_now()
-                record = {**version_record(name, version, sha256, created_at, model.metadata, caller_lineage),
+                record = {**version_record(name, version, sha256, created_at, model.metadata, caller_lineage,
+                                           observed),
                           "record_format": RECORD_FORMAT}
                 record_bytes = json.dumps(record, indent=2, sort_keys=True, allow_nan=False).encode()
                 (staging / VERSION_JSON).write_bytes(record_bytes)
@@ -237,6 +250,36 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return ModelVersion(name, version, sha256, created_at, str(target))
+
+    def _observed_lineage(self, name: str, native: Any, feature_names: Sequence[str] | None, code: Any,
+                          training_data: Any, metrics: Mapping[str, float] | None, tags: Mapping[str, str] | None,
+                          description: str | None, parent: str | ModelRef | None) -> dict[str, Any]:
+        """Code, data, configuration, importer and the optional fields of one registration (JSON-able)."""
+        what = f"model {name!r}"
+        if metrics is not None and not (isinstance(metrics, Mapping) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in metrics.values())):
+            raise RegistryError(f"metrics of {what} must be a dict of finite numbers like {{'auc': 0.91}}")
+        if tags is not None and not (isinstance(tags, Mapping) and all(isinstance(v, str) for v in tags.values())):
+            raise RegistryError(f"tags of {what} must be a dict of strings like {{'team': 'risk'}}")
+        if description is not None and not isinstance(description, str):
+            raise RegistryError(f"description of {what} must be text, got {type(description).__name__}")
+        code_record = check_lineage(name, {"code": code})["code"]  # JSON or a clear error, before any work
+        parent_record = None
+        if parent is not None:
+            mv = self.get(parent)
+            parent_record = {"ref": mv.ref, "sha256": mv.sha256}
+        importer = "sparkscore.Model (converted by the caller)" if isinstance(native, Model) else _importer_of(native)
+        return {
+            "code": code_lineage(code_record),
+            "data": None if training_data is None else data_fingerprint(training_data, what),
+            "configuration": {"native": None if isinstance(native, Model) else native_config(native)},
+            "importer": {"name": importer,
+                         "options": {"feature_names": None if feature_names is None else [str(f) for f in feature_names]}},
+            "metrics": None if metrics is None else {str(k): float(v) for k, v in metrics.items()},
+            "tags": None if tags is None else {str(k): v for k, v in tags.items()},
+            "description": description,
+            "parent": parent_record,
+        }
 
     def set_alias(self, name: str, alias: str, version: int, reason: str | None = None) -> None:
         """Point ``name@alias`` at ``version`` (atomically replacing any previous target).
@@ -689,6 +732,15 @@ def _prepared(name: str, model: Any, feature_names: Sequence[str] | None, signat
         raise
     except ValueError as exc:
         raise RegistryError(f"model {name!r} cannot be registered: {exc}") from None
+
+
+def _importer_of(native: Any) -> str:
+    """The importer module ``convert`` dispatches ``native`` to (the same table it uses)."""
+    from sparkscore.importers import _IMPORTERS
+
+    if isinstance(native, str) or hasattr(native, "__fspath__"):
+        return _IMPORTERS["pyspark"]
+    return _IMPORTERS.get(type(native).__module__.split(".", 1)[0], "unknown")
 
 
 def target_text(name: str, version: int | None) -> str:
