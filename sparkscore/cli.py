@@ -340,6 +340,94 @@ def describe(ctx: typer.Context, ref: str = typer.Argument(..., metavar="REF", h
     typer.echo(json.dumps(_registry(ctx).describe(ref), indent=2, sort_keys=True))
 
 
+@app.command()
+def lineage(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="name, name/3, name@alias or name@alias#TIME."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Which code, data, configuration and environment made a version."""
+    doc = _registry(ctx).lineage(ref)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    out = _out()
+    out.print(Text(f"{doc['ref']}  sha256 {doc['sha256'][:12]}…  created {doc['created_at']}  task {doc['task']}"))
+    for section in ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
+                    "description", "parent", "lineage"):
+        value = doc.get(section)
+        if value in (None, {}, ""):
+            out.print(Text(f"{section}: -"))
+            continue
+        out.print(Text(f"{section}:"))
+        for key, leaf in _leaves(value):
+            out.print(Text(f"  {key}: {_shown_leaf(leaf)}"))
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., metavar="A", help="First ref (name/3, name@alias, ...)."),
+    b: str = typer.Argument(..., metavar="B", help="Second ref."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Parquet or CSV file: also compare predictions on it."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Compare two versions: parameters, signature, data fingerprints, environment (and predictions with --data)."""
+    frame = None
+    if data is not None:
+        frame = _read_frame(data)
+    doc = _registry(ctx).diff(a, b, data=frame)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    out = _out()
+    out.print(Text(f"{doc['a']} vs {doc['b']}" + ("  (same model bytes)" if doc["same_model"] else "")))
+    for group in ("parameters", "signature", "data", "environment", "code", "other"):
+        changed = doc[group]
+        out.print(Text(f"{group}: {len(changed)} changed" if changed else f"{group}: same"))
+        for key, (left, right) in changed.items():
+            out.print(Text(f"  {key}: {_shown_leaf(left)} -> {_shown_leaf(right)}"))
+    if "predictions" in doc:
+        p = doc["predictions"]
+        line = f"predictions on {p['rows']} rows of {data}: compared {p['compared']}"
+        if "changed_labels" in p:
+            line += f"; labels changed {p['changed_labels']} ({100 * p['changed_label_share']:.2f}%)"
+        if "max_abs_diff" in p:
+            line += (f"; max abs diff {p['max_abs_diff']:.6g}, mean abs diff {p['mean_abs_diff']:.6g}"
+                     f"{'; NaN on one side ' + str(p['nan_on_one_side']) if p['nan_on_one_side'] else ''}")
+        out.print(Text(line))
+
+
+def _read_frame(path: Path):
+    """A parquet or CSV file as a pandas DataFrame (diff --data)."""
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file", param_hint="--data")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pandas()
+    if suffix == ".csv":
+        import pandas as pd
+
+        return pd.read_csv(path)
+    raise typer.BadParameter(f"{path}: use a .parquet or .csv file", param_hint="--data")
+
+
+def _leaves(value, prefix: str = ""):
+    """(dotted key, leaf) pairs of a JSON value, for the plain-text lineage view."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _leaves(value[key], f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".") or "value", value
+
+
+def _shown_leaf(value) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 _TABLE_OPTION = typer.Option([], "--table", "-t", metavar="NAME=PATH",
                              help="Expose a parquet/csv/json file (or glob) as a view (repeatable).")
 

@@ -489,3 +489,29 @@ def test_alias_history_lists_every_move_with_its_reason_as_a_table_and_as_json(r
     assert "warning: damaged churn alias history line 4" in damaged.stderr
     assert_one_line_error(invoke(runner, reg_path, "alias", "churn", "--history", "prod", "1"), 2, "--history")
     assert_one_line_error(invoke(runner, reg_path, "alias", "churn"), 2, "ALIAS")
+
+
+def test_lineage_and_diff_commands_print_text_and_json(runner, reg_path, tmp_path):
+    import pandas as pd
+
+    registry = ss.Registry(reg_path)
+    registry.register("churn", tiny_model(0.0), metrics={"auc": 0.7}, code="v1")
+    registry.register("churn", tiny_model(0.5), metrics={"auc": 0.8}, code="v2")
+    registry.set_alias("churn", "prod", 2)
+    text = invoke(runner, reg_path, "lineage", "churn@prod")
+    assert text.exit_code == 0, text.output
+    assert "churn/2" in text.stdout and "metrics:" in text.stdout and "auc: 0.8" in text.stdout
+    assert "distributions_sha256" in text.stdout
+    doc = json.loads(invoke(runner, reg_path, "lineage", "churn/1", "--json").stdout)
+    assert doc["code"] == {"source": "argument", "value": "v1"} and doc["ref"] == "churn/1"
+    data = tmp_path / "people.csv"
+    pd.DataFrame({"age": [1.0, 2.0, 3.0], "income": [0.0, 1.0, 2.0]}).to_csv(data, index=False)
+    shown = invoke(runner, reg_path, "diff", "churn/1", "churn@prod", "--data", data)
+    assert shown.exit_code == 0, shown.output
+    assert "code: 1 changed\n  value: v1 -> v2" in shown.stdout and "parameters: same" in shown.stdout
+    assert "predictions on 3 rows" in shown.stdout and "max abs diff 0.5" in shown.stdout
+    as_json = json.loads(invoke(runner, reg_path, "diff", "churn/1", "churn/2", "--json").stdout)
+    assert as_json["other"]["metrics.auc"] == [0.7, 0.8] and "predictions" not in as_json
+    assert_one_line_error(invoke(runner, reg_path, "diff", "churn/1", "churn/9"), 1, "no version 9")
+    assert_one_line_error(invoke(runner, reg_path, "diff", "churn/1", "churn/2", "--data", tmp_path / "x.txt"), 2,
+                          "--data")

@@ -234,3 +234,41 @@ def check_lineage(name: str, lineage: Mapping[str, Any] | None) -> dict[str, Any
         raise RegistryError(f"lineage of model {name!r} must be JSON-serialisable ({exc}); pass strings, "
                             "numbers, lists and dicts") from None
     return dict(lineage)
+
+
+#: the sections of a version record that ``lineage`` prints and ``diff`` compares, in order
+LINEAGE_SECTIONS = ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
+                    "description", "parent", "lineage")
+
+
+def changed_leaves(a: Any, b: Any, prefix: str = "") -> dict[str, list[Any]]:
+    """``{dotted.path: [a_value, b_value]}`` for every leaf that differs between two JSON documents
+    (a key missing on one side shows as None there)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: dict[str, list[Any]] = {}
+        for key in sorted(set(a) | set(b), key=str):
+            out.update(changed_leaves(a.get(key), b.get(key), f"{prefix}{key}."))
+        return out
+    if isinstance(a, Mapping) and b is None:
+        return changed_leaves(a, {}, prefix)
+    if a is None and isinstance(b, Mapping):
+        return changed_leaves({}, b, prefix)
+    return {} if a == b else {prefix.rstrip("."): [a, b]}
+
+
+def record_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """What differs between two lineage documents (:meth:`Registry.lineage`), grouped the way a
+    reviewer asks: parameters, signature, data, environment, code, and everything else."""
+    def part(doc: Mapping[str, Any], key: str) -> Any:
+        return doc.get(key)
+
+    groups = {
+        "parameters": (part(a, "configuration") or {}, part(b, "configuration") or {}),
+        "signature": (part(a, "signature") or {}, part(b, "signature") or {}),
+        "data": (part(a, "data"), part(b, "data")),
+        "environment": (part(a, "environment") or {}, part(b, "environment") or {}),
+        "code": (part(a, "code"), part(b, "code")),
+        "other": ({k: a.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")},
+                  {k: b.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")}),
+    }
+    return {group: changed_leaves(x, y) for group, (x, y) in groups.items()}

@@ -63,8 +63,8 @@ from filelock import FileLock, Timeout
 from sparkscore.errors import (IntegrityError, ModelNotFoundError, RegistryError, SignatureError,
                               SparkscoreError)
 from sparkscore.ir import Model, Signature
-from sparkscore.registry.lineage import (check_lineage, code_lineage, data_fingerprint, native_config,
-                                         utc_now, version_record)
+from sparkscore.registry.lineage import (LINEAGE_SECTIONS, check_lineage, code_lineage, data_fingerprint,
+                                         native_config, record_diff, utc_now, version_record)
 from sparkscore.registry.refs import ModelRef, parse_ref, parse_timestamp, validate_name, validate_version
 
 VERSION_JSON = "version.json"
@@ -492,6 +492,31 @@ class Registry:
                       "metadata": dict(model.metadata)},
         }
 
+    def lineage(self, ref: str | ModelRef) -> dict[str, Any]:
+        """Which code, data, configuration and environment made the version behind ``ref`` (JSON-able).
+
+        Read from the verified version record; sections a record written before they existed lacks
+        are None.  ``signature`` and ``task`` come from the verified model files.
+        """
+        mv = self.get(ref)
+        record = self._read_record(mv.name, mv.version)
+        model = self.load(mv.ref)
+        return {"ref": mv.ref, "sha256": mv.sha256, "created_at": mv.created_at,
+                "task": model.task, "classes": list(model.classes) if model.classes is not None else None,
+                "signature": model.signature.to_json(),
+                **{section: record.get(section) for section in LINEAGE_SECTIONS}}
+
+    def diff(self, a: str | ModelRef, b: str | ModelRef, data: Any = None) -> dict[str, Any]:
+        """How versions ``a`` and ``b`` differ: parameters, signature, data fingerprints, environment,
+        code and the rest of their lineage; given ``data`` (a pandas DataFrame or Arrow table holding
+        both models' inputs), also how their predictions differ on it."""
+        left, right = self.lineage(a), self.lineage(b)
+        out: dict[str, Any] = {"a": left["ref"], "b": right["ref"], "same_model": left["sha256"] == right["sha256"],
+                               **record_diff(left, right)}
+        if data is not None:
+            out["predictions"] = prediction_diff(self.load(left["ref"]), self.load(right["ref"]), data)
+        return out
+
     # ------------------------------------------------------------------ internals
     def _name_lock(self, name: str) -> "_NameLock":
         return _NameLock(self._name_dir(name) / ".lock", name)
@@ -732,6 +757,40 @@ def _prepared(name: str, model: Any, feature_names: Sequence[str] | None, signat
         raise
     except ValueError as exc:
         raise RegistryError(f"model {name!r} cannot be registered: {exc}") from None
+
+
+def prediction_diff(a: Model, b: Model, data: Any) -> dict[str, Any]:
+    """Share of rows whose label changes and max / mean absolute difference of the predictions of
+    two models on ``data`` (classifiers: of the class probabilities, when both have the same classes;
+    regressors: of the values).  NaN on both sides counts as equal; NaN on one side is counted apart."""
+    import numpy as np
+
+    if hasattr(data, "to_pandas") and not hasattr(data, "iloc"):  # Arrow
+        data = data.to_pandas()
+    rows = len(data)
+    out: dict[str, Any] = {"rows": rows}
+    if a.is_classifier and b.is_classifier:
+        la, lb = np.asarray(a.predict(data)), np.asarray(b.predict(data))
+        out["changed_labels"] = int(np.count_nonzero(la != lb))
+        out["changed_label_share"] = out["changed_labels"] / rows if rows else 0.0
+        same_classes = a.classes is not None and b.classes is not None and list(a.classes) == list(b.classes)
+        va, vb = (a.predict_proba(data), b.predict_proba(data)) if same_classes else (None, None)
+        out["compared"] = "probabilities" if same_classes else "labels only (the models have different classes)"
+    elif not a.is_classifier and not b.is_classifier:
+        va, vb = a.predict(data).reshape(rows, -1), b.predict(data).reshape(rows, -1)
+        out["compared"] = "values"
+    else:
+        va = vb = None
+        out["compared"] = "nothing (one model is a classifier, the other a regressor)"
+    if va is not None and va.shape == vb.shape:
+        va, vb = np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64)
+        one_nan = np.isnan(va) != np.isnan(vb)
+        both = ~np.isnan(va) & ~np.isnan(vb)
+        diff = np.abs(va - vb)[both]
+        out.update(max_abs_diff=float(diff.max()) if diff.size else 0.0,
+                   mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+                   nan_on_one_side=int(np.count_nonzero(one_nan)))
+    return out
 
 
 def _importer_of(native: Any) -> str:

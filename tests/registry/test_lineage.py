@@ -142,3 +142,50 @@ def test_lineage_is_covered_by_the_record_hash(registry, tmp_path):
     record.write_text(record.read_text().replace('"value": "v1"', '"value": "v2"'))
     with pytest.raises(IntegrityError, match="does not match its sha256"):
         registry.get(mv.ref)
+
+
+def test_lineage_reads_back_every_section(registry):
+    mv = registry.register("m", _fitted("sklearn"), feature_names=["a", "b", "c"], metrics={"auc": 0.5},
+                           training_data=pd.DataFrame(X, columns=["a", "b", "c"]))
+    doc = registry.lineage("m")
+    assert doc["ref"] == mv.ref and doc["sha256"] == mv.sha256 and doc["task"] == "classification"
+    assert [c["name"] for c in doc["signature"]["inputs"]] == ["a", "b", "c"]
+    assert doc["configuration"]["native"]["params"]["C"] == 0.5 and doc["data"]["rows"] == 64
+    assert doc["metrics"] == {"auc": 0.5} and doc["environment"]["packages"]["scikit-learn"]
+    assert {"code", "importer", "source", "tags", "description", "parent", "lineage"} <= set(doc)
+
+
+def test_diff_names_changed_parameters_signature_data_and_prediction_drift(registry):
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    registry.register("m", LogisticRegression(C=0.5).fit(X, Y), feature_names=["a", "b", "c"], training_data=frame)
+    registry.register("m", LogisticRegression(C=0.001).fit(X[:40], Y[:40]), feature_names=["a", "b", "c"],
+                      training_data=frame.iloc[:40])
+    doc = registry.diff("m/1", "m/2", data=frame)
+    assert doc["a"] == "m/1" and doc["b"] == "m/2" and not doc["same_model"]
+    assert doc["parameters"]["native.params.C"] == [0.5, 0.001]
+    assert doc["signature"] == {} and doc["environment"] == {}
+    assert doc["data"]["rows"] == [64, 40] and "sha256" in doc["data"]
+    first, second = registry.load("m/1"), registry.load("m/2")
+    labels = int(np.count_nonzero(first.predict(frame) != second.predict(frame)))
+    delta = np.abs(first.predict_proba(frame) - second.predict_proba(frame))
+    pred = doc["predictions"]
+    assert pred["rows"] == 64 and pred["compared"] == "probabilities" and pred["changed_labels"] == labels
+    assert pred["changed_label_share"] == labels / 64 and 0 < pred["max_abs_diff"] == delta.max()
+    np.testing.assert_allclose(pred["mean_abs_diff"], delta.mean(), rtol=1e-12)
+    same = registry.diff("m/1", "m/1", data=pa.Table.from_pandas(frame))
+    assert same["same_model"] and same["parameters"] == {} and same["predictions"]["max_abs_diff"] == 0.0
+    assert same["predictions"]["changed_labels"] == 0
+
+
+def test_diff_of_regressors_and_of_changed_signatures(registry):
+    registry.register("r", tiny_model(0.0, names=("age", "income")))
+    registry.register("r", tiny_model(1.0, names=("age", "salary")))
+    frame = pd.DataFrame({"age": [1.0, np.nan], "income": [2.0, 3.0], "salary": [2.0, 3.0]})
+    doc = registry.diff("r/1", "r/2", data=frame)
+    before, after = doc["signature"]["inputs"]
+    assert [c["name"] for c in before] == ["age", "income"] and [c["name"] for c in after] == ["age", "salary"]
+    pred = doc["predictions"]
+    assert pred["compared"] == "values" and pred["max_abs_diff"] == pred["mean_abs_diff"] == 1.0
+    assert pred["nan_on_one_side"] == 0  # the NaN row is NaN for both
