@@ -52,7 +52,7 @@ import shutil
 import socket
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -669,6 +669,9 @@ class Registry:
     def _alias_version_at(self, name: str, alias: str, at: str) -> int:
         """The version ``name@alias`` pointed at at instant ``at``, from the alias history."""
         when = parse_timestamp(at, f"{name}@{alias}")
+        if when > datetime.now(timezone.utc):  # its answer could still change: a pinned job must not drift
+            raise ModelNotFoundError(f"model {name!r}: time pin {at} of alias {alias!r} is in the future; pin a past "
+                                     f"instant, or use '{name}@{alias}' for where it points now")
         entries, damaged = self._history_entries(name)
         if not entries and not damaged and not self._version_numbers(name):
             raise self._not_found(name)

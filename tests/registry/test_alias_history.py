@@ -74,6 +74,8 @@ def test_time_pinned_refs_resolve_to_the_version_the_alias_pointed_at_then(moved
         moved.get("churn@canary#2026-11-01T00:00:00Z")
     with pytest.raises(ModelNotFoundError, match="not in the registry"):
         moved.get("spend@prod#2026-11-01T00:00:00Z")
+    with pytest.raises(ModelNotFoundError, match="is in the future"):
+        moved.get(f"churn@prod#{_pin(removed, 3_600_000_000)}")
     with pytest.raises(InvalidModelNameError, match="UTC offset"):
         moved.get("churn@prod#2026-11-01T00:00:00")
 
