@@ -137,3 +137,19 @@ def test_serving_answers_a_time_pinned_ref_without_touching_the_live_alias_route
 
     versions = [r.headers["x-sparkscore-model-version"] for r in asyncio.run(go())]
     assert versions == ["1", "2", "3", "1"]
+
+
+def test_concurrent_moves_log_one_line_each_in_move_order(registry):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(4):
+        registry.register("churn", tiny_model(float(i)))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda v: [registry.set_alias("churn", "prod", v, reason=f"t{v}") for _ in range(10)],
+                      range(1, 5)))
+    moves = registry.alias_history("churn").moves
+    assert len(moves) == 40 and registry.alias_history("churn").damaged == ()
+    assert moves[0].from_version is None
+    assert all(later.from_version == earlier.to_version for earlier, later in zip(moves, moves[1:]))
+    assert moves[-1].to_version == registry.get("churn@prod").version
+    assert [m.time for m in moves] == sorted(m.time for m in moves)
