@@ -24,6 +24,9 @@ EXTRAS = {
     "xgboost": ["xgboost-cpu>=2.1"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
+    # MLflow interop (models:/ and runs:/ URIs, MLmodel files): the skinny client is enough (full mlflow needs
+    # pyarrow<26); pyyaml reads MLmodel, cloudpickle only for the sklearn flavor's explicit allow_pickle opt-in
+    "mlflow": ["mlflow-skinny>=3.0,<4", "pyyaml>=6", "cloudpickle>=2"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README

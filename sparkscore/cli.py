@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from sparkscore.errors import SparkscoreError
 
-FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "pickle")
+FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "mlflow", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
@@ -175,28 +175,42 @@ def quickstart(ctx: typer.Context,
 def register(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="Model name, e.g. churn."),
-    path: Path = typer.Argument(..., metavar="PATH", help="Model file or directory."),
+    source: str = typer.Argument(..., metavar="PATH|URI",
+                                 help="Model file or directory, an MLflow model directory, or an MLflow URI "
+                                      "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH)."),
     alias: Optional[str] = typer.Option(None, "--alias", help="Point this alias at the new version."),
     fmt: str = typer.Option("auto", "--format", help=f"One of {', '.join(FORMATS)}."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
-                                      help="Allow pickle/joblib files (unpickling runs code from the file)."),
+                                      help="Allow pickle/joblib files and MLflow's sklearn flavor (unpickling runs "
+                                           "code from the file)."),
     feature_names: Optional[str] = typer.Option(None, "--feature-names", help="Comma-separated input names."),
     lineage: List[str] = typer.Option([], "--lineage", metavar="KEY=VALUE",
                                       help="Lineage to record, e.g. code_version=abc123 (repeatable)."),
 ) -> None:
-    """Register a model file as the next version of NAME."""
+    """Register a model file, directory or MLflow model as the next version of NAME."""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param_hint="--format")
+    from sparkscore.importers.mlflow import URI_SCHEMES, is_mlflow_source
     from sparkscore.registry import validate_name
 
     if alias is not None:
         validate_name(alias, "alias")  # before registering: a bad alias must not leave a new version behind
     reg = _registry(ctx)
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
-    record = {"source_file": str(path.absolute()), **_key_values(lineage, "--lineage")}
-    with _err().status(Text(f"loading and converting {path}...")):
-        native = load_model_file(path, fmt, allow_pickle)
-        mv = reg.register(name, native, feature_names=names, lineage=record)
+    is_uri = source.startswith(URI_SCHEMES)
+    path = Path(source)
+    record = {("source_uri" if is_uri else "source_file"): source if is_uri else str(path.absolute()),
+              **_key_values(lineage, "--lineage")}
+    with _err().status(Text(f"loading and converting {source}...")):
+        if fmt == "mlflow" or (fmt == "auto" and is_mlflow_source(source)):
+            if not is_uri and not is_mlflow_source(path):
+                raise SparkscoreError(f"{source}: not an MLflow model (no MLmodel file); pass an MLflow model "
+                                      "directory or a models:/ or runs:/ URI")
+            mv = reg.register(name, source if is_uri else path, feature_names=names, lineage=record,
+                              allow_pickle=allow_pickle)
+        else:
+            native = load_model_file(path, fmt, allow_pickle)
+            mv = reg.register(name, native, feature_names=names, lineage=record)
         if alias is not None:
             reg.set_alias(name, alias, mv.version)
     suffix = f", alias {name}@{alias}" if alias is not None else ""
@@ -353,8 +367,9 @@ def lineage(
         return
     out = _out()
     out.print(Text(f"{doc['ref']}  sha256 {doc['sha256'][:12]}…  created {doc['created_at']}  task {doc['task']}"))
-    for section in ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
-                    "description", "parent", "lineage"):
+    from sparkscore.registry.lineage import LINEAGE_SECTIONS
+
+    for section in LINEAGE_SECTIONS:
         value = doc.get(section)
         if value in (None, {}, ""):
             out.print(Text(f"{section}: -"))

@@ -25,15 +25,26 @@ SUPPORTED = (
     "DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, HistGradientBoosting*, Pipelines of "
     "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor/LGBMRanker; "
     "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
-    "DecisionTree/RandomForest/GBT models (or their saved directories); sparkscore Model"
+    "DecisionTree/RandomForest/GBT models (or their saved directories); MLflow models (a model directory, "
+    "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH) of the lightgbm and xgboost flavors (sklearn "
+    "with allow_pickle=True); sparkscore Model"
 )
 
 
-def convert(native_model, feature_names: Sequence[str] | None = None) -> Model:
-    """Convert a fitted native model (or a saved pyspark.ml model directory) to a sparkscore Model."""
+def convert(native_model, feature_names: Sequence[str] | None = None, *, allow_pickle: bool = False) -> Model:
+    """Convert a fitted native model (or a saved pyspark.ml model directory, or an MLflow model
+    directory / ``models:/`` / ``runs:/`` URI) to a sparkscore Model.
+
+    ``allow_pickle`` only matters for MLflow's sklearn flavor, which is a pickle: it is refused
+    unless the caller opts in (unpickling runs any code the file holds).
+    """
     if isinstance(native_model, Model):
         return native_model
     if isinstance(native_model, (str,)) or hasattr(native_model, "__fspath__"):
+        from sparkscore.importers import mlflow
+
+        if mlflow.is_mlflow_source(native_model):
+            return mlflow.convert(native_model, feature_names, allow_pickle=allow_pickle)
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(native_model, feature_names)

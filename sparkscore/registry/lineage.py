@@ -238,7 +238,10 @@ def check_lineage(name: str, lineage: Mapping[str, Any] | None) -> dict[str, Any
 
 #: the sections of a version record that ``lineage`` prints and ``diff`` compares, in order
 LINEAGE_SECTIONS = ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
-                    "description", "parent", "lineage")
+                    "description", "parent", "mlflow", "lineage")
+
+
+_OTHER_SECTIONS = ("importer", "source", "metrics", "tags", "description", "parent", "mlflow", "lineage")
 
 
 def changed_leaves(a: Any, b: Any, prefix: str = "") -> dict[str, list[Any]]:
@@ -268,7 +271,6 @@ def record_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[st
         "data": (part(a, "data"), part(b, "data")),
         "environment": (part(a, "environment") or {}, part(b, "environment") or {}),
         "code": (part(a, "code"), part(b, "code")),
-        "other": ({k: a.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")},
-                  {k: b.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")}),
+        "other": ({k: a.get(k) for k in _OTHER_SECTIONS}, {k: b.get(k) for k in _OTHER_SECTIONS}),
     }
     return {group: changed_leaves(x, y) for group, (x, y) in groups.items()}

@@ -204,8 +204,10 @@ class Registry:
                  signature: Signature | None = None, metadata: Mapping[str, Any] | None = None,
                  lineage: Mapping[str, Any] | None = None, *, code: Any = None, training_data: Any = None,
                  metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
-                 description: str | None = None, parent: str | ModelRef | None = None) -> ModelVersion:
-        """Store ``model`` (a native model or an ``ss.Model``) as the next version of ``name``.
+                 description: str | None = None, parent: str | ModelRef | None = None,
+                 allow_pickle: bool = False) -> ModelVersion:
+        """Store ``model`` (a native model, an ``ss.Model``, or an MLflow model directory / ``models:/``
+        / ``runs:/`` URI) as the next version of ``name``.
 
         ``metadata`` is merged into ``Model.metadata`` (which also gets ``name``); ``lineage`` is
         JSON the caller wants kept with the version.  Recorded as well, all covered by the record's
@@ -217,11 +219,30 @@ class Registry:
         If a version of ``name`` already holds the same model bytes (same sha256), that version is
         returned with ``existing=True`` and nothing is written: re-running a training or demo script
         does not pile up identical versions (the first registration's lineage is kept).
+        An MLflow model also records what MLflow knows (``mlflow``: run id, registered version, its
+        signature, the run's params, metrics, tags and logged datasets; ``data`` lists those datasets
+        when ``training_data`` is not given); ``allow_pickle`` opts into its sklearn flavor (a pickle).
         """
         validate_name(name)
         caller_lineage = check_lineage(name, lineage)
-        observed = self._observed_lineage(name, model, feature_names, code, training_data, metrics, tags,
-                                          description, parent)
+        from sparkscore.importers import mlflow as mlflow_importer  # light: mlflow itself loads only for URIs
+
+        imported = None
+        if mlflow_importer.is_mlflow_source(model):
+            imported = mlflow_importer.load(model, feature_names, allow_pickle=allow_pickle)
+        observed = self._observed_lineage(name, model if imported is None else imported.native, feature_names, code,
+                                          training_data, metrics, tags, description, parent)
+        if imported is not None:
+            observed["importer"] = {"name": mlflow_importer.__name__,
+                                    "flavor_importer": observed["importer"]["name"],
+                                    "options": {**observed["importer"]["options"], "source": imported.source,
+                                                "allow_pickle": bool(allow_pickle)}}
+            observed["mlflow"] = dict(imported.lineage)
+            if observed["data"] is None and imported.lineage.get("datasets"):
+                observed["data"] = {"kind": "mlflow", "datasets": [
+                    {k: d.get(k) for k in ("name", "digest", "source_type", "source", "context")}
+                    for d in imported.lineage["datasets"]]}
+            model, feature_names = imported.model, None
         model = _prepared(name, model, feature_names, signature, metadata)
         observed["configuration"]["feature_names"] = list(model.signature.names)
         name_dir = self._name_dir(name)
