@@ -359,8 +359,20 @@ def lineage(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="REF", help="name, name/3, name@alias or name@alias#TIME."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    outputs: bool = typer.Option(False, "--outputs",
+                                 help="Instead: the Delta tables and table versions batch jobs wrote with it."),
+    table: List[str] = typer.Option([], "--table", "-t", metavar="PATH",
+                                    help="With --outputs: a Delta table, or a folder of tables, to search (repeatable)."),
+    conf: Optional[Path] = typer.Option(None, "--conf", metavar="FILE", envvar="SPARKSCORE_CONF",
+                                        help="With --outputs: properties file whose spark.sparkscore.lineage.outputs "
+                                             "lists tables/folders to search (default $SPARKSCORE_CONF)."),
 ) -> None:
-    """Which code, data, configuration and environment made a version."""
+    """Which code, data, configuration and environment made a version (--outputs: what it wrote)."""
+    if outputs:
+        _print_outputs(ctx, ref, table, conf, as_json)
+        return
+    if table:
+        raise typer.BadParameter("--table only applies with --outputs; add --outputs", param_hint="--table")
     doc = _registry(ctx).lineage(ref)
     if as_json:
         typer.echo(json.dumps(doc, indent=2, sort_keys=True))
@@ -377,6 +389,28 @@ def lineage(
         out.print(Text(f"{section}:"))
         for key, leaf in _leaves(value):
             out.print(Text(f"  {key}: {_shown_leaf(leaf)}"))
+
+
+def _print_outputs(ctx: typer.Context, ref: str, tables: Sequence[str], conf: Optional[Path], as_json: bool) -> None:
+    from sparkscore.engines.outputs import model_outputs
+
+    found = model_outputs(ref, tables, registry=_registry(ctx), conf=conf)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+        return
+    out = _out()
+    out.print(Text(f"{found.ref} (sha256 {found.sha256[:12]}…): {len(found.commits)} commit(s) in "
+                   f"{len({c.table for c in found.commits})} of {len(found.searched)} table(s) searched"))
+    if found.commits:
+        grid = Table(box=None, pad_edge=False)
+        for column in ("table", "version", "job id", "rows", "time", "writer"):
+            grid.add_column(column, justify="right" if column in ("version", "rows") else "left")
+        for c in found.commits:
+            grid.add_row(c.table, str(c.table_version), c.job_id, "?" if c.rows is None else f"{c.rows:,}", c.time,
+                         c.writer)
+        out.print(grid)
+    for location, reason in found.unreadable:
+        _err().print(Text(f"warning: could not search {location}: {reason}"))
 
 
 @app.command()
