@@ -225,3 +225,19 @@ def test_is_mlflow_source(lgb_dir, tmp_path):
     assert mlflow_importer.is_mlflow_source("models:/a@b") and mlflow_importer.is_mlflow_source("runs:/x/m")
     assert mlflow_importer.is_mlflow_source(lgb_dir) and mlflow_importer.is_mlflow_source(str(lgb_dir / "MLmodel"))
     assert not mlflow_importer.is_mlflow_source(tmp_path) and not mlflow_importer.is_mlflow_source(pd.DataFrame())
+
+
+def test_lightgbm_sklearn_wrapper_is_a_pickle_too(tmp_path):
+    """mlflow.lightgbm stores LGBMClassifier through the sklearn serializer: the opt-in applies."""
+    import lightgbm as lgb
+    import mlflow
+
+    frame, signal = data(seed=15)
+    native = lgb.LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1, n_jobs=1).fit(frame, signal > 0)
+    mlflow.lightgbm.save_model(native, tmp_path / "m", serialization_format="cloudpickle",
+                               pip_requirements=["lightgbm"])
+    with pytest.raises(UnsupportedModelError, match="LGBMClassifier.*is a pickle"):
+        ss.convert(tmp_path / "m")
+    with pytest.warns(UserWarning, match="unpickling"):
+        model = ss.convert(tmp_path / "m", allow_pickle=True)
+    np.testing.assert_allclose(model.predict_proba(frame), native.predict_proba(frame), rtol=1e-6, atol=1e-6)
