@@ -210,7 +210,7 @@ def _run_lineage(run_id: str) -> dict[str, Any]:
                     "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
                     "user_id": info.user_id,
                     "params": dict(sorted(run.data.params.items())),
-                    "metrics": {k: _finite(v) for k, v in sorted(run.data.metrics.items())},
+                    "metrics": dict(sorted(run.data.metrics.items())),
                     "tags": dict(sorted(run.data.tags.items()))},
             "datasets": datasets}
 
@@ -434,11 +434,6 @@ def _json_or_text(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
-
-
-def _finite(value: float) -> Any:
-    value = float(value)
-    return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -64,7 +64,7 @@ from sparkscore.errors import (IntegrityError, ModelNotFoundError, RegistryError
                               SparkscoreError)
 from sparkscore.ir import Model, Signature
 from sparkscore.registry.lineage import (LINEAGE_SECTIONS, check_lineage, code_lineage, data_fingerprint,
-                                         native_config, record_diff, utc_now, version_record)
+                                         json_safe, native_config, record_diff, utc_now, version_record)
 from sparkscore.registry.refs import ModelRef, parse_ref, parse_timestamp, validate_name, validate_version
 
 VERSION_JSON = "version.json"
@@ -237,7 +237,7 @@ class Registry:
                                     "flavor_importer": observed["importer"]["name"],
                                     "options": {**observed["importer"]["options"], "source": imported.source,
                                                 "allow_pickle": bool(allow_pickle)}}
-            observed["mlflow"] = dict(imported.lineage)
+            observed["mlflow"] = json_safe(imported.lineage)  # a NaN metric must not fail the record's JSON
             if observed["data"] is None and imported.lineage.get("datasets"):
                 observed["data"] = {"kind": "mlflow", "datasets": [
                     {k: d.get(k) for k in ("name", "digest", "source_type", "source", "context")}
