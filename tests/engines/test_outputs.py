@@ -10,6 +10,7 @@ import json
 import shutil
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,9 @@ def test_a_folder_or_the_conf_list_stands_for_every_table_under_it(written, tmp_
     assert [(Path(c.table).name, c.job_id) for c in by_folder.commits] == [("a", "day-1"), ("a", "day-2"), ("c", "day-3")]
     conf_file = tmp_path / "sparkscore.conf"
     conf_file.write_text(f"# outputs of the nightly jobs\n{OUTPUTS_CONF}   {tables / 'b'}, {tables / 'nested'}\n")
-    for conf in (conf_file, {OUTPUTS_CONF: f"{tables / 'b'},{tables / 'nested'}"}):
+    listed = f"{tables / 'b'},{tables / 'nested'}"
+    spark_like = SimpleNamespace(conf={OUTPUTS_CONF: listed})  # SparkSession.conf.get(key, default)
+    for conf in (conf_file, {OUTPUTS_CONF: listed}, spark_like):
         found = model_outputs("churn/2", registry=reg, conf=conf)
         assert [(Path(c.table).name, c.table_version, c.job_id, c.rows) for c in found.commits] == [("b", 0, "day-1", 50)]
         assert sorted(Path(t).name for t in found.searched) == ["b", "c"]

@@ -206,7 +206,7 @@ def test_register_sklearn_flavor_records_the_opt_in(store, tmp_path):
     assert doc["mlflow"]["run"]["metrics"] == {"brier": {"float": "nan"}}
 
 
-def test_cli_register_from_mlflow(store, tmp_path):
+def test_cli_register_from_mlflow(store, lgb_dir, tmp_path):
     from typer.testing import CliRunner
 
     runner = CliRunner()
@@ -221,6 +221,9 @@ def test_cli_register_from_mlflow(store, tmp_path):
     refused = runner.invoke(app, ["--registry", str(reg), "register", "lr", f"runs:/{sk_run}/model"])
     assert refused.exit_code == 1 and "--allow-pickle" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    from_dir = runner.invoke(app, ["--registry", str(reg), "register", "churn", str(lgb_dir)])
+    assert from_dir.exit_code == 0 and "registered churn/1" in from_dir.stdout, from_dir.output
+    assert ss.Registry(reg).lineage("churn/1")["importer"]["options"]["source"] == str(lgb_dir)
 
 
 def test_is_mlflow_source(lgb_dir, tmp_path):
