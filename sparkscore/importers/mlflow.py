@@ -117,7 +117,7 @@ def load(source: str | os.PathLike, feature_names: Sequence[str] | None = None, 
         lineage["path"] = str(path.absolute())
         model, native, flavor = _import_dir(text, path, feature_names, allow_pickle, lineage)
     if lineage.get("run_id"):
-        lineage.update(_run_lineage(lineage["run_id"]))
+        lineage.update(_run_lineage(lineage["run_id"], configured_only=not text.startswith(URI_SCHEMES)))
     return MlflowImport(text, model, native, flavor, lineage)
 
 
@@ -183,14 +183,22 @@ def _download(mlflow, uri: str, dst: str) -> str:
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
-def _run_lineage(run_id: str) -> dict[str, Any]:
+def _run_lineage(run_id: str, configured_only: bool) -> dict[str, Any]:
     """The run's params, metrics, tags and logged datasets; a run the tracking store does not hold
-    (a model directory copied from elsewhere) is recorded as such, it does not block the import."""
+    (a model directory copied from elsewhere) is recorded as such, it does not block the import.
+
+    ``configured_only`` (model directories): ask only a tracking store the user configured, never
+    MLflow's default one, which would create ``mlruns`` / ``mlflow.db`` in the working directory.
+    """
     try:
+        import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
     except ImportError:
         return {"run": None, "run_unavailable": "mlflow is not installed"}
+    if configured_only and not mlflow.is_tracking_uri_set():
+        return {"run": None, "run_unavailable": "no MLflow tracking URI is set (MLFLOW_TRACKING_URI); the run's "
+                                                "params, metrics and datasets were not read"}
     try:
         run = MlflowClient().get_run(run_id)
     except (MlflowException, OSError) as exc:

@@ -226,6 +226,16 @@ def test_cli_register_from_mlflow(store, lgb_dir, tmp_path):
     assert ss.Registry(reg).lineage("churn/1")["importer"]["options"]["source"] == str(lgb_dir)
 
 
+def test_a_directory_without_a_tracking_store_imports_without_touching_the_working_directory(
+        lgb_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    imported = mlflow_importer.load(lgb_dir)
+    assert imported.lineage["run_id"] and imported.lineage["run"] is None
+    assert "no MLflow tracking URI is set" in imported.lineage["run_unavailable"]
+    assert list(tmp_path.iterdir()) == []  # no mlruns/ or mlflow.db from MLflow's defaults
+
+
 def test_is_mlflow_source(lgb_dir, tmp_path):
     assert mlflow_importer.is_mlflow_source("models:/a@b") and mlflow_importer.is_mlflow_source("runs:/x/m")
     assert mlflow_importer.is_mlflow_source(lgb_dir) and mlflow_importer.is_mlflow_source(str(lgb_dir / "MLmodel"))
