@@ -241,7 +241,7 @@ class Registry:
             if observed["data"] is None and imported.lineage.get("datasets"):
                 observed["data"] = {"kind": "mlflow", "datasets": [
                     {k: d.get(k) for k in ("name", "digest", "source_type", "source", "context")}
-                    for d in imported.lineage["datasets"]]}
+                    for d in observed["mlflow"]["datasets"]]}
             model, feature_names = imported.model, None
         model = _prepared(name, model, feature_names, signature, metadata)
         observed["configuration"]["feature_names"] = list(model.signature.names)
