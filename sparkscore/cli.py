@@ -404,7 +404,8 @@ def _print_outputs(ctx: typer.Context, ref: str, tables: Sequence[str], conf: Op
     if found.commits:
         grid = Table(box=None, pad_edge=False)
         for column in ("table", "version", "job id", "rows", "time", "writer"):
-            grid.add_column(column, justify="right" if column in ("version", "rows") else "left")
+            grid.add_column(column, justify="right" if column in ("version", "rows") else "left",
+                            overflow="fold", no_wrap=column in ("version", "rows"))  # paths shown whole
         for c in found.commits:
             grid.add_row(c.table, str(c.table_version), c.job_id, "?" if c.rows is None else f"{c.rows:,}", c.time,
                          c.writer)
