@@ -493,6 +493,15 @@ def score(
                                                  help="Store the model name and version per row (columns model, "
                                                       "model_version; default: on for new tables, as the table has "
                                                       "it for appends)."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Also append a sampled part of the inputs and outputs to this prediction "
+                                           "log (Delta), all-or-nothing with the job."),
+    log_fraction: float = typer.Option(0.01, "--log-fraction", metavar="F",
+                                       help="Share of rows logged, sampled by a hash of (job id, request id)."),
+    log_max_rows: int = typer.Option(100_000, "--log-max-rows", metavar="N", help="Most rows logged per job."),
+    log_id: Optional[str] = typer.Option(None, "--log-id", metavar="COLUMN",
+                                         help="Input column whose value is each row's request_id (the feedback "
+                                              "table's key; default: <job id>:<row ordinal>)."),
 ) -> None:
     """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
     from sparkscore.engines.batch import MODES
@@ -506,9 +515,14 @@ def score(
         raise typer.BadParameter(f"unknown schema mode {schema!r}; use one of {', '.join(SCHEMA_MODES)}",
                                  param_hint="--schema")
     keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
+    log_spec = None
+    if log is not None:
+        from sparkscore.monitor.predlog import LogSpec
+
+        log_spec = LogSpec(log, log_fraction, log_max_rows, log_id)  # checks the numbers before any work
     if engine == "spark":
         command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
-                                       ctx.obj.registry, schema, model_columns)
+                                       ctx.obj.registry, schema, model_columns, log_spec)
         _err().print(Text(f"running {shlex.join(command)}"))
         rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
         if rc != 0:
@@ -516,21 +530,23 @@ def score(
         return
     try:
         result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows, schema,
-                                 model_columns)
+                                 model_columns, log_spec)
     except KeyboardInterrupt:
         from sparkscore.engines.delta import table_state
 
         print(f"error: interrupted: staging files removed, {table_state(output)}", file=sys.stderr)
         raise typer.Exit(130) from None
     mv = result.stamp
+    logged = (f"; {result.log_rows:,} rows logged to {log}" + (f" version {result.log_version}"
+              if result.log_version is not None else "")) if result.log_rows is not None else ""
     if result.already_committed:
         _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
-                          f"{mv.model}/{mv.version}"), soft_wrap=True)
+                          f"{mv.model}/{mv.version}{logged}"), soft_wrap=True)
         return
     _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
                       f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
                       f"(sha256 {mv.sha256[:12]}) -> {output} version {result.table_version} "
-                      f"[job {mv.job_id}, {mode}]"), soft_wrap=True)
+                      f"[job {mv.job_id}, {mode}]{logged}"), soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -542,7 +558,7 @@ class _RateColumn(ProgressColumn):
 
 def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
                     job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int], schema: str,
-                    model_columns: Optional[bool]):
+                    model_columns: Optional[bool], log=None):
     """Run the DuckDB batch job under a rich progress bar on stderr (what it does, rows, rate, ETA)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -570,7 +586,7 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
                            keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
-                           schema_mode=schema, model_columns=model_columns, status=status)
+                           schema_mode=schema, model_columns=model_columns, status=status, log=log)
 
 
 @app.command()
@@ -692,7 +708,7 @@ def main() -> None:
 # ---------------------------------------------------------------------- helpers
 def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
                          keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
-                         schema: str = "strict", model_columns: Optional[bool] = None) -> list[str]:
+                         schema: str = "strict", model_columns: Optional[bool] = None, log=None) -> list[str]:
     """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
     try:
         import pyspark
@@ -712,6 +728,9 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
         command += ["--schema", schema]
     if model_columns is not None:
         command += ["--model-columns" if model_columns else "--no-model-columns"]
+    if log is not None:
+        command += ["--log", log.table, "--log-fraction", repr(log.fraction), "--log-max-rows", str(log.max_rows)]
+        command += ["--log-id", log.id_column] if log.id_column else []
     return command
 
 
