@@ -241,10 +241,11 @@ def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple
     else:
         ids = F.concat(F.lit(f"{job_id}:"), F.monotonically_increasing_id().cast("string"))
 
-    @F.pandas_udf(LongType())
-    def signed_hash(request_id: pd.Series) -> pd.Series:  # order-preserving uint64 -> int64
+    def signed_hash(request_id):  # order-preserving uint64 -> int64 (Spark has no unsigned type)
         h = predlog.sample_hash(job_id, request_id.tolist())
         return pd.Series((h ^ np.uint64(1 << 63)).view(np.int64))
+    signed_hash.__annotations__ = {"request_id": pd.Series, "return": pd.Series}  # not strings: see __future__
+    signed_hash = F.pandas_udf(signed_hash, LongType())
 
     limit = np.uint64(min(int(fraction * 2.0 ** 64), 2 ** 64 - 1)) if fraction < 1 else None
     picked = df.select(*bound, ids.alias("request_id")).withColumn("_signed", signed_hash("request_id"))
