@@ -663,6 +663,11 @@ def serve(
     poll_s: float = typer.Option(0.5, "--poll-s", min=0.05, max=1.0, help="Registry watcher period (alias moves)."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
                                                help="Settings file (conf/serve.toml); options given here win."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Log sampled requests (inputs, outputs, version) to this Delta prediction "
+                                           "log, off the request path (a full queue drops and counts)."),
+    log_sample: float = typer.Option(0.01, "--log-sample", min=0.0, max=1.0, metavar="F",
+                                     help="Share of requests logged with --log."),
 ) -> None:
     """Serve registry models over HTTP: Open Inference Protocol v2 and MLflow /invocations (uvicorn).
 
@@ -680,9 +685,10 @@ def serve(
                "models": tuple(m.strip() for m in (models or "").split(",") if m.strip()),
                "max_body_bytes": max_body_bytes, "max_concurrency": max_concurrency, "max_batch_rows": max_batch_rows,
                "max_delay_s": max_delay_ms / 1e3, "latency_objective_s": latency_objective_ms / 1e3,
-               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s}
+               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s,
+               "log_table": log, "log_sample": log_sample}
     params = {"max_delay_s": "max_delay_ms", "latency_objective_s": "latency_objective_ms",
-              "memory_budget_bytes": "memory_budget_mb"}
+              "memory_budget_bytes": "memory_budget_mb", "log_table": "log"}
     if config_file is not None:  # the file, then only the options the user actually typed
         options = {k: v for k, v in options.items()
                    if getattr(ctx.get_parameter_source(params.get(k, k)), "name", "DEFAULT") != "DEFAULT"}

@@ -208,7 +208,9 @@ class BottomK:
 # ---------------------------------------------------------------------- writing (serving)
 @dataclass(frozen=True)
 class LogRecord:
-    """One served request for the log: who answered, its validated model matrix, its outputs."""
+    """One served request for the log: who answered, its validated model matrix, and ``outputs``:
+    a call returning (PREDICT values, PREDICT_PROBA values or None) that the writer thread makes,
+    so the request path does no arithmetic for the log."""
 
     ts: datetime
     request_id: str
@@ -217,8 +219,7 @@ class LogRecord:
     sha256: str
     model: object
     X: np.ndarray
-    prediction: np.ndarray
-    proba: Optional[np.ndarray]
+    outputs: Callable[[], tuple]
 
 
 def decode_inputs(model, X: np.ndarray) -> pa.Table:
@@ -248,13 +249,13 @@ class LogWriter:
     """Off-the-request-path writer of served requests into a Delta log.
 
     ``offer`` never blocks: a full queue drops the record and counts it (``dropped``, and
-    ``on_drop`` for the Prometheus counter).  One daemon thread takes up to ``batch_records`` at a
+    ``on_drop(n)`` for the Prometheus counter; records a failed append loses count there too).  One daemon thread takes up to ``batch_records`` at a
     time (or what arrived within ``flush_s``) and appends them in one ``write_deltalake`` commit
     per model version.  ``close`` stops taking new records and flushes what is queued.
     """
 
     def __init__(self, table: str, source: str, *, queue_size: int = 10_000, batch_records: int = 1_000,
-                 flush_s: float = 1.0, on_drop: Optional[Callable[[], None]] = None,
+                 flush_s: float = 1.0, on_drop: Optional[Callable[[int], None]] = None,
                  on_write: Optional[Callable[[int], None]] = None) -> None:
         self.table, self.source = table, source
         self.batch_records, self.flush_s = batch_records, flush_s
@@ -275,10 +276,13 @@ class LogWriter:
                 return True
             except queue.Full:
                 pass
-        self.dropped += 1
-        if self._on_drop is not None:
-            self._on_drop()
+        self._count_drop(1)
         return False
+
+    def _count_drop(self, n: int) -> None:
+        self.dropped += n
+        if self._on_drop is not None:
+            self._on_drop(n)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Flush what is queued, then stop the thread."""
@@ -318,6 +322,7 @@ class LogWriter:
                 write_deltalake(self.table, table, mode="append")
             except Exception:  # the server keeps serving; the loss is counted and logged
                 self.failed += len(recs)
+                self._count_drop(len(recs))
                 log.exception("prediction log %s: dropped %d records that could not be written", self.table, len(recs))
                 continue
             self.written += table.num_rows
@@ -329,13 +334,14 @@ def _record_rows(rec: LogRecord, source: str) -> pa.Table:
     model = rec.model
     n = rec.X.shape[0]
     ids = [rec.request_id] if n == 1 else [f"{rec.request_id}:{i}" for i in range(n)]
-    pred = rec.prediction
+    pred, probs = rec.outputs()
+    pred = np.asarray(pred)
     prediction = pa.array(pred.tolist() if pred.dtype == object else pred)
     proba = None
-    if rec.proba is not None:
-        k = rec.proba.shape[1]
+    if probs is not None:
+        k = probs.shape[1]
         proba = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
-                                         pa.array(rec.proba.ravel(), pa.float64()))
+                                         pa.array(np.ascontiguousarray(probs).ravel(), pa.float64()))
     return log_table(model, ts=rec.ts, source=source, request_ids=ids, name=rec.name, version=rec.version,
                      sha256=rec.sha256, inputs=decode_inputs(model, rec.X), prediction=prediction, proba=proba)
 
