@@ -706,6 +706,77 @@ def serve(
                 lifespan="on", timeout_graceful_shutdown=5)
 
 
+@app.command()
+def ab(
+    ctx: typer.Context,
+    log: str = typer.Argument(..., metavar="LOG", help="Prediction log (Delta path) with an arm column."),
+    feedback: str = typer.Option(..., "--feedback", metavar="DELTA_PATH",
+                                 help="Feedback table (request_id, ts, label)."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="NAME@ALIAS",
+                                        help="Take the expected arm weights from this registry route."),
+    expected: Optional[str] = typer.Option(None, "--expected", metavar="a=90,b=10",
+                                           help="Expected arm weights (the first arm is the control)."),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy or logloss (classifiers), rmse or mae."),
+    control: Optional[str] = typer.Option(None, "--control", metavar="ARM", help="Control arm (default: first "
+                                          "expected arm, else the largest)."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="C", help="Confidence level of the intervals."),
+    start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="Only rows with ts >= this (UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="Only rows with ts < this (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the readout as JSON."),
+    fail_on_srm: bool = typer.Option(False, "--fail-on-srm",
+                                     help="Exit with status 3 on a sample-ratio mismatch (chi-square p < 0.001)."),
+) -> None:
+    """A/B readout over a prediction log + labels: per arm counts, metric with CI, lift vs control, SRM check."""
+    from sparkscore.monitor import abtest
+
+    if route is not None and expected is not None:
+        raise typer.BadParameter("give --route or --expected, not both", param_hint="--route")
+    weights = abtest.parse_expected(expected) if expected is not None else None
+    reg = _registry(ctx)
+    if route is not None:
+        get_route = getattr(reg, "get_route", None)
+        if get_route is None:
+            raise SparkscoreError(f"--route {route}: this registry has no routes yet; pass the weights with "
+                                  "--expected prod=90,challenger=10")
+        weights = {str(k): float(v) for k, v in dict(get_route(route).arms).items()}
+    report = abtest.readout(log, feedback, metric=metric, expected=weights, control=control, confidence=confidence,
+                            start=start, end=end, registry=reg)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        _out().print(_ab_table(report))
+    if report.srm is not None and report.srm.alert:
+        extra = f"; arms not in the weights: {', '.join(report.srm.unexpected_arms)}" if report.srm.unexpected_arms else ""
+        print(f"warning: sample-ratio mismatch: chi-square {report.srm.chi2:.2f} with {report.srm.dof} dof, "
+              f"p = {report.srm.p_value:.2e} < {abtest.SRM_ALPHA}{extra}; the split is not the expected one, do not "
+              "trust the lift", file=sys.stderr)
+        if fail_on_srm:
+            raise typer.Exit(abtest.EXIT_SRM)
+
+
+def _ab_table(report):
+    from rich.table import Table
+
+    def num(v, fmt="{:.4f}"):
+        return "-" if v is None else fmt.format(v)
+    pct = int(round(report.confidence * 100))
+    table = Table(title=f"A/B readout: {report.metric} (control {report.control}; {report.method})")
+    for col in ("arm", "versions", "rows", "share (exp)", "labelled", report.metric, f"{pct}% CI", "lift",
+                f"lift {pct}% CI", "p", "relative"):
+        table.add_column(col)
+    for a in report.arms:
+        table.add_row(a.arm, ",".join(a.versions), f"{a.rows:,}",
+                      f"{a.observed_share:.3f} ({num(a.expected_share, '{:.3f}')})", f"{a.labelled:,}", num(a.value),
+                      f"[{num(a.ci_low)}, {num(a.ci_high)}]", num(a.lift, "{:+.4f}"),
+                      "-" if a.lift is None else f"[{num(a.lift_ci_low, '{:+.4f}')}, {num(a.lift_ci_high, '{:+.4f}')}]",
+                      num(a.lift_p_value, "{:.3g}"), num(a.relative_lift, "{:+.1%}"))
+    if report.srm is not None:
+        s = report.srm
+        table.caption = (f"SRM chi-square {s.chi2:.2f} ({s.dof} dof), p = {s.p_value:.3g}: "
+                         f"{'MISMATCH' if s.alert else 'ok'}" + "".join(f"; {n}" for n in report.notes))
+    return table
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sparkscore")
