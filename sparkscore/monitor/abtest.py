@@ -182,8 +182,15 @@ def _loss_sql(metric: str, classifier: bool) -> str:
 def _classes_table(registry, versions: list[tuple[str, int]]) -> pa.Table:
     """(model, version, label_idx 1-based, cls_text, cls_num) of every logged classifier version."""
     rows = {"model": [], "version": [], "label_idx": [], "cls_text": [], "cls_num": []}
+    from sparkscore.errors import ModelNotFoundError
+
     for name, version in versions:
-        model = registry.load(f"{name}/{version}")
+        try:
+            model = registry.load(f"{name}/{version}")
+        except ModelNotFoundError:
+            raise PredictionLogError(f"the log's model {name}/{version} is not in the registry at {registry.root}; "
+                                     "its class order is needed to read proba: pass the registry that served it "
+                                     "(--registry)") from None
         if not model.is_classifier:
             continue
         for i, c in enumerate(model.classes):

@@ -16,7 +16,7 @@ T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
 
 
 def write_log(path, model, n: int, *, ts, arms=None, seed: int = 0, version: int = 1, shadow=None,
-              prediction=None, proba=None, inputs=None):
+              prediction=None, proba=None, inputs=None, name=None):
     """Append ``n`` rows (request ids ``r0..``) of ``model``'s log schema to the Delta table ``path``."""
     from deltalake import write_deltalake
 
@@ -26,7 +26,7 @@ def write_log(path, model, n: int, *, ts, arms=None, seed: int = 0, version: int
         p = model.predict_proba(inputs.to_pandas())
         prediction, proba = p[:, 1], p
     table = predlog.log_table(model, ts=T0, source="test", request_ids=[f"r{seed}-{i}" for i in range(n)],
-                              name=model.name, version=version, sha256="0" * 64, inputs=inputs,
+                              name=name or model.name, version=version, sha256="0" * 64, inputs=inputs,
                               prediction=pa.array(prediction), proba=None if proba is None else
                               pa.array(list(map(list, proba)), pa.list_(pa.float64())))
     table = table.set_column(0, "ts", pa.array(ts, predlog.TS_TYPE))
