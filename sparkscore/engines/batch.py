@@ -102,7 +102,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
                 batch_rows: int = DEFAULT_BATCH_ROWS, output_col: str = "prediction",
                 progress: Optional[Progress] = None, schema_mode: str = "strict",
                 model_columns: Optional[bool] = None, status: Optional[Status] = None,
-                log: Optional[predlog.LogSpec] = None) -> BatchResult:
+                log: "predlog.LogSpec | str | None" = None) -> BatchResult:
     """Score ``input_path`` with ``model_ref`` into the Delta table ``output`` in one commit.
 
     ``keep_columns`` (default: every input column) are copied next to ``output_col``, then the
@@ -114,7 +114,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     re-running a command adds nothing.  Columns that differ from an existing table's fail before
     anything is written unless ``schema_mode="merge"``.  A failed run removes its staging files and
     says the table is unchanged; ``status`` hears what the run is doing (compiling, scoring, committing).
-    ``log`` also writes the sampled prediction log after the output commit (see the module docstring);
+    ``log`` (a :class:`~sparkscore.monitor.predlog.LogSpec`, or a path: its defaults) also writes the
+    sampled prediction log after the output commit (see the module docstring);
     a re-run of a job whose output is committed but whose log is not completes the log only.
     """
     started = time.time()
@@ -139,6 +140,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     existing = delta.table_schema(output)
     record_model = delta.wants_model_columns(existing, model_columns)
     delta.check_model_columns([*keep, output_col], record_model)
+    if isinstance(log, str):
+        log = predlog.LogSpec(log)
     if log is not None:
         joblog.check_log(log, output, relation.columns, model)
     stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, mv, output, mode, keep, output_col, record_model),

@@ -67,7 +67,10 @@ class LogCollector:
 
 def check_log(spec: predlog.LogSpec, output: str, columns: Sequence[str], model) -> None:
     """Refuse, before anything is written, a log that is the output, has other columns, or lacks the id column."""
-    if delta.is_local(spec.table) and delta.is_local(output) and \
+    if not delta.is_local(spec.table):
+        raise JobError(f"--log {spec.table} is not a local path; prediction logs are written with delta-rs through a "
+                       "local (or mounted) path for now: pass one")
+    if delta.is_local(output) and \
             Path(delta._local(spec.table)).resolve() == Path(delta._local(output)).resolve():
         raise JobError(f"--log {spec.table} is the --output table; give the prediction log its own table")
     if spec.id_column is not None and spec.id_column not in columns:

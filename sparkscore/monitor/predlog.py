@@ -149,6 +149,13 @@ def _array(values) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
+def input_columns(columns: Sequence[str]) -> list[str]:
+    """The model-input columns of a log (its columns minus the fixed and output ones, and the
+    ``window_*`` / feedback columns that :func:`windows` and :func:`with_feedback` add)."""
+    skip = {*FIXED_COLUMNS, *OUTPUT_COLUMNS, "window_start", "window_end", "label", "label_ts"}
+    return [c for c in columns if c not in skip]
+
+
 # ---------------------------------------------------------------------- sampling
 def sample_hash(salt: str, request_ids: Iterable[str]) -> np.ndarray:
     """64-bit hashes of ``(salt, request_id)``: blake2b-64 of ``salt + b"\\0" + id`` (little endian)."""

@@ -193,3 +193,14 @@ def test_cli_score_log_options(setup, runner):
     assert again.exit_code == 0 and "0 rows added" in again.output and "0 rows logged" in again.output
     bad = runner.invoke(app, [*args[:-6], "--log", str(tmp / "log2"), "--log-fraction", "2"])
     assert_one_line_error(bad, 1, "--log-fraction 2.0 must be in (0, 1]")
+
+
+def test_a_path_is_a_log_with_the_defaults_and_object_stores_are_refused(setup):
+    tmp = setup["tmp"]
+    result = score_files("churn", setup["input"], str(tmp / "out"), registry=setup["registry"], log=str(tmp / "log"))
+    logged = rows(tmp / "log")
+    assert result.log_rows == len(logged) and 0 < len(logged) < 0.03 * ROWS  # the 1% default
+    assert predlog.input_columns(logged.columns) == ["age", "spend"]
+    with pytest.raises(JobError, match="is not a local path"):
+        score_files("churn", setup["input"], str(tmp / "out2"), registry=setup["registry"], log="s3://bucket/log")
+    assert not (tmp / "out2").exists()

@@ -118,3 +118,16 @@ def test_sampling_rate_and_no_log_by_default(small_registry, tmp_path):
     np.testing.assert_equal(ServeConfig.build({"log_sample": 0.5}).log_sample, 0.5)
     with pytest.raises(ValueError, match="log_sample"):
         ServeConfig.build({"log_sample": 2.0})
+
+
+def test_cli_serve_log_options_reach_the_server(small_registry, runner, monkeypatch, tmp_path):
+    import uvicorn
+
+    from sparkscore.cli import app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda asgi, **kw: seen.setdefault("config", asgi.state.server.config))
+    result = runner.invoke(app, ["serve", "--registry", str(small_registry.root), "--log", str(tmp_path / "log"),
+                                 "--log-sample", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert (seen["config"].log_table, seen["config"].log_sample) == (str(tmp_path / "log"), 0.25)
