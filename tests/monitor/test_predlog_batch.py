@@ -3,7 +3,6 @@ bounded, deterministic, and all-or-nothing with the job across the crash windows
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sparkscore.cli import app
-from sparkscore.engines import batch, delta, joblog
+from sparkscore.engines import delta
 from sparkscore.engines.batch import score_files
 from sparkscore.errors import JobError
 from sparkscore.monitor import predlog
