@@ -242,7 +242,7 @@ def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple
         ids = F.concat(F.lit(f"{job_id}:"), F.monotonically_increasing_id().cast("string"))
 
     def signed_hash(request_id):  # order-preserving uint64 -> int64 (Spark has no unsigned type)
-        h = predlog.sample_hash(job_id, request_id.tolist())
+        h = predlog.sample_hash(job_id, pa.array(request_id, pa.string()))
         return pd.Series((h ^ np.uint64(1 << 63)).view(np.int64))
     signed_hash.__annotations__ = {"request_id": pd.Series, "return": pd.Series}  # not strings: see __future__
     signed_hash = F.pandas_udf(signed_hash, LongType())

@@ -47,7 +47,7 @@ class LogCollector:
         take = pa.array(idx)
         columns = {name: batch.column(name).take(take) for name in dict.fromkeys(self.bound)}
         columns.update(_hash=pa.array(hashes[idx]), _row=pa.array(idx + first, pa.int64()),
-                       request_id=pa.array([ids[i] for i in idx], pa.string()))
+                       request_id=ids.take(take))
         self.keep.add(pa.table(columns))
 
     def table(self, ts) -> Optional[pa.Table]:

@@ -11,9 +11,10 @@ Schema (one table per deployment; :func:`log_schema`)::
 BIGINT labels as DOUBLE), ``proba`` PREDICT_PROBA's (classes in the model's order; NULL for
 regressors).  Labels arrive later in a feedback table ``(request_id STRING, ts TIMESTAMP, label)``.
 
-**Sampling (batch).** A row is logged when ``h(salt, request_id) < fraction * 2**64`` with ``h`` the
-first 8 bytes (little endian) of ``blake2b(salt + b"\\0" + request_id, digest_size=8)`` and the salt
-the job id: re-running a job samples the same rows, and another job samples others.  The bound
+**Sampling (batch).** A row is logged when ``h(salt, request_id) < fraction * 2**64`` with ``h``
+FNV-1a 64 of ``salt + b"\\0" + request_id`` (UTF-8) and the splitmix64 finalizer
+(:func:`sample_hash`), the salt being the job id: re-running a job samples the same rows, and
+another job samples others.  The bound
 ``max_rows`` keeps the ``max_rows`` sampled rows with the smallest hashes (bottom-k: a uniform
 sample without replacement, deterministic as well, memory bounded by ``max_rows``).  ``request_id``
 is the ``--log-id`` column's value, or ``<job id>:<row ordinal>`` (the row's position in the input,
@@ -157,11 +158,47 @@ def input_columns(columns: Sequence[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- sampling
-def sample_hash(salt: str, request_ids: Iterable[str]) -> np.ndarray:
-    """64-bit hashes of ``(salt, request_id)``: blake2b-64 of ``salt + b"\\0" + id`` (little endian)."""
-    prefix = salt.encode() + b"\0"
-    digests = b"".join(hashlib.blake2b(prefix + rid.encode(), digest_size=8).digest() for rid in request_ids)
-    return np.frombuffer(digests, dtype="<u8").copy()
+_FNV_OFFSET, _FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3
+_MASK64 = (1 << 64) - 1
+
+
+def _fnv1a(state: int, data: bytes) -> int:
+    for byte in data:
+        state = ((state ^ byte) * _FNV_PRIME) & _MASK64
+    return state
+
+
+def sample_hash(salt: str, request_ids) -> np.ndarray:
+    """64-bit hashes of ``(salt, request_id)``: FNV-1a 64 over the UTF-8 bytes of ``salt``, a zero
+    byte and ``request_id``, then the splitmix64 finalizer (so nearby ids spread over the range).
+
+    Vectorised over the Arrow string buffers (one numpy step per byte position, over the ids still
+    that long), so hashing costs about as much as reading the ids; ``request_ids`` is an Arrow
+    string array or a sequence of str.
+    """
+    ids = request_ids if isinstance(request_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(request_ids), pa.string())
+    ids = _array(ids).cast(pa.large_string())
+    n = len(ids)
+    h = np.full(n, _fnv1a(_FNV_OFFSET, salt.encode() + b"\0"), dtype=np.uint64)
+    if n:
+        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset:ids.offset + n + 1]
+        data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        active = np.flatnonzero(lengths > 0)
+        prime = np.uint64(_FNV_PRIME)
+        k = 0
+        with np.errstate(over="ignore"):
+            while len(active):
+                h[active] = (h[active] ^ data[starts[active] + k].astype(np.uint64)) * prime
+                k += 1
+                active = active[lengths[active] > k]
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
 
 
 def sampled(hashes: np.ndarray, fraction: float) -> np.ndarray:
@@ -171,14 +208,15 @@ def sampled(hashes: np.ndarray, fraction: float) -> np.ndarray:
     return hashes < np.uint64(int(fraction * _TWO64))
 
 
-def request_ids(batch: pa.RecordBatch | pa.Table, id_column: Optional[str], source: str, first_row: int) -> list[str]:
-    """``request_id`` of each row: the id column's value as text, or ``<source>:<row ordinal>``."""
+def request_ids(batch: pa.RecordBatch | pa.Table, id_column: Optional[str], source: str, first_row: int) -> pa.Array:
+    """``request_id`` of each row (STRING): the id column's value as text, or ``<source>:<row ordinal>``."""
     if id_column is None:
-        return [f"{source}:{i}" for i in range(first_row, first_row + batch.num_rows)]
-    values = batch.column(id_column)
+        ordinals = pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)).cast(pa.string())
+        return pc.binary_join_element_wise(f"{source}:", ordinals, "")
+    values = _array(batch.column(id_column))
     if values.null_count:
         raise PredictionLogError(f"--log-id column {id_column!r} has NULL values; a logged row needs a request id")
-    return [str(v) for v in values.to_pylist()]
+    return values if pa.types.is_string(values.type) else values.cast(pa.string())
 
 
 class BottomK:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from sparkscore.cli import app
@@ -203,3 +204,26 @@ def test_a_path_is_a_log_with_the_defaults_and_object_stores_are_refused(setup):
     with pytest.raises(JobError, match="is not a local path"):
         score_files("churn", setup["input"], str(tmp / "out2"), registry=setup["registry"], log="s3://bucket/log")
     assert not (tmp / "out2").exists()
+
+
+def _reference_hash(salt: str, rid: str) -> int:
+    """The documented definition, byte by byte in Python ints."""
+    h = 0xCBF29CE484222325
+    for byte in salt.encode() + b"\0" + rid.encode():
+        h = ((h ^ byte) * 0x100000001B3) % 2 ** 64
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) % 2 ** 64
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) % 2 ** 64
+    return h ^ (h >> 31)
+
+
+def test_sample_hash_is_the_documented_function_on_any_ids():
+    ids = ["", "0", "1", "day-1:17", "ümlaut-ß", "x" * 300, "a\0b", "42"]
+    got = predlog.sample_hash("job ü", ids)
+    assert got.dtype == np.uint64
+    assert [int(v) for v in got] == [_reference_hash("job ü", r) for r in ids]
+    sliced = predlog.request_ids(pa.table({"id": np.arange(10)}), "id", "j", 0).slice(3, 4)  # offsets mid-buffer
+    assert [int(v) for v in predlog.sample_hash("s", sliced)] == [_reference_hash("s", str(i)) for i in range(3, 7)]
+    uniform = predlog.sample_hash("j", [f"j:{i}" for i in range(20000)]) / 2.0 ** 64
+    assert abs(uniform.mean() - 0.5) < 0.01 and abs((uniform < 0.1).mean() - 0.1) < 0.01
