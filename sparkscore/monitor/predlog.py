@@ -297,6 +297,11 @@ class LogWriter:
     ``on_drop(n)`` for the Prometheus counter; records a failed append loses count there too).  One daemon thread takes up to ``batch_records`` at a
     time (or what arrived within ``flush_s``) and appends them in one ``write_deltalake`` commit
     per model version.  ``close`` stops taking new records and flushes what is queued.
+
+    ``table`` may hold ``{model}``: one log table per served model (one per deployment, as batch
+    jobs write).  Without it, the models a server answers for share one table whose columns are
+    the union of their inputs (Delta schema evolution; another model's inputs are NULL in a row);
+    a column two models give different types cannot merge: those records are dropped and counted.
     """
 
     def __init__(self, table: str, source: str, *, queue_size: int = 10_000, batch_records: int = 1_000,
@@ -361,10 +366,10 @@ class LogWriter:
         groups: dict[tuple, list[LogRecord]] = {}
         for rec in batch:
             groups.setdefault((rec.name, rec.version), []).append(rec)
-        for recs in groups.values():
+        for (name, _), recs in groups.items():
             try:
                 table = pa.concat_tables([_record_rows(r, self.source) for r in recs])
-                write_deltalake(self.table, table, mode="append")
+                write_deltalake(self.table.replace("{model}", name), table, mode="append", schema_mode="merge")
             except Exception:  # the server keeps serving; the loss is counted and logged
                 self.failed += len(recs)
                 self._count_drop(len(recs))

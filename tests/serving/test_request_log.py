@@ -12,7 +12,7 @@ import pytest
 
 from sparkscore.monitor import predlog
 from sparkscore.serving import ServeConfig
-from tests.serving.conftest import FEATURES, post, serving, v2_body
+from tests.serving.conftest import FEATURES, glm, post, serving, v2_body
 
 deltalake = pytest.importorskip("deltalake")
 
@@ -131,3 +131,26 @@ def test_cli_serve_log_options_reach_the_server(small_registry, runner, monkeypa
                                  "--log-sample", "0.25"])
     assert result.exit_code == 0, result.output
     assert (seen["config"].log_table, seen["config"].log_sample) == (str(tmp_path / "log"), 0.25)
+
+
+@pytest.mark.parametrize("per_model", [False, True])
+def test_models_with_other_inputs_share_a_log_or_get_one_each(registry, tmp_path, per_model):
+    from tests.engines.test_batch import churn_model
+
+    registry.register("churn", churn_model())  # inputs age, spend
+    registry.register("lin", glm(1))  # inputs a, b, c
+    table = str(tmp_path / ("log-{model}" if per_model else "log"))
+    config = ServeConfig(log_table=table, log_sample=1.0)
+
+    async def go():
+        async with serving(registry, config) as (server, client):
+            assert (await post(client, "/v2/models/lin/infer", v2_body(_rows(1)))).status_code == 200
+            churn = v2_body({"age": [1.0], "spend": [2.0]})
+            assert (await post(client, "/v2/models/churn/infer", churn)).status_code == 200
+    asyncio.run(go())
+    if per_model:
+        assert predlog.read(str(tmp_path / "log-lin")).columns[9:12] == FEATURES
+        assert predlog.read(str(tmp_path / "log-churn")).project("age, spend").fetchall() == [(1.0, 2.0)]
+    else:
+        rows = predlog.read(table).order("model").project("model, a, age").fetchall()
+        assert rows == [("churn", None, 1.0), ("lin", _rows(1)["a"][0], None)]
