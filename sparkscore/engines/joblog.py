@@ -84,20 +84,21 @@ def commit_log(collector: LogCollector, output: str, stamp: delta.JobStamp, star
     """Step 3 of the protocol: the log rows, stamped like the output commit, in one log commit.
 
     ``ts`` is the output commit's time, so a re-run that completes the log writes the same rows.
-    Returns (rows added, log version); (0, None) when nothing was sampled or another run added them.
+    A job that sampled no row still commits (no files, its stamp only): a re-run then knows the
+    log is complete without reading the input again.  Returns (rows added, log version); (0, None)
+    when another run added them.
     """
     target = collector.spec.table
     info = delta.find_commit(output, stamp) or {}
     ts = datetime.fromtimestamp(int(info.get("timestamp", time.time() * 1000)) / 1000, timezone.utc)
     try:
         table = collector.table(ts)
-        if table is None:
-            say(f"no rows sampled for the prediction log {target}")
-            return 0, None
-        say(f"committing {table.num_rows:,} rows to the prediction log {target}")
+        schema = table.schema if table is not None else predlog.log_schema(collector.model)
+        say(f"committing {table.num_rows if table is not None else 0:,} rows to the prediction log {target}")
         with delta.staging(target) as folder:
-            pq.write_table(table, Path(folder) / "part-00000.parquet")
-            result = delta.commit_staged(target, folder, table.schema, "append", stamp, started)
+            if table is not None:
+                pq.write_table(table, Path(folder) / "part-00000.parquet")
+            result = delta.commit_staged(target, folder, schema, "append", stamp, started)
     except KeyboardInterrupt:
         raise
     except Exception as exc:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from sparkscore.cli import app
-from sparkscore.engines import delta
+from sparkscore.engines import delta, joblog
 from sparkscore.engines.batch import score_files
 from sparkscore.errors import JobError
 from sparkscore.monitor import predlog
@@ -227,3 +227,11 @@ def test_sample_hash_is_the_documented_function_on_any_ids():
     assert [int(v) for v in predlog.sample_hash("s", sliced)] == [_reference_hash("s", str(i)) for i in range(3, 7)]
     uniform = predlog.sample_hash("j", [f"j:{i}" for i in range(20000)]) / 2.0 ** 64
     assert abs(uniform.mean() - 0.5) < 0.01 and abs((uniform < 0.1).mean() - 0.1) < 0.01
+
+
+def test_a_job_that_samples_nothing_still_records_its_log_commit(setup, monkeypatch):
+    first = run(setup, fraction=1e-9)
+    assert first.log_rows == 0 and rows(setup["tmp"] / "log").empty
+    assert delta.find_commit(str(setup["tmp"] / "log"), first.stamp) is not None
+    monkeypatch.setattr(joblog.LogCollector, "add", lambda *a: pytest.fail("a complete job re-read its input"))
+    assert run(setup, fraction=1e-9).log_rows == 0
