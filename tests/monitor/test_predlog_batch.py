@@ -235,3 +235,23 @@ def test_a_job_that_samples_nothing_still_records_its_log_commit(setup, monkeypa
     assert delta.find_commit(str(setup["tmp"] / "log"), first.stamp) is not None
     monkeypatch.setattr(joblog.LogCollector, "add", lambda *a: pytest.fail("a complete job re-read its input"))
     assert run(setup, fraction=1e-9).log_rows == 0
+
+
+def test_engine_spark_hands_the_log_options_to_the_job():
+    pytest.importorskip("pyspark")
+    from sparkscore import cli
+
+    command = cli.spark_submit_command("churn", "in", "out", "append", None, None, None, None,
+                                       log=predlog.LogSpec("/logs/churn", 0.05, 500, "id"))
+    job = _job_args(command)
+    assert (job.log, job.log_fraction, job.log_max_rows, job.log_id) == ("/logs/churn", 0.05, 500, "id")
+
+
+def _job_args(command):
+    import importlib.util
+
+    i = next(i for i, part in enumerate(command) if part.endswith("jobs/score.py"))
+    spec = importlib.util.spec_from_file_location("score_job", command[i])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_args(command[i + 1:])
