@@ -49,7 +49,6 @@ pandas of the whole log).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import re
@@ -57,7 +56,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
