@@ -154,3 +154,18 @@ def test_models_with_other_inputs_share_a_log_or_get_one_each(registry, tmp_path
     else:
         rows = predlog.read(table).order("model").project("model, a, age").fetchall()
         assert rows == [("churn", None, 1.0), ("lin", _rows(1)["a"][0], None)]
+
+
+def test_served_inputs_are_decoded_as_the_model_saw_them():
+    from types import SimpleNamespace
+
+    from sparkscore.ir.inputs import as_matrix
+    from sparkscore.ir.signature import Column, Signature
+
+    sig = Signature([Column("plan", "varchar", categories=("basic", "pro")), Column("tier", categories=(1.0, 5.0)),
+                     Column("age")])
+    raw = {"plan": ["pro", None, "gold", "basic"], "tier": [5.0, 1.0, 3.0, None], "age": [1.5, np.nan, -0.0, 7.0]}
+    decoded = predlog.decode_inputs(SimpleNamespace(signature=sig), as_matrix(sig, raw)).to_pydict()
+    assert decoded["plan"] == ["pro", None, None, "basic"]  # 'gold' is unknown to the model: it saw a missing value
+    assert decoded["tier"] == [5.0, 1.0, None, None]
+    np.testing.assert_equal(decoded["age"], raw["age"])
