@@ -293,9 +293,9 @@ class LogWriter:
     """Off-the-request-path writer of served requests into a Delta log.
 
     ``offer`` never blocks: a full queue drops the record and counts it (``dropped``, and
-    ``on_drop(n)`` for the Prometheus counter; records a failed append loses count there too).  One daemon thread takes up to ``batch_records`` at a
-    time (or what arrived within ``flush_s``) and appends them in one ``write_deltalake`` commit
-    per model version.  ``close`` stops taking new records and flushes what is queued.
+    ``on_drop(n)`` for the Prometheus counter; records a failed append loses count there too).
+    One daemon thread takes up to ``batch_records`` at a time (or what arrived within ``flush_s``)
+    and appends them in one ``write_deltalake`` commit per model version.  ``close`` stops taking new records and flushes what is queued.
 
     ``table`` may hold ``{model}``: one log table per served model (one per deployment, as batch
     jobs write).  Without it, the models a server answers for share one table whose columns are
