@@ -99,10 +99,8 @@ def commit_log(collector: LogCollector, output: str, stamp: delta.JobStamp, star
             if table is not None:
                 pq.write_table(table, Path(folder) / "part-00000.parquet")
             result = delta.commit_staged(target, folder, schema, "append", stamp, started)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:
-        reason = str(exc) if isinstance(exc, SparkscoreError) else f"{type(exc).__name__}: {exc}"
+    except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C too: "table unchanged" would be wrong for the output
+        reason = str(exc) if isinstance(exc, SparkscoreError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
         raise JobError(f"job {stamp.job_id}: the output is committed but its prediction log {target} is not "
                        f"({reason}); re-run the same command: it completes the log and adds no output rows") from exc
     if result is None:

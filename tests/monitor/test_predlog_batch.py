@@ -127,9 +127,10 @@ def test_failure_before_the_output_commit_leaves_no_rows_in_either_table(setup, 
     assert result.rows == ROWS and result.log_rows == len(rows(setup["tmp"] / "log")) > 0
 
 
-def test_failure_between_the_commits_is_completed_by_the_rerun_exactly_once(setup, monkeypatch):
+@pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
+def test_failure_between_the_commits_is_completed_by_the_rerun_exactly_once(setup, monkeypatch, exc):
     clean = run(setup, out="ref-out", log="ref-log")  # what one uninterrupted run logs
-    _fail_on_commit(monkeypatch, "log")
+    _fail_on_commit(monkeypatch, "log", exc)
     with pytest.raises(JobError, match="output is committed but its prediction log .* re-run the same command"):
         run(setup)
     assert len(rows(setup["tmp"] / "out")) == ROWS
