@@ -256,3 +256,17 @@ def _job_args(command):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.parse_args(command[i + 1:])
+
+
+def test_two_concurrent_reruns_complete_the_log_once(setup, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _fail_on_commit(monkeypatch, "log")
+    with pytest.raises(JobError):
+        run(setup)
+    monkeypatch.undo()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run(setup), range(2)))
+    logged = rows(setup["tmp"] / "log")
+    assert sorted(r.log_rows for r in results)[0] == 0 and sum(r.log_rows for r in results) == len(logged)
+    assert logged.request_id.is_unique and len(deltalake.DeltaTable(str(setup["tmp"] / "log")).history()) == 1
