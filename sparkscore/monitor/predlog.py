@@ -254,7 +254,8 @@ class BottomK:
 class LogRecord:
     """One served request for the log: who answered, its validated model matrix, and ``outputs``:
     a call returning (PREDICT values, PREDICT_PROBA values or None) that the writer thread makes,
-    so the request path does no arithmetic for the log."""
+    so the request path does no arithmetic for the log.  ``route`` / ``arm`` / ``shadow`` say which
+    route arm answered (a shadow arm's answer is logged, never returned)."""
 
     ts: datetime
     request_id: str
@@ -264,6 +265,9 @@ class LogRecord:
     model: object
     X: np.ndarray
     outputs: Callable[[], tuple]
+    route: Optional[str] = None
+    arm: Optional[str] = None
+    shadow: bool = False
 
 
 def decode_inputs(model, X: np.ndarray) -> pa.Table:
@@ -392,7 +396,8 @@ def _record_rows(rec: LogRecord, source: str) -> pa.Table:
         proba = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
                                          pa.array(np.ascontiguousarray(probs).ravel(), pa.float64()))
     return log_table(model, ts=rec.ts, source=source, request_ids=ids, name=rec.name, version=rec.version,
-                     sha256=rec.sha256, inputs=decode_inputs(model, rec.X), prediction=prediction, proba=proba)
+                     sha256=rec.sha256, inputs=decode_inputs(model, rec.X), prediction=prediction, proba=proba,
+                     route=rec.route, arm=rec.arm, shadow=rec.shadow)
 
 
 def now() -> datetime:

@@ -169,3 +169,20 @@ def test_served_inputs_are_decoded_as_the_model_saw_them():
     assert decoded["plan"] == ["pro", None, None, "basic"]  # 'gold' is unknown to the model: it saw a missing value
     assert decoded["tier"] == [5.0, 1.0, None, None]
     np.testing.assert_equal(decoded["age"], raw["age"])
+
+
+def test_writer_records_route_arm_and_shadow(small_registry, tmp_path):
+    from sparkscore.serving.common import output_values
+
+    model = small_registry.load("clf")
+    mv = small_registry.get("clf")
+    X = np.array([[0.5, 1.0, -1.0]])
+    writer = predlog.LogWriter(str(tmp_path / "log"), "srv", flush_s=0.0)
+    for arm, shadow in (("prod", False), ("candidate", True)):
+        S = model.scores(X)
+        writer.offer(predlog.LogRecord(predlog.now(), f"r-{arm}", "clf", mv.version, mv.sha256, model, X,
+                                       lambda S=S: (output_values(model, S, "predict"), output_values(model, S, "proba")),
+                                       route="churn@ab", arm=arm, shadow=shadow))
+    writer.close()
+    got = predlog.read(str(tmp_path / "log")).order("request_id").project("request_id, route, arm, shadow").fetchall()
+    assert got == [("r-candidate", "churn@ab", "candidate", True), ("r-prod", "churn@ab", "prod", False)]
