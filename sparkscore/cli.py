@@ -543,6 +543,15 @@ def score(
                                                  help="Store the model name and version per row (columns model, "
                                                       "model_version; default: on for new tables, as the table has "
                                                       "it for appends)."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Also append a sampled part of the inputs and outputs to this prediction "
+                                           "log (Delta), all-or-nothing with the job."),
+    log_fraction: float = typer.Option(0.01, "--log-fraction", metavar="F",
+                                       help="Share of rows logged, sampled by a hash of (job id, request id)."),
+    log_max_rows: int = typer.Option(100_000, "--log-max-rows", metavar="N", help="Most rows logged per job."),
+    log_id: Optional[str] = typer.Option(None, "--log-id", metavar="COLUMN",
+                                         help="Input column whose value is each row's request_id (the feedback "
+                                              "table's key; default: <job id>:<row ordinal>)."),
 ) -> None:
     """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
     from sparkscore.engines.batch import MODES
@@ -556,9 +565,14 @@ def score(
         raise typer.BadParameter(f"unknown schema mode {schema!r}; use one of {', '.join(SCHEMA_MODES)}",
                                  param_hint="--schema")
     keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
+    log_spec = None
+    if log is not None:
+        from sparkscore.monitor.predlog import LogSpec
+
+        log_spec = LogSpec(log, log_fraction, log_max_rows, log_id)  # checks the numbers before any work
     if engine == "spark":
         command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
-                                       ctx.obj.registry, schema, model_columns)
+                                       ctx.obj.registry, schema, model_columns, log_spec)
         _err().print(Text(f"running {shlex.join(command)}"))
         rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
         if rc != 0:
@@ -566,21 +580,23 @@ def score(
         return
     try:
         result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows, schema,
-                                 model_columns)
+                                 model_columns, log_spec)
     except KeyboardInterrupt:
         from sparkscore.engines.delta import table_state
 
         print(f"error: interrupted: staging files removed, {table_state(output)}", file=sys.stderr)
         raise typer.Exit(130) from None
     mv = result.stamp
+    logged = (f"; {result.log_rows:,} rows logged to {log}" + (f" version {result.log_version}"
+              if result.log_version is not None else "")) if result.log_rows is not None else ""
     if result.already_committed:
         _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
-                          f"{mv.model}/{mv.version}"), soft_wrap=True)
+                          f"{mv.model}/{mv.version}{logged}"), soft_wrap=True)
         return
     _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
                       f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
                       f"(sha256 {mv.sha256[:12]}) -> {output} version {result.table_version} "
-                      f"[job {mv.job_id}, {mode}]"), soft_wrap=True)
+                      f"[job {mv.job_id}, {mode}]{logged}"), soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -592,7 +608,7 @@ class _RateColumn(ProgressColumn):
 
 def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
                     job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int], schema: str,
-                    model_columns: Optional[bool]):
+                    model_columns: Optional[bool], log=None):
     """Run the DuckDB batch job under a rich progress bar on stderr (what it does, rows, rate, ETA)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -620,7 +636,7 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
                            keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
-                           schema_mode=schema, model_columns=model_columns, status=status)
+                           schema_mode=schema, model_columns=model_columns, status=status, log=log)
 
 
 @app.command()
@@ -697,6 +713,11 @@ def serve(
     poll_s: float = typer.Option(0.5, "--poll-s", min=0.05, max=1.0, help="Registry watcher period (alias moves)."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
                                                help="Settings file (conf/serve.toml); options given here win."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Log sampled requests (inputs, outputs, version) to this Delta prediction "
+                                           "log, off the request path (a full queue drops and counts)."),
+    log_sample: float = typer.Option(0.01, "--log-sample", min=0.0, max=1.0, metavar="F",
+                                     help="Share of requests logged with --log."),
 ) -> None:
     """Serve registry models over HTTP: Open Inference Protocol v2 and MLflow /invocations (uvicorn).
 
@@ -714,9 +735,10 @@ def serve(
                "models": tuple(m.strip() for m in (models or "").split(",") if m.strip()),
                "max_body_bytes": max_body_bytes, "max_concurrency": max_concurrency, "max_batch_rows": max_batch_rows,
                "max_delay_s": max_delay_ms / 1e3, "latency_objective_s": latency_objective_ms / 1e3,
-               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s}
+               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s,
+               "log_table": log, "log_sample": log_sample}
     params = {"max_delay_s": "max_delay_ms", "latency_objective_s": "latency_objective_ms",
-              "memory_budget_bytes": "memory_budget_mb"}
+              "memory_budget_bytes": "memory_budget_mb", "log_table": "log"}
     if config_file is not None:  # the file, then only the options the user actually typed
         options = {k: v for k, v in options.items()
                    if getattr(ctx.get_parameter_source(params.get(k, k)), "name", "DEFAULT") != "DEFAULT"}
@@ -734,6 +756,77 @@ def serve(
                 lifespan="on", timeout_graceful_shutdown=5)
 
 
+@app.command()
+def ab(
+    ctx: typer.Context,
+    log: str = typer.Argument(..., metavar="LOG", help="Prediction log (Delta path) with an arm column."),
+    feedback: str = typer.Option(..., "--feedback", metavar="DELTA_PATH",
+                                 help="Feedback table (request_id, ts, label)."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="NAME@ALIAS",
+                                        help="Take the expected arm weights from this registry route."),
+    expected: Optional[str] = typer.Option(None, "--expected", metavar="a=90,b=10",
+                                           help="Expected arm weights (the first arm is the control)."),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy or logloss (classifiers), rmse or mae."),
+    control: Optional[str] = typer.Option(None, "--control", metavar="ARM", help="Control arm (default: first "
+                                          "expected arm, else the largest)."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="C", help="Confidence level of the intervals."),
+    start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="Only rows with ts >= this (UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="Only rows with ts < this (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the readout as JSON."),
+    fail_on_srm: bool = typer.Option(False, "--fail-on-srm",
+                                     help="Exit with status 3 on a sample-ratio mismatch (chi-square p < 0.001)."),
+) -> None:
+    """A/B readout over a prediction log + labels: per arm counts, metric with CI, lift vs control, SRM check."""
+    from sparkscore.monitor import abtest
+
+    if route is not None and expected is not None:
+        raise typer.BadParameter("give --route or --expected, not both", param_hint="--route")
+    weights = abtest.parse_expected(expected) if expected is not None else None
+    reg = _registry(ctx)
+    if route is not None:
+        get_route = getattr(reg, "get_route", None)
+        if get_route is None:
+            raise SparkscoreError(f"--route {route}: this registry has no routes yet; pass the weights with "
+                                  "--expected prod=90,challenger=10")
+        weights = {str(k): float(v) for k, v in dict(get_route(route).arms).items()}
+    report = abtest.readout(log, feedback, metric=metric, expected=weights, control=control, confidence=confidence,
+                            start=start, end=end, registry=reg)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        _out().print(_ab_table(report))
+    if report.srm is not None and report.srm.alert:
+        extra = f"; arms not in the weights: {', '.join(report.srm.unexpected_arms)}" if report.srm.unexpected_arms else ""
+        print(f"warning: sample-ratio mismatch: chi-square {report.srm.chi2:.2f} with {report.srm.dof} dof, "
+              f"p = {report.srm.p_value:.2e} < {abtest.SRM_ALPHA}{extra}; the split is not the expected one, do not "
+              "trust the lift", file=sys.stderr)
+        if fail_on_srm:
+            raise typer.Exit(abtest.EXIT_SRM)
+
+
+def _ab_table(report):
+    from rich.table import Table
+
+    def num(v, fmt="{:.4f}"):
+        return "-" if v is None else fmt.format(v)
+    pct = int(round(report.confidence * 100))
+    table = Table(title=f"A/B readout: {report.metric} (control {report.control}; {report.method})")
+    for col in ("arm", "versions", "rows", "share (exp)", "labelled", report.metric, f"{pct}% CI", "lift",
+                f"lift {pct}% CI", "p", "relative"):
+        table.add_column(col)
+    for a in report.arms:
+        table.add_row(a.arm, ",".join(a.versions), f"{a.rows:,}",
+                      f"{a.observed_share:.3f} ({num(a.expected_share, '{:.3f}')})", f"{a.labelled:,}", num(a.value),
+                      f"[{num(a.ci_low)}, {num(a.ci_high)}]", num(a.lift, "{:+.4f}"),
+                      "-" if a.lift is None else f"[{num(a.lift_ci_low, '{:+.4f}')}, {num(a.lift_ci_high, '{:+.4f}')}]",
+                      num(a.lift_p_value, "{:.3g}"), num(a.relative_lift, "{:+.1%}"))
+    if report.srm is not None:
+        s = report.srm
+        table.caption = (f"SRM chi-square {s.chi2:.2f} ({s.dof} dof), p = {s.p_value:.3g}: "
+                         f"{'MISMATCH' if s.alert else 'ok'}" + "".join(f"; {n}" for n in report.notes))
+    return table
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sparkscore")
@@ -742,7 +835,7 @@ def main() -> None:
 # ---------------------------------------------------------------------- helpers
 def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
                          keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
-                         schema: str = "strict", model_columns: Optional[bool] = None) -> list[str]:
+                         schema: str = "strict", model_columns: Optional[bool] = None, log=None) -> list[str]:
     """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
     try:
         import pyspark
@@ -762,6 +855,9 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
         command += ["--schema", schema]
     if model_columns is not None:
         command += ["--model-columns" if model_columns else "--no-model-columns"]
+    if log is not None:
+        command += ["--log", log.table, "--log-fraction", repr(log.fraction), "--log-max-rows", str(log.max_rows)]
+        command += ["--log-id", log.id_column] if log.id_column else []
     return command
 
 
