@@ -18,6 +18,7 @@ _IMPORTERS = {
     "lightgbm": "sparkscore.importers.lightgbm",
     "xgboost": "sparkscore.importers.xgboost",
     "pyspark": "sparkscore.importers.pyspark_ml",
+    "catboost": "sparkscore.importers.catboost",
 }
 
 SUPPORTED = (
@@ -25,16 +26,20 @@ SUPPORTED = (
     "DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, HistGradientBoosting*, Pipelines of "
     "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor/LGBMRanker; "
     "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
-    "DecisionTree/RandomForest/GBT models (or their saved directories); sparkscore Model"
+    "DecisionTree/RandomForest/GBT models (or their saved directories); CatBoost/CatBoostClassifier/"
+    "CatBoostRegressor on numeric features (or their .json / .cbm files); sparkscore Model"
 )
 
 
 def convert(native_model, feature_names: Sequence[str] | None = None) -> Model:
-    """Convert a fitted native model (or a saved pyspark.ml model directory) to a sparkscore Model."""
+    """Convert a fitted native model (or a saved pyspark.ml model directory, a CatBoost model file)."""
     if isinstance(native_model, Model):
         return native_model
     if isinstance(native_model, (str,)) or hasattr(native_model, "__fspath__"):
-        from sparkscore.importers import pyspark_ml
+        from sparkscore.importers import catboost, pyspark_ml
+
+        if catboost.is_catboost_file(native_model):
+            return catboost.load_file(native_model, feature_names)
 
         return pyspark_ml.convert_saved(native_model, feature_names)
     root = type(native_model).__module__.split(".", 1)[0]
