@@ -244,8 +244,8 @@ def _refuse_other_features(features_info: dict, label: str) -> None:
             column = first.get("feature_id") or f"#{first.get('flat_feature_index', '?')}"
             fix = ("one-hot encode it upstream (e.g. pandas.get_dummies) and refit with numeric features only"
                    if key == "categorical_features" else "turn it into numeric columns upstream and refit")
-            raise UnsupportedModelError(f"{label}: {what} {column!r} is not supported (CatBoost scores it from hashes / "
-                                        f"statistics the model cannot reproduce exactly); {fix}")
+            raise UnsupportedModelError(f"{label}: {what} {column!r} is not supported (CatBoost scores it from "
+                                        f"hashes / statistics the model cannot reproduce exactly); {fix}")
     unknown = [key for key, value in features_info.items() if value and key not in _OTHER_FEATURES
                and key != "float_features"]
     if unknown:

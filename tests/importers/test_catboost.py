@@ -240,3 +240,17 @@ def test_unfitted_and_malformed_models(tmp_path):
     broken.write_bytes(b"not a model")
     with pytest.raises(IntegrityError, match="not a CatBoost model file"):
         cb_importer.load_file(broken)
+
+
+@pytest.mark.parametrize("fmt", ["json", "cbm"])
+def test_cli_registers_catboost_files(runner, tmp_path, fmt):
+    """`sparkscore register` detects both CatBoost formats (the JSON one needs no catboost to load)."""
+    from sparkscore.cli import app
+
+    fitted = ZOO["catboost-multiclass"].fitted()
+    path = tmp_path / f"model.{fmt}"
+    fitted.native.save_model(str(path), format="json" if fmt == "json" else "cbm")
+    result = runner.invoke(app, ["--registry", str(tmp_path / "reg"), "register", "cb", str(path)])
+    assert result.exit_code == 0, result.output
+    loaded = ss.Registry(tmp_path / "reg").load("cb")
+    np.testing.assert_array_equal(loaded.predict(fitted.X), fitted.expected_predict)

@@ -72,8 +72,8 @@ def cb_regression_nan_max() -> Fitted:
 
 def cb_binary() -> Fitted:
     labels = np.array(["stay", "churn"])
-    return _fit(cb.CatBoostClassifier(**_CB), lambda s, rng: labels[(s + 0.3 * rng.normal(size=len(s)) > 0).astype(int)],
-                proba=True, seed=42)
+    return _fit(cb.CatBoostClassifier(**_CB),
+                lambda s, rng: labels[(s + 0.3 * rng.normal(size=len(s)) > 0).astype(int)], proba=True, seed=42)
 
 
 def cb_multiclass() -> Fitted:
