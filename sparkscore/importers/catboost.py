@@ -289,15 +289,21 @@ def _add_oblivious(builder: TreeBuilder, tree: dict, split: _SplitReader, scale:
                              "dimensions; re-export the model")
     n_internal = (1 << depth) - 1
     n = 2 * n_internal + 1
+    # heap node i sits on level floor(log2(i + 1)) and tests split depth - 1 - level
+    level = np.zeros(n_internal, dtype=np.int64)
+    for lvl in range(depth):
+        level[(1 << lvl) - 1:(1 << (lvl + 1)) - 1] = lvl
+    split_feature = np.asarray([f for f, _, _ in splits], dtype=np.int64)
+    split_border = np.asarray([b for _, b, _ in splits], dtype=np.float64)
+    split_nan_left = np.asarray([not r for _, _, r in splits], dtype=bool)
     feature = np.full(n, -1, dtype=np.int64)
     threshold = np.zeros(n)
     default_left = np.zeros(n, dtype=bool)
     value = np.zeros((n, k))
-    heap = np.arange(n_internal)
-    level = np.floor(np.log2(heap + 1)).astype(np.int64) if n_internal else heap
-    for node, lvl in zip(heap, level):
-        f, border, nan_right = splits[depth - 1 - int(lvl)]
-        feature[node], threshold[node], default_left[node] = f, border, not nan_right
+    which = depth - 1 - level
+    feature[:n_internal] = split_feature[which]
+    threshold[:n_internal] = split_border[which]
+    default_left[:n_internal] = split_nan_left[which]
     value[n_internal:] = leaves.reshape(1 << depth, k) * scale
     left = np.where(feature >= 0, 2 * np.arange(n) + 1, -1)
     right = np.where(feature >= 0, 2 * np.arange(n) + 2, -1)
