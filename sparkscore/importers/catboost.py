@@ -230,8 +230,18 @@ def _task(loss: str, info: dict, label: str) -> tuple[str, str, tuple | None]:
         if len(classes) != 2:
             raise IntegrityError(f"{label}: Logloss model with {len(classes)} class names; re-export the model")
         return "classification", "sigmoid", classes
+    if not classes and int(params.get("classes_count") or 0) >= 2:  # fitted with classes_count, no names
+        classes = tuple(range(int(params["classes_count"])))
     if len(classes) < 2:
         raise IntegrityError(f"{label}: MultiClass model without class names; re-export the model")
+    dims = [int(c) for c in params.get("class_to_label") or range(len(classes))]
+    if dims != list(range(len(classes))):
+        # a class named in class_names / classes_count but absent from the training data has no output
+        # dimension: CatBoost reports a placeholder probability (~1e-308) for it
+        absent = [c for i, c in enumerate(classes) if i not in dims]
+        raise UnsupportedModelError(f"{label}: classes {absent} never occur in the training data (no output "
+                                    "dimension); refit with class_names / classes_count listing only the classes "
+                                    "present")
     return "classification", "softmax", classes
 
 

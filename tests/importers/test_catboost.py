@@ -254,3 +254,14 @@ def test_cli_registers_catboost_files(runner, tmp_path, fmt):
     assert result.exit_code == 0, result.output
     loaded = ss.Registry(tmp_path / "reg").load("cb")
     np.testing.assert_array_equal(loaded.predict(fitted.X), fitted.expected_predict)
+
+
+@pytest.mark.parametrize("params", [dict(class_names=["a", "b", "c", "d"]), dict(classes_count=4)])
+def test_declared_classes_absent_from_training_are_refused(params):
+    """CatBoost gives such a class no output dimension but a placeholder probability column."""
+    X, y = _xy(seed=8)
+    codes = np.digitize(y, [-0.5, 0.5])
+    target = np.array(["a", "b", "d"])[codes] if "class_names" in params else codes
+    native = cb.CatBoostClassifier(**_CB, **params).fit(X, target)
+    with pytest.raises(UnsupportedModelError, match=r"classes \[.*\] never occur in the training data"):
+        ss.convert(native)
