@@ -265,3 +265,14 @@ def test_declared_classes_absent_from_training_are_refused(params):
     native = cb.CatBoostClassifier(**_CB, **params).fit(X, target)
     with pytest.raises(UnsupportedModelError, match=r"classes \[.*\] never occur in the training data"):
         ss.convert(native)
+
+
+def test_registry_records_catboost_parameters_and_version(tmp_path):
+    fitted = ZOO["catboost-quantile-nan-max"].fitted()
+    reg = ss.Registry(tmp_path / "reg")
+    reg.register("cb", fitted.native)
+    lineage = reg.lineage("cb/1")
+    native = lineage["configuration"]["native"]
+    assert native["library"] == "catboost"
+    assert native["params"]["nan_mode"] == "Max" and native["params"]["loss_function"].startswith("Quantile")
+    assert lineage["environment"]["packages"]["catboost"] == cb.__version__
