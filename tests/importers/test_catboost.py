@@ -276,3 +276,17 @@ def test_registry_records_catboost_parameters_and_version(tmp_path):
     assert native["library"] == "catboost"
     assert native["params"]["nan_mode"] == "Max" and native["params"]["loss_function"].startswith("Quantile")
     assert lineage["environment"]["packages"]["catboost"] == cb.__version__
+
+
+def test_json_file_converts_without_catboost(tmp_path):
+    """The JSON path is plain parsing: it works where catboost cannot be imported."""
+    import subprocess
+    import sys
+
+    fitted = ZOO["catboost-binary"].fitted()
+    path = tmp_path / "model.json"
+    fitted.native.save_model(str(path), format="json")
+    code = ("import sys; sys.modules['catboost'] = None; import sparkscore as ss; "
+            f"m = ss.convert({str(path)!r}); print(m.classes, m.estimator.n_trees)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"{fitted.model.classes} {fitted.model.estimator.n_trees}"
