@@ -22,7 +22,8 @@ models, tests/importers/test_catboost.py):
   leaf index ``p``.  Complete trees are exactly what the ``ptt`` (perfect tree traversal)
   strategy runs without padding.  ``Depthwise`` / ``Lossguide`` trees ("trees" in the JSON) map
   node by node ("left" = the "0" side).
-* Output: ``scale * sum(leaves) + bias`` per dimension (``scale_and_bias``), leaves float64.  The
+* Output: ``scale * sum(leaves) + bias`` per dimension (``scale_and_bias``), leaves float64
+  (``MultiRMSE``: one dimension per target, a ``double[]`` prediction).  The
   scale is folded into the leaf values (exact when it is 1, the default; otherwise within 1 ulp
   per tree, far below rtol 1e-6), the bias is the base score.  Multiclass leaves are
   ``leaf_values[leaf * k + class]``.
@@ -33,8 +34,8 @@ models, tests/importers/test_catboost.py):
 
 Refused (``UnsupportedModelError``, naming the model and what to change): categorical features
 (one-hot and CTR splits compare CatBoost's 32-bit hashes of the category strings, which the model
-does not store), text and embedding features, losses whose prediction is not the raw sum /
-sigmoid / softmax, and multi-dimensional regression.
+does not store), text and embedding features, and losses whose prediction is not the raw sum /
+sigmoid / softmax (Poisson, Tweedie, RMSEWithUncertainty, MultiClassOneVsAll, ranking, ...).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from sparkscore.ir.trees import MISSING_NAN, TreeBuilder
 
 #: losses whose ``predict`` is the raw formula value (``CatBoostRegressor.predict`` returns it as is)
 _IDENTITY = ("RMSE", "MAE", "Quantile", "MAPE", "Huber", "Lq", "Expectile", "LogCosh", "LogLinQuantile")
-_SUPPORTED = ", ".join(_IDENTITY + ("Logloss", "MultiClass"))
+#: multi-target regression: one raw sum per target (``predict`` returns them as an (n, d) array)
+_MULTI_TARGET = ("MultiRMSE",)
+_SUPPORTED = ", ".join(_IDENTITY + _MULTI_TARGET + ("Logloss", "MultiClass"))
 #: feature kinds of ``features_info`` besides float features; any present makes the model refused
 _OTHER_FEATURES = {
     "categorical_features": "categorical feature",
@@ -173,7 +176,7 @@ def from_json(doc: dict, feature_names: Sequence[str] | None = None, *, meta: di
     k = len(bias)
     if task == "classification" and transform == "softmax" and k != len(classes):
         raise IntegrityError(f"{label}: {k} output dimensions for {len(classes)} classes; re-export the model")
-    if transform != "softmax" and k != 1:
+    if transform != "softmax" and k != 1 and loss not in _MULTI_TARGET:
         raise UnsupportedModelError(f"{label}: loss {loss!r} with {k} output dimensions is not supported; fit one "
                                     "model per target")
     split = _SplitReader(floats, label)
@@ -190,7 +193,7 @@ def from_json(doc: dict, feature_names: Sequence[str] | None = None, *, meta: di
     stored = [names_by_flat[i] for i in range(n_features)]
     native_names = stored if all(stored) else None  # fitted on unnamed data: f0..fN, as the other importers
     names = resolve_names(n_features, native_names, feature_names, label)
-    signature = make_signature(names, task, classes)
+    signature = make_signature(names, task, classes, n_outputs=k)
     meta["loss_function"] = loss
     return Model(ensemble, signature, task=task, classes=tuple(classes) if classes is not None else None,
                  metadata=meta, decision="margin" if task == "classification" else "proba")
@@ -206,7 +209,7 @@ def _loss(info: dict) -> str:
 
 def _task(loss: str, info: dict, label: str) -> tuple[str, str, tuple | None]:
     """(task, post_transform, class labels in output order)."""
-    if loss in _IDENTITY:
+    if loss in _IDENTITY or loss in _MULTI_TARGET:
         return "regression", "identity", None
     if loss not in ("Logloss", "MultiClass"):
         raise UnsupportedModelError(f"{label}: loss_function {loss!r} is not supported; supported are {_SUPPORTED}")

@@ -164,6 +164,23 @@ def test_identity_losses_predict_the_raw_sum(loss):
     np.testing.assert_allclose(ss.convert(native).predict(X), native.predict(X), rtol=1e-12, atol=1e-12)
 
 
+def test_multi_target_regression_predicts_one_sum_per_target(tmp_path):
+    X, y = _xy(seed=9)
+    Y = np.column_stack([y, -2 * y, np.nan_to_num(X[:, 1])])
+    native = cb.CatBoostRegressor(loss_function="MultiRMSE", nan_mode="Max", **dict(_CB, depth=3)).fit(X, Y)
+    model = ss.convert(native)
+    assert model.signature.outputs[0].dtype == "double[]"
+    rows = np.concatenate([X, _probe_rows(json.loads(_json_of(native, tmp_path)))])
+    for backend in ("numpy", "auto"):
+        np.testing.assert_allclose(model.predict(rows, backend=backend), native.predict(rows), rtol=1e-12, atol=1e-12)
+
+
+def _json_of(native, tmp_path) -> str:
+    path = tmp_path / "export.json"
+    native.save_model(str(path), format="json")
+    return path.read_text()
+
+
 def test_feature_names(tmp_path):
     X, y = _xy(seed=4)
     unnamed = cb.CatBoostRegressor(**_CB).fit(X, y)
@@ -203,13 +220,11 @@ def test_text_and_embedding_features_are_refused(probe_doc, key, what, tmp_path)
 
 @pytest.mark.parametrize("estimator,loss", [
     ("CatBoostRegressor", "Poisson"), ("CatBoostRegressor", "Tweedie:variance_power=1.5"),
-    ("CatBoostRegressor", "RMSEWithUncertainty"), ("CatBoostRegressor", "MultiRMSE"),
+    ("CatBoostRegressor", "RMSEWithUncertainty"), ("CatBoostRegressor", "MultiQuantile:alpha=0.2,0.8"),
     ("CatBoostClassifier", "MultiClassOneVsAll"), ("CatBoostClassifier", "CrossEntropy")])
 def test_other_losses_are_refused(estimator, loss):
     X, y = _xy(seed=6)
-    if loss == "MultiRMSE":
-        target = np.column_stack([y, -y])
-    elif estimator == "CatBoostClassifier":
+    if estimator == "CatBoostClassifier":
         target = np.digitize(y, [-0.5, 0.5]) if loss == "MultiClassOneVsAll" else (y > 0).astype(float)
     else:
         target = np.abs(y) + 1
@@ -268,13 +283,13 @@ def test_declared_classes_absent_from_training_are_refused(params):
 
 
 def test_registry_records_catboost_parameters_and_version(tmp_path):
-    fitted = ZOO["catboost-quantile-nan-max"].fitted()
+    fitted = ZOO["catboost-multirmse-nan-max"].fitted()
     reg = ss.Registry(tmp_path / "reg")
     reg.register("cb", fitted.native)
     lineage = reg.lineage("cb/1")
     native = lineage["configuration"]["native"]
     assert native["library"] == "catboost"
-    assert native["params"]["nan_mode"] == "Max" and native["params"]["loss_function"].startswith("Quantile")
+    assert native["params"]["nan_mode"] == "Max" and native["params"]["loss_function"] == "MultiRMSE"
     assert lineage["environment"]["packages"]["catboost"] == cb.__version__
 
 
