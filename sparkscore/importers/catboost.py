@@ -48,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparkscore.errors import IntegrityError, UnsupportedModelError
+from sparkscore.errors import IntegrityError, SparkscoreError, UnsupportedModelError
 from sparkscore.importers.common import make_signature, metadata, resolve_names
 from sparkscore.ir.model import Model
 from sparkscore.ir.trees import MISSING_NAN, TreeBuilder
@@ -149,7 +149,13 @@ def from_json(doc: dict, feature_names: Sequence[str] | None = None, *, meta: di
         features_info = doc["features_info"]
         float_features = features_info.get("float_features") or []
         scale, bias = doc.get("scale_and_bias", [1.0, [0.0]])
+        scale = float(scale)
+        bias = [float(b) for b in np.atleast_1d(np.asarray(bias, dtype=np.float64))]
         loss = _loss(info)
+        threshold = info.get("binclass_probability_threshold")
+        threshold = None if threshold is None else float(threshold)
+        floats = {int(f["feature_index"]): f for f in float_features}
+        names_by_flat = {int(f["flat_feature_index"]): str(f.get("feature_id") or "") for f in float_features}
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"{label}: malformed CatBoost model JSON ({type(exc).__name__}: {exc}); re-export it "
                              "with save_model(path, format='json')") from None
@@ -158,21 +164,15 @@ def from_json(doc: dict, feature_names: Sequence[str] | None = None, *, meta: di
         raise UnsupportedModelError(f"{label}: the model uses CTR statistics of categorical features, which sparkscore "
                                     "cannot compute; one-hot encode the categorical columns upstream and refit")
     task, transform, classes = _task(loss, info, label)
-    threshold = info.get("binclass_probability_threshold")
-    if threshold is not None and float(threshold) != 0.5:
+    if threshold is not None and threshold != 0.5:
         raise UnsupportedModelError(f"{label}: probability threshold {threshold} (set_probability_threshold) changes "
                                     "its predicted labels and is not supported; call set_probability_threshold(0.5) "
                                     "and pick the label from PREDICT_PROBA")
 
-    floats = {int(f["feature_index"]): f for f in float_features}
-    names_by_flat: dict[int, str] = {}
-    for f in float_features:
-        names_by_flat[int(f["flat_feature_index"])] = str(f.get("feature_id") or "")
     n_features = max(names_by_flat, default=-1) + 1
     if sorted(names_by_flat) != list(range(n_features)):
         raise IntegrityError(f"{label}: feature indices {sorted(names_by_flat)[:8]} have gaps; re-export the model")
 
-    bias = [float(b) for b in np.atleast_1d(np.asarray(bias, dtype=np.float64))]
     k = len(bias)
     if task == "classification" and transform == "softmax" and k != len(classes):
         raise IntegrityError(f"{label}: {k} output dimensions for {len(classes)} classes; re-export the model")
@@ -181,12 +181,16 @@ def from_json(doc: dict, feature_names: Sequence[str] | None = None, *, meta: di
                                     "model per target")
     split = _SplitReader(floats, label)
     builder = TreeBuilder(n_features, n_outputs=k, value_width=k)
-    scale = float(scale)
-    if "oblivious_trees" in doc:
-        for tree in doc["oblivious_trees"]:
+    try:
+        for tree in doc.get("oblivious_trees") or []:
             _add_oblivious(builder, tree, split, scale, k, label)
-    for tree in doc.get("trees") or []:
-        _add_tree(builder, tree, split, scale, k, label)
+        for tree in doc.get("trees") or []:
+            _add_tree(builder, tree, split, scale, k, label)
+    except SparkscoreError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"{label}: malformed CatBoost tree ({type(exc).__name__}: {exc}); re-export the model "
+                             "with save_model(path, format='json')") from None
     ensemble = builder.build(cmp="<=", threshold_dtype="float32", accumulate_dtype="float64",
                              base_score=np.asarray(bias), post_transform=transform)
 

@@ -251,6 +251,11 @@ def test_unfitted_and_malformed_models(tmp_path):
     bad.write_text(json.dumps({"features_info": {"float_features": []}, "oblivious_trees": []}))
     with pytest.raises(IntegrityError, match="malformed CatBoost model JSON"):
         ss.convert(bad)
+    doc = json.loads(_json_of(ZOO["catboost-binary"].fitted().native, tmp_path))
+    del doc["oblivious_trees"][3]["leaf_values"]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="malformed CatBoost tree"):
+        ss.convert(bad)
     broken = tmp_path / "broken.cbm"
     broken.write_bytes(b"not a model")
     with pytest.raises(IntegrityError, match="not a CatBoost model file"):
