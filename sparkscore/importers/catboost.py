@@ -79,13 +79,33 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
                                     "CatBoostClassifier and CatBoostRegressor")
     if not native.is_fitted():
         raise UnsupportedModelError(f"catboost {type(native).__name__} is not fitted; call fit() before converting")
-    return from_json(_export(native), feature_names, meta=metadata("catboost", native, catboost.__version__))
+    meta = metadata("catboost", native, catboost.__version__)
+    _refuse_text_and_embeddings(native, f"catboost {meta['name']}")
+    return from_json(_export(native, catboost.CatBoostError), feature_names, meta=meta)
 
 
-def _export(native) -> dict:
+def _refuse_text_and_embeddings(native, label: str) -> None:
+    """Checked on the object: CatBoost cannot export such models as JSON at all."""
+    names = list(native.feature_names_ or [])
+    for getter, what in (("get_text_feature_indices", "text feature"),
+                         ("get_embedding_feature_indices", "embedding feature")):
+        indices = list(getattr(native, getter, lambda: [])() or [])
+        if indices:
+            column = names[indices[0]] if indices[0] < len(names) else f"#{indices[0]}"
+            raise UnsupportedModelError(f"{label}: {what} {column!r} is not supported (CatBoost scores it from "
+                                        "tokenizers / estimators the model cannot reproduce exactly); turn it into "
+                                        "numeric columns upstream and refit")
+
+
+def _export(native, error: type) -> dict:
     with tempfile.TemporaryDirectory(prefix="sparkscore-catboost-") as tmp:
         path = Path(tmp) / "model.json"
-        native.save_model(str(path), format="json")
+        try:
+            native.save_model(str(path), format="json")
+        except error as exc:  # a model kind CatBoost's JSON exporter does not cover
+            first = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise UnsupportedModelError(f"catboost {type(native).__name__}: cannot be exported as JSON ({first}); "
+                                        "refit with numeric features only") from None
         return json.loads(path.read_text(encoding="utf-8"))
 
 

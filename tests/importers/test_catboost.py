@@ -218,6 +218,17 @@ def test_text_and_embedding_features_are_refused(probe_doc, key, what, tmp_path)
         ss.convert(path)
 
 
+def test_fitted_text_features_are_refused():
+    """CatBoost cannot even export these as JSON: refused from the object, naming the column."""
+    rng = np.random.default_rng(10)
+    words = np.array(["good", "bad", "ok", "great", "awful"])
+    frame = pd.DataFrame({"amount": rng.normal(size=120), "review": [" ".join(rng.choice(words, 3)) for _ in range(120)]})
+    y = frame.review.str.contains("good").astype(int)
+    native = cb.CatBoostClassifier(**_CB).fit(frame, y, text_features=["review"])
+    with pytest.raises(UnsupportedModelError, match=r"CatBoostClassifier: text feature 'review' is not supported"):
+        ss.convert(native)
+
+
 @pytest.mark.parametrize("estimator,loss", [
     ("CatBoostRegressor", "Poisson"), ("CatBoostRegressor", "Tweedie:variance_power=1.5"),
     ("CatBoostRegressor", "RMSEWithUncertainty"), ("CatBoostRegressor", "MultiQuantile:alpha=0.2,0.8"),
