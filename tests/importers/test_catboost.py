@@ -222,7 +222,8 @@ def test_fitted_text_features_are_refused():
     """CatBoost cannot even export these as JSON: refused from the object, naming the column."""
     rng = np.random.default_rng(10)
     words = np.array(["good", "bad", "ok", "great", "awful"])
-    frame = pd.DataFrame({"amount": rng.normal(size=120), "review": [" ".join(rng.choice(words, 3)) for _ in range(120)]})
+    reviews = [" ".join(rng.choice(words, 3)) for _ in range(120)]
+    frame = pd.DataFrame({"amount": rng.normal(size=120), "review": reviews})
     y = frame.review.str.contains("good").astype(int)
     native = cb.CatBoostClassifier(**_CB).fit(frame, y, text_features=["review"])
     with pytest.raises(UnsupportedModelError, match=r"CatBoostClassifier: text feature 'review' is not supported"):
