@@ -22,6 +22,9 @@ EXTRAS = {
     "sklearn": ["scikit-learn>=1.5"],
     "lightgbm": ["lightgbm>=4.3"],
     "xgboost": ["xgboost-cpu>=2.1"],
+    # CatBoost importer (fitted objects and .cbm files; its JSON export converts without it); not in `models`:
+    # the wheel is large and pulls plotly/graphviz, and the quickstart does not need it
+    "catboost": ["catboost>=1.2,<1.3"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
     # MLflow interop (models:/ and runs:/ URIs, MLmodel files): the skinny client is enough (full mlflow needs

@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from sparkscore.errors import SparkscoreError
 
-FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "mlflow", "pickle")
+FORMATS = ("auto", "lightgbm", "xgboost", "catboost", "pyspark", "sparkscore", "mlflow", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
@@ -904,6 +904,10 @@ def _load_as(path: Path, fmt: str, allow_pickle: bool) -> Any:
         from sparkscore.importers import xgboost
 
         return xgboost.load_file(path)
+    if fmt == "catboost":
+        from sparkscore.importers import catboost
+
+        return catboost.load_file(path)
     if fmt == "pyspark":
         from sparkscore.importers import pyspark_ml
 
@@ -933,6 +937,10 @@ def _detect_format(path: Path) -> str:
                               "model (metadata/); pass --format")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         return "pickle"
+    from sparkscore.importers.catboost import is_catboost_file  # light (numpy only); reads the first 4 KiB
+
+    if is_catboost_file(path):
+        return "catboost"
     with path.open("rb") as fh:
         head = fh.read(4096)
     if head.startswith(b"tree\n") or head.startswith(b"tree\r\n") or re.search(rb'"name"\s*:\s*"tree"', head):

@@ -18,6 +18,7 @@ _IMPORTERS = {
     "lightgbm": "sparkscore.importers.lightgbm",
     "xgboost": "sparkscore.importers.xgboost",
     "pyspark": "sparkscore.importers.pyspark_ml",
+    "catboost": "sparkscore.importers.catboost",
 }
 
 SUPPORTED = (
@@ -27,13 +28,14 @@ SUPPORTED = (
     "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
     "DecisionTree/RandomForest/GBT models (or their saved directories); MLflow models (a model directory, "
     "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH) of the lightgbm and xgboost flavors (sklearn "
-    "with allow_pickle=True); sparkscore Model"
+    "with allow_pickle=True); CatBoost/CatBoostClassifier/CatBoostRegressor on numeric features (or their "
+    ".json / .cbm files); sparkscore Model"
 )
 
 
 def convert(native_model, feature_names: Sequence[str] | None = None, *, allow_pickle: bool = False) -> Model:
-    """Convert a fitted native model (or a saved pyspark.ml model directory, or an MLflow model
-    directory / ``models:/`` / ``runs:/`` URI) to a sparkscore Model.
+    """Convert a fitted native model (or a saved pyspark.ml model directory, a CatBoost model file, or an
+    MLflow model directory / ``models:/`` / ``runs:/`` URI) to a sparkscore Model.
 
     ``allow_pickle`` only matters for MLflow's sklearn flavor, which is a pickle: it is refused
     unless the caller opts in (unpickling runs any code the file holds).
@@ -41,10 +43,12 @@ def convert(native_model, feature_names: Sequence[str] | None = None, *, allow_p
     if isinstance(native_model, Model):
         return native_model
     if isinstance(native_model, (str,)) or hasattr(native_model, "__fspath__"):
-        from sparkscore.importers import mlflow
+        from sparkscore.importers import catboost, mlflow
 
         if mlflow.is_mlflow_source(native_model):
             return mlflow.convert(native_model, feature_names, allow_pickle=allow_pickle)
+        if catboost.is_catboost_file(native_model):
+            return catboost.load_file(native_model, feature_names)
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(native_model, feature_names)

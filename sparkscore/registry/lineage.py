@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from sparkscore.errors import RegistryError
 
 #: distributions whose versions are recorded when installed (they shape what a model predicts)
-TRACKED_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu",
+TRACKED_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu", "catboost",
                     "pyspark", "duckdb", "sqlglot", "torch")
 
 #: the keys a caller is encouraged to pass in ``lineage=`` (any other JSON-able key is kept too)
@@ -163,6 +163,8 @@ def _native_config(native: Any) -> dict[str, Any] | None:
     if root == "xgboost":
         booster = native.get_booster() if hasattr(native, "get_booster") else native
         return {"library": "xgboost", "config": json.loads(booster.save_config())}
+    if root == "catboost":  # every parameter the model was trained with, defaults resolved
+        return {"library": "catboost", "params": json_safe(native.get_all_params())}
     if root == "sklearn" and hasattr(native, "get_params"):
         return {"library": "sklearn", "class": type(native).__qualname__,
                 "params": {k: json_safe(v) for k, v in sorted(native.get_params(deep=False).items())}}

@@ -62,6 +62,7 @@ _MODULES = (
     "tests.zoo.sklearn_linear_cases",
     "tests.zoo.sklearn_tree_cases",
     "tests.zoo.mlflow_cases",
+    "tests.zoo.catboost_cases",
 )
 
 
