@@ -18,6 +18,7 @@ _IMPORTERS = {
     "lightgbm": "sparkscore.importers.lightgbm",
     "xgboost": "sparkscore.importers.xgboost",
     "pyspark": "sparkscore.importers.pyspark_ml",
+    "onnx": "sparkscore.importers.onnx",  # onnx.ModelProto (classical-ML graphs)
 }
 
 SUPPORTED = (
@@ -25,15 +26,21 @@ SUPPORTED = (
     "DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, HistGradientBoosting*, Pipelines of "
     "StandardScaler/SimpleImputer/OneHotEncoder; LightGBM Booster/LGBMClassifier/LGBMRegressor/LGBMRanker; "
     "XGBoost Booster/XGBClassifier/XGBRegressor; pyspark.ml LogisticRegression/LinearRegression/"
-    "DecisionTree/RandomForest/GBT models (or their saved directories); sparkscore Model"
+    "DecisionTree/RandomForest/GBT models (or their saved directories); ONNX classical-ML graphs "
+    "(onnx.ModelProto or a .onnx file: TreeEnsembleClassifier/Regressor, LinearClassifier/Regressor, Scaler, "
+    "Imputer, ZipMap); sparkscore Model"
 )
 
 
 def convert(native_model, feature_names: Sequence[str] | None = None) -> Model:
-    """Convert a fitted native model (or a saved pyspark.ml model directory) to a sparkscore Model."""
+    """Convert a fitted native model (a saved pyspark.ml model directory, a ``.onnx`` file) to a sparkscore Model."""
     if isinstance(native_model, Model):
         return native_model
     if isinstance(native_model, (str,)) or hasattr(native_model, "__fspath__"):
+        from sparkscore.importers import onnx as onnx_importer
+
+        if onnx_importer.is_onnx_file(native_model):
+            return onnx_importer.load_file(native_model, feature_names)
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(native_model, feature_names)
