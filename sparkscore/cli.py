@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from sparkscore.errors import SparkscoreError
 
-FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "pickle")
+FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "onnx", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
@@ -762,6 +762,10 @@ def _load_as(path: Path, fmt: str, allow_pickle: bool) -> Any:
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(path)
+    if fmt == "onnx":
+        from sparkscore.importers import onnx
+
+        return onnx.load_file(path)
     if not allow_pickle:
         raise SparkscoreError(f"{path} is a pickle file and unpickling can run arbitrary code; save the model natively "
                               "(LightGBM save_model, XGBoost .json/.ubj, Model.save) or pass --allow-pickle if you trust it")
@@ -787,6 +791,8 @@ def _detect_format(path: Path) -> str:
                               "model (metadata/); pass --format")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         return "pickle"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
     with path.open("rb") as fh:
         head = fh.read(4096)
     if head.startswith(b"tree\n") or head.startswith(b"tree\r\n") or re.search(rb'"name"\s*:\s*"tree"', head):

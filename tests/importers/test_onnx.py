@@ -28,7 +28,8 @@ def graph(nodes, outputs, n_features: int = F, elem=TensorProto.FLOAT, ml_opset:
     """A model over one ``[N, n_features]`` input ``X``; ``outputs``: (name, elem_type, shape)."""
     g = helper.make_graph(nodes, "handmade", [helper.make_tensor_value_info("X", elem, [None, n_features])],
                           [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ml_opset)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                helper.make_opsetid("ai.onnx.ml", ml_opset)])
     model.ir_version = 9
     return model
 
@@ -101,8 +102,9 @@ def rows_around(thresholds, n_features: int = F) -> np.ndarray:
     vals = [np.nan, 0.0, -0.0, np.inf, -np.inf, 1e300, -1e300]
     for t in thresholds:
         t32 = np.float32(t)
-        vals += [float(t32), float(np.nextafter(t32, np.float32(-np.inf))), float(np.nextafter(t32, np.float32(np.inf))),
-                 np.nextafter(float(t32), np.inf), np.nextafter(float(t32), -np.inf)]
+        vals += [float(t32), float(np.nextafter(t32, np.float32(-np.inf))),
+                 float(np.nextafter(t32, np.float32(np.inf))), np.nextafter(float(t32), np.inf),
+                 np.nextafter(float(t32), -np.inf)]
     vals = np.asarray(vals)
     grids = np.meshgrid(*([vals] * min(n_features, 2)), indexing="ij")
     X = np.column_stack([g.ravel() for g in grids])
@@ -303,3 +305,42 @@ def test_loading_never_imports_onnxruntime(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1.0, 2.0]"
+
+
+def test_cli_registers_an_onnx_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparkscore.cli import app
+
+    proto = graph([regressor(_stump())], [("Y", TensorProto.FLOAT, [None, 1])])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(proto, str(path))
+    result = CliRunner().invoke(app, ["--registry", str(tmp_path / "reg"), "register", "stump", str(path)])
+    assert result.exit_code == 0, result.output
+    loaded = ss.Registry(tmp_path / "reg").load("stump")
+    assert loaded.predict(np.array([[-1.0, 0, 0], [1.0, 0, 0]])).tolist() == [1.0, 2.0]
+
+
+def test_linear_glue_concat_scaler_softmax_argmax():
+    """Two inputs joined by Concat, a Scaler, a LinearClassifier without post-transform, then the
+    standard Softmax and an ArgMax label: values within float32 ulps (rtol 1e-6), labels equal."""
+    inputs = [helper.make_tensor_value_info("age", TensorProto.FLOAT, [None, 1]),
+              helper.make_tensor_value_info("pair", TensorProto.FLOAT, [None, 2])]
+    nodes = [helper.make_node("Concat", ["age", "pair"], ["x"], axis=1, name="join"),
+             helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[1.0, -2.0, 0.5],
+                              scale=[0.5, 2.0, 1.5]),
+             helper.make_node("LinearClassifier", ["xs"], ["lab", "raw"], domain="ai.onnx.ml", name="glm",
+                              coefficients=[0.5, -1.0, 0.25, -0.75, 0.5, 1.0, 0.1, 0.2, -0.3],
+                              intercepts=[0.1, -0.2, 0.05], classlabels_ints=[0, 1, 2], post_transform="NONE"),
+             helper.make_node("Softmax", ["raw"], ["proba"], axis=1, name="softmax"),
+             helper.make_node("ArgMax", ["proba"], ["label"], axis=1, keepdims=0, name="argmax")]
+    g = helper.make_graph(nodes, "glue", inputs, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                                  helper.make_tensor_value_info("proba", TensorProto.FLOAT, [None, 3])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model = ss.convert(proto)
+    assert model.signature.names == ("age", "pair_0", "pair_1") and model.decision == "proba"
+    X = np.random.default_rng(1).normal(size=(500, 3)) * 3
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, proba = sess.run(None, {"age": X[:, :1].astype(np.float32), "pair": X[:, 1:].astype(np.float32)})
+    np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(X), label)
