@@ -29,9 +29,11 @@ here imports it.  What a converted model reproduces, and how exactly:
   for class id 0 only (what skl2onnx and onnxmltools write) the positive label when the raw score
   is ``> 0.5`` (all weights positive, no post-transform: probabilities ``[1 - s, s]``) or ``> 0``
   (mixed weights with ``LOGISTIC``: ``[logistic(-s), logistic(s)]``).  Checked against onnxruntime
-  1.32, which differs from older releases here; refused: weights for both classes (ONNX Runtime
-  then returns the literal labels 0/1), for class id 1 only, all-positive weights with
-  ``LOGISTIC`` (labels on raw ``s > 0.5``, probabilities logistic), mixed weights without it.
+  1.32, which differs from older releases here.  Weights for class id 1 only (mixed signs): scores
+  ``[0, s]`` post-transformed (a single ``base_values`` entry is ignored), label ``s > 0``.  Refused: weights for both
+  classes (ONNX Runtime then returns the literal labels 0/1), all-positive weights with
+  ``LOGISTIC`` or for class id 1 (labels on raw ``s > 0.5`` while the probabilities are not
+  ``[1 - s, s]``), class-id-0 mixed weights without ``LOGISTIC`` (``[-s, s]``).
 * **Linear models** (``LinearClassifier`` / ``LinearRegressor``) are float32 GLMs
   (``LinearModel(dtype="float32")``): ONNX Runtime's float32 GEMM sums in its own blocked order
   and its ``LOGISTIC`` / ``SOFTMAX`` are MLAS's vectorised approximations, so values agree within
@@ -485,24 +487,29 @@ def _trees(g: _Graph, node, a: dict, classes):
             if len(used) != 1:
                 _refuse(g, node, "weights both classes of a binary problem: ONNX Runtime then labels rows 0/1 "
                                  "whatever the class labels; export with weights for one class")
-            if used[0] != 0:
-                _refuse(g, node, "weights only class id 1 of a binary problem (ONNX Runtime then scores class 0 as "
-                                 "0); only class-id-0 single scores (skl2onnx, onnxmltools) convert")
             if len(base) not in (0, 1):
                 _refuse(g, node, f"has {len(base)} base_values for a one-score binary ensemble (ambiguous in ONNX)")
             positive = bool((w_val >= 0).all())
-            if positive and post == "LOGISTIC":
-                _refuse(g, node, "is a one-score binary ensemble with all-positive weights and LOGISTIC: ONNX Runtime "
-                                 "labels by the raw score > 0.5 but returns logistic probabilities (no IR label rule)")
-            if positive:
-                transform = "identity"  # ONNX Runtime writes [1 - s, s], labels s > 0.5
-            elif post == "LOGISTIC":
-                transform, decision = "onnx_logistic", "margin"
+            if used[0] == 1:  # ONNX Runtime scores [0, s], post-transformed, label s > 0
+                if positive:
+                    _refuse(g, node, "weights only class id 1 with all-positive weights: ONNX Runtime labels by "
+                                     "s > 0.5 but returns [0, s] (no IR label rule)")
+                transform, decision = _TREE_TRANSFORMS[post], "margin"
+                slot, n_out = {1: 1}, 2
+                base = base[:0]  # measured: ONNX Runtime 1.32 ignores a single base value here
             else:
-                _refuse(g, node, f"is a one-score binary ensemble with mixed-sign weights and post_transform {post}: "
-                                 "ONNX Runtime returns [-s, s]; only LOGISTIC converts")
-            slot = {used[0]: 0}
-            n_out = 1
+                if positive and post == "LOGISTIC":
+                    _refuse(g, node, "is a one-score binary ensemble with all-positive weights and LOGISTIC: ONNX "
+                                     "Runtime labels by the raw score > 0.5 but returns logistic probabilities "
+                                     "(no IR label rule)")
+                if positive:
+                    transform = "identity"  # ONNX Runtime writes [1 - s, s], labels s > 0.5
+                elif post == "LOGISTIC":
+                    transform, decision = "onnx_logistic", "margin"
+                else:
+                    _refuse(g, node, f"is a one-score binary ensemble with mixed-sign weights and post_transform "
+                                     f"{post}: ONNX Runtime returns [-s, s]; only LOGISTIC converts")
+                slot, n_out = {0: 0}, 1
         else:
             if len(base) not in (0, k):
                 _refuse(g, node, f"has {len(base)} base_values for {k} classes")

@@ -192,6 +192,19 @@ def test_binary_mixed_weights_logistic_label_on_raw_sign():
     assert_bit_equal(model, proto, X, backends=("numpy", "numba"))
 
 
+@pytest.mark.parametrize("base", [None, [0.25]])
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
+def test_binary_weights_for_class_one_only(post, base):
+    """Class id 1 only: ONNX Runtime post-transforms [0, s] (ignoring a single base value) and labels s > 0."""
+    forest = stump_forest(["BRANCH_LEQ"] * 2, [0.0, 1.0], [0, 1], [0, 1], [(0.625, -0.5), (-0.625, 0.5)])
+    proto = clf_graph(classifier(forest, [0, 1], post=post, class_of_tree=[1, 1], base=base), [0, 1])
+    model = ss.convert(proto)
+    X = rows_around([0.0, 1.0])
+    label, scores = ort_outputs(proto, X, model)
+    assert len(set(label)) == 2
+    assert_bit_equal(model, proto, X, backends=("numpy", "numba"))
+
+
 @pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
 def test_multiclass_first_raw_argmax_and_post_transforms(post):
     """Three classes, one tree each: equal raw scores tie to the first class, as ONNX Runtime's
@@ -241,7 +254,7 @@ def _refusals():
                   regressor(_stump(), inp="n")], reg_out)
     both = clf_graph(classifier(stump_forest(["BRANCH_LEQ"], [0.0], [0], [0], [((0.5, 0.5), (0.25, 0.75))]),
                                 [0, 1], name="both_node"), [0, 1])
-    one = clf_graph(classifier(stump_forest(["BRANCH_LEQ"], [0.0], [0], [0], [(0.5, -0.5)]), [0, 1],
+    one = clf_graph(classifier(stump_forest(["BRANCH_LEQ"], [0.0], [0], [0], [(0.5, 0.25)]), [0, 1],
                                class_of_tree=[1], post="LOGISTIC", name="id1_node"), [0, 1])
     pos_logistic = clf_graph(classifier(stump_forest(["BRANCH_LEQ"], [0.0], [0], [0], [(0.5, 0.25)]), [0, 1],
                                         post="LOGISTIC", name="poslog_node"), [0, 1])
@@ -256,7 +269,7 @@ def _refusals():
         pytest.param(absn, "abs_node.*Abs", id="unknown-op"),
         pytest.param(norm, "norm_node.*Normalizer", id="normalizer-before-trees"),
         pytest.param(both, "both_node.*both classes", id="binary-both-classes"),
-        pytest.param(one, "id1_node.*class id 1", id="binary-class-id-1"),
+        pytest.param(one, "id1_node.*class id 1 with all-positive", id="binary-class-id-1-positive"),
         pytest.param(pos_logistic, "poslog_node.*all-positive weights and LOGISTIC", id="binary-positive-logistic"),
         pytest.param(mixed_none, "mixed_node.*mixed-sign weights", id="binary-mixed-none"),
     ]
