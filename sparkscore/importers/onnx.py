@@ -128,6 +128,8 @@ class _Graph:
     estimator: object = None                             # the estimator NodeProto
     est_features: _Features | None = None
     score_link: str | None = None                        # Sigmoid / Softmax after a linear model
+    producer: str = ""                                   # e.g. "skl2onnx 1.20.0" (provenance)
+    opsets: dict = field(default_factory=dict)           # domain -> opset version
 
 
 def convert(proto, feature_names: Sequence[str] | None = None, label: str | None = None) -> Model:
@@ -135,7 +137,8 @@ def convert(proto, feature_names: Sequence[str] | None = None, label: str | None
     onnx = _onnx()
     graph = proto.graph
     label = label or (graph.name or "onnx model")
-    g = _Graph(label)
+    g = _Graph(label, producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+               opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import})
     init = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     _inputs(g, graph, init, feature_names)
     for node in graph.node:
@@ -342,7 +345,8 @@ def _estimator(g: _Graph, onnx, argmax_label: bool) -> Model:
     op = node.op_type
     n_inputs = len(g.names)
     meta = {"source": "onnx", "library_version": str(onnx.__version__), "class": f"{_ML}.{op}",
-            "name": op, "onnx_node": node.name or node.output[0]}
+            "name": op, "onnx_node": node.name or node.output[0], "onnx_producer": g.producer,
+            "onnx_opsets": g.opsets}
     classes = None
     if op.endswith("Classifier"):
         ints = a.get("classlabels_int64s", a.get("classlabels_ints"))
@@ -679,8 +683,9 @@ def _fold(g: _Graph, node, feat, values, modes, tracks, internal):
         left_true[sel] = p_lo  # prefix true: left = true branch; suffix true: left = false branch
         if (step & (_ordered_key(_from_key(lo)) != lo)).any():  # pragma: no cover - key round trip
             raise IntegrityError(f"{g.label}: threshold folding failed; this is a sparkscore bug")
-        # monotone check at a sample of keys: the step must explain every probe
-        probes = np.linspace(lo0, hi0, 257).astype(np.int64)
+        # monotone check at a sample of keys: the step must explain every probe (no preprocessing:
+        # the comparison itself is the step)
+        probes = np.linspace(lo0, hi0, 257).astype(np.int64) if ops else ()
         for k in probes:
             expect = np.where(step & (k > lo), ~p_lo, p_lo)
             if (pred(np.full(len(sel), k)) != expect).any():
