@@ -163,6 +163,11 @@ def _native_config(native: Any) -> dict[str, Any] | None:
     if root == "xgboost":
         booster = native.get_booster() if hasattr(native, "get_booster") else native
         return {"library": "xgboost", "config": json.loads(booster.save_config())}
+    if root == "onnx" and hasattr(native, "graph"):  # a ModelProto: who exported it, against which opsets
+        return {"library": "onnx", "producer": f"{native.producer_name} {native.producer_version}".strip(),
+                "graph": native.graph.name,
+                "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in native.opset_import},
+                "nodes": [f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in native.graph.node]}
     if root == "sklearn" and hasattr(native, "get_params"):
         return {"library": "sklearn", "class": type(native).__qualname__,
                 "params": {k: json_safe(v) for k, v in sorted(native.get_params(deep=False).items())}}

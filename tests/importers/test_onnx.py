@@ -305,6 +305,10 @@ def test_convert_file_proto_and_register(tmp_path):
     loaded = reg.load(f"onnx_churn/{mv.version}")
     np.testing.assert_array_equal(loaded.predict_proba(X), from_file.predict_proba(X))
     assert loaded.metadata["source"] == "onnx"
+    mv2 = reg.register("onnx_proto", proto)
+    config = reg.lineage(f"onnx_proto/{mv2.version}")["configuration"]["native"]
+    assert config["library"] == "onnx" and config["opsets"]["ai.onnx.ml"] == 3
+    assert config["nodes"] == ["ai.onnx.ml.TreeEnsembleClassifier"]
 
 
 def test_loading_never_imports_onnxruntime(tmp_path):
