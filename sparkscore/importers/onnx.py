@@ -122,6 +122,8 @@ class _Output:
 
 @dataclass
 class _Graph:
+    """What the walk over the graph's nodes (in their topological order) has learnt so far."""
+
     label: str
     names: list[str] = field(default_factory=list)       # signature input names
     values: dict = field(default_factory=dict)           # value name -> _Features | _Output
@@ -130,6 +132,7 @@ class _Graph:
     score_link: str | None = None                        # Sigmoid / Softmax after a linear model
     producer: str = ""                                   # e.g. "skl2onnx 1.20.0" (provenance)
     opsets: dict = field(default_factory=dict)           # domain -> opset version
+    label_casts: list = field(default_factory=list)      # Cast targets applied to the label output
 
 
 def convert(proto, feature_names: Sequence[str] | None = None, label: str | None = None) -> Model:
@@ -232,8 +235,8 @@ def _node(g: _Graph, node, init: dict, onnx) -> None:
                 g.values[node.output[0]] = src
                 return
             if isinstance(src, _Output) and src.what == "label" and a.get("to") in (_INT64, _STRING):
-                g.values[node.output[0]] = src  # checked against the label type in _estimator
-                g.values.setdefault("__label_casts__", []).append(a.get("to"))
+                g.values[node.output[0]] = src
+                g.label_casts.append(a.get("to"))  # checked against the label type in _estimator
                 return
             if isinstance(src, _Output) and src.what == "scores" and a.get("to") == _FLOAT:
                 g.values[node.output[0]] = src
@@ -354,9 +357,8 @@ def _estimator(g: _Graph, onnx, argmax_label: bool) -> Model:
         classes = tuple(strings) if strings else tuple(int(c) for c in (ints or ()))
         if not classes:
             _refuse(g, node, "has no class labels")
-        casts = g.values.get("__label_casts__", [])
         want = _STRING if strings else _INT64
-        if any(c != want for c in casts):
+        if any(c != want for c in g.label_casts):
             _refuse(g, node, "has its labels cast to another type")
     if op.startswith("TreeEnsemble"):
         est, decision = _trees(g, node, a, classes)
@@ -365,8 +367,8 @@ def _estimator(g: _Graph, onnx, argmax_label: bool) -> Model:
         est, decision = _linear(g, node, a, classes)
         features = _feature_maps(g, n_inputs)
     if argmax_label:
-        if classes != tuple(range(len(classes))):
-            _refuse(g, node, "feeds an ArgMax label output but its labels are not 0..k-1")
+        if classes is None or classes != tuple(range(len(classes))):
+            _refuse(g, node, "feeds an ArgMax label output but is not a classifier with labels 0..k-1")
         decision = "proba"
     task = "classification" if classes is not None else "regression"
     n_out = est.n_outputs

@@ -260,7 +260,11 @@ def _refusals():
                                         post="LOGISTIC", name="poslog_node"), [0, 1])
     mixed_none = clf_graph(classifier(stump_forest(["BRANCH_LEQ"], [0.0], [0], [0], [(0.5, -0.25)]), [0, 1],
                                       name="mixed_node"), [0, 1])
+    impute_zero = graph([helper.make_node("Imputer", ["X"], ["i"], domain="ai.onnx.ml", name="imp0_node",
+                                          imputed_value_floats=[1.0], replaced_value_float=0.0),
+                         regressor(_stump(), inp="i")], reg_out)
     return [
+        pytest.param(impute_zero, "imp0_node.*replaces the value 0.0", id="imputer-non-nan"),
         pytest.param(eq, "eq_node.*BRANCH_EQ", id="branch-eq"),
         pytest.param(avg, "avg_node.*AVERAGE", id="average"),
         pytest.param(mn, "min_node.*MIN", id="min"),
