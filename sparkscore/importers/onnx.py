@@ -38,9 +38,13 @@ here imports it.  What a converted model reproduces, and how exactly:
   (``LinearModel(dtype="float32")``): ONNX Runtime's float32 GEMM sums in its own blocked order
   and its ``LOGISTIC`` / ``SOFTMAX`` are MLAS's vectorised approximations, so values agree within
   a few float32 ulps (rtol 1e-6), not bit for bit.  Labels: raw score ``> 0`` (one score) or the
-  first argmax of raw scores.  ``Scaler`` / ``Imputer`` in front become feature maps; a trailing
-  ``Normalizer`` of probabilities (skl2onnx's multinomial LogisticRegression) is a no-op within
-  that tolerance.
+  first argmax of raw scores.  ``Scaler`` / ``Imputer`` in front become (float64) feature maps,
+  so a row whose float32 scaling overflows in ONNX Runtime (``|x|`` within the scale factor of
+  FLT_MAX) gets ``+-inf`` there and a finite value here; a trailing ``Normalizer`` of probabilities
+  (skl2onnx's multinomial LogisticRegression) is a no-op within the tolerance.
+* **Not converted**: ``tensor(double)`` inputs (skl2onnx's double-input classifiers do not even
+  load in onnxruntime 1.32: their probability outputs are typed double) and the ai.onnx.ml opset-5
+  ``TreeEnsemble`` (skl2onnx 1.20 and onnxmltools 1.16 still write the opset-3 operators).
 * Glue: ``Identity``, ``Cast`` (to float for features, to the label type for labels), ``Reshape`` /
   ``Flatten`` that keep ``[N, F]``, ``Concat`` of inputs on axis 1, ``ZipMap``, ``ArgMax`` of
   probabilities (then labels are the first argmax of the probabilities), and ``Sigmoid`` /
