@@ -143,7 +143,7 @@ def convert(proto, feature_names: Sequence[str] | None = None, label: str | None
     """Convert an ``onnx.ModelProto`` of a classical-ML graph (see the module docstring)."""
     onnx = _onnx()
     graph = proto.graph
-    label = label or (graph.name or "onnx model")
+    label = label or (f"ONNX model (graph {graph.name!r})" if graph.name else "ONNX model")
     g = _Graph(label, producer=f"{proto.producer_name} {proto.producer_version}".strip(),
                opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import})
     init = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
@@ -480,7 +480,8 @@ def _trees(g: _Graph, node, a: dict, classes):
     bad = sorted({m for m in modes if m not in _MODES and m != "LEAF"})
     if bad:
         _refuse(g, node, f"has node modes {bad}; supported are {list(_MODES)} (EQ/NEQ/MEMBER splits are not "
-                         "monotone in the input)")
+                         "monotone in the input; converters write them for categorical splits: convert the native "
+                         "LightGBM/XGBoost model with ss.convert instead)")
     n_cols = len(g.est_features.cols)
     internal = np.asarray([m != "LEAF" for m in modes])
     if internal.any() and (feat[internal].min() < 0 or feat[internal].max() >= n_cols):
