@@ -30,6 +30,8 @@ EXTRAS = {
     # MLflow interop (models:/ and runs:/ URIs, MLmodel files): the skinny client is enough (full mlflow needs
     # pyarrow<26); pyyaml reads MLmodel, cloudpickle only for the sklearn flavor's explicit allow_pickle opt-in
     "mlflow": ["mlflow-skinny>=3.0,<4", "pyyaml>=6", "cloudpickle>=2"],
+    # ONNX classical-ML graphs (ss.convert("model.onnx")): read with onnx (protobuf), never onnxruntime
+    "onnx": ["onnx>=1.16"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
@@ -43,7 +45,9 @@ EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})
 EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1",
                                    # serving tests: in-process ASGI client; tritonclient is the real OIP v2 client
-                                   "httpx>=0.27", "tritonclient[http]>=2.40"]
+                                   "httpx>=0.27", "tritonclient[http]>=2.40",
+                                   # ONNX importer tests: onnxruntime is the oracle, skl2onnx/onnxmltools the sources
+                                   "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12"]
 
 setup(
     name="sparkscore",

@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from sparkscore.errors import SparkscoreError
 
-FORMATS = ("auto", "lightgbm", "xgboost", "catboost", "pyspark", "sparkscore", "mlflow", "pickle")
+FORMATS = ("auto", "lightgbm", "xgboost", "catboost", "pyspark", "sparkscore", "mlflow", "onnx", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
@@ -912,6 +912,10 @@ def _load_as(path: Path, fmt: str, allow_pickle: bool) -> Any:
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(path)
+    if fmt == "onnx":
+        from sparkscore.importers import onnx
+
+        return onnx.load_file(path)
     if not allow_pickle:
         raise SparkscoreError(f"{path} is a pickle file and unpickling can run arbitrary code; save the model natively "
                               "(LightGBM save_model, XGBoost .json/.ubj, Model.save) or pass --allow-pickle if you trust it")
@@ -937,6 +941,9 @@ def _detect_format(path: Path) -> str:
                               "model (metadata/); pass --format")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         return "pickle"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+
     from sparkscore.importers.catboost import is_catboost_file  # light (numpy only); reads the first 4 KiB
 
     if is_catboost_file(path):

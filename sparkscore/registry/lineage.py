@@ -165,6 +165,11 @@ def _native_config(native: Any) -> dict[str, Any] | None:
         return {"library": "xgboost", "config": json.loads(booster.save_config())}
     if root == "catboost":  # every parameter the model was trained with, defaults resolved
         return {"library": "catboost", "params": json_safe(native.get_all_params())}
+    if root == "onnx" and hasattr(native, "graph"):  # a ModelProto: who exported it, against which opsets
+        return {"library": "onnx", "producer": f"{native.producer_name} {native.producer_version}".strip(),
+                "graph": native.graph.name,
+                "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in native.opset_import},
+                "nodes": [f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in native.graph.node]}
     if root == "sklearn" and hasattr(native, "get_params"):
         return {"library": "sklearn", "class": type(native).__qualname__,
                 "params": {k: json_safe(v) for k, v in sorted(native.get_params(deep=False).items())}}

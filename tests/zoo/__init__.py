@@ -63,6 +63,7 @@ _MODULES = (
     "tests.zoo.sklearn_tree_cases",
     "tests.zoo.mlflow_cases",
     "tests.zoo.catboost_cases",
+    "tests.zoo.onnx_cases",
 )
 
 
