@@ -64,8 +64,10 @@ class DuckDBRunner:
         return engine.sql(self.con, generate(query, "duckdb"), registry=self.registry, namespace=self.namespace)
 
     def columns(self, source: exp.Expression) -> list[tuple[str, str]]:
+        from sparkscore.engines.duckdb import _CallerScope  # the caller's pandas / Arrow variables resolve by name
+
         try:
-            relation = self.con.sql(generate(source, "duckdb"))
+            relation = _CallerScope(self.con, self.namespace).sql(generate(source, "duckdb"))
         except Exception as exc:  # duckdb.Error: the user's query itself
             raise QueryError(f"DuckDB cannot run the monitored query: {' '.join(str(exc).split())[:300]}; "
                              "fix the SQL") from None
@@ -180,3 +182,65 @@ def _view_name() -> str:
 
 def _select_all(view: str) -> exp.Select:
     return exp.select(exp.Star()).from_(exp.to_table(view, quoted=True))
+
+
+# ---------------------------------------------------------------------- DRIFT(...) table function
+def _drift_calls(tree: exp.Expression) -> list[exp.Table]:
+    from sparkscore.optimizer.nodes import ScoreDrift
+
+    return [t for t in tree.find_all(exp.Table) if isinstance(t.this, ScoreDrift)]
+
+
+def expand_drift(query: str, dialect: str, register: Any, run_drift: Any) -> str:
+    """``query`` with every ``DRIFT(ref, 'current SELECT' [, 'reference SELECT'])`` in FROM replaced by a
+    table holding its drift rows.  ``run_drift(ref, current_sql, reference_sql)`` computes one call;
+    ``register(result) -> view name`` exposes its rows to the engine.  Queries without DRIFT come back as given.
+    """
+    if "drift" not in query.lower():
+        return query
+    tree = parse(query, dialect)
+    calls = _drift_calls(tree)
+    if not calls:
+        return query
+    for table in calls:
+        node = table.this
+        args = [node.this, *node.expressions]
+        if not 2 <= len(args) <= 3 or not all(isinstance(a, exp.Literal) and a.is_string for a in args):
+            raise QueryError("DRIFT takes 2 or 3 string literals: DRIFT('model_ref', 'SELECT ... current batch' "
+                             "[, 'SELECT ... reference batch']); without a reference the training profile is used")
+        ref, current, reference = args[0].name, args[1].name, args[2].name if len(args) == 3 else None
+        view = register(run_drift(ref, current, reference))
+        replacement = exp.to_table(view, quoted=True)
+        if table.args.get("alias") is not None:
+            replacement.set("alias", table.args["alias"])
+        table.replace(replacement)
+    return generate(tree, dialect)
+
+
+def expand_drift_duckdb(con: Any, query: str, registry: Any, namespace: Mapping[str, Any]) -> str:
+    from sparkscore.monitor.api import drift
+
+    def register(result) -> str:
+        view = _view_name()
+        con.register(view, result.to_arrow())
+        return view
+
+    return expand_drift(query, "duckdb", register, lambda ref, cur, ref_q: drift(
+        ref, cur, reference=ref_q, engine=con, registry=registry, namespace=namespace))
+
+
+def expand_drift_spark(spark: Any, query: str, registry: Any) -> str:
+    from sparkscore.monitor.api import drift
+
+    def register(result) -> str:
+        view = _view_name()
+        spark.createDataFrame(result.to_pandas(), schema=_SPARK_DRIFT_SCHEMA).createOrReplaceTempView(view)
+        return view
+
+    return expand_drift(query, "spark", register, lambda ref, cur, ref_q: drift(
+        ref, cur, reference=ref_q, engine=spark, registry=registry))
+
+
+_SPARK_DRIFT_SCHEMA = ("feature string, metric string, value double, threshold double, is_anomaly boolean, "
+                       "p_value double, n_ref bigint, n_cur bigint, slice_key string, slice_value string, "
+                       "role string, method string, error_bound double")
