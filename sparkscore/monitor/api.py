@@ -91,4 +91,4 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
     cur = profile_batch(runner, pinned, model, source, labels=labels if has_label else None,
                         exact_rows=exact_rows, reference=ref_batch.profile, model_info=info,
                         k=ref_batch.profile.kll_k)
-    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what)
+    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile)

@@ -67,7 +67,7 @@ def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, la
             ref_col = reference.column(name, role)
             edges, cats = ref_col.edges, tuple(v for v, _ in ref_col.categories)
         elif kind == "numeric":
-            edges, cats = quantile_edges(state.sketches[i], bins), ()
+            edges, cats = quantile_edges(state.sketches[i], bins, state.raw_values(i)), ()
         else:
             edges, cats = (), tuple(v for v, _ in top_categories(state.counts[i], topk))
         agg_columns.append(AggColumn(f"c{i}", kind, edges, cats))
@@ -109,11 +109,17 @@ def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels:
                                f"{'the label' if role == 'label' else 'a numeric input'}; cast it to DOUBLE in the query")
 
 
-def quantile_edges(sketch, bins: int) -> tuple[float, ...]:
-    """Interior edges at the quantiles i/bins of the finite values (duplicates dropped; none when empty)."""
+def quantile_edges(sketch, bins: int, raw: np.ndarray | None = None) -> tuple[float, ...]:
+    """Interior edges at the quantiles i/bins of the finite values (duplicates dropped; none when empty).
+
+    Exact (``numpy.quantile``, so reproducible) while the raw values were kept; from the KLL sketch
+    otherwise (within its rank error; KLL compaction is randomised, so edges of large data can
+    differ between two profiling runs by up to that error).
+    """
     if sketch is None or sketch.is_empty() or bins < 2:
         return ()
-    qs = sketch.get_quantiles([i / bins for i in range(1, bins)])
+    ranks = [i / bins for i in range(1, bins)]
+    qs = np.quantile(raw, ranks) if raw is not None and raw.size else sketch.get_quantiles(ranks)
     return tuple(float(e) for e in np.unique(np.asarray(qs, dtype=np.float64)) if math.isfinite(e))
 
 
@@ -173,6 +179,8 @@ class DriftResult:
     rows: tuple[DriftRow, ...]
     model: Mapping[str, Any] | None = None
     reference: str = "training profile"
+    reference_profile: Profile | None = field(default=None, repr=False, compare=False)
+    current_profile: Profile | None = field(default=None, repr=False, compare=False)
 
     @property
     def drifted(self) -> tuple[str, ...]:
