@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -56,12 +56,28 @@ class DuckDBRunner:
     namespace: Mapping[str, Any]
     dialect: str = "duckdb"
     queries: int = 0  # executed monitoring queries (tests assert the aggregate is one)
+    views: list = field(default_factory=list)  # temporary views this runner made (dropped by release)
 
-    def _relation(self, query: exp.Expression):
+    def scored(self, query: exp.Expression) -> exp.Table:
         from sparkscore.engines import duckdb as engine
 
+        view = _view_name()
+        engine.sql(self.con, generate(query, "duckdb"), registry=self.registry, namespace=self.namespace).create_view(view)
+        self.views.append(("view", view))
+        return exp.to_table(view, quoted=True)
+
+    def release(self) -> None:
+        """Drop the temporary views (scored projections first, then registered data)."""
+        for kind, view in reversed(self.views):
+            if kind == "view":
+                self.con.execute(f"DROP VIEW IF EXISTS {exp.to_identifier(view, quoted=True).sql('duckdb')}")
+            else:
+                self.con.unregister(view)
+        self.views.clear()
+
+    def _relation(self, query: exp.Expression):
         self.queries += 1
-        return engine.sql(self.con, generate(query, "duckdb"), registry=self.registry, namespace=self.namespace)
+        return self.con.sql(generate(query, "duckdb"))
 
     def columns(self, source: exp.Expression) -> list[tuple[str, str]]:
         from sparkscore.engines.duckdb import _CallerScope  # the caller's pandas / Arrow variables resolve by name
@@ -89,12 +105,24 @@ class SparkRunner:
     registry: Any
     dialect: str = "spark"
     queries: int = 0
+    views: list = field(default_factory=list)
 
-    def _frame(self, query: exp.Expression):
+    def scored(self, query: exp.Expression) -> exp.Table:
         from sparkscore.engines import spark as engine
 
+        view = _view_name()
+        engine.sql(self.spark, generate(query, "spark"), registry=self.registry).createOrReplaceTempView(view)
+        self.views.append(view)
+        return exp.to_table(view, quoted=True)
+
+    def release(self) -> None:
+        for view in reversed(self.views):
+            self.spark.catalog.dropTempView(view)
+        self.views.clear()
+
+    def _frame(self, query: exp.Expression):
         self.queries += 1
-        return engine.sql(self.spark, generate(query, "spark"), registry=self.registry)
+        return self.spark.sql(generate(query, "spark"))
 
     def columns(self, source: exp.Expression) -> list[tuple[str, str]]:
         frame = self.spark.sql(generate(source, "spark"))
@@ -136,7 +164,7 @@ def prepare(data: Any, engine: Any = None, registry: Any = None, namespace: Mapp
                                "the model first, then `ss.monitor.profile('NAME/VERSION', df)`")
         view = _view_name()
         data.createOrReplaceTempView(view)
-        return SparkRunner(data.sparkSession, registry), _select_all(view)
+        return SparkRunner(data.sparkSession, registry, views=[view]), _select_all(view)
     if isinstance(data, str) and not _is_path(data):
         if engine is None:
             raise MonitorError("a SQL query needs engine= (a DuckDB connection or a SparkSession); or pass a "
@@ -155,20 +183,23 @@ def prepare(data: Any, engine: Any = None, registry: Any = None, namespace: Mapp
 
     con = engine if engine is not None else connect()
     view = _view_name()
+    made = ("view", view)
     if isinstance(data, (str, os.PathLike)):
         read_files(con, os.fspath(data), os.fspath(data)).create_view(view)
     elif kind in ("duckdb", "_duckdb"):
         if engine is None:
             con.register(view, data.to_arrow_table())  # another connection's relation: materialised once
+            made = ("registered", view)
         else:
             data.create_view(view)
     elif kind in ("pandas", "pyarrow"):
         con.register(view, data)
+        made = ("registered", view)
     else:
         raise MonitorError(f"cannot monitor {type(data).__name__} data; pass a pandas DataFrame, an Arrow table, a "
                            "DuckDB relation, a parquet/csv path, a Spark DataFrame or a SQL query with engine=")
     reg = OneModel(name, model) if model is not None else registry
-    return DuckDBRunner(con, reg, dict(namespace or {})), _select_all(view)
+    return DuckDBRunner(con, reg, dict(namespace or {}), views=[made]), _select_all(view)
 
 
 def _is_path(text: str) -> bool:

@@ -31,7 +31,13 @@ class Runner(Protocol):
 
     def columns(self, source: exp.Expression) -> list[tuple[str, str]]: ...
 
+    def scored(self, query: exp.Expression) -> exp.Table:
+        """Plan ``query`` (PREDICT and all) once on the engine; a table naming the lazy view of it."""
+
     def aggregate(self, query: exp.Expression) -> list[tuple]: ...
+
+    def release(self) -> None:
+        """Drop what the runner created on the engine (temporary views)."""
 
     def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState: ...
 
@@ -55,10 +61,19 @@ def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, la
     """
     if bins < 1 or topk < 1 or k < 8:
         raise MonitorError(f"bins ({bins}) and topk ({topk}) must be positive and k ({k}) at least 8")
+    try:
+        return _profile_batch(runner, ref, model, source, labels, bins, topk, k, exact_rows, reference, model_info,
+                              source_kind)
+    finally:
+        runner.release()
+
+
+def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labels, bins, topk, k, exact_rows,
+                   reference, model_info, source_kind) -> Batch:
     specs = column_specs(model, labels)
     _check_columns(runner, source, model, specs, labels)
     inputs = [(name, kind) for name, role, kind in specs if role == "input"]
-    scored = scored_query(source, ref, inputs, labels)
+    scored = runner.scored(scored_query(source, ref, inputs, labels))
     kinds = [kind for _, _, kind in specs]
     state = runner.sketch(stream_query(scored, len(specs)), kinds, k, exact_rows)
     agg_columns = []

@@ -6,7 +6,8 @@ Two queries over the user's data:
   as DOUBLE), the model's own ``PREDICT(ref, *)`` output (so the prediction comes from the engine in
   the same scan, inlined or as a UDF by the optimizer) and the label.  Columns are aliased
   ``c0, c1, ...`` so no user name needs to be a valid alias.
-* :func:`aggregate_query` -- ONE aggregate over that projection: row count, per numeric column the
+* :func:`aggregate_query` -- ONE aggregate over that projection (which the engine plans once, PREDICT
+  included, as a view that the sketch stream and the aggregate both read): row count, per numeric column the
   NULL / NaN / ±inf / finite counts, min / max / mean / population variance of the finite values
   and the cumulative histogram ``COUNT(x < e_i)`` on the stored edges; per categorical column the
   count of each stored category.  Slices become ``GROUP BY`` keys of the same query.
@@ -59,12 +60,15 @@ def scored_query(source: exp.Expression, ref: str, inputs: Sequence[tuple[str, s
     return exp.select(*projections).from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(SOURCE))))
 
 
-def stream_query(scored: exp.Select, n_columns: int) -> exp.Select:
+def stream_query(scored: exp.Expression, n_columns: int) -> exp.Select:
     """The scored columns only (what the sketches read), in order."""
     return exp.select(*[exp.column(f"c{i}", table=SCORED) for i in range(n_columns)]).from_(_scored_source(scored))
 
 
-def _scored_source(scored: exp.Select) -> exp.Subquery:
+def _scored_source(scored: exp.Expression) -> exp.Expression:
+    """The scored projection as ``__ss_scored``: a view the engine planned once (a table), or the SELECT itself."""
+    if isinstance(scored, exp.Table):
+        return exp.Table(this=scored.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(SCORED)))
     return exp.Subquery(this=scored, alias=exp.TableAlias(this=exp.to_identifier(SCORED)))
 
 
@@ -82,7 +86,7 @@ def _literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def aggregate_query(scored: exp.Select, columns: Sequence[AggColumn], n_slices: int = 0) -> tuple[exp.Select, list[str]]:
+def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], n_slices: int = 0) -> tuple[exp.Select, list[str]]:
     """The ONE aggregate query and the names of its result columns, in order."""
     names: list[str] = []
     select: list[exp.Expression] = []
