@@ -744,7 +744,11 @@ def monitor(
     reference: Optional[str] = typer.Option(None, "--reference", metavar="PATH|PROFILE.json",
                                             help="Reference batch file, or a saved profile (.json); default: the "
                                                  "training profile stored with the version."),
-    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN", help="Label column (label drift)."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN",
+                                         help="Label column (label drift; quality metrics per slice)."),
+    slices: List[str] = typer.Option([], "--slice", metavar="COLS|PREDICATE",
+                                     help="Slice by columns ('region', crossed 'region,plan') or a predicate "
+                                          "('age >= 60'); repeatable, all in the same scan."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
                                                help="Thresholds: [monitor.thresholds] and [monitor.features.NAME]."),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
@@ -766,23 +770,27 @@ def monitor(
         ref_arg = Profile.load(reference)
     con = _connection(table)
     result = ss.monitor.drift(ref, query if query is not None else input_path, reference=ref_arg, engine=con,
-                              registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={})
+                              registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={},
+                              slices=slices)
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
     else:
         shown = Table("feature", "metric", "value", "threshold", "drift", "p-value", "n_ref", "n_cur", "method",
+                      *(("slice",) if slices else ()),
                       title=Text(f"drift of {input_path or 'query'} vs {result.reference} of {ref}"))
         for row in result.rows:
+            where = (f"{row.slice_key} = {row.slice_value}" if row.slice_key else "all",) if slices else ()
             shown.add_row(*(Text(str(x)) for x in (
                 row.feature, row.metric, _num(row.value), _num(row.threshold), "DRIFT" if row.is_anomaly else "",
-                _num(row.p_value), row.n_ref, row.n_cur, row.method)))
+                _num(row.p_value), row.n_ref, row.n_cur, row.method, *where)))
         _out().print(shown)
     if fail_on_drift and result.drifted:
         worst = {}
         for row in result.rows:
-            if row.is_anomaly and row.feature not in worst:
-                tested = row.p_value if row.metric in ("ks", "chi_square") else row.value
-                worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)})"
+            if row.is_anomaly and row.role != "quality" and row.feature not in worst:
+                tested = row.p_value if row.p_value is not None else row.value
+                where = f" in {row.slice_key} = {row.slice_value}" if row.slice_key else ""
+                worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)}{where})"
         print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst.values())}", file=sys.stderr)
         raise typer.Exit(EXIT_DRIFT)
 

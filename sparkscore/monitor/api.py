@@ -9,10 +9,10 @@ data rather than an engine adapter.  It is listed in ``.importlinter``'s ``ignor
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sparkscore.ir import Model
-from sparkscore.monitor.compute import Batch, DriftResult, compare, profile_batch
+from sparkscore.monitor.compute import Batch, DriftResult, compare, parse_slices, profile_batch
 from sparkscore.monitor.metrics import Thresholds
 from sparkscore.monitor.profile import DEFAULT_BINS, DEFAULT_KLL_K, DEFAULT_TOPK, MonitorError, Profile
 from sparkscore.monitor.sketch import DEFAULT_EXACT_ROWS
@@ -62,13 +62,22 @@ def profile(ref_or_model: Any, data: Any, engine: Any = None, registry: Any = No
 
 def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, registry: Any = None,
           labels: str | None = None, thresholds: Thresholds | None = None,
-          exact_rows: int = DEFAULT_EXACT_ROWS, namespace: Mapping[str, Any] | None = None) -> DriftResult:
+          exact_rows: int = DEFAULT_EXACT_ROWS, namespace: Mapping[str, Any] | None = None,
+          slices: Sequence[str] = ()) -> DriftResult:
     """Drift of ``data`` (the current batch) from ``reference`` for every input, the prediction and the label.
 
     ``reference``: None for the training profile stored with the version, a :class:`Profile`, or
     another batch (any ``data`` form; profiled on the fly, and compared exactly when both are small).
     The current batch is profiled on the reference's edges and categories by the sketch stream and
     ONE aggregate query on the engine; rows are ``DriftRow`` s (see ``DRIFT_COLUMNS``).
+
+    ``slices``: ``'region'``, ``'region,plan'`` (crossed) or a predicate ``'age >= 60'``; each is a
+    GROUPING SET of the same aggregate query.  Per slice: the bucketed drift metrics (PSI, JS,
+    chi-square, L-infinity; KS / Wasserstein need per-slice sketches and are reported overall only)
+    against the same slice of a reference *batch* (a stored training profile has no slices, and a
+    slice against the whole would flag the slicing column itself), and with
+    ``labels`` the quality metrics (accuracy, log-loss, Brier for binary classifiers; accuracy for
+    multiclass; RMSE, MAE for regressors).  Slice p-values are Benjamini-Hochberg adjusted.
     """
     thresholds = thresholds or Thresholds()
     from sparkscore.engines.monitoring import prepare
@@ -84,11 +93,10 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
     else:
         runner, source = prepare(reference, engine, reg, namespace, model=model if reg is None else None, name=pinned)
         ref_batch = profile_batch(runner, pinned, model, source, labels=labels, bins=DEFAULT_BINS,
-                                  exact_rows=exact_rows, model_info=info)
+                                  exact_rows=exact_rows, model_info=info, slices=parse_slices(slices, runner.dialect))
         label_what = "reference batch"
-    has_label = labels is not None and any(c.role == "label" for c in ref_batch.profile.columns)
     runner, source = prepare(data, engine, reg, namespace, model=model if reg is None else None, name=pinned)
-    cur = profile_batch(runner, pinned, model, source, labels=labels if has_label else None,
+    cur = profile_batch(runner, pinned, model, source, labels=labels,
                         exact_rows=exact_rows, reference=ref_batch.profile, model_info=info,
-                        k=ref_batch.profile.kll_k)
+                        k=ref_batch.profile.kll_k, slices=parse_slices(slices, runner.dialect), quality=True)
     return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile)

@@ -7,6 +7,7 @@ PREDICT front end and returns only aggregated results: a few rows of counts, and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -44,16 +45,51 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class Batch:
-    """A profiled dataset: its profile, and the raw finite values per column when it was small."""
+    """A profiled dataset: its profile, the raw finite values per column when it was small, and per
+    slice ``(slice_key, slice_value)`` a histogram-only profile and the quality metrics."""
 
     profile: Profile
     raw: Mapping[str, np.ndarray] = field(default_factory=dict)
+    slices: Mapping[tuple[str, str], Profile] = field(default_factory=dict)
+    quality: Mapping[tuple[str, str] | None, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One ``--slice`` spec: ``region`` / ``region,plan`` (column keys) or ``age >= 60`` (a predicate)."""
+
+    text: str
+    keys: tuple[exp.Expression, ...]
+    predicate: bool
+
+
+def parse_slices(specs: Sequence[str], dialect: str) -> list[Slice]:
+    """Slice specs as ASTs.  The text is parsed as a SELECT list and refused unless it is only that
+    (no FROM, no subquery): it becomes GROUP BY keys, never pasted into SQL text."""
+    from sparkscore.optimizer.dialect import parse
+
+    out = []
+    for text in specs:
+        if not isinstance(text, str) or not text.strip():
+            raise MonitorError(f"slice {text!r}: give column names ('region', 'region,plan') or a predicate ('age >= 60')")
+        tree = parse(f"SELECT {text}", dialect)
+        extra = [k for k, v in tree.args.items() if v and k != "expressions"]
+        nested = [n for n in tree.find_all(exp.Select) if n is not tree]
+        if not isinstance(tree, exp.Select) or extra or nested:
+            raise MonitorError(f"slice {text!r} must be column names or one predicate over the batch's columns")
+        keys = tuple(tree.expressions)
+        columns = all(isinstance(k, exp.Column) for k in keys)
+        if not columns and len(keys) != 1:
+            raise MonitorError(f"slice {text!r}: use column names ('region,plan') or ONE predicate ('age >= 60')")
+        out.append(Slice(text.strip(), keys, not columns))
+    return out
 
 
 def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, labels: str | None = None,
                   bins: int = DEFAULT_BINS, topk: int = DEFAULT_TOPK, k: int = DEFAULT_KLL_K,
                   exact_rows: int = DEFAULT_EXACT_ROWS, reference: Profile | None = None,
-                  model_info: Mapping[str, Any] | None = None, source_kind: str = "batch") -> Batch:
+                  model_info: Mapping[str, Any] | None = None, source_kind: str = "batch",
+                  slices: Sequence[Slice] = (), quality: bool = False) -> Batch:
     """Profile ``source`` (a SELECT AST) against ``model``: the sketch stream, then ONE aggregate query.
 
     With ``reference``, histograms use its edges and categories (the current side of a drift);
@@ -63,44 +99,97 @@ def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, la
         raise MonitorError(f"bins ({bins}) and topk ({topk}) must be positive and k ({k}) at least 8")
     try:
         return _profile_batch(runner, ref, model, source, labels, bins, topk, k, exact_rows, reference, model_info,
-                              source_kind)
+                              source_kind, slices, quality and labels is not None)
     finally:
         runner.release()
 
 
 def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labels, bins, topk, k, exact_rows,
-                   reference, model_info, source_kind) -> Batch:
+                   reference, model_info, source_kind, slices, quality) -> Batch:
     specs = column_specs(model, labels)
     _check_columns(runner, source, model, specs, labels)
     inputs = [(name, kind) for name, role, kind in specs if role == "input"]
-    scored = runner.scored(scored_query(source, ref, inputs, labels))
+    keys, sets = [], []
+    for spec in slices:
+        sets.append(list(range(len(keys), len(keys) + len(spec.keys))))
+        keys.extend(k.copy() for k in spec.keys)
+    scored = runner.scored(scored_query(source, ref, inputs, labels, keys))
     kinds = [kind for _, _, kind in specs]
     state = runner.sketch(stream_query(scored, len(specs)), kinds, k, exact_rows)
     agg_columns = []
     for i, (name, role, kind) in enumerate(specs):
+        ref_col = None
         if reference is not None:
-            ref_col = reference.column(name, role)
+            try:
+                ref_col = reference.column(name, role)
+            except MonitorError:  # e.g. a label the reference was profiled without: this side's own edges
+                pass
+        if ref_col is not None:
             edges, cats = ref_col.edges, tuple(v for v, _ in ref_col.categories)
         elif kind == "numeric":
             edges, cats = quantile_edges(state.sketches[i], bins, state.raw_values(i)), ()
         else:
             edges, cats = (), tuple(v for v, _ in top_categories(state.counts[i], topk))
         agg_columns.append(AggColumn(f"c{i}", kind, edges, cats))
-    query, names = aggregate_query(scored, agg_columns)
-    rows = runner.aggregate(query)
-    if len(rows) != 1:
-        raise MonitorError(f"the aggregate query returned {len(rows)} rows, expected 1; report this query")
-    values = dict(zip(names, rows[0]))
-    n = int(values["rows"])
-    columns, raw = [], {}
-    for i, ((name, role, kind), agg) in enumerate(zip(specs, agg_columns)):
-        columns.append(_column(name, role, kind, agg, values, n, state, i))
+    q = _quality_spec(model, len(inputs), labels) if quality else None
+    query, names = aggregate_query(scored, agg_columns, sets, q)
+    rows = [dict(zip(names, row)) for row in runner.aggregate(query)]
+    overall = [r for r in rows if all(r[f"grouping:{i}"] for i in range(len(keys)))]
+    if len(overall) != 1:
+        raise MonitorError(f"the aggregate query returned {len(overall)} overall rows, expected 1; report this query")
+    bins_, topk_ = (bins, topk) if reference is None else (reference.bins, reference.topk)
+
+    def profile_of(values: Mapping[str, Any], with_state: bool) -> Profile:
+        n = int(values["rows"])
+        cols = tuple(_column(name, role, kind, agg, values, n, state if with_state else None, i)
+                     for i, ((name, role, kind), agg) in enumerate(zip(specs, agg_columns)))
+        return Profile(cols, n, bins_, topk_, k, model_info, source_kind)
+
+    raw = {}
+    for i, (name, role, kind) in enumerate(specs):
         values_i = state.raw_values(i) if kind == "numeric" else None
         if values_i is not None:
             raw[f"{role}:{name}"] = values_i
-    profile = Profile(tuple(columns), n, bins if reference is None else reference.bins,
-                      topk if reference is None else reference.topk, k, model_info, source_kind)
-    return Batch(profile, raw)
+    by_slice, qualities = {}, {}
+    if q is not None:
+        qualities[None] = _quality_values(overall[0], q)
+    for row in rows:
+        if row is overall[0]:
+            continue
+        for spec, group in zip(slices, sets):
+            if all(not row[f"grouping:{i}"] for i in group):
+                value = ",".join("NULL" if row[f"slice:{i}"] is None else _slice_text(row[f"slice:{i}"]) for i in group)
+                by_slice[spec.text, value] = profile_of(row, False)
+                if q is not None:
+                    qualities[spec.text, value] = _quality_values(row, q)
+    return Batch(profile_of(overall[0], True), raw, by_slice, qualities)
+
+
+def _slice_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _quality_spec(model, n_inputs: int, labels: str):
+    from sparkscore.monitor.query import Quality
+
+    if not model.is_classifier:
+        return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "regression")
+    if model.n_classes == 2:
+        positive = model.classes[1]
+        return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "binary",
+                       positive.item() if isinstance(positive, np.generic) else positive)
+    return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "multiclass")
+
+
+def _quality_values(row: Mapping[str, Any], q) -> dict[str, float]:
+    out = {name.partition(":")[2]: (None if v is None else float(v)) for name, v in row.items()
+           if name.startswith("quality:")}
+    if "mse" in out:
+        mse = out.pop("mse")
+        out["rmse"] = None if mse is None else math.sqrt(mse)
+    return out
 
 
 def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels: str | None) -> None:
@@ -150,7 +239,7 @@ def _column(name: str, role: str, kind: str, agg: AggColumn, values: Mapping[str
         cum = [0, *below, inside]
         hist = tuple(cum[j + 1] - cum[j] for j in range(len(cum) - 1))
         mean, var = values[f"{a}:mean"], values[f"{a}:var"]
-        sketch = state.sketches[i]
+        sketch = state.sketches[i] if state is not None else None
         return ColumnProfile(
             name, role, kind, count=n, nulls=n - nonnull, nans=nans, pos_inf=int(values[f"{a}:pos_inf"] or 0),
             neg_inf=int(values[f"{a}:neg_inf"] or 0), finite=finite,
@@ -174,14 +263,14 @@ class DriftRow:
     feature: str
     metric: str
     value: float | None
-    threshold: float
+    threshold: float | None
     is_anomaly: bool
     p_value: float | None
     n_ref: int
     n_cur: int
     slice_key: str | None = None
     slice_value: str | None = None
-    role: str = "input"               # input | output (prediction drift) | label
+    role: str = "input"               # input | output (prediction drift) | label | quality
     method: str = "exact"             # exact | sketch | histogram | empty
     error_bound: float | None = 0.0   # bound on |value - true value| (sketch methods)
 
@@ -199,10 +288,11 @@ class DriftResult:
 
     @property
     def drifted(self) -> tuple[str, ...]:
-        """Features with at least one anomalous metric, in profile order."""
+        """Features with at least one anomalous drift metric, in profile order (quality rows -- a slice
+        scoring differently from the rest of the batch -- are reported, not counted as drift)."""
         seen: list[str] = []
         for row in self.rows:
-            if row.is_anomaly and row.feature not in seen:
+            if row.is_anomaly and row.role != "quality" and row.feature not in seen:
                 seen.append(row.feature)
         return tuple(seen)
 
@@ -230,17 +320,90 @@ class DriftResult:
 
 
 def compare(ref: Batch, cur: Batch, thresholds: M.Thresholds | None = None) -> list[DriftRow]:
-    """Every metric of every column shared by both profiles."""
+    """Every metric of every column shared by both profiles; then per slice of ``cur`` that ``ref``
+    also has (a reference batch sliced the same way) the bucketed metrics, and the quality metrics.  p-values of slice rows are Benjamini-Hochberg
+    adjusted across the slices (per metric), and their anomalies are decided on the adjusted value."""
     thresholds = thresholds or M.Thresholds()
+    rows = _profile_drift(ref.profile, cur.profile, ref.raw, cur.raw, thresholds)
+    sliced: list[DriftRow] = []
+    for (key, value), profile in cur.slices.items():
+        base = ref.slices.get((key, value))
+        if base is None:  # a slice is compared with the same slice of the reference, never with the whole
+            continue      # (that would flag the slicing column itself and every conditional difference)
+        sliced.extend(dataclasses.replace(r, slice_key=key, slice_value=value)
+                      for r in _profile_drift(base, profile, {}, {}, thresholds))
+    quality = _quality_rows(cur.quality, thresholds)
+    return rows + [r for r in quality if r.slice_key is None] + _bh_adjusted(
+        sliced + [r for r in quality if r.slice_key is not None])
+
+
+def _profile_drift(ref: Profile, cur: Profile, ref_raw, cur_raw, thresholds: M.Thresholds) -> list[DriftRow]:
     rows: list[DriftRow] = []
-    for rc in ref.profile.columns:
+    for rc in ref.columns:
         try:
-            cc = cur.profile.column(rc.name, rc.role)
+            cc = cur.column(rc.name, rc.role)
         except MonitorError:
             continue  # e.g. a label only one side has
-        rows.extend(_column_drift(rc, cc, ref.raw.get(f"{rc.role}:{rc.name}"), cur.raw.get(f"{rc.role}:{rc.name}"),
+        rows.extend(_column_drift(rc, cc, ref_raw.get(f"{rc.role}:{rc.name}"), cur_raw.get(f"{rc.role}:{rc.name}"),
                                   thresholds))
     return rows
+
+
+#: quality metric -> whether the slice row gets a two-proportion z-test p-value against the rest of the batch
+QUALITY_METRICS = ("accuracy", "log_loss", "brier", "rmse", "mae")
+QUALITY_P = 0.05
+
+
+def _quality_rows(quality: Mapping, thresholds: M.Thresholds) -> list[DriftRow]:
+    """Quality per slice (and overall); accuracy of a slice is tested against the rest of the batch."""
+    overall = quality.get(None)
+    out = []
+    for key, values in quality.items():
+        n = int(values.get("n_scored") or 0)
+        for metric in QUALITY_METRICS:
+            if metric not in values:
+                continue
+            p = None
+            if metric == "accuracy" and key is not None and overall is not None and values[metric] is not None:
+                p = _proportion_p(values[metric], n, overall["accuracy"], int(overall["n_scored"] or 0))
+            out.append(DriftRow("prediction", metric, values[metric], QUALITY_P if p is not None else None,
+                                p is not None and p < QUALITY_P, p, int(overall["n_scored"] or 0) if overall else 0, n,
+                                None if key is None else key[0], None if key is None else key[1], role="quality",
+                                method="exact", error_bound=0.0))
+    return out
+
+
+def _proportion_p(a1: float, n1: int, a: float, n: int) -> float | None:
+    """Two-sided p-value of the slice's accuracy against the rest of the batch (pooled two-proportion z-test)."""
+    from scipy.stats import norm
+
+    n2 = n - n1
+    if n1 == 0 or n2 <= 0 or a is None:
+        return None
+    a2 = (a * n - a1 * n1) / n2
+    se = math.sqrt(a * (1 - a) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if a1 == a2 else 0.0
+    return float(2 * norm.sf(abs(a1 - a2) / se))
+
+
+def _bh_adjusted(rows: list[DriftRow]) -> list[DriftRow]:
+    """Benjamini-Hochberg adjusted p-values across the slice rows of each metric (the anomaly follows them)."""
+    by_metric: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.p_value is not None:
+            by_metric.setdefault(r.metric, []).append(i)
+    out = list(rows)
+    for metric, idx in by_metric.items():
+        p = np.array([rows[i].p_value for i in idx])
+        order = np.argsort(p)
+        ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+        adjusted = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+        for j, i in enumerate(np.asarray(idx)[order]):
+            r = rows[i]
+            out[i] = dataclasses.replace(r, p_value=float(adjusted[j]),
+                                         is_anomaly=r.threshold is not None and float(adjusted[j]) < r.threshold)
+    return out
 
 
 def _column_drift(rc: ColumnProfile, cc: ColumnProfile, ref_raw, cur_raw, thresholds: M.Thresholds) -> list[DriftRow]:
@@ -280,6 +443,8 @@ def _column_drift(rc: ColumnProfile, cc: ColumnProfile, ref_raw, cur_raw, thresh
             ws = M.wasserstein_exact(ref_raw, cur_raw, rc.std)
             row("ks", ks.value, ks.p_value, n_ref, n_cur, ks.method, 0.0)
             row("wasserstein", ws.value, None, n_ref, n_cur, ws.method, 0.0)
+        elif rc.kll is None or cc.kll is None:
+            pass  # a slice: bucketed metrics only (its rows feed one scan; sketches are per batch)
         else:
             rs, cs = rc.sketch, cc.sketch
             eps = rank_error(rs) + rank_error(cs)

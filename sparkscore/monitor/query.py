@@ -86,8 +86,62 @@ def _literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], n_slices: int = 0) -> tuple[exp.Select, list[str]]:
-    """The ONE aggregate query and the names of its result columns, in order."""
+@dataclass(frozen=True)
+class Quality:
+    """Quality metrics of the prediction against the label, per slice (aliases in the scored query).
+
+    ``task``: ``binary`` (prediction = P(positive), label compared with ``positive``), ``multiclass``
+    (prediction = label) or ``regression``.
+    """
+
+    prediction: str
+    label: str
+    task: str
+    positive: Any = None
+
+
+LOGLOSS_EPS = 1e-15  # probabilities clipped to [eps, 1 - eps] before the log (sklearn's log_loss convention)
+
+
+def _quality(q: Quality) -> list[tuple[str, exp.Expression]]:
+    p, y = exp.column(q.prediction, table=SCORED), exp.column(q.label, table=SCORED)
+    both = exp.and_(exp.Not(this=exp.Is(this=p.copy(), expression=exp.Null())),
+                    exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())))
+
+    def avg(value: exp.Expression) -> exp.Expression:
+        return exp.Avg(this=exp.Case(ifs=[exp.If(this=both.copy(), true=value)]))
+
+    if q.task == "regression":
+        err = exp.Sub(this=exp.cast(p.copy(), exp.DataType.Type.DOUBLE), expression=exp.cast(y.copy(), exp.DataType.Type.DOUBLE))
+        return [("n_scored", _count_if(both.copy())),
+                ("mse", avg(exp.Mul(this=exp.Paren(this=err.copy()), expression=exp.Paren(this=err.copy())))),
+                ("mae", avg(exp.Abs(this=err.copy())))]
+    if q.task == "multiclass":
+        hit = exp.EQ(this=exp.cast(p.copy(), exp.DataType.Type.VARCHAR), expression=exp.cast(y.copy(), exp.DataType.Type.VARCHAR))
+        return [("n_scored", _count_if(both.copy())), ("accuracy", avg(exp.Case(ifs=[exp.If(this=hit, true=exp.Literal.number(1))],
+                                                                            default=exp.Literal.number(0))))]
+    pos = exp.EQ(this=y.copy(), expression=_literal(q.positive))
+    clipped = exp.Greatest(this=number(LOGLOSS_EPS), expressions=[exp.Least(this=p.copy(), expressions=[number(1 - LOGLOSS_EPS)])])
+    outcome = exp.Case(ifs=[exp.If(this=pos.copy(), true=number(1.0))], default=number(0.0))
+    predicted = exp.Case(ifs=[exp.If(this=exp.GTE(this=p.copy(), expression=number(0.5)), true=number(1.0))], default=number(0.0))
+    diff = exp.Sub(this=p.copy(), expression=outcome.copy())
+    return [("n_scored", _count_if(both.copy())),
+            ("accuracy", avg(exp.Case(ifs=[exp.If(this=exp.EQ(this=predicted, expression=outcome.copy()), true=number(1.0))],
+                                      default=number(0.0)))),
+            ("log_loss", avg(exp.Neg(this=exp.Case(ifs=[exp.If(this=pos.copy(), true=exp.Ln(this=clipped.copy()))],
+                                                   default=exp.Ln(this=exp.Sub(this=number(1.0), expression=clipped.copy())))))),
+            ("brier", avg(exp.Mul(this=exp.Paren(this=diff.copy()), expression=exp.Paren(this=diff.copy())))),
+            ("positives", _count_if(exp.and_(both.copy(), pos.copy())))]
+
+
+def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_sets: Sequence[Sequence[int]] = (),
+                    quality: Quality | None = None) -> tuple[exp.Select, list[str]]:
+    """The ONE aggregate query and the names of its result columns, in order.
+
+    ``slice_sets``: groups of slice-key indices (``s0, s1, ...`` in the scored query); with any,
+    the query groups by ``GROUPING SETS ((), set1, set2, ...)`` and returns each key and its
+    ``GROUPING()`` flag, so the overall row and every slice come from the same scan.
+    """
     names: list[str] = []
     select: list[exp.Expression] = []
 
@@ -95,9 +149,13 @@ def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], n_slic
         names.append(name)
         select.append(exp.alias_(expression, f"a{len(names) - 1}"))
 
-    for i in range(n_slices):
+    keys = sorted({i for group in slice_sets for i in group})
+    for i in keys:
         add(f"slice:{i}", exp.column(f"s{i}", table=SCORED))
+        add(f"grouping:{i}", exp.Anonymous(this="GROUPING", expressions=[exp.column(f"s{i}", table=SCORED)]))
     add("rows", exp.Count(this=exp.Star()))
+    for name, expression in _quality(quality) if quality is not None else ():
+        add(f"quality:{name}", expression)
     inf, ninf = number(math.inf), number(-math.inf)
     for col in columns:
         x = exp.column(col.alias, table=SCORED)
@@ -119,6 +177,8 @@ def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], n_slic
             for j, value in enumerate(col.categories):
                 add(f"{col.alias}:cat:{j}", _count_if(exp.EQ(this=x.copy(), expression=_literal(value))))
     query = exp.select(*select).from_(_scored_source(scored))
-    if n_slices:
-        query = query.group_by(*[exp.column(f"s{i}", table=SCORED) for i in range(n_slices)])
+    if slice_sets:
+        sets = [exp.Tuple(expressions=[])] + [exp.Tuple(expressions=[exp.column(f"s{i}", table=SCORED) for i in group])
+                                              for group in slice_sets]
+        query.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=sets)]))
     return query, names
