@@ -750,7 +750,7 @@ def monitor(
                                      help="Slice by columns ('region', crossed 'region,plan') or a predicate "
                                           "('age >= 60'); repeatable, all in the same scan."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
-                                               help="Thresholds: [monitor.thresholds] and [monitor.features.NAME]."),
+                                               help="Thresholds TOML: tables monitor.thresholds and monitor.features.NAME (see conf/monitor.toml)."),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
                                        help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
