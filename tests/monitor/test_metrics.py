@@ -120,3 +120,20 @@ def test_thresholds_per_feature_from_conf(tmp_path):
     conf.write_text("[monitor.thresholds]\npsy = 0.2\n")
     with pytest.raises(SparkscoreError, match="unknown drift metric 'psy'"):
         ss.monitor.Thresholds.from_file(conf)
+
+
+def test_registration_records_why_a_profile_was_skipped_and_a_tampered_profile_fails(registry, train):
+    from tests.registry.models import tiny_model
+
+    skipped = registry.register("t", tiny_model(), training_data=train)  # inputs age, income: profiled
+    assert registry.describe(skipped.ref)["profile"]["rows"] == len(train)
+    other = registry.register("u", tiny_model(names=("a", "b")), training_data=train)
+    assert "no column 'a'" in registry.describe(other.ref)["profile"]["skipped"]
+    with pytest.raises(SparkscoreError, match="has no training profile.*no column 'a'"):
+        registry.profile(other.ref)
+    with pytest.raises(SparkscoreError, match="no column 'a'"):
+        registry.register("v", tiny_model(names=("a", "b")), training_data=train, profile=True)
+    path = registry.model_path("t", 1) / "profile.json"
+    path.write_bytes(path.read_bytes().replace(b'"rows": 4000', b'"rows": 4001'))
+    with pytest.raises(IntegrityError, match="does not match the sha256"):
+        registry.profile("t")
