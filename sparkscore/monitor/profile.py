@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sparkscore.errors import IntegrityError, SparkscoreError
+from sparkscore.errors import IntegrityError, MonitorError
 
 PROFILE_FORMAT = 1
 PROFILE_JSON = "profile.json"
@@ -43,10 +43,6 @@ DEFAULT_TOPK = 20
 DEFAULT_KLL_K = 200
 ROLES = ("input", "output", "label")
 KINDS = ("numeric", "categorical")
-
-
-class MonitorError(SparkscoreError, ValueError):
-    """A profile or drift request that cannot be computed (unknown column, bad option, mismatched profiles)."""
 
 
 def kll_sketch(k: int = DEFAULT_KLL_K):
