@@ -7,7 +7,6 @@ import math
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, chisquare, ks_2samp, wasserstein_distance
