@@ -15,6 +15,11 @@ CORE = [
     # the compiled CPU kernels backend="auto" runs (llvmlite comes with it): without them auto falls back to
     # the reference / torch CPU at 0.08x-0.35x native predict, so they belong in the default install
     "numba>=0.60",
+    # monitoring (sparkscore.monitor): register(training_data=...) stores a training profile by default and
+    # `sparkscore monitor` must work on a plain install; KLL quantile sketches (Apache DataSketches, numpy only)
+    # and the KS / chi-square p-values and exact KS / Wasserstein (scipy) are what it cannot do without
+    "datasketches>=5.0,<6",
+    "scipy>=1.11",
 ]
 EXTRAS = {
     "torch": ["torch==2.13.0"],
@@ -32,6 +37,8 @@ EXTRAS = {
     "mlflow": ["mlflow-skinny>=3.0,<4", "pyyaml>=6", "cloudpickle>=2"],
     # ONNX classical-ML graphs (ss.convert("model.onnx")): read with onnx (protobuf), never onnxruntime
     "onnx": ["onnx>=1.16"],
+    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly
+    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
@@ -64,6 +71,7 @@ setup(
         "sparkscore.optimizer",
         "sparkscore.engines",
         "sparkscore.serving",
+        "sparkscore.monitor",
         "sparkscore.sql",
     ],
     # the user-facing example queries in sql/ ship inside the package as sparkscore/sql/*.sql

@@ -1,7 +1,7 @@
 """``sparkscore`` command line: a thin shell over the registry, the engines, batch jobs and benchmarks.
 
 Error contract: a failure prints ONE line ``error: ...`` on stderr and exits 1 (2 for usage
-errors); ``--debug`` (accepted anywhere on the line) lets the exception and its traceback through
+errors; 3 is ``monitor --fail-on-drift`` finding drift, see ``EXIT_DRIFT``); ``--debug`` (accepted anywhere on the line) lets the exception and its traceback through
 instead.  No library's exception class name reaches the user: an error sparkscore did not
 anticipate prints its message and says to rerun with ``--debug``.  User text (SQL, names, paths)
 is never interpreted as rich markup.
@@ -186,6 +186,10 @@ def register(
     feature_names: Optional[str] = typer.Option(None, "--feature-names", help="Comma-separated input names."),
     lineage: List[str] = typer.Option([], "--lineage", metavar="KEY=VALUE",
                                       help="Lineage to record, e.g. code_version=abc123 (repeatable)."),
+    training_data: Optional[Path] = typer.Option(None, "--training-data", metavar="PATH",
+                                                 help="Parquet/csv training data: fingerprinted, and profiled into "
+                                                      "the version (what `monitor` compares batches to)."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN", help="Label column of --training-data."),
 ) -> None:
     """Register a model file, directory or MLflow model as the next version of NAME."""
     if fmt not in FORMATS:
@@ -201,16 +205,18 @@ def register(
     path = Path(source)
     record = {("source_uri" if is_uri else "source_file"): source if is_uri else str(path.absolute()),
               **_key_values(lineage, "--lineage")}
+    profiling = {"training_data": training_data, "training_labels": labels,
+                 "profile": True if training_data is not None else None}
     with _err().status(Text(f"loading and converting {source}...")):
         if fmt == "mlflow" or (fmt == "auto" and is_mlflow_source(source)):
             if not is_uri and not is_mlflow_source(path):
                 raise SparkscoreError(f"{source}: not an MLflow model (no MLmodel file); pass an MLflow model "
                                       "directory or a models:/ or runs:/ URI")
             mv = reg.register(name, source if is_uri else path, feature_names=names, lineage=record,
-                              allow_pickle=allow_pickle)
+                              allow_pickle=allow_pickle, **profiling)
         else:
             native = load_model_file(path, fmt, allow_pickle)
-            mv = reg.register(name, native, feature_names=names, lineage=record)
+            mv = reg.register(name, native, feature_names=names, lineage=record, **profiling)
         if alias is not None:
             reg.set_alias(name, alias, mv.version)
     suffix = f", alias {name}@{alias}" if alias is not None else ""
@@ -825,6 +831,110 @@ def _ab_table(report):
         table.caption = (f"SRM chi-square {s.chi2:.2f} ({s.dof} dof), p = {s.p_value:.3g}: "
                          f"{'MISMATCH' if s.alert else 'ok'}" + "".join(f"; {n}" for n in report.notes))
     return table
+#: ``sparkscore monitor --fail-on-drift`` exit status when a metric crosses its threshold (distinct from
+#: 1 = error, 2 = usage error, 130 = interrupted), so schedulers can tell drift from failure
+EXIT_DRIFT = 3
+
+
+@app.command()
+def profile(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="name, name/3 or name@alias."),
+    data: str = typer.Option(..., "--data", metavar="PATH", help="Parquet/csv file or glob to profile."),
+    bins: int = typer.Option(10, "--bins", min=1, help="Histogram bins (edges at the data's quantiles)."),
+    topk: int = typer.Option(20, "--topk", min=1, help="Categories kept per categorical column."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN", help="Label column to profile too."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE.json",
+                                          help="Write the profile (JSON, the format `monitor --reference` reads)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of a table."),
+) -> None:
+    """Profile data against a model version: every input, the prediction and the label.
+
+    The profile stored WITH a version (what `monitor` compares to by default) is computed at
+    registration: `sparkscore register NAME PATH --training-data DATA [--labels COL]`.
+    """
+    import sparkscore as ss
+
+    found = ss.monitor.profile(ref, data, registry=_registry(ctx), bins=bins, labels=labels, topk=topk)
+    if output is not None:
+        found.save(output if output.suffix == ".json" else output)
+        _err().print(Text(f"wrote {output}"))
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+        return
+    table = Table("column", "role", "kind", "rows", "nulls", "NaN", "±inf", "min", "max", "mean", "std", "top",
+                  title=Text(f"profile of {data} against {ref} ({found.rows:,} rows)"))
+    for col in found.columns:
+        top = ", ".join(f"{v}: {c}" for v, c in col.categories[:3])
+        table.add_row(*(Text(str(x)) for x in (
+            col.name, col.role, col.kind, col.count, col.nulls, col.nans, col.pos_inf + col.neg_inf,
+            _num(col.min), _num(col.max), _num(col.mean), _num(col.std), top)))
+    _out().print(table)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+@app.command()
+def monitor(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="name, name/3 or name@alias."),
+    input_path: Optional[str] = typer.Option(None, "--input", metavar="PATH", help="Current batch: parquet/csv file or glob."),
+    query: Optional[str] = typer.Option(None, "--sql", metavar="QUERY", help="Current batch as a SELECT over --table views."),
+    table: List[str] = _TABLE_OPTION,
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="PATH|PROFILE.json",
+                                            help="Reference batch file, or a saved profile (.json); default: the "
+                                                 "training profile stored with the version."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN",
+                                         help="Label column (label drift; quality metrics per slice)."),
+    slices: List[str] = typer.Option([], "--slice", metavar="COLS|PREDICATE",
+                                     help="Slice by columns ('region', crossed 'region,plan') or a predicate "
+                                          "('age >= 60'); repeatable, all in the same scan."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
+                                               help="Thresholds TOML: tables monitor.thresholds and monitor.features.NAME (see conf/monitor.toml)."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
+                                       help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
+) -> None:
+    """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
+
+    Exit status: 0, or with --fail-on-drift 3 when any metric crosses its threshold (1 = error).
+    """
+    import sparkscore as ss
+    from sparkscore.monitor import Profile, Thresholds
+
+    if (input_path is None) == (query is None):
+        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY", param_hint="--input/--sql")
+    thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
+    ref_arg = reference
+    if reference is not None and reference.lower().endswith(".json"):
+        ref_arg = Profile.load(reference)
+    con = _connection(table)
+    result = ss.monitor.drift(ref, query if query is not None else input_path, reference=ref_arg, engine=con,
+                              registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={},
+                              slices=slices)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
+    else:
+        shown = Table("feature", "metric", "value", "threshold", "drift", "p-value", "n_ref", "n_cur", "method",
+                      *(("slice",) if slices else ()),
+                      title=Text(f"drift of {input_path or 'query'} vs {result.reference} of {ref}"))
+        for row in result.rows:
+            where = (f"{row.slice_key} = {row.slice_value}" if row.slice_key else "all",) if slices else ()
+            shown.add_row(*(Text(str(x)) for x in (
+                row.feature, row.metric, _num(row.value), _num(row.threshold), "DRIFT" if row.is_anomaly else "",
+                _num(row.p_value), row.n_ref, row.n_cur, row.method, *where)))
+        _out().print(shown)
+    if fail_on_drift and result.drifted:
+        worst = {}
+        for row in result.rows:
+            if row.is_anomaly and row.role != "quality" and row.feature not in worst:
+                tested = row.p_value if row.p_value is not None else row.value
+                where = f" in {row.slice_key} = {row.slice_value}" if row.slice_key else ""
+                worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)}{where})"
+        print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst.values())}", file=sys.stderr)
+        raise typer.Exit(EXIT_DRIFT)
 
 
 def main() -> None:
