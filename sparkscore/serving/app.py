@@ -115,8 +115,8 @@ class Server:
             await self.stop()
 
     def _on_batch(self, lv: LoadedVersion, stats: BatchStats) -> None:
-        self.metrics.batch_rows.labels(lv.name).observe(stats.rows)
-        self.metrics.batch_requests.labels(lv.name).observe(stats.requests)
+        self.metrics.child(self.metrics.batch_rows, lv.name).observe(stats.rows)
+        self.metrics.child(self.metrics.batch_requests, lv.name).observe(stats.requests)
 
     def _on_change(self) -> None:
         m = self.metrics
@@ -190,7 +190,7 @@ class Server:
                 headers = {"retry-after": "1"}
             doc = {"error": message} if protocol != "mlflow" else {"error_code": kind.upper(), "message": message}
         if label:
-            self.metrics.latency.labels(protocol, label).observe(time.perf_counter() - t0)
+            self.metrics.child(self.metrics.latency, protocol, label).observe(time.perf_counter() - t0)
         if isinstance(doc, (bytes, str)):
             return Response(doc, status, headers=headers, media_type=CONTENT_TYPE_LATEST)
         return Response(json.dumps(doc).encode(), status, headers=headers, media_type=JSON)
@@ -207,7 +207,7 @@ class Server:
             X = parsed[0] if isinstance(parsed, tuple) else parsed
             S = await lv.scores(X)
             doc = answer(lv, S, parsed)
-            self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            self.metrics.child(self.metrics.requests, protocol, lv.name, str(lv.version)).inc()
             return doc, self._version_headers(lv), lv.name
         finally:
             self.manager.release(lv)
