@@ -86,13 +86,13 @@ class Server:
         self._reloads_seen = 0
         self._gauged: dict[tuple[str, int], LoadedVersion] = {}
         self._token = config.token.encode() if config.token else None
-        self.app = Starlette(routes=[
+        self.app = Starlette(routes=[  # prediction routes first: Starlette tries them in order
+            Route("/invocations", self.invocations, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
-            Route("/invocations", self.invocations, methods=["POST"]),
             Route("/ping", self.ready, methods=["GET"]),
             Route("/health", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
