@@ -406,6 +406,41 @@ class Registry:
             return []
         return sorted(p.name for p in models_dir.iterdir() if _is_valid_name(p.name) and self._version_numbers(p.name))
 
+    def watch_token(self, names: Sequence[str] | None = None) -> tuple:
+        """A fingerprint of ``names``' versions and aliases (None: every name) from ``stat`` calls alone.
+
+        Why: a server polling the registry every 0.5 s must not read and parse every alias and version
+        record each time (in a worker thread under load those reads convoy on the GIL: alias moves were
+        picked up after up to 0.86 s).  Every write here is a rename or a mkdir/rmdir, so a new alias
+        file has a new inode and a version added or removed changes its ``versions`` directory
+        (mtime, link count): when the token is unchanged nothing a ref resolves to has changed.
+        """
+        def sig(path: Path) -> tuple | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return (st.st_ino, st.st_mtime_ns, st.st_size, st.st_nlink)
+
+        models_dir = self.root / "models"
+        out: list = []
+        if names is None:
+            out.append(sig(models_dir))
+            try:
+                names = sorted(n for n in os.listdir(models_dir) if _is_valid_name(n))
+            except OSError:
+                names = []
+        for name in names:
+            name_dir = self._name_dir(name)
+            aliases = name_dir / "aliases"
+            out.append((name, sig(name_dir / "versions"), sig(aliases)))
+            try:
+                entries = sorted(os.listdir(aliases))
+            except OSError:
+                entries = []
+            out.extend((name, entry, sig(aliases / entry)) for entry in entries)
+        return tuple(out)
+
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
         numbers = sorted(self._version_numbers(name))

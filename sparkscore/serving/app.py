@@ -94,13 +94,13 @@ class Server:
         self._token = config.token.encode() if config.token else None
         self.instance_id = config.instance_id or f"serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.request_log: predlog.LogWriter | None = None
-        self.app = Starlette(routes=[
+        self.app = Starlette(routes=[  # prediction routes first: Starlette tries them in order
+            Route("/invocations", self.invocations, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
-            Route("/invocations", self.invocations, methods=["POST"]),
             Route("/ping", self.ready, methods=["GET"]),
             Route("/health", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -130,8 +130,8 @@ class Server:
             await self.stop()
 
     def _on_batch(self, lv: LoadedVersion, stats: BatchStats) -> None:
-        self.metrics.batch_rows.labels(lv.name).observe(stats.rows)
-        self.metrics.batch_requests.labels(lv.name).observe(stats.requests)
+        self.metrics.child(self.metrics.batch_rows, lv.name).observe(stats.rows)
+        self.metrics.child(self.metrics.batch_requests, lv.name).observe(stats.requests)
 
     def _on_change(self) -> None:
         m = self.metrics
@@ -205,7 +205,7 @@ class Server:
                 headers = {"retry-after": "1"}
             doc = {"error": message} if protocol != "mlflow" else {"error_code": kind.upper(), "message": message}
         if label:
-            self.metrics.latency.labels(protocol, label).observe(time.perf_counter() - t0)
+            self.metrics.child(self.metrics.latency, protocol, label).observe(time.perf_counter() - t0)
         if isinstance(doc, (bytes, str)):
             return Response(doc, status, headers=headers, media_type=CONTENT_TYPE_LATEST)
         return Response(json.dumps(doc).encode(), status, headers=headers, media_type=JSON)
@@ -223,7 +223,7 @@ class Server:
             X = parsed[0] if isinstance(parsed, tuple) else parsed
             S = await lv.scores(X)
             doc = answer(lv, S, parsed)
-            self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            self.metrics.child(self.metrics.requests, protocol, lv.name, str(lv.version)).inc()
             if self.request_log is not None and random.random() < self.config.log_sample:
                 self._log(lv, X, S, request_id or (parsed[2] if isinstance(parsed, tuple) else None))
             return doc, self._version_headers(lv), lv.name

@@ -2,7 +2,8 @@
 
 Why this shape (TF Serving's, in small): a request resolves its ref against an in-memory route
 table (``name`` -> latest, ``name@alias`` -> version), never against the disk, so the hot path
-does no I/O.  A watcher polls the registry every ``poll_s`` (<= 1 s) and, when a route moves,
+does no I/O.  A watcher polls the registry every ``poll_s`` (<= 1 s; ``stat`` calls only, re-reading
+the records when one changed) and, when a route moves,
 loads and warms the new version *first* and only then swaps the route (availability preserving);
 the version no route points at any more drains (its queued requests finish on it) and unloads.
 A request holds the :class:`LoadedVersion` it was routed to until it answers, so the version a
@@ -31,6 +32,7 @@ from sparkscore.serving.config import ServeConfig
 log = logging.getLogger("sparkscore.serving")
 DEVICE = "cpu"
 BACKEND = "auto"
+FULL_REFRESH_S = 10.0  # the watcher re-reads the registry at least this often even when no stat changed
 
 
 def scorer_key(name: str, version: int, sha256: str) -> tuple:
@@ -240,7 +242,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ watcher
     def _resolve_routes(self) -> dict[tuple[str, str | None], int | None]:
-        """Every route's current version in the registry (None: gone); runs in a thread."""
+        """Every route's current version in the registry (None: gone)."""
         out: dict[tuple[str, str | None], int | None] = {}
         for name, alias in list(self.routes):
             try:
@@ -258,7 +260,8 @@ class ModelManager:
 
     async def refresh(self) -> int:
         """One watcher pass: load + warm moved targets, then move the routes; returns routes moved."""
-        current = await asyncio.to_thread(self._resolve_routes)
+        current = self._resolve_routes()  # a few small file reads, only when something changed: on the loop,
+        # because a worker thread doing them under load waits ~5 ms for the GIL after every syscall
         moved = 0
         left: set[tuple[str, int]] = set()
         for route, version in current.items():
@@ -305,10 +308,17 @@ class ModelManager:
                 await self._unload(lv)
 
     async def _watch(self) -> None:
+        """Poll :meth:`Registry.watch_token` (stat calls, on the loop: no thread to convoy on the GIL) and
+        re-read the registry only when it changed, or every ``FULL_REFRESH_S`` as a safety net."""
+        token, last_full = None, time.monotonic()
         while True:
             await asyncio.sleep(self.config.poll_s)
             try:
-                await self.refresh()
+                now = self.registry.watch_token(sorted(self.served) if self.served else None)
+                if now == token and time.monotonic() - last_full < FULL_REFRESH_S:
+                    continue
+                await self.refresh()  # the token was taken first: a change during the refresh is seen next poll
+                token, last_full = now, time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the registry briefly unreadable: keep serving what is loaded
