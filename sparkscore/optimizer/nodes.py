@@ -39,6 +39,14 @@ class ScorePredictProba(ScorePredict):
     kind = "proba"
 
 
+class ScorePredictArm(ScorePredict):
+    """``PREDICT_ARM(route_ref, arg, ...)``: which arm (and version) of a route answers a row."""
+
+    _sql_names = ["PREDICT_ARM"]
+
+    kind = "arm"
+
+
 class ModelCall(exp.Expression, exp.Func):
     """A bound model call: ``this`` = context model key, ``kind``, ``expressions`` = inputs in order."""
 
