@@ -99,7 +99,7 @@ def route_models(expression: exp.Expr, context: Context) -> exp.Expr:
             ifs.append(branch)
         replacement = ifs if isinstance(ifs, exp.Expr) else exp.Case(ifs=ifs, default=default)
         replacement.meta[GATE] = route.ref
-        if isinstance(call.parent, (exp.Binary, exp.Unary)) and isinstance(replacement, exp.Case):
+        if isinstance(call.parent, (exp.Binary, exp.Unary, exp.Dot, exp.Bracket)) and isinstance(replacement, exp.Case):
             replacement = exp.Paren(this=replacement)
         call.replace(replacement)
         shadow = "; shadow arms not scored (SQL has no prediction-log sink yet)" if resolved.shadows else ""

@@ -175,7 +175,11 @@ def key_text(value: Any) -> str | None:
     """The canonical text of a key value (module docstring), or None for NULL-like keys."""
     if value is None:
         return None
-    if isinstance(value, (bool,)) or type(value).__name__ == "bool_":
+    if type(value) is int:  # the common case first: this runs once per served row
+        return str(value)
+    if type(value) is str:
+        return value
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
         return "true" if value else "false"
     if isinstance(value, numbers.Integral):
         return str(int(value))
@@ -193,8 +197,8 @@ def key_text(value: Any) -> str | None:
 def bucket_of_text(salt: str, text: str | None) -> int:
     if text is None:
         return 0
-    digest = hashlib.md5(f"{salt}:{text}".encode("utf-8")).hexdigest()  # noqa: S324 - a bucket, not security
-    return int(digest[:16], 16) % BUCKETS
+    digest = hashlib.md5(f"{salt}:{text}".encode("utf-8")).digest()  # noqa: S324 - a bucket, not security
+    return int.from_bytes(digest[:8], "big") % BUCKETS  # = int(hexdigest()[:16], 16) % BUCKETS
 
 
 def bucket(salt: str, value: Any) -> int:
