@@ -376,7 +376,8 @@ def register_spark_udfs(spark, plan) -> None:
             spec.model.save(tmp)
             files = tuple(sorted((p.name, p.read_bytes()) for p in Path(tmp).iterdir()))
         source = spark_engine.ModelSource("", spec.name, spec.source.version, spec.model.sha256, files)
-        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type).udf())
+        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type,
+                                                                 spec.gated).udf())
 
 
 def _plain(value):
