@@ -381,3 +381,32 @@ def test_explain_names_the_route_its_version_and_arms(engine):
     text = engine.explain("SELECT PREDICT('churn@ab', *) AS p FROM route_customers")
     assert "route_models:" in text and "churn@ab v1 (key customer_id): prod=churn/1 90%, challenger=churn/2 10%" in text
     assert "MD5(" in text.split("== models ==")[0]  # the bucket is computed by the engine
+
+
+def test_serving_follows_a_new_route_version(tmp_path):
+    """A new route version (weights moved) is picked up by the watcher; keys only move towards the grown arm."""
+    from tests.serving.conftest import serving
+
+    reg = ss.Registry(tmp_path / "registry")
+    for intercept in (1.0, 2.0):
+        reg.register("churn", Model(LinearModel(np.array([1.0, 0.0, 0.0]), np.array([intercept])),
+                                    Signature.from_names(FEATURES)))
+    reg.set_alias("churn", "prod", 1)
+    reg.set_alias("churn", "challenger", 2)
+    reg.set_route("churn", "ab", arms={"prod": 90, "challenger": 10}, key="customer_id")
+    rows = [[k, 0.0, 0.0, 0.0] for k in range(400)]
+    body = {"dataframe_split": {"columns": ["customer_id", *FEATURES], "data": rows}}
+
+    async def run():
+        async with serving(reg) as (server, client):
+            before = (await client.post("/invocations?model=churn@ab", json=body)).json()
+            reg.set_route("churn", "ab", arms={"prod": 50, "challenger": 50})
+            assert await server.manager.refresh() >= 1
+            after = (await client.post("/invocations?model=churn@ab", json=body)).json()
+            return before, after
+
+    before, after = asyncio.run(run())
+    assert (before["route_version"], after["route_version"]) == (1, 2)
+    assert all(b != "challenger" or a == "challenger" for b, a in zip(before["arms"], after["arms"]))
+    assert after["arms"] == [reg.route("churn", "ab").arm_of_key(k) for k in range(400)]
+    assert after["predictions"] == [2.0 if a == "challenger" else 1.0 for a in after["arms"]]
