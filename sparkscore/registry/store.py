@@ -323,6 +323,9 @@ class Registry:
         self.get(ModelRef(name, version=validate_version(version, name)))
         with self._name_lock(name):  # a concurrent delete must not leave the alias pointing at nothing
             self.get(ModelRef(name, version=version))
+            if (self._name_dir(name) / "routes" / alias).is_dir():  # 'name@alias' cannot mean a route too
+                raise RegistryError(f"model {name!r} has a route {alias!r}, and '{name}@{alias}' cannot mean both; "
+                                    f"pick another alias name")
             previous = self._previous_target(name, alias)
             alias_file.parent.mkdir(exist_ok=True)
             now = utc_now()
@@ -397,6 +400,25 @@ class Registry:
         entries, damaged = self._history_entries(name)
         moves = tuple(m for _, m in entries if alias is None or m.alias == alias)
         return AliasHistory(name, moves, tuple(d for _, d in damaged))
+
+    def set_route(self, name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
+                  shadow: Sequence[Any] = (), salt: str | None = None, reason: str | None = None):
+        """Write the next version of route ``name@route`` (sparkscore/registry/routes.py says how it splits)."""
+        from sparkscore.registry.routes import set_route
+
+        return set_route(self, name, route, arms, key=key, shadow=shadow, salt=salt, reason=reason)
+
+    def route(self, name: str, route: str, version: int | None = None):
+        """Route version ``version`` (default: the latest) of ``name@route``."""
+        from sparkscore.registry.routes import read_route
+
+        return read_route(self, name, route, version)
+
+    def route_history(self, name: str, route: str) -> list:
+        """Every version of route ``name@route``, oldest first."""
+        from sparkscore.registry.routes import route_history
+
+        return route_history(self, name, route)
 
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:
@@ -692,6 +714,9 @@ class Registry:
         except FileNotFoundError:
             if not self._version_numbers(name):
                 raise self._not_found(name) from None
+            if (self._name_dir(name) / "routes" / alias).is_dir():
+                raise ModelNotFoundError(f"'{name}@{alias}' is a route, not one model version: score it with "
+                                         f"PREDICT or `sparkscore serve`, or see `sparkscore route show {name} {alias}`") from None
             known = ", ".join(a for a, _ in self.status(name).aliases) or "none"
             raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} (aliases: {known}); "
                                      f"set it with `sparkscore alias {name} {alias} VERSION`") from None

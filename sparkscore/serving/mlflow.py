@@ -28,6 +28,11 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
     """The model matrix of an ``/invocations`` body."""
+    return matrix(model, named_columns(model, columns(doc, model.signature.names, who), who), who, max_rows)
+
+
+def columns(doc: Any, names: tuple[str, ...], who: str) -> dict[str, list]:
+    """The body's values by column name (``names``: the column order of rows sent without names)."""
     if not isinstance(doc, dict):
         raise BadRequestError(f"{who}: the body must be a JSON object with one of {', '.join(FORMATS)}")
     keys = [k for k in FORMATS if k in doc]
@@ -39,7 +44,6 @@ def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
         raise BadRequestError(f"{who}: 'params' are not supported (no parameter changes a sparkscore prediction)")
     key = keys[0]
     body = doc[key]
-    names = model.signature.names
     if key == "dataframe_split":
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise BadRequestError(f"{who}: dataframe_split needs an object with 'data' (a list of rows)")
@@ -59,7 +63,7 @@ def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
         if fast is not None:
             return matrix_of_rows(model, fast, who, max_rows)
         by_name = _instances(body, names, who, key)
-    return matrix(model, named_columns(model, by_name, who), who, max_rows)
+    return by_name
 
 
 def matrix_of_rows(model: Model, X: np.ndarray, who: str, max_rows: int) -> np.ndarray:

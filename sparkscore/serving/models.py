@@ -26,6 +26,7 @@ from sparkscore import compiler
 from sparkscore.errors import ModelNotFoundError
 from sparkscore.ir.model import Model
 from sparkscore.registry import ModelRef, Registry, parse_ref
+from sparkscore.registry.routes import ResolvedRoute, resolve_route
 from sparkscore.serving.batcher import BatchPolicy, Batcher, BatchStats
 from sparkscore.serving.config import ServeConfig
 
@@ -115,6 +116,8 @@ class ModelManager:
         self.ready = False
         self.reloads = 0
         self.moves: collections.deque[RouteMove] = collections.deque(maxlen=256)  # recent route moves
+        #: registry routes (``name@route``) in use, arms pinned; the watcher re-resolves them
+        self.traffic_routes: dict[tuple[str, str], ResolvedRoute] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -176,6 +179,22 @@ class ModelManager:
     def release(self, lv: LoadedVersion) -> None:
         lv.inflight -= 1
 
+    async def traffic_route(self, ref: ModelRef) -> ResolvedRoute | None:
+        """The registry route ``ref`` names (arms pinned), None when it is a model ref."""
+        if ref.alias is None or ref.at is not None:
+            return None
+        key = (ref.name, ref.alias)
+        found = self.traffic_routes.get(key)
+        if found is not None or key in self.routes:  # a route in use, or a known alias
+            return found
+        self.check_served(ref.name)
+        found = await asyncio.to_thread(resolve_route, self.registry, ref)
+        if found is not None:
+            for arm in (*found.arms, *found.shadows):  # loaded and warmed before traffic reaches them
+                await self._get(arm.name, arm.version)
+            self.traffic_routes[key] = found
+        return found
+
     # ------------------------------------------------------------------ loading
     async def _get(self, name: str, version: int) -> LoadedVersion:
         key = (name, version)
@@ -220,7 +239,8 @@ class ModelManager:
         self._changed()
 
     def _routed(self) -> set[tuple[str, int]]:
-        return {(name, v) for (name, _), v in self.routes.items()}
+        arms = {(a.name, a.version) for rr in self.traffic_routes.values() for a in (*rr.arms, *rr.shadows)}
+        return {(name, v) for (name, _), v in self.routes.items()} | arms
 
     async def _enforce_budget(self, keep: LoadedVersion | None = None) -> None:
         """Evict least recently used, idle, unrouted versions while over the memory budget."""
@@ -264,6 +284,17 @@ class ModelManager:
         # because a worker thread doing them under load waits ~5 ms for the GIL after every syscall
         moved = 0
         left: set[tuple[str, int]] = set()
+        for key, rr in list(self.traffic_routes.items()):  # a new route version or a moved arm alias
+            try:
+                now = await asyncio.to_thread(resolve_route, self.registry, ModelRef(*key[:1], alias=key[1]))
+                if now is not None and now != rr:
+                    for arm in (*now.arms, *now.shadows):
+                        await self._get(arm.name, arm.version)
+                    self.traffic_routes[key] = now
+                    left |= {(a.name, a.version) for a in (*rr.arms, *rr.shadows)}
+                    moved += 1
+            except Exception as exc:  # keep serving the route as it was
+                log.error("cannot re-resolve route %s@%s, it stays as it was: %s", key[0], key[1], exc)
         for route, version in current.items():
             old = self.routes.get(route)
             if version == old:
