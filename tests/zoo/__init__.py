@@ -39,7 +39,7 @@ class Case:
     id: str
     build: Callable[[], Fitted] = field(compare=False)
     library: str = ""
-    kind: str = ""        # "linear" | "trees"
+    kind: str = ""        # "linear" | "trees" | "ensemble"
     task: str = ""        # "regression" | "binary" | "multiclass"
     marks: tuple = ()
 
@@ -62,6 +62,7 @@ _MODULES = (
     "tests.zoo.sklearn_linear_cases",
     "tests.zoo.sklearn_tree_cases",
     "tests.zoo.mlflow_cases",
+    "tests.zoo.ensemble_cases",
 )
 
 
