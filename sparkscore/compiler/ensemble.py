@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sparkscore.compiler.reference import apply_link, linear_link
+from sparkscore.ir.ensemble import Ensemble
 
 
 def member_scorer_models(ens: Ensemble) -> tuple:
