@@ -264,20 +264,47 @@ def fuse(model):
 
     Exact up to float64 reassociation (rtol 1e-9 in the tests): the ensemble must be a weighted
     sum of margins under one link (``mean`` / ``weighted`` regressors with identity links,
-    ``margin_mean``), and its members all GLMs or all tree ensembles that one IR can hold.
+    ``margin_mean``, a single-output ``stack`` over single-output identity-link regressors), and
+    its members all GLMs or all tree ensembles that one IR can hold.
     """
     ens = model.estimator
-    if ens.combiner not in ("mean", "weighted", "margin_mean"):
-        return None, f"combiner {ens.combiner!r} is not a weighted sum of margins"
-    if ens.combiner != "margin_mean" and (model.is_classifier or any(member_link(m) != "identity" for m in ens.members)):
-        what = "classifiers' probabilities" if model.is_classifier else "non-identity links"
-        return None, f"{ens.combiner} of {what} is not a sum of margins (margin_mean would fuse)"
+    plan = _linear_plan(model)
+    if isinstance(plan, str):
+        return None, plan
     kinds = {m.kind for m in ens.members}
     if kinds == {"linear"}:
-        return _fuse_glms(model)
+        return _fuse_glms(model, *plan)
     if kinds == {"trees"}:
-        return _fuse_trees(model)
+        return _fuse_trees(model, *plan)
     return None, f"members are {' and '.join(sorted(kinds))}: no single GLM or tree ensemble holds them"
+
+
+def _linear_plan(model):
+    """(weights, extra intercept, link) when the ensemble is ``link(sum w_i margin_i + b)``, else why not."""
+    ens = model.estimator
+    identity = all(member_link(m) == "identity" for m in ens.members)
+    if ens.combiner == "margin_mean":
+        link = _MARGIN_LINKS[member_link(ens.members[0])]
+        return ens.weights, np.zeros(ens.n_outputs), "identity" if ens.margins else link
+    if ens.combiner in ("mean", "weighted"):
+        if model.is_classifier or not identity:
+            what = "classifiers' probabilities" if model.is_classifier else "non-identity links"
+            return f"{ens.combiner} of {what} is not a sum of margins (margin_mean would fuse)"
+        return ens.weights, np.zeros(ens.n_outputs), "identity"
+    if ens.combiner == "stack":
+        stack = ens.stack
+        if any(m.is_classifier for m in ens.members) or not identity:
+            return "a stack over classifiers' probabilities or non-identity links is not a sum of margins"
+        if stack.n_outputs != 1 or any(m.estimator.n_outputs != 1 for m in ens.members):
+            return "a multi-output stack"
+        if stack.link not in _FUSED_LINKS:
+            return f"a stack with link {stack.link!r}"
+        return stack.coef[:, 0], stack.intercept, "identity" if ens.margins else stack.link
+    return f"combiner {ens.combiner!r} is not a weighted sum of margins"
+
+
+#: GLM link -> the tree post-transform computing the same function in float64
+_FUSED_LINKS = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax", "exp": "exp"}
 
 
 def _fused_model(model, estimator, features=()):
@@ -287,7 +314,7 @@ def _fused_model(model, estimator, features=()):
     return Model(estimator, model.signature, tuple(features), model.task, model.classes, meta, model.decision)
 
 
-def _fuse_glms(model):
+def _fuse_glms(model, weights, extra, link):
     ens = model.estimator
     for m in ens.members:
         est = m.estimator
@@ -295,19 +322,18 @@ def _fuse_glms(model):
             return None, f"member {m.name!r} is a float32 GLM (its margins round to float32)"
         if len(m.features) > 1:
             return None, f"member {m.name!r} has {len(m.features)} chained feature maps"
-    link = ens.members[0].estimator.link if ens.combiner == "margin_mean" else "identity"
-    if ens.margins:
-        link = "identity"
+    if ens.combiner == "margin_mean" and not ens.margins:
+        link = ens.members[0].estimator.link  # the members' own name for it
     d, k = ens.n_features, ens.n_outputs
-    intercept = sum(w * m.estimator.intercept for w, m in zip(ens.weights, ens.members))
+    intercept = sum(w * m.estimator.intercept for w, m in zip(weights, ens.members)) + extra
     if not any(m.features for m in ens.members):  # coefficients of shared inputs add up
         coef = np.zeros((d, k))
-        for w, m, pos in zip(ens.weights, ens.members, ens.positions):
+        for w, m, pos in zip(weights, ens.members, ens.positions):
             np.add.at(coef, pos, w * m.estimator.coef)
         return _fused_model(model, LinearModel(coef, intercept, link)), \
             f"{ens.n_members} GLMs -> one {d}x{k} GLM (weighted sums of coefficients and intercepts)"
     parts = []  # one feature block per member, its rows of the stacked coefficients
-    for w, m, pos in zip(ens.weights, ens.members, ens.positions):
+    for w, m, pos in zip(weights, ens.members, ens.positions):
         fmap = m.features[0] if m.features else FeatureMap.identity(len(m.signature))
         parts.append((dataclasses.replace(fmap, n_inputs=d, source=pos[fmap.source]), w * m.estimator.coef))
     fmap = FeatureMap(d, *(np.concatenate([getattr(f, a) for f, _ in parts])
@@ -320,7 +346,7 @@ def _fuse_glms(model):
 _SAME_TREE_FIELDS = ("cmp", "threshold_dtype", "cat_negative_before_trunc")
 
 
-def _fuse_trees(model):
+def _fuse_trees(model, weights, extra, link):
     ens = model.estimator
     first = ens.members[0].estimator
     for m in ens.members:
@@ -336,14 +362,14 @@ def _fuse_trees(model):
             return None, "members treat different values as missing"
         if est.value.shape[1] != first.value.shape[1]:
             return None, "members have different leaf widths"
-    post = first.post_transform if ens.combiner == "margin_mean" and not ens.margins else "identity"
+    post = first.post_transform if ens.combiner == "margin_mean" and not ens.margins else _FUSED_LINKS[link]
     n_words = max(m.estimator.cat_words.shape[1] for m in ens.members)
     cols = {name: [] for name in ("feature", "threshold", "left", "right", "default_left", "missing",
                                   "is_categorical", "cat_index")}
     values, words, roots, outs = [], [], [], []
-    base = np.zeros(ens.n_outputs)
+    base = np.asarray(extra, dtype=np.float64).copy()
     offset = n_cat = 0
-    for w, m, pos in zip(ens.weights, ens.members, ens.positions):
+    for w, m, pos in zip(weights, ens.members, ens.positions):
         est = m.estimator
         leaf = est.feature == LEAF
         cols["feature"].append(np.where(leaf, LEAF, pos[np.maximum(est.feature, 0)]))

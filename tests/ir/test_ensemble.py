@@ -169,9 +169,23 @@ def test_stack_is_a_glm_over_member_outputs(natives, data):
     assert model.is_classifier and model.classes == (0, 1)
     np.testing.assert_allclose(model.predict_proba(X), lr.predict_proba(F), rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(model.predict(X), lr.predict(F))
-    given = E.build(_members(natives, "lin_abc", "ridge_bd"), "stack", stack=ss.ir.LinearModel([[0.2], [0.9]], [1.5]))
-    expected = 0.2 * _native(natives, "lin_abc", X) + 0.9 * _native(natives, "ridge_bd", X) + 1.5
-    np.testing.assert_allclose(given.predict(X), expected, rtol=1e-12)
+    assert "stack over classifiers' probabilities" in E.fuse(model)[1]
+
+
+@pytest.mark.parametrize("keys,link", [(("lin_abc", "ridge_bd"), "identity"), (("lin_abc", "ridge_bd"), "exp"),
+                                       (("gbr_ab", "gbr_ab"), "identity"), (("lgbr_bcd", "lgbr_bcd"), "logistic")])
+def test_a_stack_over_identity_regressors_fuses(natives, data, keys, link):
+    X = data[0]
+    stack = ss.ir.LinearModel([[0.2], [-0.9]], [1.5], link)
+    model = E.build(_members(natives, *keys), "stack", stack=stack, classes=[0, 1] if link == "logistic" else None)
+    z = 0.2 * _native(natives, keys[0], X) - 0.9 * _native(natives, keys[1], X) + 1.5
+    expected = {"identity": z, "exp": np.exp(z), "logistic": 1 / (1 + np.exp(-z))}[link]
+    fused, why = E.fuse(model)
+    assert fused is not None and fused.kind == model.estimator.members[0].kind, why
+    got = fused.predict_proba(X)[:, 1] if link == "logistic" else fused.predict(X, backend="numpy")
+    np.testing.assert_allclose(got, expected, **FUSED)
+    want = model.predict_proba(X)[:, 1] if link == "logistic" else model.predict(X, backend="numpy")
+    np.testing.assert_allclose(want, expected, **FUSED)
 
 
 @pytest.mark.parametrize("keys,combiner,kwargs,message", [
