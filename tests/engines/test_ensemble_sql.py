@@ -1,6 +1,6 @@
 """Registered ensembles in SQL: PREDICT over an ensemble ref on DuckDB and Spark equals
 ``Model.predict`` and the members' native outputs combined in numpy (rtol 1e-9 where fused,
-1e-12 where not); a fused GLM is inlined like any GLM and factorized over a join; EXPLAIN says
+1e-12 where not); a fused GLM is inlined like any GLM and costed by factorize_linear over a join; EXPLAIN says
 fused or not, and why."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_explain_says_fused_or_why_not(con, reg, fitted, ref, fused, how):
         assert f"{ref}_v1(" in text  # one UDF call runs every member on the same batch
 
 
-def test_fused_glm_ensemble_is_factorized_over_a_join(con, reg, fitted):
+def test_fused_glm_ensemble_is_costed_by_factorize_linear_over_a_join(con, reg, fitted):
     X = fitted[0]
     con.register("facts", X[["id", "a", "b"]].assign(k=np.arange(N) % 10))
     con.execute("CREATE TABLE dims AS SELECT * FROM (SELECT range AS k, range * 0.5 AS c, range - 3.0 AS d FROM range(10))")
@@ -109,8 +109,9 @@ def test_fused_glm_ensemble_is_factorized_over_a_join(con, reg, fitted):
     rows = X[["a", "b"]].assign(c=(np.arange(N) % 10) * 0.5, d=(np.arange(N) % 10) - 3.0)
     want = 0.7 * fitted[1]["g1"][0].predict(rows[["a", "b"]]) + 0.3 * fitted[1]["g2"][0].predict(rows[["b", "d"]])
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-    assert "ensemble glm_ens/1" in plan and "factorize_linear:" in plan  # the rule saw a GLM, not an ensemble
-    assert "not a GLM (ensemble)" not in plan
+    factorize = plan.split("factorize_linear:")[1].split("stack_linear:")[0]
+    assert "ensemble glm_ens/1" in plan and "dims: TR=" in factorize  # the rule costed it as the GLM it is
+    assert "not a GLM" not in factorize
 
 
 @pytest.mark.spark
