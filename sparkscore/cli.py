@@ -229,6 +229,53 @@ def register(
 
 
 @app.command()
+def ensemble(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Ensemble name, e.g. churn_ens."),
+    members: List[str] = typer.Argument(..., metavar="REF...", help="Member refs (churn/3, churn@challenger, ...); "
+                                                                     "aliases are resolved and pinned now."),
+    combiner: str = typer.Option("mean", "--combiner", help="mean, weighted, vote, margin_mean or stack."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated member weights (weighted, vote, "
+                                                                  "margin_mean), e.g. 0.7,0.3."),
+    stack_coef: Optional[str] = typer.Option(None, "--stack-coef", help="stack: comma-separated GLM coefficients, "
+                                                                        "one per member output."),
+    stack_intercept: float = typer.Option(0.0, "--stack-intercept", help="stack: the GLM's intercept."),
+    stack_link: str = typer.Option("identity", "--stack-link", help="stack: identity, logistic or exp."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="stack with a logistic link: comma-separated "
+                                                                  "class labels, when the members do not share them."),
+    alias: Optional[str] = typer.Option(None, "--alias", help="Point this alias at the new version."),
+) -> None:
+    """Register an ensemble of registered models (pinned versions) as the next version of NAME."""
+    from sparkscore.ir import LinearModel
+    from sparkscore.registry import validate_name
+
+    if alias is not None:
+        validate_name(alias, "alias")
+    w = _floats(weights, "--weights") if weights is not None else None
+    stack = None
+    if stack_coef is not None:
+        stack = LinearModel(_floats(stack_coef, "--stack-coef"), [stack_intercept], stack_link)
+    labels = None
+    if classes is not None:
+        labels = [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in classes.split(",")]
+    reg = _registry(ctx)
+    mv = reg.register_ensemble(name, members, combiner, w, stack=stack, classes=labels)
+    if alias is not None:
+        reg.set_alias(name, alias, mv.version)
+    pinned = ", ".join(f"{m['ref']}={m['name']}/{m['version']}" for m in reg.lineage(mv.ref)["lineage"]["ensemble"]["members"])
+    suffix = f", alias {name}@{alias}" if alias is not None else ""
+    state = f"already registered as {mv.ref}" if mv.existing else f"registered {mv.ref}"
+    _out().print(Text(f"{state} (sha256 {mv.sha256[:12]}): {combiner} of {pinned}{suffix} in {reg.root}"))
+
+
+def _floats(text: str, option: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+
+
+@app.command()
 def models(ctx: typer.Context) -> None:
     """List registered models with their versions and aliases."""
     reg = _registry(ctx)
