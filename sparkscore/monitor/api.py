@@ -99,4 +99,5 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
     cur = profile_batch(runner, pinned, model, source, labels=labels,
                         exact_rows=exact_rows, reference=ref_batch.profile, model_info=info,
                         k=ref_batch.profile.kll_k, slices=parse_slices(slices, runner.dialect), quality=True)
-    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile)
+    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile,
+                       cur.quality)
