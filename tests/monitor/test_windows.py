@@ -132,3 +132,25 @@ def test_metrics_table_is_idempotent_per_window(tmp_path, log, monitored):
     assert len(_table(metrics)) > written.num_rows
     history = deltalake.DeltaTable(metrics).history()
     assert all(tracking.COMMIT_KEY in h for h in history)
+
+
+def test_cli_monitor_log_window_metrics_table_and_fail_on_drift(log, monitored, runner, tmp_path):
+    import json
+
+    from sparkscore.cli import EXIT_DRIFT, app
+
+    metrics = str(tmp_path / "metrics")
+    base = ["--registry", str(monitored.root), "monitor", "churn@prod", "--log", str(log / "log"), "--window", "1d"]
+    out = runner.invoke(app, [*base, "--feedback", str(log / "feedback"), "--metrics-table", metrics,
+                              "--json", "--fail-on-drift"])
+    assert out.exit_code == EXIT_DRIFT, out.output
+    summary = json.loads(out.stdout)
+    assert [w["rows"] for w in summary["windows"]] == [600] * DAYS and "age" in summary["drifted"]
+    assert "age (2026-11-29T00:00:00+00:00)" in out.stderr
+    rows = _table(metrics).num_rows
+    assert runner.invoke(app, [*base, "--feedback", str(log / "feedback"), "--metrics-table", metrics]).exit_code == 0
+    assert _table(metrics).num_rows == rows
+    bad = runner.invoke(app, [*base, "--slice", "region"])
+    assert bad.exit_code == 1 and "--slice with --log" in bad.output
+    bad = runner.invoke(app, [*base, "--window", "1y"])
+    assert bad.exit_code == 1 and "is not a duration" in bad.output
