@@ -11,8 +11,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 import sparkscore as ss
-from sparkscore.monitor.compute import (ReliabilityBin, _quality_values, expected_calibration_error, reliability)
-from sparkscore.monitor.query import SCORED, Quality, aggregate_query
+from sparkscore.monitor.compute import ReliabilityBin, _quality_values, expected_calibration_error, reliability
+from sparkscore.monitor.query import Quality, aggregate_query
 from tests.monitor.conftest import frame
 
 # p, y, slice: ties across labels (0.3 twice with y 0/1; 0.8 three times), a NULL label, a NULL score,

@@ -154,3 +154,10 @@ def test_cli_monitor_log_window_metrics_table_and_fail_on_drift(log, monitored, 
     assert bad.exit_code == 1 and "--slice with --log" in bad.output
     bad = runner.invoke(app, [*base, "--window", "1y"])
     assert bad.exit_code == 1 and "is not a duration" in bad.output
+
+
+def test_a_range_without_rows_gives_no_windows_and_writes_nothing(log, monitored, tmp_path):
+    result = ss.monitor.track("churn@prod", str(log / "log"), "6h", start="2027-01-01", registry=monitored,
+                              feedback=str(log / "feedback"), metrics_table=str(tmp_path / "m"))
+    assert result.windows == () and result.drifted == ()
+    assert not (tmp_path / "m").exists()
