@@ -162,8 +162,7 @@ def replace_predicate(result: TrackedDrift) -> str:
 def write_metrics(table: str, result: TrackedDrift, computed_at: datetime | None = None) -> int:
     """Store ``result`` in the metrics Delta table ``table`` in ONE commit (see the module docstring);
     returns the rows written.  A run with no windows writes nothing."""
-    from deltalake import DeltaTable, write_deltalake
-    from deltalake.exceptions import TableNotFoundError
+    from deltalake import write_deltalake
     from deltalake.transaction import CommitProperties
 
     if not result.windows:
@@ -172,15 +171,11 @@ def write_metrics(table: str, result: TrackedDrift, computed_at: datetime | None
     stamp = json.dumps({"model": dict(result.model or {}), "window": result.window, "reference": result.reference,
                         "windows": [w.start.isoformat() for w in result.windows]}, sort_keys=True, default=str)
     props = CommitProperties(custom_metadata={COMMIT_KEY: stamp})
-    try:
-        DeltaTable(table)
-    except TableNotFoundError:
-        write_deltalake(table, data, mode="append", commit_properties=props)
-        return data.num_rows
-    try:
+    try:  # also the first run (it creates the table): two first runs racing conflict on version 0, never duplicate
         write_deltalake(table, data, mode="overwrite", predicate=replace_predicate(result), commit_properties=props)
     except Exception as exc:  # e.g. a table of another schema at that path
-        raise MonitorError(f"metrics table {table}: cannot replace the windows of this run ({exc}); "
+        raise MonitorError(f"metrics table {table}: cannot replace the windows of this run "
+                           f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]}); "
                            "pass a --metrics-table written by `sparkscore monitor --log`") from None
     return data.num_rows
 

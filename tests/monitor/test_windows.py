@@ -161,3 +161,12 @@ def test_a_range_without_rows_gives_no_windows_and_writes_nothing(log, monitored
                               feedback=str(log / "feedback"), metrics_table=str(tmp_path / "m"))
     assert result.windows == () and result.drifted == ()
     assert not (tmp_path / "m").exists()
+
+
+def test_a_metrics_table_of_another_schema_fails_in_one_line(log, monitored, tmp_path):
+    other = str(tmp_path / "other")
+    deltalake.write_deltalake(other, pa.table({"x": [1]}))
+    with pytest.raises(ss.errors.SparkscoreError, match="metrics table .*other: cannot replace") as info:
+        ss.monitor.track("churn@prod", str(log / "log"), "1d", registry=monitored, metrics_table=other)
+    assert "\n" not in str(info.value).strip()
+    assert deltalake.DeltaTable(other).to_pyarrow_table().num_rows == 1
