@@ -1024,7 +1024,8 @@ def monitor(
     table: List[str] = _TABLE_OPTION,
     reference: Optional[str] = typer.Option(None, "--reference", metavar="PATH|PROFILE.json",
                                             help="Reference batch file, or a saved profile (.json); default: the "
-                                                 "training profile stored with the version."),
+                                                 "training profile stored with the version.  With --log: training "
+                                                 "or previous (the window before)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN",
                                          help="Label column (label drift; quality metrics per slice)."),
     slices: List[str] = typer.Option([], "--slice", metavar="COLS|PREDICATE",
@@ -1035,17 +1036,35 @@ def monitor(
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
                                        help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
+    log_table: Optional[str] = typer.Option(None, "--log", metavar="TABLE",
+                                            help="Prediction log (Delta): drift per --window instead of one batch."),
+    window: str = typer.Option("1d", "--window", metavar="DURATION", help="With --log: window length (1d, 6h, 15m, 1w)."),
+    feedback: Optional[str] = typer.Option(None, "--feedback", metavar="TABLE",
+                                           help="With --log: feedback table (request_id, ts, label) for quality metrics."),
+    metrics_table: Optional[str] = typer.Option(None, "--metrics-table", metavar="TABLE",
+                                                help="With --log: store the rows in this Delta table (re-runs replace "
+                                                     "their windows, never duplicate them)."),
+    start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="With --log: first time monitored (UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="With --log: end of the monitored range (excluded)."),
 ) -> None:
     """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
+
+    With --log TABLE: drift per window of the prediction log (--reference training, the default,
+    or previous: the window before), stored with --metrics-table.
 
     Exit status: 0, or with --fail-on-drift 3 when any metric crosses its threshold (1 = error).
     """
     import sparkscore as ss
     from sparkscore.monitor import Profile, Thresholds
 
-    if (input_path is None) == (query is None):
-        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY", param_hint="--input/--sql")
     thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
+    if log_table is not None:
+        _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds,
+                     slices, labels, input_path or query, fail_on_drift, as_json)
+        return
+    if (input_path is None) == (query is None):
+        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY (or --log TABLE)",
+                                 param_hint="--input/--sql")
     ref_arg = reference
     if reference is not None and reference.lower().endswith(".json"):
         ref_arg = Profile.load(reference)
@@ -1073,6 +1092,41 @@ def monitor(
                 where = f" in {row.slice_key} = {row.slice_value}" if row.slice_key else ""
                 worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)}{where})"
         print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst.values())}", file=sys.stderr)
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds, slices,
+                 labels, batch, fail_on_drift, as_json) -> None:
+    """``monitor --log``: drift per window of a prediction log (``ss.monitor.track``)."""
+    import sparkscore as ss
+
+    if batch is not None or labels is not None:
+        raise typer.BadParameter("--log monitors the log itself: drop --input/--sql and --labels (labels come "
+                                 "from --feedback)", param_hint="--log")
+    from sparkscore.monitor import tracking
+
+    tracking.no_slices(slices)
+    result = ss.monitor.track(ref, log_table, window, reference=reference, feedback=feedback,
+                              metrics_table=metrics_table, start=start, end=end, registry=_registry(ctx),
+                              thresholds=thresholds)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
+    else:
+        shown = Table("window", "feature", "metric", "value", "threshold", "drift", "p-value", "n_ref", "n_cur",
+                      title=Text(f"drift per {window} window of {log_table} vs {result.reference} of {ref}"))
+        for w in result.windows:
+            for row in w.rows:
+                shown.add_row(*(Text(str(x)) for x in (
+                    w.start.isoformat(), row.feature, row.metric, _num(row.value), _num(row.threshold),
+                    "DRIFT" if row.is_anomaly else "", _num(row.p_value), row.n_ref, row.n_cur)))
+        _out().print(shown)
+    if metrics_table is not None:
+        print(f"metrics: {sum(len(w.rows) for w in result.windows)} rows of {len(result.windows)} window(s) "
+              f"written to {metrics_table}", file=sys.stderr)
+    if fail_on_drift and result.drifted:
+        worst = [f"{f} ({', '.join(w.start.isoformat() for w in result.windows if f in w.drifted)})"
+                 for f in result.drifted]
+        print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst)}", file=sys.stderr)
         raise typer.Exit(EXIT_DRIFT)
 
 
