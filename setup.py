@@ -15,6 +15,11 @@ CORE = [
     # the compiled CPU kernels backend="auto" runs (llvmlite comes with it): without them auto falls back to
     # the reference / torch CPU at 0.08x-0.35x native predict, so they belong in the default install
     "numba>=0.60",
+    # monitoring (sparkscore.monitor): register(training_data=...) stores a training profile by default and
+    # `sparkscore monitor` must work on a plain install; KLL quantile sketches (Apache DataSketches, numpy only)
+    # and the KS / chi-square p-values and exact KS / Wasserstein (scipy) are what it cannot do without
+    "datasketches>=5.0,<6",
+    "scipy>=1.11",
 ]
 EXTRAS = {
     "torch": ["torch==2.13.0"],
@@ -22,8 +27,18 @@ EXTRAS = {
     "sklearn": ["scikit-learn>=1.5"],
     "lightgbm": ["lightgbm>=4.3"],
     "xgboost": ["xgboost-cpu>=2.1"],
+    # CatBoost importer (fitted objects and .cbm files; its JSON export converts without it); not in `models`:
+    # the wheel is large and pulls plotly/graphviz, and the quickstart does not need it
+    "catboost": ["catboost>=1.2,<1.3"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
+    # MLflow interop (models:/ and runs:/ URIs, MLmodel files): the skinny client is enough (full mlflow needs
+    # pyarrow<26); pyyaml reads MLmodel, cloudpickle only for the sklearn flavor's explicit allow_pickle opt-in
+    "mlflow": ["mlflow-skinny>=3.0,<4", "pyyaml>=6", "cloudpickle>=2"],
+    # ONNX classical-ML graphs (ss.convert("model.onnx")): read with onnx (protobuf), never onnxruntime
+    "onnx": ["onnx>=1.16"],
+    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly
+    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
@@ -37,7 +52,9 @@ EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})
 EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "import-linter>=2.1",
                                    # serving tests: in-process ASGI client; tritonclient is the real OIP v2 client
-                                   "httpx>=0.27", "tritonclient[http]>=2.40"]
+                                   "httpx>=0.27", "tritonclient[http]>=2.40",
+                                   # ONNX importer tests: onnxruntime is the oracle, skl2onnx/onnxmltools the sources
+                                   "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12"]
 
 setup(
     name="sparkscore",
@@ -54,6 +71,7 @@ setup(
         "sparkscore.optimizer",
         "sparkscore.engines",
         "sparkscore.serving",
+        "sparkscore.monitor",
         "sparkscore.sql",
     ],
     # the user-facing example queries in sql/ ship inside the package as sparkscore/sql/*.sql

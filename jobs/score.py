@@ -13,6 +13,12 @@ The commit records model name, version, sha256, job id, rows and seconds; rows c
 fail before anything is written unless ``--schema merge``.  Writes through delta-spark when its
 JARs are loaded (``--packages io.delta:delta-spark_2.13:4.0.0``), otherwise through delta-rs
 (``deltalake``).  Same rules, same shared code, as ``sparkscore score`` on the embedded engine.
+
+``--log TABLE [--log-fraction F] [--log-max-rows N] [--log-id COLUMN]`` also appends a sampled
+part of the inputs and outputs to a prediction log, all-or-nothing with the job (the protocol is in
+``sparkscore.monitor.predlog``).  The sample is drawn by Spark (a hash of job id and request id,
+the same hash as the embedded engine, bottom-k by it), only the sampled rows reach the driver,
+which scores them with the same code and commits them after the output commit.
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-columns", action=argparse.BooleanOptionalAction, default=None,
                         help="store the model name and version per row (columns model, model_version; default: on "
                              "for new tables, as the table has it for appends)")
+    parser.add_argument("--log", default=None, help="prediction log Delta path: also log a sampled part of the "
+                                                     "inputs and outputs, all-or-nothing with the job")
+    parser.add_argument("--log-fraction", type=float, default=0.01, help="share of rows logged (default 0.01)")
+    parser.add_argument("--log-max-rows", type=int, default=100_000, help="most rows logged (default 100000)")
+    parser.add_argument("--log-id", default=None, help="input column whose value is each row's request_id "
+                                                        "(default: <job id>:<Spark row id>)")
     return parser.parse_args(argv)
 
 
@@ -133,10 +145,25 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     derived = "" if args.job_id else " (derived from the input, model, output and options)"
     log(f"job {stamp.job_id}{derived}: {mv.name}/{mv.version} (sha256 {mv.sha256[:12]}) {args.input} -> "
         f"{args.output} [{args.mode}]")
+    log_spec = None
+    if args.log:
+        from sparkscore.engines import joblog
+        from sparkscore.monitor.predlog import LogSpec
+
+        log_spec = LogSpec(args.log, args.log_fraction, args.log_max_rows, args.log_id)
+        joblog.check_log(log_spec, args.output, df.columns, model)
+        for leftover in delta.remove_leftovers(log_spec.table):
+            log(f"removed {leftover}, left by a killed run")
     if not is_table:
         for leftover in delta.remove_leftovers(args.output):  # of killed runs: also when there is nothing to do
             log(f"removed {leftover}, left by a killed run")
         prior = delta.find_commit(args.output, stamp)
+        if prior is not None and log_spec is not None and delta.find_commit(log_spec.table, stamp) is None:
+            log(f"job {stamp.job_id}: output already committed, its prediction log is not: completing the log")
+            rows_logged, _ = _write_log(df, log_spec, stamp, mv, model, args.output, started)
+            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}; "
+                  f"{rows_logged} rows logged to {log_spec.table}")
+            return 0
         if prior is not None:
             log(f"job {stamp.job_id} with {mv.name}/{mv.version} is already committed "
                 f"(table version {prior.get('version')}); nothing to do")
@@ -179,12 +206,60 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
             rows, version = result.rows, result.table_version
     finally:
         stop.set()
+    logged = ""
+    if log_spec is not None:
+        rows_logged, _ = _write_log(df, log_spec, stamp, mv, model, args.output, started)
+        logged = f"; {rows_logged} rows logged to {log_spec.table}"
     seconds = time.time() - started
     rate = f"{rows / seconds:,.0f} rows/s" if rows is not None else "rows in the Delta history"
     print(f"sparkscore: {rows if rows is not None else '?'} rows in {seconds:.1f}s ({rate}) with "
           f"{mv.name}/{mv.version} sha256 {mv.sha256[:12]} -> {args.output}"
-          f"{f' version {version}' if version is not None else ''} [job {stamp.job_id}, {args.mode}]")
+          f"{f' version {version}' if version is not None else ''} [job {stamp.job_id}, {args.mode}]{logged}")
     return 0
+
+
+def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple[int, object]:
+    """Sample ``df`` in Spark (hash filter, then the ``max_rows`` smallest hashes), collect only those
+    rows, score them on the driver with the shared code and commit them to the log (after the output)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    from sparkscore.engines import joblog
+    from sparkscore.monitor import predlog
+
+    bound = list(dict.fromkeys(model.bind_columns(df.columns)))
+    job_id, fraction = stamp.job_id, spec.fraction
+    if spec.id_column:
+        ids = F.col(spec.id_column).cast("string")
+        nulls = df.filter(F.col(spec.id_column).isNull()).limit(1).count()
+        if nulls:
+            raise predlog.PredictionLogError(f"--log-id column {spec.id_column!r} has NULL values; a logged row "
+                                             "needs a request id")
+    else:
+        ids = F.concat(F.lit(f"{job_id}:"), F.monotonically_increasing_id().cast("string"))
+
+    def signed_hash(request_id):  # order-preserving uint64 -> int64 (Spark has no unsigned type)
+        h = predlog.sample_hash(job_id, pa.array(request_id, pa.string()))
+        return pd.Series((h ^ np.uint64(1 << 63)).view(np.int64))
+    signed_hash.__annotations__ = {"request_id": pd.Series, "return": pd.Series}  # not strings: see __future__
+    signed_hash = F.pandas_udf(signed_hash, LongType())
+
+    limit = np.uint64(min(int(fraction * 2.0 ** 64), 2 ** 64 - 1)) if fraction < 1 else None
+    picked = df.select(*bound, ids.alias("request_id")).withColumn("_signed", signed_hash("request_id"))
+    if limit is not None:
+        picked = picked.filter(F.col("_signed") < int((limit ^ np.uint64(1 << 63)).view(np.int64)))
+    picked = picked.orderBy("_signed", "request_id").limit(spec.max_rows)
+    table = picked.toArrow() if hasattr(picked, "toArrow") else pa.Table.from_pandas(picked.toPandas())
+    signed = table.column("_signed").to_numpy()
+    table = table.drop(["_signed"]).append_column("_hash", pa.array(signed.view(np.uint64)))
+    table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    collector = joblog.LogCollector(spec, stamp, mv, model)
+    collector.bound = list(model.bind_columns(df.columns))
+    collector.keep.add(table)
+    return joblog.commit_log(collector, output, stamp, started, log)
 
 
 def _existing_schema(spark, output: str, is_table: bool, with_delta_spark: bool):

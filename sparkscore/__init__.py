@@ -21,6 +21,7 @@ _LAZY = {
     "explain": ("sparkscore.engines", "explain"),
     "duckdb": ("sparkscore.engines.duckdb", None),
     "spark": ("sparkscore.engines.spark", None),
+    "monitor": ("sparkscore.monitor", None),
 }
 
 __all__ = ["Model", "errors", "__version__", *_LAZY]

@@ -1,7 +1,7 @@
 """``sparkscore`` command line: a thin shell over the registry, the engines, batch jobs and benchmarks.
 
 Error contract: a failure prints ONE line ``error: ...`` on stderr and exits 1 (2 for usage
-errors); ``--debug`` (accepted anywhere on the line) lets the exception and its traceback through
+errors; 3 is ``monitor --fail-on-drift`` finding drift, see ``EXIT_DRIFT``); ``--debug`` (accepted anywhere on the line) lets the exception and its traceback through
 instead.  No library's exception class name reaches the user: an error sparkscore did not
 anticipate prints its message and says to rerun with ``--debug``.  User text (SQL, names, paths)
 is never interpreted as rich markup.
@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from sparkscore.errors import SparkscoreError
 
-FORMATS = ("auto", "lightgbm", "xgboost", "pyspark", "sparkscore", "pickle")
+FORMATS = ("auto", "lightgbm", "xgboost", "catboost", "pyspark", "sparkscore", "mlflow", "onnx", "pickle")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_ERROR_CHARS = 500
@@ -175,28 +175,48 @@ def quickstart(ctx: typer.Context,
 def register(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="Model name, e.g. churn."),
-    path: Path = typer.Argument(..., metavar="PATH", help="Model file or directory."),
+    source: str = typer.Argument(..., metavar="PATH|URI",
+                                 help="Model file or directory, an MLflow model directory, or an MLflow URI "
+                                      "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH)."),
     alias: Optional[str] = typer.Option(None, "--alias", help="Point this alias at the new version."),
     fmt: str = typer.Option("auto", "--format", help=f"One of {', '.join(FORMATS)}."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
-                                      help="Allow pickle/joblib files (unpickling runs code from the file)."),
+                                      help="Allow pickle/joblib files and MLflow's sklearn flavor (unpickling runs "
+                                           "code from the file)."),
     feature_names: Optional[str] = typer.Option(None, "--feature-names", help="Comma-separated input names."),
     lineage: List[str] = typer.Option([], "--lineage", metavar="KEY=VALUE",
                                       help="Lineage to record, e.g. code_version=abc123 (repeatable)."),
+    training_data: Optional[Path] = typer.Option(None, "--training-data", metavar="PATH",
+                                                 help="Parquet/csv training data: fingerprinted, and profiled into "
+                                                      "the version (what `monitor` compares batches to)."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN", help="Label column of --training-data."),
 ) -> None:
-    """Register a model file as the next version of NAME."""
+    """Register a model file, directory or MLflow model as the next version of NAME."""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param_hint="--format")
+    from sparkscore.importers.mlflow import URI_SCHEMES, is_mlflow_source
     from sparkscore.registry import validate_name
 
     if alias is not None:
         validate_name(alias, "alias")  # before registering: a bad alias must not leave a new version behind
     reg = _registry(ctx)
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
-    record = {"source_file": str(path.absolute()), **_key_values(lineage, "--lineage")}
-    with _err().status(Text(f"loading and converting {path}...")):
-        native = load_model_file(path, fmt, allow_pickle)
-        mv = reg.register(name, native, feature_names=names, lineage=record)
+    is_uri = source.startswith(URI_SCHEMES)
+    path = Path(source)
+    record = {("source_uri" if is_uri else "source_file"): source if is_uri else str(path.absolute()),
+              **_key_values(lineage, "--lineage")}
+    profiling = {"training_data": training_data, "training_labels": labels,
+                 "profile": True if training_data is not None else None}
+    with _err().status(Text(f"loading and converting {source}...")):
+        if fmt == "mlflow" or (fmt == "auto" and is_mlflow_source(source)):
+            if not is_uri and not is_mlflow_source(path):
+                raise SparkscoreError(f"{source}: not an MLflow model (no MLmodel file); pass an MLflow model "
+                                      "directory or a models:/ or runs:/ URI")
+            mv = reg.register(name, source if is_uri else path, feature_names=names, lineage=record,
+                              allow_pickle=allow_pickle, **profiling)
+        else:
+            native = load_model_file(path, fmt, allow_pickle)
+            mv = reg.register(name, native, feature_names=names, lineage=record, **profiling)
         if alias is not None:
             reg.set_alias(name, alias, mv.version)
     suffix = f", alias {name}@{alias}" if alias is not None else ""
@@ -436,16 +456,29 @@ def lineage(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="REF", help="name, name/3, name@alias or name@alias#TIME."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    outputs: bool = typer.Option(False, "--outputs",
+                                 help="Instead: the Delta tables and table versions batch jobs wrote with it."),
+    table: List[str] = typer.Option([], "--table", "-t", metavar="PATH",
+                                    help="With --outputs: a Delta table, or a folder of tables, to search (repeatable)."),
+    conf: Optional[Path] = typer.Option(None, "--conf", metavar="FILE", envvar="SPARKSCORE_CONF",
+                                        help="With --outputs: properties file whose spark.sparkscore.lineage.outputs "
+                                             "lists tables/folders to search (default $SPARKSCORE_CONF)."),
 ) -> None:
-    """Which code, data, configuration and environment made a version."""
+    """Which code, data, configuration and environment made a version (--outputs: what it wrote)."""
+    if outputs:
+        _print_outputs(ctx, ref, table, conf, as_json)
+        return
+    if table:
+        raise typer.BadParameter("--table only applies with --outputs; add --outputs", param_hint="--table")
     doc = _registry(ctx).lineage(ref)
     if as_json:
         typer.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     out = _out()
     out.print(Text(f"{doc['ref']}  sha256 {doc['sha256'][:12]}…  created {doc['created_at']}  task {doc['task']}"))
-    for section in ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
-                    "description", "parent", "lineage"):
+    from sparkscore.registry.lineage import LINEAGE_SECTIONS
+
+    for section in LINEAGE_SECTIONS:
         value = doc.get(section)
         if value in (None, {}, ""):
             out.print(Text(f"{section}: -"))
@@ -453,6 +486,29 @@ def lineage(
         out.print(Text(f"{section}:"))
         for key, leaf in _leaves(value):
             out.print(Text(f"  {key}: {_shown_leaf(leaf)}"))
+
+
+def _print_outputs(ctx: typer.Context, ref: str, tables: Sequence[str], conf: Optional[Path], as_json: bool) -> None:
+    from sparkscore.engines.outputs import model_outputs
+
+    found = model_outputs(ref, tables, registry=_registry(ctx), conf=conf)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+        return
+    out = _out()
+    out.print(Text(f"{found.ref} (sha256 {found.sha256[:12]}…): {len(found.commits)} commit(s) in "
+                   f"{len({c.table for c in found.commits})} of {len(found.searched)} table(s) searched"))
+    if found.commits:
+        grid = Table(box=None, pad_edge=False)
+        for column in ("table", "version", "job id", "rows", "time", "writer"):
+            grid.add_column(column, justify="right" if column in ("version", "rows") else "left",
+                            overflow="fold", no_wrap=column in ("version", "rows"))  # paths shown whole
+        for c in found.commits:
+            grid.add_row(c.table, str(c.table_version), c.job_id, "?" if c.rows is None else f"{c.rows:,}", c.time,
+                         c.writer)
+        out.print(grid)
+    for location, reason in found.unreadable:
+        _err().print(Text(f"warning: could not search {location}: {reason}"))
 
 
 @app.command()
@@ -584,6 +640,15 @@ def score(
                                                  help="Store the model name and version per row (columns model, "
                                                       "model_version; default: on for new tables, as the table has "
                                                       "it for appends)."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Also append a sampled part of the inputs and outputs to this prediction "
+                                           "log (Delta), all-or-nothing with the job."),
+    log_fraction: float = typer.Option(0.01, "--log-fraction", metavar="F",
+                                       help="Share of rows logged, sampled by a hash of (job id, request id)."),
+    log_max_rows: int = typer.Option(100_000, "--log-max-rows", metavar="N", help="Most rows logged per job."),
+    log_id: Optional[str] = typer.Option(None, "--log-id", metavar="COLUMN",
+                                         help="Input column whose value is each row's request_id (the feedback "
+                                              "table's key; default: <job id>:<row ordinal>)."),
 ) -> None:
     """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
     from sparkscore.engines.batch import MODES
@@ -597,9 +662,14 @@ def score(
         raise typer.BadParameter(f"unknown schema mode {schema!r}; use one of {', '.join(SCHEMA_MODES)}",
                                  param_hint="--schema")
     keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
+    log_spec = None
+    if log is not None:
+        from sparkscore.monitor.predlog import LogSpec
+
+        log_spec = LogSpec(log, log_fraction, log_max_rows, log_id)  # checks the numbers before any work
     if engine == "spark":
         command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
-                                       ctx.obj.registry, schema, model_columns)
+                                       ctx.obj.registry, schema, model_columns, log_spec)
         _err().print(Text(f"running {shlex.join(command)}"))
         rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
         if rc != 0:
@@ -607,21 +677,23 @@ def score(
         return
     try:
         result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows, schema,
-                                 model_columns)
+                                 model_columns, log_spec)
     except KeyboardInterrupt:
         from sparkscore.engines.delta import table_state
 
         print(f"error: interrupted: staging files removed, {table_state(output)}", file=sys.stderr)
         raise typer.Exit(130) from None
     mv = result.stamp
+    logged = (f"; {result.log_rows:,} rows logged to {log}" + (f" version {result.log_version}"
+              if result.log_version is not None else "")) if result.log_rows is not None else ""
     if result.already_committed:
         _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
-                          f"{mv.model}/{mv.version}"), soft_wrap=True)
+                          f"{mv.model}/{mv.version}{logged}"), soft_wrap=True)
         return
     _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
                       f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
                       f"(sha256 {mv.sha256[:12]}) -> {output} version {result.table_version} "
-                      f"[job {mv.job_id}, {mode}]"), soft_wrap=True)
+                      f"[job {mv.job_id}, {mode}]{logged}"), soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -633,7 +705,7 @@ class _RateColumn(ProgressColumn):
 
 def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
                     job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int], schema: str,
-                    model_columns: Optional[bool]):
+                    model_columns: Optional[bool], log=None):
     """Run the DuckDB batch job under a rich progress bar on stderr (what it does, rows, rate, ETA)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -661,7 +733,7 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
                            keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
-                           schema_mode=schema, model_columns=model_columns, status=status)
+                           schema_mode=schema, model_columns=model_columns, status=status, log=log)
 
 
 @app.command()
@@ -738,6 +810,11 @@ def serve(
     poll_s: float = typer.Option(0.5, "--poll-s", min=0.05, max=1.0, help="Registry watcher period (alias moves)."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
                                                help="Settings file (conf/serve.toml); options given here win."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="DELTA_PATH",
+                                      help="Log sampled requests (inputs, outputs, version) to this Delta prediction "
+                                           "log, off the request path (a full queue drops and counts)."),
+    log_sample: float = typer.Option(0.01, "--log-sample", min=0.0, max=1.0, metavar="F",
+                                     help="Share of requests logged with --log."),
 ) -> None:
     """Serve registry models over HTTP: Open Inference Protocol v2 and MLflow /invocations (uvicorn).
 
@@ -755,9 +832,10 @@ def serve(
                "models": tuple(m.strip() for m in (models or "").split(",") if m.strip()),
                "max_body_bytes": max_body_bytes, "max_concurrency": max_concurrency, "max_batch_rows": max_batch_rows,
                "max_delay_s": max_delay_ms / 1e3, "latency_objective_s": latency_objective_ms / 1e3,
-               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s}
+               "memory_budget_bytes": int(memory_budget_mb * 1024 * 1024), "poll_s": poll_s,
+               "log_table": log, "log_sample": log_sample}
     params = {"max_delay_s": "max_delay_ms", "latency_objective_s": "latency_objective_ms",
-              "memory_budget_bytes": "memory_budget_mb"}
+              "memory_budget_bytes": "memory_budget_mb", "log_table": "log"}
     if config_file is not None:  # the file, then only the options the user actually typed
         options = {k: v for k, v in options.items()
                    if getattr(ctx.get_parameter_source(params.get(k, k)), "name", "DEFAULT") != "DEFAULT"}
@@ -775,6 +853,181 @@ def serve(
                 lifespan="on", timeout_graceful_shutdown=5)
 
 
+@app.command()
+def ab(
+    ctx: typer.Context,
+    log: str = typer.Argument(..., metavar="LOG", help="Prediction log (Delta path) with an arm column."),
+    feedback: str = typer.Option(..., "--feedback", metavar="DELTA_PATH",
+                                 help="Feedback table (request_id, ts, label)."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="NAME@ALIAS",
+                                        help="Take the expected arm weights from this registry route."),
+    expected: Optional[str] = typer.Option(None, "--expected", metavar="a=90,b=10",
+                                           help="Expected arm weights (the first arm is the control)."),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy or logloss (classifiers), rmse or mae."),
+    control: Optional[str] = typer.Option(None, "--control", metavar="ARM", help="Control arm (default: first "
+                                          "expected arm, else the largest)."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="C", help="Confidence level of the intervals."),
+    start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="Only rows with ts >= this (UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="Only rows with ts < this (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the readout as JSON."),
+    fail_on_srm: bool = typer.Option(False, "--fail-on-srm",
+                                     help="Exit with status 3 on a sample-ratio mismatch (chi-square p < 0.001)."),
+) -> None:
+    """A/B readout over a prediction log + labels: per arm counts, metric with CI, lift vs control, SRM check."""
+    from sparkscore.monitor import abtest
+
+    if route is not None and expected is not None:
+        raise typer.BadParameter("give --route or --expected, not both", param_hint="--route")
+    weights = abtest.parse_expected(expected) if expected is not None else None
+    reg = _registry(ctx)
+    if route is not None:
+        get_route = getattr(reg, "get_route", None)
+        if get_route is None:
+            raise SparkscoreError(f"--route {route}: this registry has no routes yet; pass the weights with "
+                                  "--expected prod=90,challenger=10")
+        weights = {str(k): float(v) for k, v in dict(get_route(route).arms).items()}
+    report = abtest.readout(log, feedback, metric=metric, expected=weights, control=control, confidence=confidence,
+                            start=start, end=end, registry=reg)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        _out().print(_ab_table(report))
+    if report.srm is not None and report.srm.alert:
+        extra = f"; arms not in the weights: {', '.join(report.srm.unexpected_arms)}" if report.srm.unexpected_arms else ""
+        print(f"warning: sample-ratio mismatch: chi-square {report.srm.chi2:.2f} with {report.srm.dof} dof, "
+              f"p = {report.srm.p_value:.2e} < {abtest.SRM_ALPHA}{extra}; the split is not the expected one, do not "
+              "trust the lift", file=sys.stderr)
+        if fail_on_srm:
+            raise typer.Exit(abtest.EXIT_SRM)
+
+
+def _ab_table(report):
+    from rich.table import Table
+
+    def num(v, fmt="{:.4f}"):
+        return "-" if v is None else fmt.format(v)
+    pct = int(round(report.confidence * 100))
+    table = Table(title=f"A/B readout: {report.metric} (control {report.control}; {report.method})")
+    for col in ("arm", "versions", "rows", "share (exp)", "labelled", report.metric, f"{pct}% CI", "lift",
+                f"lift {pct}% CI", "p", "relative"):
+        table.add_column(col)
+    for a in report.arms:
+        table.add_row(a.arm, ",".join(a.versions), f"{a.rows:,}",
+                      f"{a.observed_share:.3f} ({num(a.expected_share, '{:.3f}')})", f"{a.labelled:,}", num(a.value),
+                      f"[{num(a.ci_low)}, {num(a.ci_high)}]", num(a.lift, "{:+.4f}"),
+                      "-" if a.lift is None else f"[{num(a.lift_ci_low, '{:+.4f}')}, {num(a.lift_ci_high, '{:+.4f}')}]",
+                      num(a.lift_p_value, "{:.3g}"), num(a.relative_lift, "{:+.1%}"))
+    if report.srm is not None:
+        s = report.srm
+        table.caption = (f"SRM chi-square {s.chi2:.2f} ({s.dof} dof), p = {s.p_value:.3g}: "
+                         f"{'MISMATCH' if s.alert else 'ok'}" + "".join(f"; {n}" for n in report.notes))
+    return table
+#: ``sparkscore monitor --fail-on-drift`` exit status when a metric crosses its threshold (distinct from
+#: 1 = error, 2 = usage error, 130 = interrupted), so schedulers can tell drift from failure
+EXIT_DRIFT = 3
+
+
+@app.command()
+def profile(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="name, name/3 or name@alias."),
+    data: str = typer.Option(..., "--data", metavar="PATH", help="Parquet/csv file or glob to profile."),
+    bins: int = typer.Option(10, "--bins", min=1, help="Histogram bins (edges at the data's quantiles)."),
+    topk: int = typer.Option(20, "--topk", min=1, help="Categories kept per categorical column."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN", help="Label column to profile too."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE.json",
+                                          help="Write the profile (JSON, the format `monitor --reference` reads)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of a table."),
+) -> None:
+    """Profile data against a model version: every input, the prediction and the label.
+
+    The profile stored WITH a version (what `monitor` compares to by default) is computed at
+    registration: `sparkscore register NAME PATH --training-data DATA [--labels COL]`.
+    """
+    import sparkscore as ss
+
+    found = ss.monitor.profile(ref, data, registry=_registry(ctx), bins=bins, labels=labels, topk=topk)
+    if output is not None:
+        found.save(output if output.suffix == ".json" else output)
+        _err().print(Text(f"wrote {output}"))
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+        return
+    table = Table("column", "role", "kind", "rows", "nulls", "NaN", "±inf", "min", "max", "mean", "std", "top",
+                  title=Text(f"profile of {data} against {ref} ({found.rows:,} rows)"))
+    for col in found.columns:
+        top = ", ".join(f"{v}: {c}" for v, c in col.categories[:3])
+        table.add_row(*(Text(str(x)) for x in (
+            col.name, col.role, col.kind, col.count, col.nulls, col.nans, col.pos_inf + col.neg_inf,
+            _num(col.min), _num(col.max), _num(col.mean), _num(col.std), top)))
+    _out().print(table)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+@app.command()
+def monitor(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="name, name/3 or name@alias."),
+    input_path: Optional[str] = typer.Option(None, "--input", metavar="PATH", help="Current batch: parquet/csv file or glob."),
+    query: Optional[str] = typer.Option(None, "--sql", metavar="QUERY", help="Current batch as a SELECT over --table views."),
+    table: List[str] = _TABLE_OPTION,
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="PATH|PROFILE.json",
+                                            help="Reference batch file, or a saved profile (.json); default: the "
+                                                 "training profile stored with the version."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN",
+                                         help="Label column (label drift; quality metrics per slice)."),
+    slices: List[str] = typer.Option([], "--slice", metavar="COLS|PREDICATE",
+                                     help="Slice by columns ('region', crossed 'region,plan') or a predicate "
+                                          "('age >= 60'); repeatable, all in the same scan."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="TOML",
+                                               help="Thresholds TOML: tables monitor.thresholds and monitor.features.NAME (see conf/monitor.toml)."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
+                                       help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
+) -> None:
+    """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
+
+    Exit status: 0, or with --fail-on-drift 3 when any metric crosses its threshold (1 = error).
+    """
+    import sparkscore as ss
+    from sparkscore.monitor import Profile, Thresholds
+
+    if (input_path is None) == (query is None):
+        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY", param_hint="--input/--sql")
+    thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
+    ref_arg = reference
+    if reference is not None and reference.lower().endswith(".json"):
+        ref_arg = Profile.load(reference)
+    con = _connection(table)
+    result = ss.monitor.drift(ref, query if query is not None else input_path, reference=ref_arg, engine=con,
+                              registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={},
+                              slices=slices)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
+    else:
+        shown = Table("feature", "metric", "value", "threshold", "drift", "p-value", "n_ref", "n_cur", "method",
+                      *(("slice",) if slices else ()),
+                      title=Text(f"drift of {input_path or 'query'} vs {result.reference} of {ref}"))
+        for row in result.rows:
+            where = (f"{row.slice_key} = {row.slice_value}" if row.slice_key else "all",) if slices else ()
+            shown.add_row(*(Text(str(x)) for x in (
+                row.feature, row.metric, _num(row.value), _num(row.threshold), "DRIFT" if row.is_anomaly else "",
+                _num(row.p_value), row.n_ref, row.n_cur, row.method, *where)))
+        _out().print(shown)
+    if fail_on_drift and result.drifted:
+        worst = {}
+        for row in result.rows:
+            if row.is_anomaly and row.role != "quality" and row.feature not in worst:
+                tested = row.p_value if row.p_value is not None else row.value
+                where = f" in {row.slice_key} = {row.slice_value}" if row.slice_key else ""
+                worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)}{where})"
+        print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst.values())}", file=sys.stderr)
+        raise typer.Exit(EXIT_DRIFT)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sparkscore")
@@ -783,7 +1036,7 @@ def main() -> None:
 # ---------------------------------------------------------------------- helpers
 def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
                          keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
-                         schema: str = "strict", model_columns: Optional[bool] = None) -> list[str]:
+                         schema: str = "strict", model_columns: Optional[bool] = None, log=None) -> list[str]:
     """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
     try:
         import pyspark
@@ -803,6 +1056,9 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
         command += ["--schema", schema]
     if model_columns is not None:
         command += ["--model-columns" if model_columns else "--no-model-columns"]
+    if log is not None:
+        command += ["--log", log.table, "--log-fraction", repr(log.fraction), "--log-max-rows", str(log.max_rows)]
+        command += ["--log-id", log.id_column] if log.id_column else []
     return command
 
 
@@ -849,10 +1105,18 @@ def _load_as(path: Path, fmt: str, allow_pickle: bool) -> Any:
         from sparkscore.importers import xgboost
 
         return xgboost.load_file(path)
+    if fmt == "catboost":
+        from sparkscore.importers import catboost
+
+        return catboost.load_file(path)
     if fmt == "pyspark":
         from sparkscore.importers import pyspark_ml
 
         return pyspark_ml.convert_saved(path)
+    if fmt == "onnx":
+        from sparkscore.importers import onnx
+
+        return onnx.load_file(path)
     if not allow_pickle:
         raise SparkscoreError(f"{path} is a pickle file and unpickling can run arbitrary code; save the model natively "
                               "(LightGBM save_model, XGBoost .json/.ubj, Model.save) or pass --allow-pickle if you trust it")
@@ -878,6 +1142,13 @@ def _detect_format(path: Path) -> str:
                               "model (metadata/); pass --format")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         return "pickle"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+
+    from sparkscore.importers.catboost import is_catboost_file  # light (numpy only); reads the first 4 KiB
+
+    if is_catboost_file(path):
+        return "catboost"
     with path.open("rb") as fh:
         head = fh.read(4096)
     if head.startswith(b"tree\n") or head.startswith(b"tree\r\n") or re.search(rb'"name"\s*:\s*"tree"', head):

@@ -44,6 +44,10 @@ class QueryError(SparkscoreError, ValueError):
     """A PREDICT query that cannot be planned (bad arguments, unknown rule, unsupported shape)."""
 
 
+class MonitorError(SparkscoreError, ValueError):
+    """A profile or drift request that cannot be computed (unknown column, bad option, mismatched profiles)."""
+
+
 class JobError(SparkscoreError, RuntimeError):
     """A batch scoring job that cannot run or commit its output."""
 

@@ -136,7 +136,7 @@ def test_register_a_saved_pyspark_model_directory(runner, reg_path, spark, tmp_p
     (["register", "m", "{sparkscore}", "--alias", "x'; DROP TABLE t; --"], 1, ["invalid alias"]),
     (["register", "m", "{missing}"], 1, ["no such file"]),
     (["register", "m", "{junk}"], 1, ["cannot tell the model format", "--format"]),
-    (["register", "m", "{junk}", "--format", "onnx"], 2, ["unknown format 'onnx'"]),
+    (["register", "m", "{junk}", "--format", "tflite"], 2, ["unknown format 'tflite'"]),
     (["register", "m", "{sparkscore}", "--lineage", "novalue"], 2, ["KEY=VALUE"]),
     (["register", "m"], 2, ["Missing argument", "--help"]),
     (["frobnicate"], 2, ["No such command"]),

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_import_is_light_and_fast():
     code = ("import time, sys; t = time.perf_counter(); import sparkscore; dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('torch', 'pyspark', 'sklearn', 'lightgbm', 'xgboost', 'duckdb', 'sqlglot') "
+            "heavy = [m for m in ('torch', 'pyspark', 'sklearn', 'lightgbm', 'xgboost', 'catboost', 'duckdb', "
+            "'sqlglot') "
             "if m in sys.modules]; print(dt); print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     seconds, heavy = out.stdout.splitlines()[0], (out.stdout.splitlines() + [""])[1]

@@ -216,9 +216,59 @@ def exp_double32(z: np.ndarray) -> np.ndarray:
         return np.exp(z.astype(np.float64)).astype(np.float32)
 
 
+# ONNX Runtime's tree-ensemble post-transforms (onnxruntime/core/providers/cpu/ml/ml_common.h,
+# ``write_scores``): scalar float32 code on ``std::exp(float)``, i.e. libm's ``expf`` (the one above).
+# Checked bit for bit against onnxruntime 1.32 (tests/importers/test_onnx.py).
+def onnx_logistic32(z: np.ndarray) -> np.ndarray:
+    """``ComputeLogistic``: ``v = 1 / (1 + expf(-|x|))``, ``1 - v`` for negative ``x``."""
+    z = np.asarray(z, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = (np.float32(1.0) / (np.float32(1.0) + expf(-np.abs(z)))).astype(np.float32)
+        return np.where(z < 0, np.float32(1.0) - v, v).astype(np.float32)
+
+
+def _onnx_vmax(z: np.ndarray) -> np.ndarray:
+    """``v_max`` of ``ComputeSoftmax``: starts at ``-FLT_MAX``, ``if (x > v_max)``: NaN never wins."""
+    vmax = np.full(z.shape[0], -np.finfo(np.float32).max, dtype=np.float32)
+    for j in range(z.shape[1]):
+        with np.errstate(invalid="ignore"):
+            vmax = np.where(z[:, j] > vmax, z[:, j], vmax)
+    return vmax
+
+
+def onnx_softmax32(z: np.ndarray) -> np.ndarray:
+    """``ComputeSoftmax``: ``expf(x - v_max)`` summed in float32 in class order, float32 divide."""
+    z = np.asarray(z, dtype=np.float32)
+    vmax = _onnx_vmax(z)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = expf((z - vmax[:, None]).astype(np.float32))
+        total = np.zeros(z.shape[0], dtype=np.float32)
+        for j in range(z.shape[1]):
+            total = (total + e[:, j]).astype(np.float32)
+        return (e / total[:, None]).astype(np.float32)
+
+
+def onnx_softmax_zero32(z: np.ndarray) -> np.ndarray:
+    """``ComputeSoftmaxZero``: like softmax, but scores within 1e-7 of 0 become ``x * expf(-v_max)``
+    and stay out of the sum."""
+    z = np.asarray(z, dtype=np.float32)
+    vmax = _onnx_vmax(z)
+    eps = np.float32(0.0000001)
+    with np.errstate(over="ignore", invalid="ignore"):
+        exp_neg_vmax = expf(-vmax)
+        e = expf((z - vmax[:, None]).astype(np.float32))
+        nonzero = (z > eps) | (z < -eps)
+        out = np.where(nonzero, e, (z * exp_neg_vmax[:, None]).astype(np.float32)).astype(np.float32)
+        total = np.zeros(z.shape[0], dtype=np.float32)
+        for j in range(z.shape[1]):
+            total = np.where(nonzero[:, j], (total + out[:, j]).astype(np.float32), total)
+        return (out / total[:, None]).astype(np.float32)
+
+
 #: links applied to float32 margins in float32 (tree ensembles that accumulate in float32)
 FLOAT32_LINKS = {"logistic32": sigmoid32, "softmax32": softmax32, "exp32": expf, "hinge": hinge,
-                 "exp_double32": exp_double32}
+                 "exp_double32": exp_double32, "onnx_logistic": onnx_logistic32,
+                 "onnx_softmax": onnx_softmax32, "onnx_softmax_zero": onnx_softmax_zero32}
 
 
 def tree_link(ens: TreeEnsemble) -> str:

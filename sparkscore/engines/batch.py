@@ -7,6 +7,10 @@ and written straight to its own parquet file in a staging folder of the target t
 bounded by one batch.  The staged files are then committed in ONE ``deltalake`` transaction by
 :func:`sparkscore.engines.delta.commit_staged`, the same commit the Spark job makes: a killed run
 leaves the table at its previous version, and re-running a (job id, model version) adds nothing.
+
+With a :class:`~sparkscore.monitor.predlog.LogSpec` the job also appends a sampled, bounded part of
+its inputs and outputs to a prediction log, all-or-nothing with the job: the protocol across the
+two tables (output commit first, log rolled forward by a re-run) is in :mod:`sparkscore.monitor.predlog`.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sparkscore.engines import delta
+from sparkscore.engines import delta, joblog
 from sparkscore.engines.functions import (  # noqa: F401 - check_input_types: also imported from here
     ARROW_TYPES, ScoringFunction, check_input_types, load_ref, registry_or_default)
 from sparkscore.errors import JobError, SignatureError, SparkscoreError
+from sparkscore.monitor import predlog
 
 MODES = ("append", "overwrite")
 DEFAULT_BATCH_ROWS = 1_000_000
@@ -44,6 +49,8 @@ class BatchResult:
     rows: int
     seconds: float
     table_version: Optional[int]
+    log_rows: Optional[int] = None        # rows this run added to the prediction log (None: no --log)
+    log_version: Optional[int] = None     # the log table's version after them (None: nothing added)
 
     @property
     def already_committed(self) -> bool:
@@ -94,7 +101,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
                 job_id: Optional[str] = None, keep_columns: Optional[Sequence[str]] = None,
                 batch_rows: int = DEFAULT_BATCH_ROWS, output_col: str = "prediction",
                 progress: Optional[Progress] = None, schema_mode: str = "strict",
-                model_columns: Optional[bool] = None, status: Optional[Status] = None) -> BatchResult:
+                model_columns: Optional[bool] = None, status: Optional[Status] = None,
+                log: "predlog.LogSpec | str | None" = None) -> BatchResult:
     """Score ``input_path`` with ``model_ref`` into the Delta table ``output`` in one commit.
 
     ``keep_columns`` (default: every input column) are copied next to ``output_col``, then the
@@ -106,6 +114,9 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     re-running a command adds nothing.  Columns that differ from an existing table's fail before
     anything is written unless ``schema_mode="merge"``.  A failed run removes its staging files and
     says the table is unchanged; ``status`` hears what the run is doing (compiling, scoring, committing).
+    ``log`` (a :class:`~sparkscore.monitor.predlog.LogSpec`, or a path: its defaults) also writes the
+    sampled prediction log after the output commit (see the module docstring);
+    a re-run of a job whose output is committed but whose log is not completes the log only.
     """
     started = time.time()
     say = status or (lambda message: None)
@@ -129,18 +140,33 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     existing = delta.table_schema(output)
     record_model = delta.wants_model_columns(existing, model_columns)
     delta.check_model_columns([*keep, output_col], record_model)
+    if isinstance(log, str):
+        log = predlog.LogSpec(log)
+    if log is not None:
+        joblog.check_log(log, output, relation.columns, model)
     stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, mv, output, mode, keep, output_col, record_model),
                            mv.name, mv.version, mv.sha256)
     say(f"job {stamp.job_id}{'' if job_id else ' (derived from the input files, model, output and options)'}")
-    for leftover in delta.remove_leftovers(output):  # of killed runs: also when this run has nothing to do
-        say(f"removed {leftover}, left by a killed run")
-    if delta.find_commit(output, stamp) is not None:
-        return BatchResult(stamp, 0, time.time() - started, None)
+    for target in (output, *([log.table] if log else [])):
+        for leftover in delta.remove_leftovers(target):  # of killed runs: also when this run has nothing to do
+            say(f"removed {leftover}, left by a killed run")
     needed = keep + [n for n in model.bind_columns(relation.columns) if n not in keep]
+    if log is not None and log.id_column and log.id_column not in needed:
+        needed.append(log.id_column)
     relation = relation.select(*[duckdb.ColumnExpression(c) for c in needed])
+    if delta.find_commit(output, stamp) is not None:
+        if log is None or delta.find_commit(log.table, stamp) is not None:
+            return BatchResult(stamp, 0, time.time() - started, None, 0 if log else None)
+        say(f"job {stamp.job_id}: output already committed, its prediction log is not: completing the log")
+        collector = joblog.LogCollector(log, stamp, mv, model)
+        for batch in relation.to_arrow_reader(batch_rows):
+            collector.add(batch)
+        logged = joblog.commit_log(collector, output, stamp, started, say)
+        return BatchResult(stamp, 0, time.time() - started, None, *logged)
     total = len(relation) if _is_parquet(input_path) else None
 
     fn = ScoringFunction.for_version(mv.name, mv.version, model)
+    collector = joblog.LogCollector(log, stamp, mv, model) if log is not None else None
     reader = relation.to_arrow_reader(batch_rows)
     schema = pa.schema([reader.schema.field(c) for c in keep]).append(pa.field(output_col, ARROW_TYPES[fn.output_type]))
     if record_model:
@@ -158,6 +184,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
                     columns += [pa.array([mv.name] * batch.num_rows, pa.string()),
                                 pa.array(np.full(batch.num_rows, mv.version, dtype=np.int64))]
                 pq.write_table(pa.Table.from_arrays(columns, schema=schema), staging / f"part-{i:05d}.parquet")
+                if collector is not None:
+                    collector.add(batch)
                 rows += batch.num_rows
                 if i == 0:
                     say("scoring")
@@ -174,7 +202,8 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
                        f"removed, {delta.table_state(output)}; fix the cause and re-run the same command") from exc
     if result is None:  # another run committed this job id meanwhile
         return BatchResult(stamp, 0, time.time() - started, None)
-    return BatchResult(stamp, result.rows, time.time() - started, result.table_version)
+    logged = joblog.commit_log(collector, output, stamp, started, say) if collector is not None else (None, None)
+    return BatchResult(stamp, result.rows, time.time() - started, result.table_version, *logged)
 
 
 def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, mv, output: str, mode: str,

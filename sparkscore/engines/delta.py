@@ -140,6 +140,17 @@ def find_commit(path: str, stamp: JobStamp) -> dict | None:
     return None
 
 
+def stamp_of(info: dict) -> dict | None:
+    """The job stamp a commitInfo carries (``sparkscore.*`` keys), or None for a commit no sparkscore
+    job made: delta-rs commits carry it as top-level commitInfo fields, delta-spark commits as the
+    JSON text of ``userMetadata`` (:func:`write_delta_spark`)."""
+    for doc in (info, _user_metadata(info)):
+        stamp = {k[len(_META):]: v for k, v in doc.items() if k.startswith(_META)}
+        if {"job_id", "model", "version", "sha256"} <= set(stamp):
+            return stamp
+    return None
+
+
 def _user_metadata(info: dict) -> dict:
     try:
         doc = json.loads(info.get("userMetadata") or "{}")

@@ -152,6 +152,9 @@ def sql(con: duckdb.DuckDBPyConnection, query: str, registry=None, disable_rules
     ``duckdb.sql``.  DuckDB's refusals become one-line ``QueryError`` s.
     """
     namespace = caller_namespace() if namespace is None else namespace
+    from sparkscore.engines.monitoring import expand_drift_duckdb  # DRIFT(...) in FROM: its rows, computed first
+
+    query = expand_drift_duckdb(con, query, registry, namespace)
     plan = explain(query, con, registry, disable_rules, namespace=namespace)
     for spec in plan.udfs:
         register_function(con, ScoringFunction.from_spec(spec))

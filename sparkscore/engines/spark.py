@@ -196,6 +196,9 @@ def explain(query: str, spark: SparkSession, registry=None, disable_rules: Seque
 def sql(spark: SparkSession, query: str, registry=None, disable_rules: Sequence[str] = ()) -> DataFrame:
     """Run a PREDICT query: plan it, register the functions the plan calls, run the rewritten SQL."""
     reg = registry_or_default(registry)
+    from sparkscore.engines.monitoring import expand_drift_spark  # DRIFT(...) in FROM: its rows, computed first
+
+    query = expand_drift_spark(spark, query, reg)
     the_plan = explain(query, spark, reg, disable_rules)
     for spec in the_plan.udfs:
         if spec.output_type not in _SPARK_TYPES:

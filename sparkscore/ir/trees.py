@@ -44,7 +44,13 @@ LEAF = -1
 
 #: sigmoid applies elementwise (binary, or LightGBM one-vs-all multiclass without normalising).
 #: exp_double: exp computed in float64 even for float32 sums (XGBoost survival:aft calls the double exp).
-POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp", "hinge", "exp_double")
+#: onnx_logistic / onnx_softmax / onnx_softmax_zero: ONNX Runtime's tree-ensemble post-transforms
+#: (``ComputeLogistic`` / ``ComputeSoftmax`` / ``ComputeSoftmaxZero`` of its ml_common.h) in float32
+#: with ``expf``, for float32 sums only (see :mod:`sparkscore.importers.onnx`).
+POST_TRANSFORMS = ("identity", "sigmoid", "softmax", "exp", "hinge", "exp_double",
+                   "onnx_logistic", "onnx_softmax", "onnx_softmax_zero")
+#: post-transforms defined only on float32 sums
+FLOAT32_ONLY_TRANSFORMS = ("onnx_logistic", "onnx_softmax", "onnx_softmax_zero")
 
 #: LightGBM's kZeroThreshold (the float literal 1e-35f widened to double).
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -128,6 +134,8 @@ class TreeEnsemble:
             raise ValueError(f"TreeEnsemble.aggregation must be one of {AGGREGATIONS}")
         if self.post_transform not in POST_TRANSFORMS:
             raise ValueError(f"TreeEnsemble.post_transform must be one of {POST_TRANSFORMS}")
+        if self.post_transform in FLOAT32_ONLY_TRANSFORMS and self.accumulate_dtype != "float32":
+            raise ValueError(f"TreeEnsemble.post_transform {self.post_transform!r} needs accumulate_dtype 'float32'")
         internal = self.feature != LEAF
         if internal.any():
             if self.feature[internal].max() >= self.n_features:

@@ -1,4 +1,4 @@
-"""Parse PREDICT / PREDICT_PROBA queries in the duckdb and spark dialects.
+"""Parse PREDICT / PREDICT_PROBA queries (and the DRIFT table function) in the duckdb and spark dialects.
 
 sqlglot's base parser maps ``PREDICT`` to BigQuery ML's ``Predict`` node (re-emitted as
 ``PREDICT(MODEL ...)``).  We parse with a *private* parser subclass whose ``FUNCTIONS`` table maps
@@ -16,7 +16,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
 from sparkscore.errors import QueryError
-from sparkscore.optimizer.nodes import ScorePredict, ScorePredictArm, ScorePredictProba
+from sparkscore.optimizer.nodes import ScoreDrift, ScorePredict, ScorePredictArm, ScorePredictProba
 
 DIALECTS = ("duckdb", "spark")
 
@@ -25,7 +25,8 @@ DIALECTS = ("duckdb", "spark")
 def _parser_class(dialect: str) -> type:
     base = Dialect.get_or_raise(dialect).parser_class
     functions = {**base.FUNCTIONS, "PREDICT": ScorePredict.from_arg_list,
-                 "PREDICT_PROBA": ScorePredictProba.from_arg_list, "PREDICT_ARM": ScorePredictArm.from_arg_list}
+                 "PREDICT_PROBA": ScorePredictProba.from_arg_list, "PREDICT_ARM": ScorePredictArm.from_arg_list,
+                 "DRIFT": ScoreDrift.from_arg_list}
     return type(f"Sparkscore{base.__name__}", (base,), {"FUNCTIONS": functions})
 
 

@@ -125,10 +125,10 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
         how = f"GLM with {est.n_features} features <= {options.inline_max_features} as SQL arithmetic ({est.link} link)"
     else:
         _check_trees(est, options)
-        if kind != "raw" and est.accumulate_dtype == "float32" and est.post_transform in ("sigmoid", "softmax", "exp",
-                                                                                          "exp_double"):
-            raise Decline(f"float32 {est.post_transform} (XGBoost's, on libm's expf) has no exact SQL form: "
-                          "SQL's EXP is double")
+        if kind != "raw" and est.accumulate_dtype == "float32" and est.post_transform in (
+                "sigmoid", "softmax", "exp", "exp_double", "onnx_logistic", "onnx_softmax", "onnx_softmax_zero"):
+            raise Decline(f"float32 {est.post_transform} (on libm's expf, as XGBoost and ONNX Runtime compute it) "
+                          "has no exact SQL form: SQL's EXP is double")
         features = _features(model, inputs, doubles)
         if est.has_missing_value:
             features = [mark_missing_sql(v, float(est.missing_value[0])) for v in features]

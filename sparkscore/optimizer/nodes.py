@@ -47,6 +47,15 @@ class ScorePredictArm(ScorePredict):
     kind = "arm"
 
 
+class ScoreDrift(exp.Expression, exp.Func):
+    """``DRIFT(model_ref, query_text [, reference_query_text])`` as a table function (DESIGN section 12);
+    the engines replace it by the drift rows before planning (``sparkscore.engines.monitoring``)."""
+
+    arg_types = {"this": True, "expressions": False}
+    is_var_len_args = True
+    _sql_names = ["DRIFT"]
+
+
 class ModelCall(exp.Expression, exp.Func):
     """A bound model call: ``this`` = context model key, ``kind``, ``expressions`` = inputs in order."""
 

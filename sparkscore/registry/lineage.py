@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from sparkscore.errors import RegistryError
 
 #: distributions whose versions are recorded when installed (they shape what a model predicts)
-TRACKED_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu",
+TRACKED_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu", "catboost",
                     "pyspark", "duckdb", "sqlglot", "torch")
 
 #: the keys a caller is encouraged to pass in ``lineage=`` (any other JSON-able key is kept too)
@@ -163,6 +163,13 @@ def _native_config(native: Any) -> dict[str, Any] | None:
     if root == "xgboost":
         booster = native.get_booster() if hasattr(native, "get_booster") else native
         return {"library": "xgboost", "config": json.loads(booster.save_config())}
+    if root == "catboost":  # every parameter the model was trained with, defaults resolved
+        return {"library": "catboost", "params": json_safe(native.get_all_params())}
+    if root == "onnx" and hasattr(native, "graph"):  # a ModelProto: who exported it, against which opsets
+        return {"library": "onnx", "producer": f"{native.producer_name} {native.producer_version}".strip(),
+                "graph": native.graph.name,
+                "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in native.opset_import},
+                "nodes": [f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in native.graph.node]}
     if root == "sklearn" and hasattr(native, "get_params"):
         return {"library": "sklearn", "class": type(native).__qualname__,
                 "params": {k: json_safe(v) for k, v in sorted(native.get_params(deep=False).items())}}
@@ -238,7 +245,10 @@ def check_lineage(name: str, lineage: Mapping[str, Any] | None) -> dict[str, Any
 
 #: the sections of a version record that ``lineage`` prints and ``diff`` compares, in order
 LINEAGE_SECTIONS = ("code", "data", "configuration", "importer", "environment", "source", "metrics", "tags",
-                    "description", "parent", "lineage")
+                    "description", "parent", "mlflow", "lineage")
+
+
+_OTHER_SECTIONS = ("importer", "source", "metrics", "tags", "description", "parent", "mlflow", "lineage")
 
 
 def changed_leaves(a: Any, b: Any, prefix: str = "") -> dict[str, list[Any]]:
@@ -268,7 +278,6 @@ def record_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[st
         "data": (part(a, "data"), part(b, "data")),
         "environment": (part(a, "environment") or {}, part(b, "environment") or {}),
         "code": (part(a, "code"), part(b, "code")),
-        "other": ({k: a.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")},
-                  {k: b.get(k) for k in ("importer", "source", "metrics", "tags", "description", "parent", "lineage")}),
+        "other": ({k: a.get(k) for k in _OTHER_SECTIONS}, {k: b.get(k) for k in _OTHER_SECTIONS}),
     }
     return {group: changed_leaves(x, y) for group, (x, y) in groups.items()}

@@ -64,7 +64,7 @@ from sparkscore.errors import (IntegrityError, ModelNotFoundError, RegistryError
                               SparkscoreError)
 from sparkscore.ir import Model, Signature
 from sparkscore.registry.lineage import (LINEAGE_SECTIONS, check_lineage, code_lineage, data_fingerprint,
-                                         native_config, record_diff, utc_now, version_record)
+                                         json_safe, native_config, record_diff, utc_now, version_record)
 from sparkscore.registry.refs import ModelRef, parse_ref, parse_timestamp, validate_name, validate_version
 
 VERSION_JSON = "version.json"
@@ -204,8 +204,11 @@ class Registry:
                  signature: Signature | None = None, metadata: Mapping[str, Any] | None = None,
                  lineage: Mapping[str, Any] | None = None, *, code: Any = None, training_data: Any = None,
                  metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
-                 description: str | None = None, parent: str | ModelRef | None = None) -> ModelVersion:
-        """Store ``model`` (a native model or an ``ss.Model``) as the next version of ``name``.
+                 description: str | None = None, parent: str | ModelRef | None = None,
+                 allow_pickle: bool = False, training_labels: str | None = None,
+                 profile: bool | None = None, profile_bins: int = 10) -> ModelVersion:
+        """Store ``model`` (a native model, an ``ss.Model``, or an MLflow model directory / ``models:/``
+        / ``runs:/`` URI) as the next version of ``name``.
 
         ``metadata`` is merged into ``Model.metadata`` (which also gets ``name``); ``lineage`` is
         JSON the caller wants kept with the version.  Recorded as well, all covered by the record's
@@ -217,11 +220,37 @@ class Registry:
         If a version of ``name`` already holds the same model bytes (same sha256), that version is
         returned with ``existing=True`` and nothing is written: re-running a training or demo script
         does not pile up identical versions (the first registration's lineage is kept).
+        An MLflow model also records what MLflow knows (``mlflow``: run id, registered version, its
+        signature, the run's params, metrics, tags and logged datasets; ``data`` lists those datasets
+        when ``training_data`` is not given); ``allow_pickle`` opts into its sklearn flavor (a pickle).
+
+        Training profile (``sparkscore.monitor``): with ``training_data`` holding the model's inputs
+        (pandas, Arrow, a DuckDB relation or a parquet/csv path), a profile of every input, of the
+        model's prediction and of the ``training_labels`` column is stored as ``profile.json`` in the
+        version; its sha256 is in the record, so ``version.sha256`` covers it.  ``profile=None``
+        profiles when the data can be profiled and otherwise records why not; ``True`` fails
+        instead; ``False`` skips it.  ``profile_bins``: histogram bins.
         """
         validate_name(name)
         caller_lineage = check_lineage(name, lineage)
-        observed = self._observed_lineage(name, model, feature_names, code, training_data, metrics, tags,
-                                          description, parent)
+        from sparkscore.importers import mlflow as mlflow_importer  # light: mlflow itself loads only for URIs
+
+        imported = None
+        if mlflow_importer.is_mlflow_source(model):
+            imported = mlflow_importer.load(model, feature_names, allow_pickle=allow_pickle)
+        observed = self._observed_lineage(name, model if imported is None else imported.native, feature_names, code,
+                                          training_data, metrics, tags, description, parent)
+        if imported is not None:
+            observed["importer"] = {"name": mlflow_importer.__name__,
+                                    "flavor_importer": observed["importer"]["name"],
+                                    "options": {**observed["importer"]["options"], "source": imported.source,
+                                                "allow_pickle": bool(allow_pickle)}}
+            observed["mlflow"] = json_safe(imported.lineage)  # a NaN metric must not fail the record's JSON
+            if observed["data"] is None and imported.lineage.get("datasets"):
+                observed["data"] = {"kind": "mlflow", "datasets": [
+                    {k: d.get(k) for k in ("name", "digest", "source_type", "source", "context")}
+                    for d in observed["mlflow"]["datasets"]]}
+            model, feature_names = imported.model, None
         model = _prepared(name, model, feature_names, signature, metadata)
         observed["configuration"]["feature_names"] = list(model.signature.names)
         name_dir = self._name_dir(name)
@@ -230,6 +259,9 @@ class Registry:
         try:
             staging.mkdir()  # not tempfile.mkdtemp: its 0o700 would hide the version from executors of other users
             sha256 = model.save(staging)
+            if training_data is not None and profile is not False:
+                observed["profile"] = _training_profile(name, model, training_data, training_labels, profile,
+                                                        profile_bins, staging)
             with self._name_lock(name):
                 same = next((mv for mv in self.status(name).versions if mv.sha256 == sha256), None)
                 if same is not None:
@@ -497,6 +529,18 @@ class Registry:
                                  f"registered {mv.sha256[:12]}… in {VERSION_JSON}; the version was modified: "
                                  "register the model again")
         return model
+
+    def profile(self, ref: str | ModelRef):
+        """The training profile stored with the version behind ``ref``, verified against its record."""
+        from sparkscore.monitor.profile import MonitorError, Profile  # lazy: see .importlinter
+
+        mv = self.get(ref)
+        entry = self._read_record(mv.name, mv.version).get("profile") or {}
+        if "sha256" not in entry:
+            why = f" ({entry['skipped']})" if "skipped" in entry else ""
+            raise MonitorError(f"model {mv.ref} has no training profile{why}; compute one with `sparkscore profile "
+                               f"{mv.ref} --data PATH` or pass a reference batch")
+        return Profile.load(Path(mv.path) / entry["file"], sha256=entry["sha256"])
 
     def describe(self, ref: str | ModelRef) -> dict[str, Any]:
         """Lineage, aliases and a summary of the model behind ``ref`` (JSON-able)."""
@@ -785,6 +829,46 @@ def _prepared(name: str, model: Any, feature_names: Sequence[str] | None, signat
         raise
     except ValueError as exc:
         raise RegistryError(f"model {name!r} cannot be registered: {exc}") from None
+
+
+def _training_profile(name: str, model: Model, data: Any, labels: str | None, required: bool | None, bins: int,
+                      folder: Path) -> dict[str, Any]:
+    """Profile ``data`` into ``folder/profile.json``; the record entry (file, sha256) or why it was skipped.
+
+    The monitor is imported lazily (a documented ``ignore_imports`` line): the registry only stores
+    what it computes, and registrations without training data never load it.
+    """
+    import numpy as np
+
+    from sparkscore.monitor import api as monitor
+    from sparkscore.monitor.profile import PROFILE_JSON, MonitorError
+
+    if isinstance(data, np.ndarray):
+        reason = "training_data is a numpy array (no column names); pass a DataFrame or Arrow table to profile it"
+        if required:
+            raise RegistryError(f"model {name!r}: {reason}")
+        return {"skipped": reason}
+    columns = _column_names(data)
+    missing = [c for c in model.signature.names if columns is not None and c not in columns]
+    if missing and not required:
+        return {"skipped": f"training_data has no column {missing[0]!r} of the model's inputs"}
+    try:
+        found = monitor.profile(model, data, labels=labels, bins=bins)
+    except MonitorError as exc:
+        if required:
+            raise
+        return {"skipped": str(exc)}
+    found = dataclasses.replace(found, source="training")
+    return {"file": PROFILE_JSON, "sha256": found.save(folder / PROFILE_JSON), "rows": found.rows, "bins": found.bins,
+            "labels": labels}
+
+
+def _column_names(data: Any) -> set[str] | None:
+    """Column names of in-memory training data (None when only a scan can tell, e.g. a file)."""
+    names = getattr(getattr(data, "schema", None), "names", None)  # Arrow (its .columns are arrays)
+    if not isinstance(names, list):
+        names = getattr(data, "columns", None)  # pandas, DuckDB and Spark
+    return None if names is None else {str(n) for n in names}
 
 
 def prediction_diff(a: Model, b: Model, data: Any) -> dict[str, Any]:

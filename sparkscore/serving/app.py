@@ -27,8 +27,12 @@ import contextlib
 import hmac
 import json
 import logging
+import os
+import random
 import re
+import socket
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -38,10 +42,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sparkscore.errors import InvalidModelNameError, ModelNotFoundError, SignatureError
+from sparkscore.monitor import predlog
 from sparkscore.registry import ModelRef, Registry, parse_ref
 from sparkscore.serving import mlflow, v2
 from sparkscore.serving.batcher import BatchStats, OverloadedError
-from sparkscore.serving.common import BadRequestError, PayloadTooLargeError, UnauthorizedError
+from sparkscore.serving.common import BadRequestError, PayloadTooLargeError, UnauthorizedError, output_values
 from sparkscore.serving.config import ServeConfig
 from sparkscore.serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from sparkscore.serving.models import LoadedVersion, ModelManager
@@ -92,6 +97,8 @@ class Server:
         self._gauged: dict[tuple[str, int], LoadedVersion] = {}
         self._token = config.token.encode() if config.token else None
         self._shadow_tasks: set[asyncio.Task] = set()
+        self.instance_id = config.instance_id or f"serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.request_log: predlog.LogWriter | None = None
         self.app = Starlette(routes=[
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
@@ -107,10 +114,17 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.config.log_table and self.request_log is None:
+            self.request_log = predlog.LogWriter(
+                self.config.log_table, self.instance_id, queue_size=self.config.log_queue_size,
+                on_drop=self.metrics.log_dropped.inc, on_write=self.metrics.log_written.inc)
         await self.manager.start()
 
     async def stop(self) -> None:
         await self.manager.stop()
+        if self.request_log is not None:  # flush what is queued (in a thread: the loop stays free)
+            writer, self.request_log = self.request_log, None
+            await asyncio.to_thread(writer.close)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -206,7 +220,8 @@ class Server:
         return {"x-sparkscore-model-name": lv.name, "x-sparkscore-model-version": str(lv.version)}
 
     async def _predict(self, protocol: str, ref: ModelRef, parse: Callable[[LoadedVersion], Any],
-                       answer: Callable[[LoadedVersion, Any, Any], dict]) -> tuple[dict, dict, str]:
+                       answer: Callable[[LoadedVersion, Any, Any], dict],
+                       request_id: str | None = None) -> tuple[dict, dict, str]:
         lv = await self.manager.acquire(ref)
         try:
             parsed = parse(lv)
@@ -214,6 +229,8 @@ class Server:
             S = await lv.scores(X)
             doc = answer(lv, S, parsed)
             self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            if self.request_log is not None and random.random() < self.config.log_sample:
+                self._log(lv, X, S, request_id or (parsed[2] if isinstance(parsed, tuple) else None))
             return doc, self._version_headers(lv), lv.name
         finally:
             self.manager.release(lv)
@@ -305,6 +322,16 @@ class Server:
             except Exception:  # noqa: BLE001 - a shadow arm never fails (or slows) the answer
                 log.exception("shadow arm %s of route %s failed", arm.ref, rr.route.ref)
 
+    def _log(self, lv: LoadedVersion, X, S, request_id: str | None) -> None:
+        """Offer the request to the log writer: no I/O and no output arithmetic here, never a wait."""
+        model = lv.model
+
+        def outputs(S=S):  # run by the writer thread: the same values the response holds
+            return (output_values(model, S, "predict"),
+                    output_values(model, S, "proba") if model.is_classifier else None)
+        self.request_log.offer(predlog.LogRecord(predlog.now(), request_id or uuid.uuid4().hex, lv.name, lv.version,
+                                                 lv.sha256, model, X, outputs))
+
     # ------------------------------------------------------------------ endpoints
     async def live(self, request: Request) -> Response:
         return await self._handle(request, "v2", self._live, auth=False)
@@ -353,7 +380,8 @@ class Server:
                 return await self._predict_route("v2", rr, doc, raw, None)
             return await self._predict(
                 "v2", ref, lambda lv: v2.parse_infer(doc, raw, lv.model, lv.who, max_rows),
-                lambda lv, S, parsed: v2.infer_response(lv.name, lv.version, lv.model, S, parsed[1], parsed[2]))
+                lambda lv, S, parsed: v2.infer_response(lv.name, lv.version, lv.model, S, parsed[1], parsed[2]),
+                request.headers.get("x-request-id"))
         return await self._handle(request, "v2", work)
 
     async def invocations(self, request: Request) -> Response:
@@ -377,7 +405,9 @@ class Server:
                 if kind == "proba" and not lv.model.is_classifier:
                     raise BadRequestError(f"{lv.who}: kind=proba needs a classifier; this model is a regressor")
                 return mlflow.parse(doc, lv.model, lv.who, max_rows)
-            return await self._predict("mlflow", ref, parse, lambda lv, S, _: mlflow.response(lv.name, lv.version, lv.model, S, kind))
+            return await self._predict("mlflow", ref, parse,
+                                       lambda lv, S, _: mlflow.response(lv.name, lv.version, lv.model, S, kind),
+                                       request.headers.get("x-request-id"))
         return await self._handle(request, "mlflow", work)
 
     def _only_model(self) -> ModelRef:

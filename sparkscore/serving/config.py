@@ -40,6 +40,11 @@ class ServeConfig:
     poll_s: float = 0.5                # registry watcher period (aliases picked up within ~1 s)
     memory_budget_bytes: int = 2 * 1024 ** 3
     drain_timeout_s: float = 10.0
+    # sampled request logging into a Delta prediction log (sparkscore.monitor.predlog), off the request path
+    log_table: str | None = None       # Delta path; None: no request log
+    log_sample: float = 0.01           # share of requests logged
+    log_queue_size: int = 10_000       # records waiting for the writer; more are dropped and counted
+    instance_id: str | None = None     # the log's ``source`` (default: serve-<host>-<pid>-<random>)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "ServeConfig":
@@ -64,9 +69,12 @@ class ServeConfig:
                 value = tuple(value) if isinstance(value, (list, tuple)) else value
                 if not isinstance(value, tuple) or not all(isinstance(m, str) for m in value):
                     raise ServeConfigError(f"{source}: 'models' must be a list of model names")
-            elif key == "token":
+            elif key in ("token", "log_table", "instance_id"):
                 if value is not None and not isinstance(value, str):
-                    raise ServeConfigError(f"{source}: 'token' must be a string")
+                    raise ServeConfigError(f"{source}: {key!r} must be a string")
+            elif key == "log_sample" and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                          or not 0.0 <= value <= 1.0):
+                raise ServeConfigError(f"{source}: 'log_sample' must be a share in [0, 1], got {value!r}")
             elif isinstance(default, bool) or not isinstance(value, (int, float)) or isinstance(value, bool) \
                     or (isinstance(default, int) and not isinstance(value, int)) or value < 0:
                 if not (isinstance(default, str) and isinstance(value, str)):

@@ -31,6 +31,9 @@ class Metrics:
         self.loaded = Gauge("sparkscore_loaded_versions", "Model versions in memory", registry=r)
         self.loaded_bytes = Gauge("sparkscore_loaded_bytes", "Estimated memory of loaded versions", registry=r)
         self.reloads = Counter("sparkscore_route_moves", "Alias / latest routes moved by the watcher", registry=r)
+        self.log_dropped = Counter("sparkscore_log_dropped", "Sampled requests the prediction log dropped (queue "
+                                   "full, or not writable)", registry=r)
+        self.log_written = Counter("sparkscore_log_written_rows", "Rows appended to the prediction log", registry=r)
         self.errors = Counter("sparkscore_errors", "Failed requests by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)

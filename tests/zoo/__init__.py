@@ -61,6 +61,9 @@ _MODULES = (
     "tests.zoo.xgb_extra_cases",
     "tests.zoo.sklearn_linear_cases",
     "tests.zoo.sklearn_tree_cases",
+    "tests.zoo.mlflow_cases",
+    "tests.zoo.catboost_cases",
+    "tests.zoo.onnx_cases",
 )
 
 

@@ -1,0 +1,277 @@
+"""The monitor's engine adapters: run its SQL through ``ss.duckdb.sql`` / ``ss.spark.sql`` (so PREDICT
+is planned, inlined or run as a UDF exactly as in any query) and return only aggregates.
+
+* DuckDB: the aggregate query's few rows; the sketch stream as Arrow record batches of the scored
+  projection (``to_arrow_reader``), each folded into the sketches and dropped.
+* Spark: the aggregate query via ``collect``; the sketches per partition with ``mapInArrow``
+  (one serialized state per partition travels to the driver, where they merge).
+
+Data a caller hands over (pandas, Arrow, a DuckDB relation, a parquet/csv path, a Spark DataFrame)
+becomes a temporary view; its SELECT is the ``source`` the monitor wraps.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sqlglot import exp
+
+from sparkscore.errors import QueryError
+from sparkscore.monitor.compute import Runner
+from sparkscore.monitor.profile import MonitorError
+from sparkscore.monitor.sketch import SketchState, partition_states, state_of_batches
+from sparkscore.optimizer.dialect import generate, parse
+from sparkscore.registry.store import ModelVersion
+
+STREAM_BATCH_ROWS = 65_536
+
+
+class OneModel:
+    """A registry of one in-memory model (``ref`` -> ``model``): profiles of a version being registered
+    run PREDICT through the engine before the version exists.  DuckDB only (Spark workers load from
+    the registry)."""
+
+    def __init__(self, name: str, model) -> None:
+        self.name, self.model = name, model
+        self.root = None
+
+    def get(self, ref: str) -> ModelVersion:
+        return ModelVersion(self.name, 0, self.model.sha256, "", "")
+
+    def load(self, ref: str):
+        return self.model
+
+
+@dataclass
+class DuckDBRunner:
+    """:class:`~sparkscore.monitor.compute.Runner` over a DuckDB connection."""
+
+    con: Any
+    registry: Any
+    namespace: Mapping[str, Any]
+    dialect: str = "duckdb"
+    queries: int = 0  # executed monitoring queries (tests assert the aggregate is one)
+    views: list = field(default_factory=list)  # temporary views this runner made (dropped by release)
+
+    def scored(self, query: exp.Expression) -> exp.Table:
+        from sparkscore.engines import duckdb as engine
+
+        view = _view_name()
+        engine.sql(self.con, generate(query, "duckdb"), registry=self.registry, namespace=self.namespace).create_view(view)
+        self.views.append(("view", view))
+        return exp.to_table(view, quoted=True)
+
+    def release(self) -> None:
+        """Drop the temporary views (scored projections first, then registered data)."""
+        for kind, view in reversed(self.views):
+            if kind == "view":
+                self.con.execute(f"DROP VIEW IF EXISTS {exp.to_identifier(view, quoted=True).sql('duckdb')}")
+            else:
+                self.con.unregister(view)
+        self.views.clear()
+
+    def _relation(self, query: exp.Expression):
+        self.queries += 1
+        return self.con.sql(generate(query, "duckdb"))
+
+    def columns(self, source: exp.Expression) -> list[tuple[str, str]]:
+        from sparkscore.engines.duckdb import _CallerScope  # the caller's pandas / Arrow variables resolve by name
+
+        try:
+            relation = _CallerScope(self.con, self.namespace).sql(generate(source, "duckdb"))
+        except Exception as exc:  # duckdb.Error: the user's query itself
+            raise QueryError(f"DuckDB cannot run the monitored query: {' '.join(str(exc).split())[:300]}; "
+                             "fix the SQL") from None
+        return [(name, str(t)) for name, t in zip(relation.columns, relation.types)]
+
+    def aggregate(self, query: exp.Expression) -> list[tuple]:
+        return self._relation(query).fetchall()
+
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
+        reader = self._relation(query).to_arrow_reader(STREAM_BATCH_ROWS)
+        return state_of_batches(kinds, reader, k, exact_rows)
+
+
+@dataclass
+class SparkRunner:
+    """:class:`~sparkscore.monitor.compute.Runner` over a SparkSession."""
+
+    spark: Any
+    registry: Any
+    dialect: str = "spark"
+    queries: int = 0
+    views: list = field(default_factory=list)
+
+    def scored(self, query: exp.Expression) -> exp.Table:
+        from sparkscore.engines import spark as engine
+
+        view = _view_name()
+        engine.sql(self.spark, generate(query, "spark"), registry=self.registry).createOrReplaceTempView(view)
+        self.views.append(view)
+        return exp.to_table(view, quoted=True)
+
+    def release(self) -> None:
+        for view in reversed(self.views):
+            self.spark.catalog.dropTempView(view)
+        self.views.clear()
+
+    def _frame(self, query: exp.Expression):
+        self.queries += 1
+        return self.spark.sql(generate(query, "spark"))
+
+    def columns(self, source: exp.Expression) -> list[tuple[str, str]]:
+        frame = self.spark.sql(generate(source, "spark"))
+        return [(f.name, f.dataType.simpleString()) for f in frame.schema]
+
+    def aggregate(self, query: exp.Expression) -> list[tuple]:
+        return [tuple(row) for row in self._frame(query).collect()]
+
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
+        body = functools.partial(partition_states, tuple(kinds), int(k), int(exact_rows))
+        rows = self._frame(query).mapInArrow(body, "state binary").collect()
+        merged = SketchState(tuple(kinds), k, exact_rows)
+        for row in rows:
+            merged.merge(SketchState.from_bytes(bytes(row["state"])))
+        return merged
+
+
+def _engine_kind(engine: Any) -> str:
+    module = type(engine).__module__.split(".", 1)[0]
+    if module in ("duckdb", "_duckdb"):
+        return "duckdb"
+    if module == "pyspark":
+        return "spark"
+    raise MonitorError(f"engine= must be a DuckDB connection or a SparkSession, got {type(engine).__name__}")
+
+
+def prepare(data: Any, engine: Any = None, registry: Any = None, namespace: Mapping[str, Any] | None = None,
+            model=None, name: str | None = None) -> tuple[Runner, exp.Expression]:
+    """(runner, SELECT AST of the data) for any data form the monitor takes.
+
+    ``data``: SQL text (run on ``engine``), a pandas DataFrame or Arrow table, a DuckDB relation, a
+    parquet / csv path, or a Spark DataFrame.  ``model`` (with ``name``): score that in-memory model
+    instead of resolving refs through ``registry`` (DuckDB only).
+    """
+    kind = type(data).__module__.split(".", 1)[0]
+    if kind == "pyspark" and hasattr(data, "createOrReplaceTempView"):
+        if model is not None:
+            raise MonitorError(f"model {name}: a Spark DataFrame is profiled against a registered version: register "
+                               "the model first, then `ss.monitor.profile('NAME/VERSION', df)`")
+        view = _view_name()
+        data.createOrReplaceTempView(view)
+        return SparkRunner(data.sparkSession, registry, views=[view]), _select_all(view)
+    if isinstance(data, str) and not _is_path(data):
+        if engine is None:
+            raise MonitorError("a SQL query needs engine= (a DuckDB connection or a SparkSession); or pass a "
+                               "DataFrame, an Arrow table or a parquet path")
+        source = parse(data, _engine_kind(engine))
+        if not isinstance(source, (exp.Select, exp.Union, exp.Subquery, exp.Query)):
+            raise MonitorError("the monitored query must be a SELECT; e.g. 'SELECT * FROM batch'")
+        if model is not None:
+            registry = OneModel(name, model)
+        if _engine_kind(engine) == "spark":
+            return SparkRunner(engine, registry), source
+        return DuckDBRunner(engine, registry, dict(namespace or {})), source
+    if engine is not None and _engine_kind(engine) == "spark":
+        raise MonitorError("with a SparkSession pass a Spark DataFrame or a SQL query as data")
+    from sparkscore.engines.batch import connect, read_files
+
+    con = engine if engine is not None else connect()
+    view = _view_name()
+    made = ("view", view)
+    if isinstance(data, (str, os.PathLike)):
+        read_files(con, os.fspath(data), os.fspath(data)).create_view(view)
+    elif kind in ("duckdb", "_duckdb"):
+        if engine is None:
+            con.register(view, data.to_arrow_table())  # another connection's relation: materialised once
+            made = ("registered", view)
+        else:
+            data.create_view(view)
+    elif kind in ("pandas", "pyarrow"):
+        con.register(view, data)
+        made = ("registered", view)
+    else:
+        raise MonitorError(f"cannot monitor {type(data).__name__} data; pass a pandas DataFrame, an Arrow table, a "
+                           "DuckDB relation, a parquet/csv path, a Spark DataFrame or a SQL query with engine=")
+    reg = OneModel(name, model) if model is not None else registry
+    return DuckDBRunner(con, reg, dict(namespace or {}), views=[made]), _select_all(view)
+
+
+def _is_path(text: str) -> bool:
+    return "\n" not in text and len(text) < 4096 and Path(text).suffix.lower() in (".parquet", ".pq", ".csv", ".tsv",
+                                                                                   ".json") and not text.lstrip().lower().startswith(("select", "with", "from"))
+
+
+def _view_name() -> str:
+    return f"__ss_monitor_{uuid.uuid4().hex[:12]}"
+
+
+def _select_all(view: str) -> exp.Select:
+    return exp.select(exp.Star()).from_(exp.to_table(view, quoted=True))
+
+
+# ---------------------------------------------------------------------- DRIFT(...) table function
+def _drift_calls(tree: exp.Expression) -> list[exp.Table]:
+    from sparkscore.optimizer.nodes import ScoreDrift
+
+    return [t for t in tree.find_all(exp.Table) if isinstance(t.this, ScoreDrift)]
+
+
+def expand_drift(query: str, dialect: str, register: Any, run_drift: Any) -> str:
+    """``query`` with every ``DRIFT(ref, 'current SELECT' [, 'reference SELECT'])`` in FROM replaced by a
+    table holding its drift rows.  ``run_drift(ref, current_sql, reference_sql)`` computes one call;
+    ``register(result) -> view name`` exposes its rows to the engine.  Queries without DRIFT come back as given.
+    """
+    if "drift" not in query.lower():
+        return query
+    tree = parse(query, dialect)
+    calls = _drift_calls(tree)
+    if not calls:
+        return query
+    for table in calls:
+        node = table.this
+        args = [node.this, *node.expressions]
+        if not 2 <= len(args) <= 3 or not all(isinstance(a, exp.Literal) and a.is_string for a in args):
+            raise QueryError("DRIFT takes 2 or 3 string literals: DRIFT('model_ref', 'SELECT ... current batch' "
+                             "[, 'SELECT ... reference batch']); without a reference the training profile is used")
+        ref, current, reference = args[0].name, args[1].name, args[2].name if len(args) == 3 else None
+        view = register(run_drift(ref, current, reference))
+        replacement = exp.to_table(view, quoted=True)
+        if table.args.get("alias") is not None:
+            replacement.set("alias", table.args["alias"])
+        table.replace(replacement)
+    return generate(tree, dialect)
+
+
+def expand_drift_duckdb(con: Any, query: str, registry: Any, namespace: Mapping[str, Any]) -> str:
+    from sparkscore.monitor.api import drift
+
+    def register(result) -> str:
+        view = _view_name()
+        con.register(view, result.to_arrow())
+        return view
+
+    return expand_drift(query, "duckdb", register, lambda ref, cur, ref_q: drift(
+        ref, cur, reference=ref_q, engine=con, registry=registry, namespace=namespace))
+
+
+def expand_drift_spark(spark: Any, query: str, registry: Any) -> str:
+    from sparkscore.monitor.api import drift
+
+    def register(result) -> str:
+        view = _view_name()
+        spark.createDataFrame(result.to_pandas(), schema=_SPARK_DRIFT_SCHEMA).createOrReplaceTempView(view)
+        return view
+
+    return expand_drift(query, "spark", register, lambda ref, cur, ref_q: drift(
+        ref, cur, reference=ref_q, engine=spark, registry=registry))
+
+
+_SPARK_DRIFT_SCHEMA = ("feature string, metric string, value double, threshold double, is_anomaly boolean, "
+                       "p_value double, n_ref bigint, n_cur bigint, slice_key string, slice_value string, "
+                       "role string, method string, error_bound double")

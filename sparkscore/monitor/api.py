@@ -1,0 +1,102 @@
+"""``ss.monitor.profile`` and ``ss.monitor.drift``: the public facade.
+
+The work runs on an engine (DuckDB by default for in-memory data and files; the given connection
+or SparkSession otherwise) through the adapters in ``sparkscore.engines.monitoring``.  That one
+import points up a layer, lazily inside the functions (like ``Model.predict`` -> compiler): the
+monitor builds the SQL, the engines run it, and the facade joins the two for callers that hold
+data rather than an engine adapter.  It is listed in ``.importlinter``'s ``ignore_imports``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from sparkscore.ir import Model
+from sparkscore.monitor.compute import Batch, DriftResult, compare, parse_slices, profile_batch
+from sparkscore.monitor.metrics import Thresholds
+from sparkscore.monitor.profile import DEFAULT_BINS, DEFAULT_KLL_K, DEFAULT_TOPK, MonitorError, Profile
+from sparkscore.monitor.sketch import DEFAULT_EXACT_ROWS
+
+
+def _registry(registry):
+    from sparkscore.registry import Registry
+
+    return Registry() if registry is None else registry
+
+
+def _resolved(ref_or_model: Any, registry) -> tuple[str, Model, dict[str, Any] | None, Any]:
+    """(ref pinned to its version, model, model info, registry or None for an in-memory model)."""
+    if isinstance(ref_or_model, Model):
+        name = str(ref_or_model.metadata.get("name") or "model")
+        return name, ref_or_model, {"name": name, "sha256": ref_or_model.sha256}, None
+    if not isinstance(ref_or_model, str):
+        raise MonitorError(f"pass a model ref such as 'churn@prod' or an ss.Model, got {type(ref_or_model).__name__}")
+    reg = _registry(registry)
+    mv = reg.get(ref_or_model)
+    model = reg.load(mv.ref)
+    return mv.ref, model, {"name": mv.name, "version": mv.version, "sha256": mv.sha256}, reg
+
+
+def _batch(ref_or_model, data, engine, registry, namespace, **options) -> tuple[Batch, Model, dict | None, Any]:
+    from sparkscore.engines.monitoring import prepare  # the facade's one upward import (see the module docstring)
+
+    ref, model, info, reg = _resolved(ref_or_model, registry)
+    runner, source = prepare(data, engine, reg, namespace, model=model if reg is None else None, name=ref)
+    return profile_batch(runner, ref, model, source, model_info=info, **options), model, info, reg
+
+
+def profile(ref_or_model: Any, data: Any, engine: Any = None, registry: Any = None, bins: int = DEFAULT_BINS,
+            labels: str | None = None, topk: int = DEFAULT_TOPK, k: int = DEFAULT_KLL_K,
+            namespace: Mapping[str, Any] | None = None) -> Profile:
+    """Profile ``data`` against a model: every input, the model's own prediction, and the label column.
+
+    ``ref_or_model``: a registry ref (``'churn@prod'``, pinned to its version) or an ``ss.Model``.
+    ``data``: a pandas DataFrame, Arrow table, DuckDB relation, parquet/csv path, Spark DataFrame,
+    or SQL text run on ``engine``.  ``bins``: histogram bins (edges at the data's quantiles),
+    ``topk``: categories kept per categorical column, ``k``: the KLL sketch parameter.
+    """
+    batch, _, _, _ = _batch(ref_or_model, data, engine, registry, namespace, labels=labels, bins=bins, topk=topk,
+                            k=k, source_kind="batch")
+    return batch.profile
+
+
+def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, registry: Any = None,
+          labels: str | None = None, thresholds: Thresholds | None = None,
+          exact_rows: int = DEFAULT_EXACT_ROWS, namespace: Mapping[str, Any] | None = None,
+          slices: Sequence[str] = ()) -> DriftResult:
+    """Drift of ``data`` (the current batch) from ``reference`` for every input, the prediction and the label.
+
+    ``reference``: None for the training profile stored with the version, a :class:`Profile`, or
+    another batch (any ``data`` form; profiled on the fly, and compared exactly when both are small).
+    The current batch is profiled on the reference's edges and categories by the sketch stream and
+    ONE aggregate query on the engine; rows are ``DriftRow`` s (see ``DRIFT_COLUMNS``).
+
+    ``slices``: ``'region'``, ``'region,plan'`` (crossed) or a predicate ``'age >= 60'``; each is a
+    GROUPING SET of the same aggregate query.  Per slice: the bucketed drift metrics (PSI, JS,
+    chi-square, L-infinity; KS / Wasserstein need per-slice sketches and are reported overall only)
+    against the same slice of a reference *batch* (a stored training profile has no slices, and a
+    slice against the whole would flag the slicing column itself), and with
+    ``labels`` the quality metrics (accuracy, log-loss, Brier for binary classifiers; accuracy for
+    multiclass; RMSE, MAE for regressors).  Slice p-values are Benjamini-Hochberg adjusted.
+    """
+    thresholds = thresholds or Thresholds()
+    from sparkscore.engines.monitoring import prepare
+
+    pinned, model, info, reg = _resolved(ref, registry)
+    label_what = "training profile"
+    if reference is None:
+        if reg is None:
+            raise MonitorError(f"model {pinned}: an in-memory model has no stored training profile; pass reference=")
+        ref_batch = Batch(reg.profile(pinned))
+    elif isinstance(reference, Profile):
+        ref_batch, label_what = Batch(reference), "profile"
+    else:
+        runner, source = prepare(reference, engine, reg, namespace, model=model if reg is None else None, name=pinned)
+        ref_batch = profile_batch(runner, pinned, model, source, labels=labels, bins=DEFAULT_BINS,
+                                  exact_rows=exact_rows, model_info=info, slices=parse_slices(slices, runner.dialect))
+        label_what = "reference batch"
+    runner, source = prepare(data, engine, reg, namespace, model=model if reg is None else None, name=pinned)
+    cur = profile_batch(runner, pinned, model, source, labels=labels,
+                        exact_rows=exact_rows, reference=ref_batch.profile, model_info=info,
+                        k=ref_batch.profile.kll_k, slices=parse_slices(slices, runner.dialect), quality=True)
+    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile)

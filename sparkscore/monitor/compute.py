@@ -1,0 +1,470 @@
+"""Profiles and drift from an engine: the sketch stream plus ONE aggregate query, then the comparison.
+
+Engine-neutral: everything runs through a :class:`Runner` (``sparkscore.engines.monitoring``
+implements it for DuckDB and Spark), which plans the monitoring SQL through the engine's own
+PREDICT front end and returns only aggregated results: a few rows of counts, and merged sketches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+from sqlglot import exp
+
+from sparkscore.monitor import metrics as M
+from sparkscore.monitor.profile import (DEFAULT_BINS, DEFAULT_KLL_K, DEFAULT_TOPK, ColumnProfile, MonitorError, Profile,
+                                        column_specs, kll_sketch, rank_error, top_categories)
+from sparkscore.monitor.query import AggColumn, aggregate_query, scored_query, stream_query
+from sparkscore.monitor.sketch import DEFAULT_EXACT_ROWS, SketchState
+
+#: SQL types (lower-cased prefixes) that are text: never profiled as numbers
+TEXT_TYPES = ("varchar", "string", "char", "text")
+
+
+class Runner(Protocol):
+    """What the monitor needs from an engine (DuckDB / Spark adapters live in ``sparkscore.engines``)."""
+
+    dialect: str
+
+    def columns(self, source: exp.Expression) -> list[tuple[str, str]]: ...
+
+    def scored(self, query: exp.Expression) -> exp.Table:
+        """Plan ``query`` (PREDICT and all) once on the engine; a table naming the lazy view of it."""
+
+    def aggregate(self, query: exp.Expression) -> list[tuple]: ...
+
+    def release(self) -> None:
+        """Drop what the runner created on the engine (temporary views)."""
+
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState: ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A profiled dataset: its profile, the raw finite values per column when it was small, and per
+    slice ``(slice_key, slice_value)`` a histogram-only profile and the quality metrics."""
+
+    profile: Profile
+    raw: Mapping[str, np.ndarray] = field(default_factory=dict)
+    slices: Mapping[tuple[str, str], Profile] = field(default_factory=dict)
+    quality: Mapping[tuple[str, str] | None, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One ``--slice`` spec: ``region`` / ``region,plan`` (column keys) or ``age >= 60`` (a predicate)."""
+
+    text: str
+    keys: tuple[exp.Expression, ...]
+    predicate: bool
+
+
+def parse_slices(specs: Sequence[str], dialect: str) -> list[Slice]:
+    """Slice specs as ASTs.  The text is parsed as a SELECT list and refused unless it is only that
+    (no FROM, no subquery): it becomes GROUP BY keys, never pasted into SQL text."""
+    from sparkscore.optimizer.dialect import parse
+
+    out = []
+    for text in specs:
+        if not isinstance(text, str) or not text.strip():
+            raise MonitorError(f"slice {text!r}: give column names ('region', 'region,plan') or a predicate ('age >= 60')")
+        tree = parse(f"SELECT {text}", dialect)
+        extra = [k for k, v in tree.args.items() if v and k != "expressions"]
+        nested = [n for n in tree.find_all(exp.Select) if n is not tree]
+        if not isinstance(tree, exp.Select) or extra or nested:
+            raise MonitorError(f"slice {text!r} must be column names or one predicate over the batch's columns")
+        keys = tuple(tree.expressions)
+        columns = all(isinstance(k, exp.Column) for k in keys)
+        if not columns and len(keys) != 1:
+            raise MonitorError(f"slice {text!r}: use column names ('region,plan') or ONE predicate ('age >= 60')")
+        out.append(Slice(text.strip(), keys, not columns))
+    return out
+
+
+def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, labels: str | None = None,
+                  bins: int = DEFAULT_BINS, topk: int = DEFAULT_TOPK, k: int = DEFAULT_KLL_K,
+                  exact_rows: int = DEFAULT_EXACT_ROWS, reference: Profile | None = None,
+                  model_info: Mapping[str, Any] | None = None, source_kind: str = "batch",
+                  slices: Sequence[Slice] = (), quality: bool = False) -> Batch:
+    """Profile ``source`` (a SELECT AST) against ``model``: the sketch stream, then ONE aggregate query.
+
+    With ``reference``, histograms use its edges and categories (the current side of a drift);
+    otherwise edges are this data's own quantiles at i/bins and categories its top-k.
+    """
+    if bins < 1 or topk < 1 or k < 8:
+        raise MonitorError(f"bins ({bins}) and topk ({topk}) must be positive and k ({k}) at least 8")
+    try:
+        return _profile_batch(runner, ref, model, source, labels, bins, topk, k, exact_rows, reference, model_info,
+                              source_kind, slices, quality and labels is not None)
+    finally:
+        runner.release()
+
+
+def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labels, bins, topk, k, exact_rows,
+                   reference, model_info, source_kind, slices, quality) -> Batch:
+    specs = column_specs(model, labels)
+    _check_columns(runner, source, model, specs, labels)
+    inputs = [(name, kind) for name, role, kind in specs if role == "input"]
+    keys, sets = [], []
+    for spec in slices:
+        sets.append(list(range(len(keys), len(keys) + len(spec.keys))))
+        keys.extend(k.copy() for k in spec.keys)
+    scored = runner.scored(scored_query(source, ref, inputs, labels, keys))
+    kinds = [kind for _, _, kind in specs]
+    state = runner.sketch(stream_query(scored, len(specs)), kinds, k, exact_rows)
+    agg_columns = []
+    for i, (name, role, kind) in enumerate(specs):
+        ref_col = None
+        if reference is not None:
+            try:
+                ref_col = reference.column(name, role)
+            except MonitorError:  # e.g. a label the reference was profiled without: this side's own edges
+                pass
+        if ref_col is not None:
+            edges, cats = ref_col.edges, tuple(v for v, _ in ref_col.categories)
+        elif kind == "numeric":
+            edges, cats = quantile_edges(state.sketches[i], bins, state.raw_values(i)), ()
+        else:
+            edges, cats = (), tuple(v for v, _ in top_categories(state.counts[i], topk))
+        agg_columns.append(AggColumn(f"c{i}", kind, edges, cats))
+    q = _quality_spec(model, len(inputs), labels) if quality else None
+    query, names = aggregate_query(scored, agg_columns, sets, q)
+    rows = [dict(zip(names, row)) for row in runner.aggregate(query)]
+    overall = [r for r in rows if all(r[f"grouping:{i}"] for i in range(len(keys)))]
+    if len(overall) != 1:
+        raise MonitorError(f"the aggregate query returned {len(overall)} overall rows, expected 1; report this query")
+    bins_, topk_ = (bins, topk) if reference is None else (reference.bins, reference.topk)
+
+    def profile_of(values: Mapping[str, Any], with_state: bool) -> Profile:
+        n = int(values["rows"])
+        cols = tuple(_column(name, role, kind, agg, values, n, state if with_state else None, i)
+                     for i, ((name, role, kind), agg) in enumerate(zip(specs, agg_columns)))
+        return Profile(cols, n, bins_, topk_, k, model_info, source_kind)
+
+    raw = {}
+    for i, (name, role, kind) in enumerate(specs):
+        values_i = state.raw_values(i) if kind == "numeric" else None
+        if values_i is not None:
+            raw[f"{role}:{name}"] = values_i
+    by_slice, qualities = {}, {}
+    if q is not None:
+        qualities[None] = _quality_values(overall[0], q)
+    for row in rows:
+        if row is overall[0]:
+            continue
+        for spec, group in zip(slices, sets):
+            if all(not row[f"grouping:{i}"] for i in group):
+                value = ",".join("NULL" if row[f"slice:{i}"] is None else _slice_text(row[f"slice:{i}"]) for i in group)
+                by_slice[spec.text, value] = profile_of(row, False)
+                if q is not None:
+                    qualities[spec.text, value] = _quality_values(row, q)
+    return Batch(profile_of(overall[0], True), raw, by_slice, qualities)
+
+
+def _slice_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _quality_spec(model, n_inputs: int, labels: str):
+    from sparkscore.monitor.query import Quality
+
+    if not model.is_classifier:
+        return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "regression")
+    if model.n_classes == 2:
+        positive = model.classes[1]
+        return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "binary",
+                       positive.item() if isinstance(positive, np.generic) else positive)
+    return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "multiclass")
+
+
+def _quality_values(row: Mapping[str, Any], q) -> dict[str, float]:
+    out = {name.partition(":")[2]: (None if v is None else float(v)) for name, v in row.items()
+           if name.startswith("quality:")}
+    if "mse" in out:
+        mse = out.pop("mse")
+        out["rmse"] = None if mse is None else math.sqrt(mse)
+    return out
+
+
+def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels: str | None) -> None:
+    """Unknown columns and text where numbers are expected fail here, in one line naming the column."""
+    schema = runner.columns(source)
+    types = {name: str(t).lower() for name, t in schema}
+    lowered = {name.lower(): name for name in types}
+    if labels is not None and labels not in types:
+        hint = f" (did you mean {lowered[labels.lower()]!r}?)" if labels.lower() in lowered else ""
+        raise MonitorError(f"model {model.name}: the data has no label column {labels!r}{hint}; "
+                           f"columns: {', '.join(types)}")
+    for name, role, kind in specs:
+        if role == "output":
+            continue
+        actual = name if name in types else lowered.get(name.lower())
+        if actual is None:
+            raise MonitorError(f"model {model.name}: the data has no column {name!r} (input of the model); "
+                               f"columns: {', '.join(types)}")
+        if kind == "numeric" and types[actual].startswith(TEXT_TYPES):
+            raise MonitorError(f"model {model.name}: column {actual!r} is text ({types[actual]}) but "
+                               f"{'the label' if role == 'label' else 'a numeric input'}; cast it to DOUBLE in the query")
+
+
+def quantile_edges(sketch, bins: int, raw: np.ndarray | None = None) -> tuple[float, ...]:
+    """Interior edges at the quantiles i/bins of the finite values (duplicates dropped; none when empty).
+
+    Exact (``numpy.quantile``, so reproducible) while the raw values were kept; from the KLL sketch
+    otherwise (within its rank error; KLL compaction is randomised, so edges of large data can
+    differ between two profiling runs by up to that error).
+    """
+    if sketch is None or sketch.is_empty() or bins < 2:
+        return ()
+    ranks = [i / bins for i in range(1, bins)]
+    qs = np.quantile(raw, ranks) if raw is not None and raw.size else sketch.get_quantiles(ranks)
+    return tuple(float(e) for e in np.unique(np.asarray(qs, dtype=np.float64)) if math.isfinite(e))
+
+
+def _column(name: str, role: str, kind: str, agg: AggColumn, values: Mapping[str, Any], n: int,
+            state: SketchState, i: int) -> ColumnProfile:
+    a = agg.alias
+    nonnull = int(values[f"{a}:nonnull"])
+    if kind == "numeric":
+        finite = int(values[f"{a}:finite"])
+        below = [int(values[f"{a}:below:{j}"] or 0) for j in range(len(agg.edges))]
+        nans = int(values[f"{a}:nans"] or 0)
+        inside = nonnull - nans  # finite and ±inf: everything that has a bin
+        cum = [0, *below, inside]
+        hist = tuple(cum[j + 1] - cum[j] for j in range(len(cum) - 1))
+        mean, var = values[f"{a}:mean"], values[f"{a}:var"]
+        sketch = state.sketches[i] if state is not None else None
+        return ColumnProfile(
+            name, role, kind, count=n, nulls=n - nonnull, nans=nans, pos_inf=int(values[f"{a}:pos_inf"] or 0),
+            neg_inf=int(values[f"{a}:neg_inf"] or 0), finite=finite,
+            min=_float(values[f"{a}:min"]), max=_float(values[f"{a}:max"]), mean=_float(mean),
+            m2=float(var) * finite if var is not None and finite else 0.0, edges=agg.edges, hist=hist,
+            kll=None if sketch is None else sketch.serialize())
+    counts = tuple((v, int(values[f"{a}:cat:{j}"] or 0)) for j, v in enumerate(agg.categories))
+    return ColumnProfile(name, role, kind, count=n, nulls=n - nonnull, categories=counts,
+                         other=nonnull - sum(c for _, c in counts))
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------------- drift
+@dataclass(frozen=True)
+class DriftRow:
+    """One (feature, metric[, slice]) of a drift result; a superset of BigQuery ML's VALIDATE_DATA_DRIFT row."""
+
+    feature: str
+    metric: str
+    value: float | None
+    threshold: float | None
+    is_anomaly: bool
+    p_value: float | None
+    n_ref: int
+    n_cur: int
+    slice_key: str | None = None
+    slice_value: str | None = None
+    role: str = "input"               # input | output (prediction drift) | label | quality
+    method: str = "exact"             # exact | sketch | histogram | empty
+    error_bound: float | None = 0.0   # bound on |value - true value| (sketch methods)
+
+
+DRIFT_COLUMNS = tuple(DriftRow.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    rows: tuple[DriftRow, ...]
+    model: Mapping[str, Any] | None = None
+    reference: str = "training profile"
+    reference_profile: Profile | None = field(default=None, repr=False, compare=False)
+    current_profile: Profile | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        """Features with at least one anomalous drift metric, in profile order (quality rows -- a slice
+        scoring differently from the rest of the batch -- are reported, not counted as drift)."""
+        seen: list[str] = []
+        for row in self.rows:
+            if row.is_anomaly and row.role != "quality" and row.feature not in seen:
+                seen.append(row.feature)
+        return tuple(seen)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [{c: M.jsonable(getattr(r, c)) for c in DRIFT_COLUMNS} for r in self.rows]
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        schema = pa.schema([("feature", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
+                            ("threshold", pa.float64()), ("is_anomaly", pa.bool_()), ("p_value", pa.float64()),
+                            ("n_ref", pa.int64()), ("n_cur", pa.int64()), ("slice_key", pa.string()),
+                            ("slice_value", pa.string()), ("role", pa.string()), ("method", pa.string()),
+                            ("error_bound", pa.float64())])
+        return pa.Table.from_pylist(self.to_records(), schema=schema)
+
+    def to_pandas(self):
+        return self.to_arrow().to_pandas()
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary schedulers read (``sparkscore monitor --json``)."""
+        return {"model": None if self.model is None else dict(self.model), "reference": self.reference,
+                "drifted": list(self.drifted), "anomalies": sum(r.is_anomaly for r in self.rows),
+                "metrics": self.to_records()}
+
+
+def compare(ref: Batch, cur: Batch, thresholds: M.Thresholds | None = None) -> list[DriftRow]:
+    """Every metric of every column shared by both profiles; then per slice of ``cur`` that ``ref``
+    also has (a reference batch sliced the same way) the bucketed metrics, and the quality metrics.  p-values of slice rows are Benjamini-Hochberg
+    adjusted across the slices (per metric), and their anomalies are decided on the adjusted value."""
+    thresholds = thresholds or M.Thresholds()
+    rows = _profile_drift(ref.profile, cur.profile, ref.raw, cur.raw, thresholds)
+    sliced: list[DriftRow] = []
+    for (key, value), profile in cur.slices.items():
+        base = ref.slices.get((key, value))
+        if base is None:  # a slice is compared with the same slice of the reference, never with the whole
+            continue      # (that would flag the slicing column itself and every conditional difference)
+        sliced.extend(dataclasses.replace(r, slice_key=key, slice_value=value)
+                      for r in _profile_drift(base, profile, {}, {}, thresholds))
+    quality = _quality_rows(cur.quality, thresholds)
+    return rows + [r for r in quality if r.slice_key is None] + _bh_adjusted(
+        sliced + [r for r in quality if r.slice_key is not None])
+
+
+def _profile_drift(ref: Profile, cur: Profile, ref_raw, cur_raw, thresholds: M.Thresholds) -> list[DriftRow]:
+    rows: list[DriftRow] = []
+    for rc in ref.columns:
+        try:
+            cc = cur.column(rc.name, rc.role)
+        except MonitorError:
+            continue  # e.g. a label only one side has
+        rows.extend(_column_drift(rc, cc, ref_raw.get(f"{rc.role}:{rc.name}"), cur_raw.get(f"{rc.role}:{rc.name}"),
+                                  thresholds))
+    return rows
+
+
+#: quality metric -> whether the slice row gets a two-proportion z-test p-value against the rest of the batch
+QUALITY_METRICS = ("accuracy", "log_loss", "brier", "rmse", "mae")
+QUALITY_P = 0.05
+
+
+def _quality_rows(quality: Mapping, thresholds: M.Thresholds) -> list[DriftRow]:
+    """Quality per slice (and overall); accuracy of a slice is tested against the rest of the batch."""
+    overall = quality.get(None)
+    out = []
+    for key, values in quality.items():
+        n = int(values.get("n_scored") or 0)
+        for metric in QUALITY_METRICS:
+            if metric not in values:
+                continue
+            p = None
+            if metric == "accuracy" and key is not None and overall is not None and values[metric] is not None:
+                p = _proportion_p(values[metric], n, overall["accuracy"], int(overall["n_scored"] or 0))
+            out.append(DriftRow("prediction", metric, values[metric], QUALITY_P if p is not None else None,
+                                p is not None and p < QUALITY_P, p, int(overall["n_scored"] or 0) if overall else 0, n,
+                                None if key is None else key[0], None if key is None else key[1], role="quality",
+                                method="exact", error_bound=0.0))
+    return out
+
+
+def _proportion_p(a1: float, n1: int, a: float, n: int) -> float | None:
+    """Two-sided p-value of the slice's accuracy against the rest of the batch (pooled two-proportion z-test)."""
+    from scipy.stats import norm
+
+    n2 = n - n1
+    if n1 == 0 or n2 <= 0 or a is None:
+        return None
+    a2 = (a * n - a1 * n1) / n2
+    se = math.sqrt(a * (1 - a) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if a1 == a2 else 0.0
+    return float(2 * norm.sf(abs(a1 - a2) / se))
+
+
+def _bh_adjusted(rows: list[DriftRow]) -> list[DriftRow]:
+    """Benjamini-Hochberg adjusted p-values across the slice rows of each metric (the anomaly follows them)."""
+    by_metric: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.p_value is not None:
+            by_metric.setdefault(r.metric, []).append(i)
+    out = list(rows)
+    for metric, idx in by_metric.items():
+        p = np.array([rows[i].p_value for i in idx])
+        order = np.argsort(p)
+        ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+        adjusted = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+        for j, i in enumerate(np.asarray(idx)[order]):
+            r = rows[i]
+            out[i] = dataclasses.replace(r, p_value=float(adjusted[j]),
+                                         is_anomaly=r.threshold is not None and float(adjusted[j]) < r.threshold)
+    return out
+
+
+def _column_drift(rc: ColumnProfile, cc: ColumnProfile, ref_raw, cur_raw, thresholds: M.Thresholds) -> list[DriftRow]:
+    metric_names = M.NUMERIC_METRICS if rc.kind == "numeric" else M.CATEGORICAL_METRICS
+    out = []
+
+    def row(metric: str, value: float | None, p_value: float | None, n_ref: int, n_cur: int, method: str,
+            bound: float | None = 0.0) -> None:
+        threshold = thresholds.of(rc.name, metric)
+        tested = p_value if M.DEFAULTS[metric][1] else value
+        out.append(DriftRow(rc.name, metric, value, threshold, M.is_anomaly(metric, tested, threshold), p_value,
+                            n_ref, n_cur, role=rc.role, method=method, error_bound=bound))
+
+    r, c = rc.distribution(), cc.distribution()
+    empty = r.sum() == 0 or c.sum() == 0
+    for metric in metric_names:
+        if metric in ("ks", "wasserstein"):
+            continue
+        if empty:
+            row(metric, None, None, rc.count, cc.count, "empty", None)
+        elif metric == "psi":
+            row(metric, M.psi(r, c), None, rc.count, cc.count, "histogram")
+        elif metric == "jensen_shannon":
+            row(metric, M.jensen_shannon(r, c), None, rc.count, cc.count, "histogram")
+        elif metric == "l_infinity":
+            row(metric, M.l_infinity(r, c), None, rc.count, cc.count, "histogram")
+        elif metric == "chi_square":
+            stat, p = M.chi_square(r, c)
+            row(metric, stat, p, rc.count, cc.count, "exact")
+    if rc.kind == "numeric":
+        n_ref, n_cur = rc.finite, cc.finite
+        if not n_ref or not n_cur:
+            row("ks", None, None, n_ref, n_cur, "empty", None)
+            row("wasserstein", None, None, n_ref, n_cur, "empty", None)
+        elif ref_raw is not None and cur_raw is not None:
+            ks = M.ks_exact(ref_raw, cur_raw)
+            ws = M.wasserstein_exact(ref_raw, cur_raw, rc.std)
+            row("ks", ks.value, ks.p_value, n_ref, n_cur, ks.method, 0.0)
+            row("wasserstein", ws.value, None, n_ref, n_cur, ws.method, 0.0)
+        elif rc.kll is None or cc.kll is None:
+            pass  # a slice: bucketed metrics only (its rows feed one scan; sketches are per batch)
+        else:
+            rs, cs = rc.sketch, cc.sketch
+            eps = rank_error(rs) + rank_error(cs)
+            ks = M.ks_sketch(rs, cs, eps)
+            ws = M.wasserstein_sketch(rs, cs, rc.std, eps)
+            row("ks", ks.value, ks.p_value, n_ref, n_cur, ks.method, ks.error_bound)
+            row("wasserstein", ws.value, None, n_ref, n_cur, ws.method, ws.error_bound)
+    order = {m: i for i, m in enumerate(metric_names)}
+    return sorted(out, key=lambda d: order[d.metric])
+
+
+def as_batch(profile: Profile) -> Batch:
+    return Batch(profile, {})
+
+
+def merge_states(states: Iterable[SketchState], kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
+    merged = SketchState(tuple(kinds), k, exact_rows)
+    for state in states:
+        merged.merge(state)
+    return merged
+
+
+__all__ = ["Batch", "DriftResult", "DriftRow", "Runner", "compare", "kll_sketch", "profile_batch"]

@@ -1,0 +1,184 @@
+"""The monitoring SQL, built as sqlglot ASTs for the engine's dialect (never string concatenation).
+
+Two queries over the user's data:
+
+* :func:`scored_query` -- the profiled columns in a fixed order: every model input (numeric ones
+  as DOUBLE), the model's own ``PREDICT(ref, *)`` output (so the prediction comes from the engine in
+  the same scan, inlined or as a UDF by the optimizer) and the label.  Columns are aliased
+  ``c0, c1, ...`` so no user name needs to be a valid alias.
+* :func:`aggregate_query` -- ONE aggregate over that projection (which the engine plans once, PREDICT
+  included, as a view that the sketch stream and the aggregate both read): row count, per numeric column the
+  NULL / NaN / ±inf / finite counts, min / max / mean / population variance of the finite values
+  and the cumulative histogram ``COUNT(x < e_i)`` on the stored edges; per categorical column the
+  count of each stored category.  Slices become ``GROUP BY`` keys of the same query.
+
+Comparisons are chosen so NaN and NULL never land in a bin in either engine: both order NaN above
+every number, so ``x < e`` is false for NaN, and a NULL comparison is not true.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlglot import exp
+
+from sparkscore.optimizer.nodes import ScorePredict, number
+
+SOURCE = "__ss_batch"
+SCORED = "__ss_scored"
+
+
+@dataclass(frozen=True)
+class AggColumn:
+    """One profiled column as the aggregate sees it: its alias in the scored query and what to count."""
+
+    alias: str
+    kind: str                          # numeric | categorical
+    edges: tuple[float, ...] = ()      # interior histogram edges (numeric)
+    categories: tuple[Any, ...] = ()   # stored categories (categorical)
+
+
+def scored_query(source: exp.Expression, ref: str, inputs: Sequence[tuple[str, str]], label: str | None,
+                 slices: Sequence[exp.Expression] = ()) -> exp.Select:
+    """``SELECT <inputs as c0..>, PREDICT(ref, *) AS cN [, label AS cL] [, slice keys s0..] FROM (source)``.
+
+    ``inputs``: (column name, kind) in signature order; numeric inputs are cast to DOUBLE.
+    """
+    projections: list[exp.Expression] = []
+    for i, (name, kind) in enumerate(inputs):
+        column = exp.column(name, table=SOURCE, quoted=True)
+        value = exp.cast(column, exp.DataType.Type.DOUBLE) if kind == "numeric" else column
+        projections.append(exp.alias_(value, f"c{i}"))
+    projections.append(exp.alias_(ScorePredict(this=exp.Literal.string(ref), expressions=[exp.Star()]),
+                                  f"c{len(inputs)}"))
+    if label is not None:
+        projections.append(exp.alias_(exp.column(label, table=SOURCE, quoted=True), f"c{len(inputs) + 1}"))
+    for i, key in enumerate(slices):
+        projections.append(exp.alias_(key, f"s{i}"))
+    return exp.select(*projections).from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(SOURCE))))
+
+
+def stream_query(scored: exp.Expression, n_columns: int) -> exp.Select:
+    """The scored columns only (what the sketches read), in order."""
+    return exp.select(*[exp.column(f"c{i}", table=SCORED) for i in range(n_columns)]).from_(_scored_source(scored))
+
+
+def _scored_source(scored: exp.Expression) -> exp.Expression:
+    """The scored projection as ``__ss_scored``: a view the engine planned once (a table), or the SELECT itself."""
+    if isinstance(scored, exp.Table):
+        return exp.Table(this=scored.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(SCORED)))
+    return exp.Subquery(this=scored, alias=exp.TableAlias(this=exp.to_identifier(SCORED)))
+
+
+def _count_if(condition: exp.Expression) -> exp.Expression:
+    """``SUM(CASE WHEN cond THEN 1 ELSE 0 END)``: portable across DuckDB and Spark (NULL -> 0)."""
+    return exp.Sum(this=exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))],
+                                 default=exp.Literal.number(0)))
+
+
+def _literal(value: Any) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return number(float(value))
+    return exp.Literal.string(str(value))
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Quality metrics of the prediction against the label, per slice (aliases in the scored query).
+
+    ``task``: ``binary`` (prediction = P(positive), label compared with ``positive``), ``multiclass``
+    (prediction = label) or ``regression``.
+    """
+
+    prediction: str
+    label: str
+    task: str
+    positive: Any = None
+
+
+LOGLOSS_EPS = 1e-15  # probabilities clipped to [eps, 1 - eps] before the log (sklearn's log_loss convention)
+
+
+def _quality(q: Quality) -> list[tuple[str, exp.Expression]]:
+    p, y = exp.column(q.prediction, table=SCORED), exp.column(q.label, table=SCORED)
+    both = exp.and_(exp.Not(this=exp.Is(this=p.copy(), expression=exp.Null())),
+                    exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())))
+
+    def avg(value: exp.Expression) -> exp.Expression:
+        return exp.Avg(this=exp.Case(ifs=[exp.If(this=both.copy(), true=value)]))
+
+    if q.task == "regression":
+        err = exp.Sub(this=exp.cast(p.copy(), exp.DataType.Type.DOUBLE), expression=exp.cast(y.copy(), exp.DataType.Type.DOUBLE))
+        return [("n_scored", _count_if(both.copy())),
+                ("mse", avg(exp.Mul(this=exp.Paren(this=err.copy()), expression=exp.Paren(this=err.copy())))),
+                ("mae", avg(exp.Abs(this=err.copy())))]
+    if q.task == "multiclass":
+        hit = exp.EQ(this=exp.cast(p.copy(), exp.DataType.Type.VARCHAR), expression=exp.cast(y.copy(), exp.DataType.Type.VARCHAR))
+        return [("n_scored", _count_if(both.copy())), ("accuracy", avg(exp.Case(ifs=[exp.If(this=hit, true=exp.Literal.number(1))],
+                                                                            default=exp.Literal.number(0))))]
+    pos = exp.EQ(this=y.copy(), expression=_literal(q.positive))
+    clipped = exp.Greatest(this=number(LOGLOSS_EPS), expressions=[exp.Least(this=p.copy(), expressions=[number(1 - LOGLOSS_EPS)])])
+    outcome = exp.Case(ifs=[exp.If(this=pos.copy(), true=number(1.0))], default=number(0.0))
+    predicted = exp.Case(ifs=[exp.If(this=exp.GTE(this=p.copy(), expression=number(0.5)), true=number(1.0))], default=number(0.0))
+    diff = exp.Sub(this=p.copy(), expression=outcome.copy())
+    return [("n_scored", _count_if(both.copy())),
+            ("accuracy", avg(exp.Case(ifs=[exp.If(this=exp.EQ(this=predicted, expression=outcome.copy()), true=number(1.0))],
+                                      default=number(0.0)))),
+            ("log_loss", avg(exp.Neg(this=exp.Case(ifs=[exp.If(this=pos.copy(), true=exp.Ln(this=clipped.copy()))],
+                                                   default=exp.Ln(this=exp.Sub(this=number(1.0), expression=clipped.copy())))))),
+            ("brier", avg(exp.Mul(this=exp.Paren(this=diff.copy()), expression=exp.Paren(this=diff.copy())))),
+            ("positives", _count_if(exp.and_(both.copy(), pos.copy())))]
+
+
+def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_sets: Sequence[Sequence[int]] = (),
+                    quality: Quality | None = None) -> tuple[exp.Select, list[str]]:
+    """The ONE aggregate query and the names of its result columns, in order.
+
+    ``slice_sets``: groups of slice-key indices (``s0, s1, ...`` in the scored query); with any,
+    the query groups by ``GROUPING SETS ((), set1, set2, ...)`` and returns each key and its
+    ``GROUPING()`` flag, so the overall row and every slice come from the same scan.
+    """
+    names: list[str] = []
+    select: list[exp.Expression] = []
+
+    def add(name: str, expression: exp.Expression) -> None:
+        names.append(name)
+        select.append(exp.alias_(expression, f"a{len(names) - 1}"))
+
+    keys = sorted({i for group in slice_sets for i in group})
+    for i in keys:
+        add(f"slice:{i}", exp.column(f"s{i}", table=SCORED))
+        add(f"grouping:{i}", exp.Anonymous(this="GROUPING", expressions=[exp.column(f"s{i}", table=SCORED)]))
+    add("rows", exp.Count(this=exp.Star()))
+    for name, expression in _quality(quality) if quality is not None else ():
+        add(f"quality:{name}", expression)
+    inf, ninf = number(math.inf), number(-math.inf)
+    for col in columns:
+        x = exp.column(col.alias, table=SCORED)
+        add(f"{col.alias}:nonnull", exp.Count(this=x.copy()))
+        if col.kind == "numeric":
+            finite = exp.and_(exp.GT(this=x.copy(), expression=ninf.copy()), exp.LT(this=x.copy(), expression=inf.copy()))
+            only_finite = exp.Case(ifs=[exp.If(this=finite, true=x.copy())])
+            add(f"{col.alias}:nans", _count_if(exp.IsNan(this=x.copy())))
+            add(f"{col.alias}:pos_inf", _count_if(exp.EQ(this=x.copy(), expression=inf.copy())))
+            add(f"{col.alias}:neg_inf", _count_if(exp.EQ(this=x.copy(), expression=ninf.copy())))
+            add(f"{col.alias}:finite", exp.Count(this=only_finite.copy()))
+            add(f"{col.alias}:min", exp.Min(this=only_finite.copy()))
+            add(f"{col.alias}:max", exp.Max(this=only_finite.copy()))
+            add(f"{col.alias}:mean", exp.Avg(this=only_finite.copy()))
+            add(f"{col.alias}:var", exp.VariancePop(this=only_finite.copy()))
+            for j, edge in enumerate(col.edges):
+                add(f"{col.alias}:below:{j}", _count_if(exp.LT(this=x.copy(), expression=number(edge))))
+        else:
+            for j, value in enumerate(col.categories):
+                add(f"{col.alias}:cat:{j}", _count_if(exp.EQ(this=x.copy(), expression=_literal(value))))
+    query = exp.select(*select).from_(_scored_source(scored))
+    if slice_sets:
+        sets = [exp.Tuple(expressions=[])] + [exp.Tuple(expressions=[exp.column(f"s{i}", table=SCORED) for i in group])
+                                              for group in slice_sets]
+        query.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=sets)]))
+    return query, names
