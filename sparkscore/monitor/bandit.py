@@ -14,7 +14,9 @@ Where the feedback comes from
     latest label per request, :func:`sparkscore.monitor.predlog.feedback`); the route's non-shadow
     rows (``model`` = NAME, ``route`` = ``NAME@ROUTE`` or ``ROUTE``, ``arm`` set).  By default only
     labels newer than the previous update's window (``label_ts >`` its ``through``) count, so
-    running the update twice does not count a label twice.  DuckDB aggregates; Python sees one row per arm.
+    running the update twice does not count a label twice (online versions in between are skipped
+    when finding that window; a new policy, or fixed weights set by hand, start over and count every
+    label).  DuckDB aggregates; Python sees one row per arm.
     *Online* (:func:`update_from_items`; ``POST /v2/routes/{NAME@ROUTE}/feedback`` in serve): the
     client sends back, per request, the ``arm`` and ``prediction`` the route answered with and the
     ``label``; no server-side memory of requests is needed.
@@ -341,15 +343,25 @@ def update_from_log(reg, ref: str, log_table: str, feedback_table: str, *, polic
     """Batch update of route ``ref`` (``NAME@ROUTE``) from the log + feedback (module docstring)."""
     base = _base(reg, ref)
     p, restart = _params_of(base, policy, params)
-    after = None
-    if not full and not restart and base.policy:
-        after = base.policy.get("window", {}).get("through") or base.policy.get("window", {}).get("after")
+    after = None if full or restart else _last_through(reg, base)
     stats, window, p = window_stats(log_table, feedback_table, base, p, _classifier(reg, base), after=after,
                                     registry=reg, con=con)
     if not stats:
         raise BanditError(f"route {ref}: no labelled rows of its arms in {log_table} joined to {feedback_table}"
                           f"{' newer than the last update (' + after + ')' if after else ''}; nothing to learn from")
     return apply(reg, base, p, restart, stats, window)
+
+
+def _last_through(reg, base: Route) -> Optional[str]:
+    """The newest label time a batch update of this route has counted (online versions are skipped)."""
+    for version in range(base.version, 0, -1):
+        r = base if version == base.version else read_route(reg, base.name, base.route, version)
+        if not r.policy:
+            return None  # fixed weights set by hand: the policy starts over from here
+        window = r.policy.get("window", {})
+        if window.get("source") == "batch":
+            return window.get("through") or window.get("after")
+    return None
 
 
 def _base(reg, ref: str) -> Route:

@@ -249,6 +249,10 @@ def test_cli_route_update(registry, tmp_path):
     doc = json.loads(res.output)
     assert doc["version"] == 2 and doc["policy"] == "exp4" and sum(doc["weights"].values()) == 10000
     assert registry.route("m", "ab").policy["params"]["policy"] == "exp4"
+    # an online version in between does not make the next batch update count the same labels again
+    bandit.update_from_items(registry, "m@ab", [{"request_id": "q", "arm": "1", "prediction": 1, "label": 1}])
+    with pytest.raises(BanditError, match="newer than the last update"):
+        bandit.update_from_log(registry, "m@ab", log, fb)
 
 
 def test_serve_feedback_endpoint(registry):
