@@ -440,7 +440,8 @@ def _route_json(r) -> dict:
     return {"model": r.name, "route": r.route, "version": r.version, "key": r.key, "salt": r.salt,
             "created_at": r.created_at, "sha256": r.sha256, "reason": r.reason, "shadow": list(r.shadow),
             "arms": [{"arm": a.label, "percent": a.percent, "buckets": a.buckets,
-                      "ranges": [list(x) for x in a.ranges]} for a in r.arms]}
+                      "ranges": [list(x) for x in a.ranges]} for a in r.arms],
+            "policy": r.policy}  # the bandit's record (sparkscore/monitor/bandit.py); None for fixed weights
 
 
 def _print_route(r, as_json: bool, reg=None) -> None:
