@@ -146,8 +146,8 @@ def replay(name: str, params: dict, windows: int, rows: int, seed: int = 7) -> d
     return {"policy": name, "params": {"policy": policy, **params}, "expected_loss": round(expected, 1),
             "regret_vs_best_fixed": round(expected - best, 1), "best_fixed_arm": ARMS[int(per_arm_total.argmin())],
             "regret_vs_uniform": round(expected - uniform, 1), "dynamic_regret": round(expected - dynamic, 1),
-            "mean_share_percent_first_half": [round(v, 1) for v in s[:half].mean(axis=0)],
-            "mean_share_percent_second_half": [round(v, 1) for v in s[half:].mean(axis=0)],
+            "mean_share_percent_first_half": [round(float(v), 1) for v in s[:half].mean(axis=0)],
+            "mean_share_percent_second_half": [round(float(v), 1) for v in s[half:].mean(axis=0)],
             "route_versions": route.version, "seconds": round(elapsed, 2)}
 
 
@@ -155,7 +155,7 @@ def regret(windows: int, rows: int) -> dict:
     mus = np.array([rates(t, windows) for t in range(windows)])
     results = [replay(name, params, windows, rows) for name, params in POLICIES.items()]
     return {"windows": windows, "rows_per_window": rows, "arms": list(ARMS),
-            "mean_rates": [round(v, 4) for v in mus.mean(axis=0)],
+            "mean_rates": [round(float(v), 4) for v in mus.mean(axis=0)],
             "best_fixed_expected_loss": round(float(rows * mus.sum(axis=0).min()), 1),
             "uniform_expected_loss": round(float(rows * mus.mean(axis=1).sum()), 1), "policies": results}
 
@@ -178,7 +178,30 @@ def to_markdown(doc: dict) -> str:
         lines.append(f"| {p['policy']} | {p['expected_loss']} | {p['regret_vs_best_fixed']} | {p['regret_vs_uniform']} | "
                      f"{p['dynamic_regret']} | {p['mean_share_percent_first_half']} | "
                      f"{p['mean_share_percent_second_half']} |")
+    lines += ["", "## Reading", "", *FINDINGS]
     return "\n".join(lines) + "\n"
+
+
+#: what the 2M-row run above and a 200k-row breakdown (same machine, load ~17) showed
+FINDINGS = [
+    "- **The route costs 1.44x one model, not the 1.3x target** (missed); scoring both arms on every row",
+    "  costs 1.72x, so each row is scored by its own arm only, but two overheads remain.  At 200k rows:",
+    "  the bucket expression alone (`SELECT sum(<bucket>) FROM t`) took 0.56 s next to 1.37 s for one model,",
+    "  because the rewritten SQL computes `md5(salt || ':' || CAST(id AS VARCHAR))` **twice per row** (once per",
+    "  32-bit half; DuckDB does not share the common subexpression); and splitting DuckDB's ~2,048-row chunks",
+    "  between two Arrow UDFs (`CASE WHEN id % 2 = 0 THEN PREDICT('gbm/1', *) ELSE PREDICT('gbm/2', *) END`,",
+    "  no hash) took 1.82 s (1.33x), the per-call overhead of half-size batches.  Computing the md5 once",
+    "  (a projection below the CASE) and scoring each arm in large batches are the route rule's next steps.",
+    "- **Regret.** The three arms have the same mean loss over the stream (0.35), so the best fixed arm and",
+    "  uniform are alike; the stream's drift is what a policy can exploit.  Without forgetting, Exp3, Exp4",
+    "  and Thompson lock onto arm a in the first half (87-89% of traffic) and stay there after a degrades",
+    "  (their accumulated evidence outweighs 100 windows of new feedback): regret ~0-190 vs the best fixed",
+    "  arm.  With `decay=0.9` per update they follow the drift (75-82% on c in the second half) and beat the",
+    "  best fixed arm by ~20% of its loss (-6,913 for Exp3, -7,281 for Thompson); Exp4's Hedge step has the",
+    "  same expectation as Exp3's importance-weighted one and gives nearly the same figures here.  The",
+    "  default floor (5% per arm, 15% of traffic exploring) bounds how close any policy gets to the",
+    "  per-window best arm (dynamic regret).",
+]
 
 
 def _loadavg() -> str:
