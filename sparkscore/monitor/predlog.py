@@ -268,6 +268,10 @@ class LogRecord:
     route: Optional[str] = None
     arm: Optional[str] = None
     shadow: bool = False
+    #: a route arm answers some rows of a request: their row numbers in it (None: all of ``X``, in order),
+    #: and the request's row count, so ``request_id`` is ``<id>:<row>`` exactly as for an unrouted request
+    rows: Optional[Sequence[int]] = None
+    request_rows: int = 0
 
 
 def decode_inputs(model, X: np.ndarray) -> pa.Table:
@@ -386,7 +390,10 @@ class LogWriter:
 def _record_rows(rec: LogRecord, source: str) -> pa.Table:
     model = rec.model
     n = rec.X.shape[0]
-    ids = [rec.request_id] if n == 1 else [f"{rec.request_id}:{i}" for i in range(n)]
+    if rec.rows is None:
+        ids = [rec.request_id] if n == 1 else [f"{rec.request_id}:{i}" for i in range(n)]
+    else:
+        ids = [rec.request_id] if rec.request_rows == 1 else [f"{rec.request_id}:{i}" for i in rec.rows]
     pred, probs = rec.outputs()
     pred = np.asarray(pred)
     prediction = pa.array(pred.tolist() if pred.dtype == object else pred)

@@ -237,18 +237,21 @@ class Server:
         finally:
             self.manager.release(lv)
 
-    def _log(self, lv: LoadedVersion, X, S, request_id: str | None) -> None:
-        """Offer the request to the log writer: no I/O and no output arithmetic here, never a wait."""
+    def _log(self, lv: LoadedVersion, X, S, request_id: str | None, **route_fields) -> None:
+        """Offer the request to the log writer: no I/O and no output arithmetic here, never a wait.
+
+        ``route_fields``: ``route`` / ``arm`` / ``shadow`` / ``rows`` / ``request_rows`` of a routed request
+        (see :class:`~sparkscore.monitor.predlog.LogRecord`)."""
         model = lv.model
 
         def outputs(S=S):  # run by the writer thread: the same values the response holds
             return (output_values(model, S, "predict"),
                     output_values(model, S, "proba") if model.is_classifier else None)
         self.request_log.offer(predlog.LogRecord(predlog.now(), request_id or uuid.uuid4().hex, lv.name, lv.version,
-                                                 lv.sha256, model, X, outputs))
+                                                 lv.sha256, model, X, outputs, **route_fields))
 
     async def _predict_route(self, protocol: str, rr: ResolvedRoute, doc: Any, raw: bytes,
-                             kind: str | None) -> tuple[dict, dict, str]:
+                             kind: str | None, header_id: str | None = None) -> tuple[dict, dict, str]:
         """Score a request on a route: each row on its own arm (see :mod:`sparkscore.serving.routing`)."""
         route = rr.route
         who = f"route {route.ref} v{route.version}"
@@ -271,6 +274,9 @@ class Server:
             if len(keys) != n:
                 raise BadRequestError(f"{who}: route key {route.key!r} has {len(keys)} values for {n} rows")
             arm_of = routing.arm_of_rows(rr, keys, who)
+            # one draw per request: a sampled request logs every arm's rows and its shadow arms' rows
+            log_id = (header_id or request_id or uuid.uuid4().hex) if (
+                self.request_log is not None and random.random() < self.config.log_sample) else None
             outputs: dict[str, np.ndarray] = {}
             answered = []
             for i, (arm, lv) in enumerate(zip(rr.arms, lvs)):
@@ -284,7 +290,10 @@ class Server:
                     if out not in outputs:
                         outputs[out] = np.empty((n, *values.shape[1:]), dtype=object)
                     outputs[out][rows] = values
-                self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+                self.metrics.child(self.metrics.requests, protocol, lv.name, str(lv.version)).inc()
+                if log_id is not None:
+                    self._log(lv, matrices[i][rows], S, log_id, route=route.ref, arm=arm.label,
+                              rows=rows.tolist(), request_rows=n)
             labels = [rr.arms[i].label for i in arm_of]
             versions = [rr.arms[i].version for i in arm_of]
             answered_versions = ",".join(sorted({str(v) for v in versions}, key=int))
@@ -307,8 +316,8 @@ class Server:
             headers = {"x-sparkscore-model-name": route.name, "x-sparkscore-model-version": answered_versions,
                        "x-sparkscore-route": route.ref, "x-sparkscore-route-version": str(route.version),
                        "x-sparkscore-arms": ",".join(answered)}
-            if rr.shadows and shadow_sink() is not None:
-                task = asyncio.get_running_loop().create_task(self._shadow(rr, doc, raw, protocol, who))
+            if rr.shadows and (shadow_sink() is not None or log_id is not None):
+                task = asyncio.get_running_loop().create_task(self._shadow(rr, doc, raw, protocol, who, log_id))
                 self._shadow_tasks.add(task)
                 task.add_done_callback(self._shadow_tasks.discard)
             return doc_out, headers, route.name
@@ -316,8 +325,10 @@ class Server:
             for lv in lvs:
                 self.manager.release(lv)
 
-    async def _shadow(self, rr: ResolvedRoute, doc: Any, raw: bytes, protocol: str, who: str) -> None:
-        """Score the shadow arms on every row of a routed request and hand them to the sink; never raises."""
+    async def _shadow(self, rr: ResolvedRoute, doc: Any, raw: bytes, protocol: str, who: str,
+                      log_id: str | None = None) -> None:
+        """Score the shadow arms on every row of a routed request, hand them to the sink and, for a
+        sampled request (``log_id``), to the prediction log with ``shadow`` set; never raises."""
         for arm in rr.shadows:
             try:
                 lv = await self.manager.acquire(ModelRef(arm.name, version=arm.version))
@@ -329,6 +340,8 @@ class Server:
                         X = matrix(lv.model, named_columns(lv.model, columns, who), who, self.config.max_rows)
                     S = await lv.scores(X)
                     emit_shadow(rr, arm, X, output_values(lv.model, S, "predict"))
+                    if log_id is not None and self.request_log is not None:
+                        self._log(lv, X, S, log_id, route=rr.route.ref, arm=arm.label, shadow=True)
                 finally:
                     self.manager.release(lv)
             except Exception:  # noqa: BLE001 - a shadow arm never fails (or slows) the answer
@@ -379,7 +392,7 @@ class Server:
             max_rows = self.config.max_rows
             rr = await self.manager.traffic_route(ref)
             if rr is not None:
-                return await self._predict_route("v2", rr, doc, raw, None)
+                return await self._predict_route("v2", rr, doc, raw, None, request.headers.get("x-request-id"))
             return await self._predict(
                 "v2", ref, lambda lv: v2.parse_infer(doc, raw, lv.model, lv.who, max_rows),
                 lambda lv, S, parsed: v2.infer_response(lv.name, lv.version, lv.model, S, parsed[1], parsed[2]),
@@ -401,7 +414,7 @@ class Server:
             max_rows = self.config.max_rows
             rr = await self.manager.traffic_route(ref)
             if rr is not None:
-                return await self._predict_route("mlflow", rr, doc, b"", kind)
+                return await self._predict_route("mlflow", rr, doc, b"", kind, request.headers.get("x-request-id"))
 
             def parse(lv):
                 if kind == "proba" and not lv.model.is_classifier:

@@ -186,3 +186,47 @@ def test_writer_records_route_arm_and_shadow(small_registry, tmp_path):
     writer.close()
     got = predlog.read(str(tmp_path / "log")).order("request_id").project("request_id, route, arm, shadow").fetchall()
     assert got == [("r-candidate", "churn@ab", "candidate", True), ("r-prod", "churn@ab", "prod", False)]
+
+
+def test_routed_requests_log_each_row_with_its_arm_and_the_shadow_rows(tmp_path):
+    """A sampled routed request logs every row under the arm that answered it (``<id>:<row>`` as for
+    any request) and, flagged ``shadow``, the shadow arm's score of every row; never returned."""
+    import sparkscore as ss
+    from sparkscore.ir import LinearModel, Model, Signature
+
+    reg = ss.Registry(tmp_path / "registry")
+    for intercept in (1.0, 2.0, 1e6):
+        reg.register("churn", Model(LinearModel(np.array([1.0, 0.0, 0.0]), np.array([intercept])),
+                                    Signature.from_names(FEATURES)))
+    for alias, version in (("prod", 1), ("challenger", 2), ("candidate", 3)):
+        reg.set_alias("churn", alias, version)
+    reg.set_route("churn", "ab", arms={"prod": 50, "challenger": 50}, key="customer_id", shadow=["candidate"])
+    table = str(tmp_path / "log")
+    rows = [[k, float(k), 0.0, 0.0] for k in range(40)]
+
+    async def go():
+        async with serving(reg, ServeConfig(log_table=table, log_sample=1.0)) as (server, client):
+            r = await post(client, "/invocations?model=churn@ab",
+                           {"dataframe_split": {"columns": ["customer_id", *FEATURES], "data": rows}},
+                           headers={"x-request-id": "req"})
+            assert r.status_code == 200
+            for _ in range(200):  # the shadow arm is scored after the answer
+                if not server._shadow_tasks:
+                    break
+                await asyncio.sleep(0.01)
+            return r.json()
+
+    doc = asyncio.run(go())
+    logged = predlog.read(table).to_arrow_table().to_pylist()
+    served = [r for r in logged if not r["shadow"]]
+    shadow = [r for r in logged if r["shadow"]]
+    assert len(served) == len(shadow) == 40
+    by_id = {r["request_id"]: r for r in served}
+    assert {"prod", "challenger"} == set(doc["arms"])
+    for i, (arm, version, prediction) in enumerate(zip(doc["arms"], doc["versions"], doc["predictions"])):
+        row = by_id[f"req:{i}"]
+        assert (row["route"], row["arm"], row["version"], row["prediction"]) == ("churn@ab", arm, version, prediction)
+        assert row[FEATURES[0]] == float(i)
+    assert {(r["arm"], r["version"], r["route"]) for r in shadow} == {("candidate", 3, "churn@ab")}
+    assert sorted(r["prediction"] for r in shadow) == [1e6 + i for i in range(40)]
+    assert all(p < 1e5 for p in doc["predictions"])  # the shadow's answers are never returned
