@@ -14,6 +14,7 @@ Layout under the prefix::
     models/<name>/objects/<uuid>/            model files (Model.save) and profile.json, staged per registration
     models/<name>/versions/<n>.json          the version record: {"record": <version.json text>, "record_sha256": ...}
     models/<name>/deleted/<n>                tombstone: version n was deleted (its record stays, its files go)
+    models/<name>/by_sha256/<sha256>         version number holding these model bytes (register's dedup index)
     models/<name>/alias_history/<seq>.json   one alias move (seq zero-padded, 1, 2, 3 ...)
 
 Commit protocol (read-after-write and list-after-write consistency assumed, as S3 provides):
@@ -40,6 +41,7 @@ Commit protocol (read-after-write and list-after-write consistency assumed, as S
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -48,7 +50,8 @@ import socket
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
+from urllib.parse import urlparse
 
 from sparkscore.errors import IntegrityError, ModelNotFoundError, RegistryError
 from sparkscore.ir import Model
@@ -58,6 +61,8 @@ from sparkscore.registry.store import (RECORD_FORMAT, AliasMove, Damage, Deleted
                                        Registry, _checked_reason, _is_valid_name, _os_user, _parsed_move,
                                        _ranges, _training_profile, target_text)
 
+#: fsspec schemes that cannot create-if-absent, so cannot number versions safely
+READ_ONLY_SCHEMES = frozenset({"http", "https", "ftp", "github", "zip", "tar"})
 #: attempts at minting a number before giving up (each failure means another writer just won one)
 MAX_CREATE_ATTEMPTS = 1000
 
@@ -101,6 +106,8 @@ class FsspecStorage:
         return f"{self.root}/{key}"
 
     def read(self, key: str) -> bytes:
+        if "s3" in _protocols(self.fs):  # one GET (else s3fs asks for the size first)
+            return self.fs.cat_file(self._full(key), max_concurrency=1)
         return self.fs.cat_file(self._full(key))
 
     def list(self, prefix: str) -> list[str]:
@@ -149,6 +156,9 @@ class ObjectStoreRegistry(Registry):
                  storage: Storage | None = None) -> None:
         uri = os.environ.get("SPARKSCORE_HOME") if uri is None else uri
         self.uri = self.root = str(uri).rstrip("/")
+        if urlparse(self.uri).scheme in READ_ONLY_SCHEMES:
+            raise RegistryError(f"registry URI {self.uri!r} is read-only (no conditional writes over HTTP): use "
+                                "s3://, gs://, abfs://, a local path or a mount of the store")
         self.storage = storage if storage is not None else FsspecStorage(self.uri, storage_options)
 
     def __repr__(self) -> str:
@@ -177,7 +187,7 @@ class ObjectStoreRegistry(Registry):
             with tempfile.TemporaryDirectory(prefix="sparkscore-stage-") as tmp:
                 staging = Path(tmp)
                 sha256 = model.save(staging)
-                same = next((mv for mv in self.status(name).versions if mv.sha256 == sha256), None)
+                same = self._version_with_sha256(name, sha256)
                 if same is not None:
                     return dataclasses.replace(same, existing=True)
                 if training_data is not None and profile is not False:
@@ -197,6 +207,7 @@ class ObjectStoreRegistry(Registry):
                 envelope = {"record": text, "record_sha256": hashlib.sha256(text.encode()).hexdigest()}
                 if self.storage.create(self._key(name, "versions", f"{version}.json"),
                                        json.dumps(envelope, sort_keys=True).encode()):
+                    self.storage.replace(self._key(name, "by_sha256", sha256), str(version).encode())
                     return ModelVersion(name, version, sha256, created_at, f"{self.uri}/{self._key(name, files)}")
             raise RegistryError(f"model {name!r}: {MAX_CREATE_ATTEMPTS} other registrations won every version number "
                                 "in a row; retry")
@@ -246,6 +257,8 @@ class ObjectStoreRegistry(Registry):
         for number in doomed:
             found = self._record_or_damage(name, number)
             self.storage.create(self._key(name, "deleted", str(number)), utc_now().encode())
+            if not isinstance(found, Damage) and isinstance(found.get("sha256"), str):
+                self.storage.delete(self._key(name, "by_sha256", found["sha256"]))
             if not isinstance(found, Damage) and isinstance(found.get("files"), str):
                 for key in self.storage.list(self._key(name, found["files"])):
                     self.storage.delete(key)
@@ -268,6 +281,19 @@ class ObjectStoreRegistry(Registry):
     def models(self) -> list[str]:
         names = {k.split("/")[1] for k in self.storage.list("models") if k.count("/") >= 2}
         return sorted(n for n in names if _is_valid_name(n) and self._version_numbers(n))
+
+    def _version_with_sha256(self, name: str, sha256: str) -> ModelVersion | None:
+        """The live version holding these model bytes, from the ``by_sha256/`` index (one GET)."""
+        try:
+            number = int(self.storage.read(self._key(name, "by_sha256", sha256)))
+        except (FileNotFoundError, ValueError):
+            return None
+        if number not in self._version_numbers(name):
+            return None
+        found = self._record_or_damage(name, number)
+        if isinstance(found, Damage) or found["sha256"] != sha256:
+            return None
+        return self._read_version(name, number)
 
     def _version_numbers(self, name: str) -> list[int]:
         minted = self._minted(name)
@@ -330,35 +356,24 @@ class ObjectStoreRegistry(Registry):
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``: its files downloaded to a temporary folder and verified."""
         mv = self.get(ref)
-        files = self._read_record(mv.name, mv.version)["files"]
         with tempfile.TemporaryDirectory(prefix="sparkscore-load-") as tmp:
-            for key in self.storage.list(self._key(mv.name, files)):
+            for key in self.storage.list(mv.path[len(self.uri) + 1:]):
                 Path(tmp, key.rsplit("/", 1)[1]).write_bytes(self.storage.read(key))
             return self._verified_model(mv, tmp)
 
-    def profile(self, ref: str | ModelRef):
-        from sparkscore.monitor.profile import MonitorError, Profile  # lazy: see .importlinter
-
-        mv = self.get(ref)
-        record = self._read_record(mv.name, mv.version)
-        entry = record.get("profile") or {}
-        if "sha256" not in entry:
-            why = f" ({entry['skipped']})" if "skipped" in entry else ""
-            raise MonitorError(f"model {mv.ref} has no training profile{why}; compute one with `sparkscore profile "
-                               f"{mv.ref} --data PATH` or pass a reference batch")
-        with tempfile.TemporaryDirectory(prefix="sparkscore-profile-") as tmp:
-            path = Path(tmp, entry["file"])
-            path.write_bytes(self.storage.read(self._key(mv.name, record["files"], entry["file"])))
-            return Profile.load(path, sha256=entry["sha256"])
+    @contextlib.contextmanager
+    def _version_file(self, mv: ModelVersion, file: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="sparkscore-file-") as tmp:
+            path = Path(tmp, file)
+            path.write_bytes(self.storage.read(f"{mv.path[len(self.uri) + 1:]}/{file}"))
+            yield path
 
     def aliases(self, name: str) -> dict[str, int]:
         out = {}
-        for alias in self._alias_names(name):
-            found = self._current(name, alias)
+        for alias, found in self._alias_targets(name).items():
             if isinstance(found, Damage):
                 raise IntegrityError(str(found))
-            if found is not None:
-                out[alias] = found
+            out[alias] = found
         return out
 
     def status(self, name: str) -> ModelStatus:
@@ -371,39 +386,42 @@ class ObjectStoreRegistry(Registry):
                 versions.append(ModelVersion(name, number, found["sha256"], str(found.get("created_at", "")),
                                              f"{self.uri}/{self._key(name, found['files'])}"))
         aliases = []
-        for alias in self._alias_names(name):
-            found = self._current(name, alias)
+        for alias, found in self._alias_targets(name).items():
             if isinstance(found, Damage):
                 damaged.append(found)
-            elif found is not None:
+            else:
                 aliases.append((alias, found))
         return ModelStatus(name, tuple(versions), tuple(aliases), tuple(damaged))
 
-    def _alias_names(self, name: str) -> list[str]:
-        entries, _ = self._history_entries(name)
-        return sorted({m.alias for _, m in entries})
+    def _alias_targets(self, name: str) -> dict[str, int | Damage]:
+        """Every set alias -> the ``to_version`` of its latest move, from one read of the log.
+
+        A damaged log entry after an alias's latest readable move could be a later move of it, so
+        that alias is reported as Damage (as an unreadable alias file is on a filesystem).
+        """
+        entries, damaged = self._history_entries(name)
+        latest: dict[str, tuple[int, AliasMove]] = {}
+        for seq, move in entries:
+            latest[move.alias] = (seq, move)
+        out: dict[str, int | Damage] = {}
+        for alias, (seq, move) in sorted(latest.items()):
+            later = [d for n, d in damaged if n > seq]
+            if later:
+                out[alias] = Damage(f"{name}@{alias}", later[0].path, "a later alias move is unreadable",
+                                    f"`sparkscore alias {name} {alias} VERSION` to point it again")
+            elif move.to_version is not None:
+                out[alias] = move.to_version
+        return out
 
     def _alias_or_damage(self, name: str, alias: str) -> int | Damage:
-        """Where the latest move of ``alias`` points; Damage if a later log entry is unreadable;
-        FileNotFoundError when unset (as a missing alias file on a filesystem)."""
-        entries, damaged = self._history_entries(name)
-        mine = [(n, m) for n, m in entries if m.alias == alias]
-        last = mine[-1][0] if mine else 0
-        later = [d for n, d in damaged if n > last]
-        if later and mine:
-            return Damage(f"{name}@{alias}", later[0].path, "a later alias move is unreadable", later[0].fix)
-        if not mine or mine[-1][1].to_version is None:
+        """Where ``alias`` points, or Damage; FileNotFoundError when unset (as a missing alias file)."""
+        found = self._alias_targets(name).get(alias)
+        if found is None:
             raise FileNotFoundError(alias)
-        return mine[-1][1].to_version
-
-    def _current(self, name: str, alias: str) -> int | Damage | None:
-        try:
-            return self._alias_or_damage(name, alias)
-        except FileNotFoundError:
-            return None
+        return found
 
     def _previous_target(self, name: str, alias: str) -> int | None:
-        found = self._current(name, alias)
+        found = self._alias_targets(name).get(alias)
         return None if isinstance(found, Damage) else found
 
     def _history_entries(self, name: str) -> tuple[list[tuple[int, AliasMove]], list[tuple[int, Damage]]]:

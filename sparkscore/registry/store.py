@@ -1,5 +1,11 @@
 """The model registry: named, versioned, aliased models in a directory tree.
 
+This module is the local / shared-filesystem registry (paths and ``file://`` URIs).  Object-store
+URIs (``s3://bucket/prefix``, ``gs://``, ``abfs://``) give the subclass in
+:mod:`sparkscore.registry.objstore`, same API, whose docstring describes the commit protocol that
+keeps these guarantees without rename or locks (conditional create of the version record and of
+each alias move).
+
 Layout (plain files, so a shared filesystem that every Spark executor mounts works as is)::
 
     <root>/models/<name>/.lock                     filelock serialising numbering, alias moves and deletes per name
@@ -42,6 +48,7 @@ with its path and the command that repairs it; strict readers (``get``, ``load``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import hashlib
@@ -55,7 +62,7 @@ import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 from filelock import FileLock, Timeout
@@ -545,7 +552,13 @@ class Registry:
             why = f" ({entry['skipped']})" if "skipped" in entry else ""
             raise MonitorError(f"model {mv.ref} has no training profile{why}; compute one with `sparkscore profile "
                                f"{mv.ref} --data PATH` or pass a reference batch")
-        return Profile.load(Path(mv.path) / entry["file"], sha256=entry["sha256"])
+        with self._version_file(mv, entry["file"]) as path:
+            return Profile.load(path, sha256=entry["sha256"])
+
+    @contextlib.contextmanager
+    def _version_file(self, mv: ModelVersion, file: str) -> Iterator[Path]:
+        """A local path to one file of a version (an object store downloads it for the block)."""
+        yield Path(mv.path) / file
 
     def describe(self, ref: str | ModelRef) -> dict[str, Any]:
         """Lineage, aliases and a summary of the model behind ``ref`` (JSON-able)."""
