@@ -49,7 +49,10 @@ EXTRAS = {
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)
     # tpchgen-cli: generates the TPC-H parquet files bench_factorize_sweep.py --tpch validates the cost rule on
     "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3",
-              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5"],
+              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5",
+              # bench_serve.py's peers: MLflow's own scoring server (skinny: full mlflow needs pyarrow<26)
+              # and the FastAPI + native predict baseline
+              "mlflow-skinny>=3.0,<4", "fastapi>=0.110"],
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})

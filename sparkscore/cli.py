@@ -55,6 +55,7 @@ BENCH_SUITES = {
     "duckdb": BenchSuite("bench_duckdb_udf.py", "stdout only (quick runs write no files)",
                          "bench/results/duckdb_udf.{json,md}"),
     "spark": BenchSuite("bench_spark.py", "bench/results/spark.{json,md}", "bench/results/spark.{json,md}"),
+    "serve": BenchSuite("bench_serve.py", "bench/results/serve_quick.{json,md,png}", "bench/results/serve.{json,md,png}"),
 }
 
 
@@ -338,6 +339,97 @@ def alias(
         raise typer.BadParameter("give the VERSION the alias should point at (or --delete)", param_hint="VERSION")
     reg.set_alias(name, alias_name, version, reason=reason)
     _out().print(Text(f"{name}@{alias_name} -> {name}/{version}"))
+
+
+route_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Traffic splits of one model over its arms (NAME@ROUTE).")
+app.add_typer(route_app, name="route")
+
+
+@route_app.command("set")
+def route_set(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Model name."),
+    route: str = typer.Argument(..., metavar="ROUTE", help="Route name: scored as 'NAME@ROUTE'."),
+    arm: List[str] = typer.Option(..., "--arm", metavar="ALIAS|VERSION=WEIGHT",
+                                  help="An arm and its weight (integer percent; all sum to 100, or basis points to 10000)."),
+    key: Optional[str] = typer.Option(None, "--key", metavar="COLUMN",
+                                      help="Column whose value picks the arm (required for a new route)."),
+    shadow: List[str] = typer.Option([], "--shadow", metavar="ALIAS|VERSION", help="Arm scored but never returned."),
+    salt: Optional[str] = typer.Option(None, "--salt", help="Hash salt (default NAME@ROUTE; kept by later versions)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why (kept in the route version)."),
+) -> None:
+    """Write the next version of route NAME@ROUTE."""
+    weights: dict[str, int] = {}
+    for label, text in _key_values(arm, "--arm").items():
+        try:
+            weights[label] = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"weight of arm {label!r} must be an integer, got {text!r}", param_hint="--arm") from None
+    found = _registry(ctx).set_route(name, route, weights, key=key, shadow=shadow, salt=salt, reason=reason)
+    _print_route(found, as_json=False)
+
+
+@route_app.command("show")
+def route_show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Model name."),
+    route: str = typer.Argument(..., metavar="ROUTE", help="Route name."),
+    version: Optional[int] = typer.Option(None, "--version", help="Route version (default: the latest)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Show a route version: key, salt, arms with weights and bucket ranges, and what each arm resolves to now."""
+    _print_route(_registry(ctx).route(name, route, version), as_json, _registry(ctx))
+
+
+@route_app.command("history")
+def route_history(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Model name."),
+    route: str = typer.Argument(..., metavar="ROUTE", help="Route name."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Every version of route NAME@ROUTE, oldest first."""
+    found = _registry(ctx).route_history(name, route)
+    if as_json:
+        typer.echo(json.dumps([_route_json(r) for r in found], indent=2, sort_keys=True))
+        return
+    table = Table("version", "time (UTC)", "key", "arms", "shadow", "reason", title=Text(f"history of {name}@{route}"))
+    for r in found:
+        table.add_row(str(r.version), Text(r.created_at), Text(r.key),
+                      Text(", ".join(f"{a.label}={a.percent:g}%" for a in r.arms if a.buckets)),
+                      Text(", ".join(r.shadow)), Text(r.reason or ""))
+    _out().print(table)
+
+
+def _route_json(r) -> dict:
+    return {"model": r.name, "route": r.route, "version": r.version, "key": r.key, "salt": r.salt,
+            "created_at": r.created_at, "sha256": r.sha256, "reason": r.reason, "shadow": list(r.shadow),
+            "arms": [{"arm": a.label, "percent": a.percent, "buckets": a.buckets,
+                      "ranges": [list(x) for x in a.ranges]} for a in r.arms]}
+
+
+def _print_route(r, as_json: bool, reg=None) -> None:
+    from sparkscore.registry.routes import arm_ref
+
+    doc = _route_json(r)
+    doc["shadow"] = [{"arm": s} for s in r.shadow]
+    if reg is not None:  # where each arm points now (a query pins this when it resolves the route)
+        for a in [*doc["arms"], *doc["shadow"]]:
+            try:
+                a["resolves_to"] = reg.get(arm_ref(r.name, a["arm"])).ref
+            except SparkscoreError as exc:
+                a["resolves_to"] = f"unresolvable: {_one_line(exc)}"
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    _out().print(Text(f"{r.name}@{r.route} version {r.version}: key {r.key}, salt {r.salt!r}, sha256 {r.sha256[:12]}"))
+    table = Table("arm", "weight", "buckets", "resolves to")
+    for a in doc["arms"]:
+        ranges = " ".join(f"[{s},{e})" for s, e in a["ranges"]) or "-"
+        table.add_row(Text(a["arm"]), f"{a['percent']:g}%", Text(ranges), Text(a.get("resolves_to", "")))
+    for a in doc["shadow"]:
+        table.add_row(Text(a["arm"]), "shadow", "-", Text(a.get("resolves_to", "")))
+    _out().print(table)
 
 
 def _print_alias_history(found, as_json: bool) -> None:

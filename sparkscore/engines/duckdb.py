@@ -34,7 +34,7 @@ from duckdb import sqltypes
 from sparkscore.engines.catalog import DuckDBCatalog
 from sparkscore.errors import QueryError
 from sparkscore.engines.functions import (ARROW_TYPES, ScoringFunction, load_ref, output_type,
-                                          registry_or_default, resolver)
+                                          registry_or_default, resolver, route_resolver)
 
 __all__ = ["ScoringFunction", "explain", "install", "output_type", "score_relation", "sql"]
 
@@ -139,7 +139,8 @@ def explain(query: str, con: duckdb.DuckDBPyConnection, registry=None, disable_r
     from sparkscore.optimizer import plan_query
 
     scoped = _CallerScope(con, caller_namespace() if namespace is None else namespace)
-    return plan_query(query, dialect="duckdb", resolve=resolver(registry_or_default(registry)),
+    reg = registry_or_default(registry)
+    return plan_query(query, dialect="duckdb", resolve=resolver(reg), resolve_route=route_resolver(reg),
                       catalog=DuckDBCatalog(scoped), disable_rules=tuple(disable_rules))
 
 

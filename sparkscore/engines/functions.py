@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Hashable
 
+import os
+
 import numpy as np
 import pyarrow as pa
 
@@ -22,6 +24,9 @@ from sparkscore.ir.naming import output_type as naming_output_type
 from sparkscore.ir.signature import Column
 
 DEVICE = "cpu"
+#: When set (tests, operators), every scored batch appends "function-name rows" to this file: how
+#: route tests check that each arm scores exactly the rows routed to it, on every engine.
+SCORE_LOG_ENV = "SPARKSCORE_SCORE_LOG"
 ARROW_TYPES = {"DOUBLE": pa.float64(), "DOUBLE[]": pa.list_(pa.float64()), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
 
 
@@ -98,7 +103,23 @@ class ScoringFunction:
     def score(self, data: pa.Table | pa.RecordBatch) -> pa.Array:
         """Scores of the rows of ``data`` (input columns bound by name) as one Arrow array."""
         S = self._scorer().scores(self.model.to_matrix(data))
+        log = os.environ.get(SCORE_LOG_ENV)
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{self.name} {data.num_rows}\n")
         return self._to_arrow(S)
+
+    def score_gated(self, gate: pa.Array, data: pa.Table) -> pa.Array:
+        """Scores of the rows where ``gate`` is TRUE, NULL elsewhere (a route arm's UDF on Spark)."""
+        mask = np.asarray(gate.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        if mask.all():
+            return self.score(data)
+        n = len(mask)
+        if not mask.any():
+            return pa.nulls(n, ARROW_TYPES[self.output_type])
+        scored = self.score(data.filter(pa.array(mask)))
+        positions = pa.array(np.cumsum(mask) - 1, mask=~mask)
+        return scored.take(positions)
 
     def _to_arrow(self, S: np.ndarray) -> pa.Array:
         """Scores as the SQL result type.  NaN stays NaN: exactly what ``Model.predict`` returns,
@@ -153,6 +174,13 @@ def resolver(reg) -> Callable[[str], object]:
         return loaded[mv.name, mv.version]
 
     return resolve
+
+
+def route_resolver(reg) -> Callable[[str], object]:
+    """'name@route' -> the registry's ``ResolvedRoute`` (arms pinned), None for refs that are no route."""
+    from sparkscore.registry.routes import resolve_route
+
+    return lambda ref: resolve_route(reg, ref)
 
 
 def check_input_types(model, ref: str, columns, dialect: str = "duckdb", fn: str = "score") -> None:

@@ -32,7 +32,7 @@ from pyspark.sql.functions import arrow_udf
 from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import (ScoringFunction, check_input_types, output_type, registry_or_default,
-                                         resolver)
+                                         resolver, route_resolver)
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
@@ -94,6 +94,7 @@ class ModelFunction:
     source: ModelSource
     kind: str            # "predict" | "proba" | "raw"
     output_type: str     # "DOUBLE" | "DOUBLE[]" | "VARCHAR" | "BIGINT"
+    gated: bool = False  # first argument: a BOOLEAN gate; only rows where it is TRUE are scored (route arms)
 
     def __call__(self, batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
         fn = None
@@ -104,7 +105,10 @@ class ModelFunction:
                 fn = ScoringFunction(self.name, self.kind, model, (self.source.name, self.source.version),
                                      self.output_type)
             columns = [batch] if isinstance(batch, pa.Array) else list(batch)
-            yield fn.score(pa.Table.from_arrays(columns, names=names))
+            if self.gated:
+                yield fn.score_gated(columns[0], pa.Table.from_arrays(columns[1:], names=names))
+            else:
+                yield fn.score(pa.Table.from_arrays(columns, names=names))
 
     def udf(self):
         """The pyspark Arrow iterator UDF (named by ``spark.udf.register``)."""
@@ -184,8 +188,9 @@ def explain(query: str, spark: SparkSession, registry=None, disable_rules: Seque
     """The optimizer's plan of a PREDICT query against this session (what ``ss.explain`` shows)."""
     from sparkscore.optimizer import plan_query
 
-    return plan_query(query, dialect="spark", resolve=resolver(registry_or_default(registry)), catalog=SparkCatalog(spark),
-                      disable_rules=tuple(disable_rules))
+    reg = registry_or_default(registry)
+    return plan_query(query, dialect="spark", resolve=resolver(reg), resolve_route=route_resolver(reg),
+                      catalog=SparkCatalog(spark), disable_rules=tuple(disable_rules))
 
 
 def sql(spark: SparkSession, query: str, registry=None, disable_rules: Sequence[str] = ()) -> DataFrame:
@@ -203,7 +208,7 @@ def sql(spark: SparkSession, query: str, registry=None, disable_rules: Sequence[
             source = _source(reg, spec.source.name, spec.source.version, spec.source.sha256, spark)
         else:
             source = _derived_source(spec.model, spec.name, spec.source.version, spark)
-        spark.udf.register(spec.name, ModelFunction(spec.name, source, spec.kind, spec.output_type).udf())
+        spark.udf.register(spec.name, ModelFunction(spec.name, source, spec.kind, spec.output_type, spec.gated).udf())
     return spark.sql(the_plan.sql)
 
 

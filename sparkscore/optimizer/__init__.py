@@ -23,6 +23,7 @@ from sparkscore.optimizer.nodes import ModelCall, ScorePredict
 from sparkscore.optimizer.plan import Plan, UdfSpec
 from sparkscore.optimizer.prune_by_predicates import prune_by_predicates
 from sparkscore.optimizer.prune_model_inputs import prune_model_inputs
+from sparkscore.optimizer.route_models import route_models
 from sparkscore.optimizer.stack_linear import stack_linear
 
 #: Every rule name users may pass to ``disable_rules`` (DESIGN section 5), in plan order.
@@ -31,7 +32,10 @@ RULE_NAMES = ("bind_models", "prune_model_inputs", "prune_by_predicates", "facto
 
 #: The rules this build runs, in order: (name, function).  A new rule is one module exposing
 #: ``NAME`` and ``rule(expression, context)``, inserted here at its RULE_NAMES position.
+#: ``route_models`` (routes -> per-row arm choice) defines what a route ref means, so it always runs
+#: and is not in RULE_NAMES.
 RULES: tuple[tuple[str, Callable], ...] = (
+    ("route_models", route_models),
     ("bind_models", bind_models),
     ("prune_model_inputs", prune_model_inputs),
     ("prune_by_predicates", prune_by_predicates),
@@ -46,8 +50,12 @@ __all__ = ["BoundModel", "Catalog", "Context", "Decision", "ModelCall", "Optimiz
 
 
 def plan_query(sql: str, *, dialect: str, resolve: Callable[[str], ResolvedModel], catalog: Catalog,
-               disable_rules: Sequence[str] = (), options: OptimizerOptions = OptimizerOptions()) -> Plan:
-    """Parse ``sql``, run the enabled rules, and return the rewritten query with its UDFs."""
+               disable_rules: Sequence[str] = (), options: OptimizerOptions = OptimizerOptions(),
+               resolve_route: Callable[[str], object] | None = None) -> Plan:
+    """Parse ``sql``, run the enabled rules, and return the rewritten query with its UDFs.
+
+    ``resolve_route`` maps a ``'name@route'`` ref to the registry's ``ResolvedRoute`` (None when it
+    is not a route); without it no ref is taken for a route."""
     if isinstance(disable_rules, str):
         disable_rules = (disable_rules,)
     unknown = [r for r in disable_rules if r not in RULE_NAMES]
@@ -55,7 +63,8 @@ def plan_query(sql: str, *, dialect: str, resolve: Callable[[str], ResolvedModel
         raise QueryError(f"unknown rule {unknown[0]!r} in disable_rules; use names from {', '.join(RULE_NAMES)}")
     expression = parse(sql, dialect)
     context = Context(dialect=dialect, catalog=catalog, options=options, resolve=resolve,
-                      disabled=tuple(disable_rules), names=NameGenerator.for_query(expression, catalog, dialect))
+                      disabled=tuple(disable_rules), names=NameGenerator.for_query(expression, catalog, dialect),
+                      resolve_route=resolve_route)
     for name, rule in RULES:
         if name in disable_rules:
             context.decide(name, False, "disabled by disable_rules")

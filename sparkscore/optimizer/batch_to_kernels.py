@@ -13,6 +13,7 @@ from sparkscore.ir.naming import udf_name
 from sparkscore.optimizer.context import BoundModel, Context
 from sparkscore.optimizer.nodes import ModelCall
 from sparkscore.optimizer.plan import UdfSpec
+from sparkscore.optimizer.route_models import GATE
 
 NAME = "batch_to_kernels"
 
@@ -23,23 +24,42 @@ def batch_to_kernels(expression: exp.Expr, context: Context) -> exp.Expr:
         context.decide(NAME, False, "no model calls left to run as UDFs")
         return expression
     for call in calls:
-        spec = udf_spec(context.model(call.model_key), call.call_kind)
+        gate = _route_gate(call, context)
+        spec = udf_spec(context.model(call.model_key), call.call_kind, gated=gate is not None)
         context.udfs.setdefault(spec.name, spec)
-        call.replace(exp.Anonymous(this=spec.name, expressions=call.inputs))
+        call.replace(exp.Anonymous(this=spec.name, expressions=call.inputs if gate is None else [gate, *call.inputs]))
+        gated = f", only on rows of route {gate.meta[GATE]}'s arm (gated)" if gate is not None else ""
         context.decide(NAME, True, f"{call.model_key} -> {spec.name}({len(spec.inputs)} args) -> {spec.output_type}: "
-                                   f"{_size(spec.model)}, scored in Arrow batches")
+                                   f"{_size(spec.model)}, scored in Arrow batches{gated}")
     return expression
 
 
-def udf_spec(bound: BoundModel, kind: str) -> UdfSpec:
+def _route_gate(call: ModelCall, context: Context) -> exp.Expr | None:
+    """The route branch condition of a UDF call that is one arm of a route, on Spark (None elsewhere).
+
+    Spark evaluates Python UDFs before (outside) the CASE that holds them: without the gate every
+    arm would score every row.  DuckDB evaluates CASE branches on their rows only.
+    """
+    branch = call.parent
+    if context.dialect != "spark" or not isinstance(branch, exp.If) or GATE not in branch.meta \
+            or branch.args.get("true") is not call:
+        return None
+    gate = branch.this.copy()
+    gate.meta[GATE] = branch.meta[GATE]
+    return gate
+
+
+def udf_spec(bound: BoundModel, kind: str, gated: bool = False) -> UdfSpec:
     """The UDF that runs ``bound``'s model for ``kind``; equal inputs give equal specs (and names)."""
     src = bound.source
     name = udf_name(src.name, src.version, kind)
     if bound.derived:
         name = f"{name}_{bound.key.rsplit('#', 1)[1]}"
+    if gated:
+        name = f"{name}_gated"
     model = bound.model
     return UdfSpec(name=name, kind=kind, model=model, source=src, inputs=model.signature.names,
-                   output_type=output_type(model, kind))
+                   output_type=output_type(model, kind), gated=gated)
 
 
 def output_type(model: Model, kind: str) -> str:

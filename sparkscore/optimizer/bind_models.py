@@ -62,6 +62,8 @@ def _resolve(call: ScorePredict, context: Context) -> BoundModel:
             f"{fn}: the model ref must be a string literal such as 'churn@prod', got {ref.sql()}; quote the model name"
         )
     text = ref.name
+    if call.kind == "arm":
+        raise QueryError(f"PREDICT_ARM('{text}', ...): '{text}' is not a route; PREDICT_ARM names a route's arm")
     resolved = context.resolved.get(text)
     if resolved is None:
         resolved = context.resolve(text)

@@ -91,6 +91,8 @@ class Context:
     udfs: dict[str, "UdfSpec"] = field(default_factory=dict)
     disabled: tuple[str, ...] = ()   # disable_rules: later rules a rule may count on (or not)
     names: "NameGenerator | None" = None  # set by plan_query: every generated column name comes from it
+    resolve_route: Callable[[str], object] | None = None  # 'name@route' -> registry ResolvedRoute, None if no route
+    routes: dict[str, object] = field(default_factory=dict)  # ref text -> ResolvedRoute | None, once per query
 
     def fresh_name(self, prefix: str) -> str:
         """A column name unique in the whole query (see :mod:`.names`)."""

@@ -16,7 +16,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
 from sparkscore.errors import QueryError
-from sparkscore.optimizer.nodes import ScoreDrift, ScorePredict, ScorePredictProba
+from sparkscore.optimizer.nodes import ScoreDrift, ScorePredict, ScorePredictArm, ScorePredictProba
 
 DIALECTS = ("duckdb", "spark")
 
@@ -25,7 +25,8 @@ DIALECTS = ("duckdb", "spark")
 def _parser_class(dialect: str) -> type:
     base = Dialect.get_or_raise(dialect).parser_class
     functions = {**base.FUNCTIONS, "PREDICT": ScorePredict.from_arg_list,
-                 "PREDICT_PROBA": ScorePredictProba.from_arg_list, "DRIFT": ScoreDrift.from_arg_list}
+                 "PREDICT_PROBA": ScorePredictProba.from_arg_list, "PREDICT_ARM": ScorePredictArm.from_arg_list,
+                 "DRIFT": ScoreDrift.from_arg_list}
     return type(f"Sparkscore{base.__name__}", (base,), {"FUNCTIONS": functions})
 
 
@@ -51,7 +52,7 @@ def _syntax_problem(exc: Exception) -> str:
     """sqlglot's first error in user terms: "WHERE is incomplete at line 1, column 21", no class names."""
     errors = getattr(exc, "errors", None) or [{"description": (str(exc).splitlines() or [type(exc).__name__])[0]}]
     first = errors[0]
-    node = {"ScorePredict": "PREDICT", "ScorePredictProba": "PREDICT_PROBA"}
+    node = {"ScorePredict": "PREDICT", "ScorePredictProba": "PREDICT_PROBA", "ScorePredictArm": "PREDICT_ARM"}
     text = re.sub(r"Required keyword: '\w+' missing for <class '[\w.]*?(\w+)'>",
                   lambda m: f"{node.get(m.group(1), m.group(1).upper())} is incomplete", str(first.get("description", "")))
     text = re.sub(r"<class '[\w.]*?(\w+)'>", r"\1", text)

@@ -39,6 +39,14 @@ class ScorePredictProba(ScorePredict):
     kind = "proba"
 
 
+class ScorePredictArm(ScorePredict):
+    """``PREDICT_ARM(route_ref, arg, ...)``: which arm (and version) of a route answers a row."""
+
+    _sql_names = ["PREDICT_ARM"]
+
+    kind = "arm"
+
+
 class ScoreDrift(exp.Expression, exp.Func):
     """``DRIFT(model_ref, query_text [, reference_query_text])`` as a table function (DESIGN section 12);
     the engines replace it by the drift rows before planning (``sparkscore.engines.monitoring``)."""

@@ -23,6 +23,9 @@ class UdfSpec:
     source: ResolvedModel
     inputs: tuple[str, ...]
     output_type: str
+    #: the SQL call passes a BOOLEAN before the inputs and the function scores only the rows where
+    #: it is TRUE (NULL elsewhere): a route arm on Spark, which evaluates UDFs outside CASE
+    gated: bool = False
 
 
 @dataclass(frozen=True, eq=False)

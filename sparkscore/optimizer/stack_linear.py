@@ -40,6 +40,7 @@ from sparkscore.optimizer.context import Context
 from sparkscore.optimizer.derive import feature_map, glm
 from sparkscore.optimizer.inline_models import link_sql, subtract_sql, will_inline
 from sparkscore.optimizer.nodes import ModelCall, number
+from sparkscore.optimizer.route_models import route_arm_of
 from sparkscore.optimizer.sources import enclosing_select
 
 NAME = "stack_linear"
@@ -98,6 +99,9 @@ def _unstackable(call: ModelCall, context: Context) -> str | None:
         return "chained feature maps"
     if call.call_kind == "raw":
         return "raw margins are already a partial product"
+    route = route_arm_of(call)
+    if route is not None:
+        return f"an arm of route {route}: each row is scored by its own arm only"
     if enclosing_select(call) is None:
         return "not inside a SELECT"
     return None

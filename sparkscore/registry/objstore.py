@@ -165,6 +165,15 @@ class ObjectStoreRegistry(Registry):
         return f"Registry({self.uri!r})"
 
     # ------------------------------------------------------------------ keys
+    def _name_dir(self, name: str) -> Path:
+        """No local directory exists for a name here: a path below ``os.devnull`` makes every inherited
+        existence check (a route folder, say) answer "absent" instead of touching the local disk."""
+        return Path(os.devnull, "models", validate_name(name))
+
+    def _name_lock(self, name: str) -> Any:
+        raise RegistryError(f"model {name!r}: {self.uri} is an object store, which has no lock; this operation "
+                            "is only available on a local or shared-filesystem registry")
+
     def _key(self, name: str, *parts: str) -> str:
         return "/".join(("models", validate_name(name), *parts))
 
@@ -277,7 +286,26 @@ class ObjectStoreRegistry(Registry):
                 return
         raise RegistryError(f"model {name!r}: {MAX_CREATE_ATTEMPTS} other alias moves won every slot in a row; retry")
 
+    def set_route(self, name: str, route: str, *args: Any, **kwargs: Any):
+        raise RegistryError(f"route {name}@{route}: routes are not stored on object-store registries yet "
+                            f"({self.uri}); keep routed models in a local or shared-filesystem registry")
+
+    def route(self, name: str, route: str, version: int | None = None):
+        raise ModelNotFoundError(f"route {name}@{route}: routes are not stored on object-store registries "
+                                 f"({self.uri}); see `sparkscore alias {name} --history` for its aliases")
+
+    def route_history(self, name: str, route: str) -> list:
+        return []
+
     # ------------------------------------------------------------------ reading
+    def watch_token(self, names: Any = None) -> tuple:
+        """A fingerprint of ``names``' versions, deletions and alias moves from LIST calls alone
+        (every write here adds a key, so an unchanged listing means nothing a ref resolves to changed)."""
+        names = self.models() if names is None else list(names)
+        return tuple((name, tuple(self.storage.list(self._key(name, "versions"))),
+                      tuple(self.storage.list(self._key(name, "deleted"))),
+                      tuple(self.storage.list(self._key(name, "alias_history")))) for name in names)
+
     def models(self) -> list[str]:
         names = {k.split("/")[1] for k in self.storage.list("models") if k.count("/") >= 2}
         return sorted(n for n in names if _is_valid_name(n) and self._version_numbers(n))

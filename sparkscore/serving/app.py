@@ -35,6 +35,7 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,6 +50,9 @@ from sparkscore.serving.common import BadRequestError, PayloadTooLargeError, Una
 from sparkscore.serving.config import ServeConfig
 from sparkscore.serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from sparkscore.serving.models import LoadedVersion, ModelManager
+from sparkscore.serving import routing
+from sparkscore.serving.common import DATATYPE_OF, jsonable, matrix, named_columns, output_type, output_values
+from sparkscore.registry.routes import ResolvedRoute, emit_shadow, shadow_sink
 
 log = logging.getLogger("sparkscore.serving")
 _VERSIONED = re.compile(r"(.+)/versions/([^/]*)")
@@ -92,15 +96,16 @@ class Server:
         self._reloads_seen = 0
         self._gauged: dict[tuple[str, int], LoadedVersion] = {}
         self._token = config.token.encode() if config.token else None
+        self._shadow_tasks: set[asyncio.Task] = set()
         self.instance_id = config.instance_id or f"serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.request_log: predlog.LogWriter | None = None
-        self.app = Starlette(routes=[
+        self.app = Starlette(routes=[  # prediction routes first: Starlette tries them in order
+            Route("/invocations", self.invocations, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
+            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_get, methods=["GET"]),
-            Route("/v2/models/{rest:path}", self.v2_post, methods=["POST"]),
-            Route("/invocations", self.invocations, methods=["POST"]),
             Route("/ping", self.ready, methods=["GET"]),
             Route("/health", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -130,8 +135,8 @@ class Server:
             await self.stop()
 
     def _on_batch(self, lv: LoadedVersion, stats: BatchStats) -> None:
-        self.metrics.batch_rows.labels(lv.name).observe(stats.rows)
-        self.metrics.batch_requests.labels(lv.name).observe(stats.requests)
+        self.metrics.child(self.metrics.batch_rows, lv.name).observe(stats.rows)
+        self.metrics.child(self.metrics.batch_requests, lv.name).observe(stats.requests)
 
     def _on_change(self) -> None:
         m = self.metrics
@@ -205,7 +210,7 @@ class Server:
                 headers = {"retry-after": "1"}
             doc = {"error": message} if protocol != "mlflow" else {"error_code": kind.upper(), "message": message}
         if label:
-            self.metrics.latency.labels(protocol, label).observe(time.perf_counter() - t0)
+            self.metrics.child(self.metrics.latency, protocol, label).observe(time.perf_counter() - t0)
         if isinstance(doc, (bytes, str)):
             return Response(doc, status, headers=headers, media_type=CONTENT_TYPE_LATEST)
         return Response(json.dumps(doc).encode(), status, headers=headers, media_type=JSON)
@@ -223,7 +228,7 @@ class Server:
             X = parsed[0] if isinstance(parsed, tuple) else parsed
             S = await lv.scores(X)
             doc = answer(lv, S, parsed)
-            self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            self.metrics.child(self.metrics.requests, protocol, lv.name, str(lv.version)).inc()
             if self.request_log is not None and random.random() < self.config.log_sample:
                 self._log(lv, X, S, request_id or (parsed[2] if isinstance(parsed, tuple) else None))
             return doc, self._version_headers(lv), lv.name
@@ -239,6 +244,93 @@ class Server:
                     output_values(model, S, "proba") if model.is_classifier else None)
         self.request_log.offer(predlog.LogRecord(predlog.now(), request_id or uuid.uuid4().hex, lv.name, lv.version,
                                                  lv.sha256, model, X, outputs))
+
+    async def _predict_route(self, protocol: str, rr: ResolvedRoute, doc: Any, raw: bytes,
+                             kind: str | None) -> tuple[dict, dict, str]:
+        """Score a request on a route: each row on its own arm (see :mod:`sparkscore.serving.routing`)."""
+        route = rr.route
+        who = f"route {route.ref} v{route.version}"
+        lvs = [await self.manager.acquire(ModelRef(a.name, version=a.version)) for a in rr.arms]
+        try:
+            inputs = set().union(*(lv.model.signature.names for lv in lvs))
+            if protocol == "v2":
+                keys, doc, raw = routing.v2_keys(doc, raw, route.key, inputs, who)
+                parsed = [v2.parse_infer(doc, raw, lv.model, who, self.config.max_rows) for lv in lvs]
+                matrices, wanted, request_id = [p[0] for p in parsed], parsed[0][1], parsed[0][2]
+            else:
+                columns = mlflow.columns(doc, lvs[0].model.signature.names, who)
+                keys = routing.mlflow_keys(columns, route.key, who)
+                matrices = [matrix(lv.model, named_columns(lv.model, columns, who), who, self.config.max_rows)
+                            for lv in lvs]
+                if kind == "proba" and not lvs[0].model.is_classifier:
+                    raise BadRequestError(f"{who}: kind=proba needs a classifier; this model is a regressor")
+                wanted, request_id = (kind,), None
+            n = matrices[0].shape[0]
+            if len(keys) != n:
+                raise BadRequestError(f"{who}: route key {route.key!r} has {len(keys)} values for {n} rows")
+            arm_of = routing.arm_of_rows(rr, keys, who)
+            outputs: dict[str, np.ndarray] = {}
+            answered = []
+            for i, (arm, lv) in enumerate(zip(rr.arms, lvs)):
+                rows = np.flatnonzero(arm_of == i)
+                if rows.size == 0:
+                    continue
+                answered.append(f"{arm.label}={arm.ref}")
+                S = await lv.scores(matrices[i][rows])
+                for out in wanted:
+                    values = np.asarray(output_values(lv.model, S, out))
+                    if out not in outputs:
+                        outputs[out] = np.empty((n, *values.shape[1:]), dtype=object)
+                    outputs[out][rows] = values
+                self.metrics.requests.labels(protocol, lv.name, str(lv.version)).inc()
+            labels = [rr.arms[i].label for i in arm_of]
+            versions = [rr.arms[i].version for i in arm_of]
+            answered_versions = ",".join(sorted({str(v) for v in versions}, key=int))
+            model = lvs[0].model
+            if protocol == "v2":
+                tensors = [{"name": out, "datatype": DATATYPE_OF[output_type(model, out)],
+                            "shape": list(values.shape), "data": jsonable(_typed(values, output_type(model, out)))}
+                           for out, values in outputs.items()]
+                tensors += [{"name": "arm", "datatype": "BYTES", "shape": [n], "data": labels},
+                            {"name": "version", "datatype": "INT64", "shape": [n], "data": versions}]
+                doc_out = {"model_name": route.name, "model_version": answered_versions, "outputs": tensors,
+                           "route": route.ref, "route_version": route.version}
+                if request_id is not None:
+                    doc_out["id"] = request_id
+            else:
+                values = _typed(outputs[kind], output_type(model, kind))
+                doc_out = {"predictions": values.tolist() if values.ndim == 2 else jsonable(values),
+                           "model_name": route.name, "model_version": answered_versions,
+                           "route": route.ref, "route_version": route.version, "arms": labels, "versions": versions}
+            headers = {"x-sparkscore-model-name": route.name, "x-sparkscore-model-version": answered_versions,
+                       "x-sparkscore-route": route.ref, "x-sparkscore-route-version": str(route.version),
+                       "x-sparkscore-arms": ",".join(answered)}
+            if rr.shadows and shadow_sink() is not None:
+                task = asyncio.get_running_loop().create_task(self._shadow(rr, doc, raw, protocol, who))
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
+            return doc_out, headers, route.name
+        finally:
+            for lv in lvs:
+                self.manager.release(lv)
+
+    async def _shadow(self, rr: ResolvedRoute, doc: Any, raw: bytes, protocol: str, who: str) -> None:
+        """Score the shadow arms on every row of a routed request and hand them to the sink; never raises."""
+        for arm in rr.shadows:
+            try:
+                lv = await self.manager.acquire(ModelRef(arm.name, version=arm.version))
+                try:
+                    if protocol == "v2":
+                        X = v2.parse_infer(doc, raw, lv.model, who, self.config.max_rows)[0]
+                    else:
+                        columns = mlflow.columns(doc, lv.model.signature.names, who)
+                        X = matrix(lv.model, named_columns(lv.model, columns, who), who, self.config.max_rows)
+                    S = await lv.scores(X)
+                    emit_shadow(rr, arm, X, output_values(lv.model, S, "predict"))
+                finally:
+                    self.manager.release(lv)
+            except Exception:  # noqa: BLE001 - a shadow arm never fails (or slows) the answer
+                log.exception("shadow arm %s of route %s failed", arm.ref, rr.route.ref)
 
     # ------------------------------------------------------------------ endpoints
     async def live(self, request: Request) -> Response:
@@ -283,6 +375,9 @@ class Server:
             text, raw = v2.split_binary(body, request.headers.get("inference-header-content-length"))
             doc = v2.loads(text)
             max_rows = self.config.max_rows
+            rr = await self.manager.traffic_route(ref)
+            if rr is not None:
+                return await self._predict_route("v2", rr, doc, raw, None)
             return await self._predict(
                 "v2", ref, lambda lv: v2.parse_infer(doc, raw, lv.model, lv.who, max_rows),
                 lambda lv, S, parsed: v2.infer_response(lv.name, lv.version, lv.model, S, parsed[1], parsed[2]),
@@ -302,6 +397,9 @@ class Server:
             body = await self._body(request)
             doc = v2.loads(body)
             max_rows = self.config.max_rows
+            rr = await self.manager.traffic_route(ref)
+            if rr is not None:
+                return await self._predict_route("mlflow", rr, doc, b"", kind)
 
             def parse(lv):
                 if kind == "proba" and not lv.model.is_classifier:
@@ -323,6 +421,15 @@ class Server:
         async def work(request):
             return self.metrics.render(), {}, ""
         return await self._handle(request, "metrics", work)
+
+
+def _typed(values: np.ndarray, sql_type: str) -> np.ndarray:
+    """Per-arm values assembled in row order (an object array) as the output's SQL type."""
+    if sql_type in ("DOUBLE", "DOUBLE[]"):
+        return values.astype(np.float64)
+    if sql_type == "BIGINT":
+        return values.astype(np.int64)
+    return values
 
 
 def create_app(registry: Registry | None = None, config: ServeConfig = ServeConfig()) -> Starlette:

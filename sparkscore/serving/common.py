@@ -91,6 +91,49 @@ def column_values(column: Column, values: Any, who: str) -> np.ndarray:
     return out
 
 
+_PLAIN_NUMBERS = (float, int, bool, type(None))
+_PLAIN_SIGNATURES: dict[int, tuple] = {}
+
+
+def _plain_signature(signature) -> tuple[tuple[str, ...], bool]:
+    """(names, every input a plain number) of a signature, computed once per signature object."""
+    hit = _PLAIN_SIGNATURES.get(id(signature))
+    if hit is None or hit[0] is not signature:  # an id reused by a new object is recomputed
+        plain = all(c.categories is None and not is_string_input(c) for c in signature.inputs)
+        hit = (signature, signature.names, plain)
+        if len(_PLAIN_SIGNATURES) > 256:
+            _PLAIN_SIGNATURES.clear()
+        _PLAIN_SIGNATURES[id(signature)] = hit
+    return hit[1], hit[2]
+
+
+def numeric_rows(model: Model, rows: Any, columns: Sequence[str] | None) -> np.ndarray | None:
+    """The float64 matrix of row-major JSON ``rows`` when nothing needs the general path, else None.
+
+    Why: a one-row request is dominated by per-column Python work (28 columns: ~0.5 ms on this
+    machine, 5-10x the kernel).  When every input is a plain number (no strings, no categories),
+    ``columns`` is the signature's own order (or absent) and every cell is a JSON number, bool or
+    null, one ``np.array`` call gives the same matrix the general path builds: bool -> 0/1,
+    null -> NaN, the same float64 rounding.  Anything else (a string, a nested list, a short row,
+    an int beyond the float64 range) returns None and the general path validates it and answers
+    its one-line 400, so the errors do not change.
+    """
+    names, plain = _plain_signature(model.signature)
+    if not plain or (columns is not None and tuple(columns) != names) or not isinstance(rows, list) or not rows:
+        return None
+    width = len(names)
+    for row in rows:
+        if type(row) is not list or len(row) != width:
+            return None
+        for v in row:
+            if not isinstance(v, _PLAIN_NUMBERS):
+                return None
+    try:
+        return np.array(rows, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
 def matrix(model: Model, columns: dict[str, np.ndarray], who: str, max_rows: int) -> np.ndarray:
     """The float64 model matrix of validated columns (same encoder PREDICT's UDFs use)."""
     lengths = {len(v) for v in columns.values()}

@@ -37,6 +37,18 @@ class Metrics:
         self.errors = Counter("sparkscore_errors", "Failed requests by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up once: ``labels()`` costs ~10 µs a call, four per request.
+
+        Only for series never removed (requests, latency, batch histograms), not the per-version gauges.
+        """
+        key = (id(metric), labels)
+        hit = self._children.get(key)
+        if hit is None:
+            hit = self._children[key] = metric.labels(*labels)
+        return hit
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

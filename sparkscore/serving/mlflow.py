@@ -20,13 +20,19 @@ from typing import Any
 import numpy as np
 
 from sparkscore.ir.model import Model
-from sparkscore.serving.common import BadRequestError, jsonable, matrix, named_columns, output_values
+from sparkscore.serving.common import (BadRequestError, PayloadTooLargeError, jsonable, matrix, named_columns,
+                                       numeric_rows, output_values)
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
 def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
     """The model matrix of an ``/invocations`` body."""
+    return matrix(model, named_columns(model, columns(doc, model.signature.names, who), who), who, max_rows)
+
+
+def columns(doc: Any, names: tuple[str, ...], who: str) -> dict[str, list]:
+    """The body's values by column name (``names``: the column order of rows sent without names)."""
     if not isinstance(doc, dict):
         raise BadRequestError(f"{who}: the body must be a JSON object with one of {', '.join(FORMATS)}")
     keys = [k for k in FORMATS if k in doc]
@@ -38,7 +44,6 @@ def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
         raise BadRequestError(f"{who}: 'params' are not supported (no parameter changes a sparkscore prediction)")
     key = keys[0]
     body = doc[key]
-    names = model.signature.names
     if key == "dataframe_split":
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise BadRequestError(f"{who}: dataframe_split needs an object with 'data' (a list of rows)")
@@ -47,12 +52,25 @@ def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
             raise BadRequestError(f"{who}: dataframe_split 'columns' must be a list of strings")
         if len(set(columns)) != len(columns):
             raise BadRequestError(f"{who}: dataframe_split 'columns' names a column twice")
+        fast = numeric_rows(model, body["data"], columns)
+        if fast is not None:
+            return matrix_of_rows(model, fast, who, max_rows)
         by_name = _rows_to_columns(body["data"], columns, who)
     elif key == "dataframe_records":
         by_name = _records_to_columns(body, who)
     else:
+        fast = numeric_rows(model, body, None)
+        if fast is not None:
+            return matrix_of_rows(model, fast, who, max_rows)
         by_name = _instances(body, names, who, key)
-    return matrix(model, named_columns(model, by_name, who), who, max_rows)
+    return by_name
+
+
+def matrix_of_rows(model: Model, X: np.ndarray, who: str, max_rows: int) -> np.ndarray:
+    """The fast path's matrix under the same row limit as :func:`~sparkscore.serving.common.matrix`."""
+    if len(X) > max_rows:
+        raise PayloadTooLargeError(f"{who}: {len(X)} rows in one request, over the limit of {max_rows}; split it")
+    return X
 
 
 def _rows_to_columns(rows: Any, columns: list[str], who: str) -> dict[str, list]:

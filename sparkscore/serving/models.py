@@ -2,7 +2,8 @@
 
 Why this shape (TF Serving's, in small): a request resolves its ref against an in-memory route
 table (``name`` -> latest, ``name@alias`` -> version), never against the disk, so the hot path
-does no I/O.  A watcher polls the registry every ``poll_s`` (<= 1 s) and, when a route moves,
+does no I/O.  A watcher polls the registry every ``poll_s`` (<= 1 s; ``stat`` calls only, re-reading
+the records when one changed) and, when a route moves,
 loads and warms the new version *first* and only then swaps the route (availability preserving);
 the version no route points at any more drains (its queued requests finish on it) and unloads.
 A request holds the :class:`LoadedVersion` it was routed to until it answers, so the version a
@@ -25,12 +26,14 @@ from sparkscore import compiler
 from sparkscore.errors import ModelNotFoundError
 from sparkscore.ir.model import Model
 from sparkscore.registry import ModelRef, Registry, parse_ref
+from sparkscore.registry.routes import ResolvedRoute, resolve_route
 from sparkscore.serving.batcher import BatchPolicy, Batcher, BatchStats
 from sparkscore.serving.config import ServeConfig
 
 log = logging.getLogger("sparkscore.serving")
 DEVICE = "cpu"
 BACKEND = "auto"
+FULL_REFRESH_S = 10.0  # the watcher re-reads the registry at least this often even when no stat changed
 
 
 def scorer_key(name: str, version: int, sha256: str) -> tuple:
@@ -113,6 +116,8 @@ class ModelManager:
         self.ready = False
         self.reloads = 0
         self.moves: collections.deque[RouteMove] = collections.deque(maxlen=256)  # recent route moves
+        #: registry routes (``name@route``) in use, arms pinned; the watcher re-resolves them
+        self.traffic_routes: dict[tuple[str, str], ResolvedRoute] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -174,6 +179,22 @@ class ModelManager:
     def release(self, lv: LoadedVersion) -> None:
         lv.inflight -= 1
 
+    async def traffic_route(self, ref: ModelRef) -> ResolvedRoute | None:
+        """The registry route ``ref`` names (arms pinned), None when it is a model ref."""
+        if ref.alias is None or ref.at is not None:
+            return None
+        key = (ref.name, ref.alias)
+        found = self.traffic_routes.get(key)
+        if found is not None or key in self.routes:  # a route in use, or a known alias
+            return found
+        self.check_served(ref.name)
+        found = await asyncio.to_thread(resolve_route, self.registry, ref)
+        if found is not None:
+            for arm in (*found.arms, *found.shadows):  # loaded and warmed before traffic reaches them
+                await self._get(arm.name, arm.version)
+            self.traffic_routes[key] = found
+        return found
+
     # ------------------------------------------------------------------ loading
     async def _get(self, name: str, version: int) -> LoadedVersion:
         key = (name, version)
@@ -218,7 +239,8 @@ class ModelManager:
         self._changed()
 
     def _routed(self) -> set[tuple[str, int]]:
-        return {(name, v) for (name, _), v in self.routes.items()}
+        arms = {(a.name, a.version) for rr in self.traffic_routes.values() for a in (*rr.arms, *rr.shadows)}
+        return {(name, v) for (name, _), v in self.routes.items()} | arms
 
     async def _enforce_budget(self, keep: LoadedVersion | None = None) -> None:
         """Evict least recently used, idle, unrouted versions while over the memory budget."""
@@ -240,7 +262,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ watcher
     def _resolve_routes(self) -> dict[tuple[str, str | None], int | None]:
-        """Every route's current version in the registry (None: gone); runs in a thread."""
+        """Every route's current version in the registry (None: gone)."""
         out: dict[tuple[str, str | None], int | None] = {}
         for name, alias in list(self.routes):
             try:
@@ -258,9 +280,21 @@ class ModelManager:
 
     async def refresh(self) -> int:
         """One watcher pass: load + warm moved targets, then move the routes; returns routes moved."""
-        current = await asyncio.to_thread(self._resolve_routes)
+        current = self._resolve_routes()  # a few small file reads, only when something changed: on the loop,
+        # because a worker thread doing them under load waits ~5 ms for the GIL after every syscall
         moved = 0
         left: set[tuple[str, int]] = set()
+        for key, rr in list(self.traffic_routes.items()):  # a new route version or a moved arm alias
+            try:
+                now = await asyncio.to_thread(resolve_route, self.registry, ModelRef(*key[:1], alias=key[1]))
+                if now is not None and now != rr:
+                    for arm in (*now.arms, *now.shadows):
+                        await self._get(arm.name, arm.version)
+                    self.traffic_routes[key] = now
+                    left |= {(a.name, a.version) for a in (*rr.arms, *rr.shadows)}
+                    moved += 1
+            except Exception as exc:  # keep serving the route as it was
+                log.error("cannot re-resolve route %s@%s, it stays as it was: %s", key[0], key[1], exc)
         for route, version in current.items():
             old = self.routes.get(route)
             if version == old:
@@ -305,10 +339,17 @@ class ModelManager:
                 await self._unload(lv)
 
     async def _watch(self) -> None:
+        """Poll :meth:`Registry.watch_token` (stat calls, on the loop: no thread to convoy on the GIL) and
+        re-read the registry only when it changed, or every ``FULL_REFRESH_S`` as a safety net."""
+        token, last_full = None, time.monotonic()
         while True:
             await asyncio.sleep(self.config.poll_s)
             try:
-                await self.refresh()
+                now = self.registry.watch_token(sorted(self.served) if self.served else None)
+                if now == token and time.monotonic() - last_full < FULL_REFRESH_S:
+                    continue
+                await self.refresh()  # the token was taken first: a change during the refresh is seen next poll
+                token, last_full = now, time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the registry briefly unreadable: keep serving what is loaded

@@ -162,6 +162,26 @@ def resolve(ref: str) -> ResolvedModel:
     return ResolvedModel(name, 2, f"{abs(hash(name)):064d}"[:64], MODELS[name])
 
 
+def test_route(name: str, arms: dict[str, int], key: str = "id", version: int = 1):
+    """A registry-free ``ResolvedRoute`` whose arms are MODELS entries (each pinned like ``resolve``)."""
+    from sparkscore.registry import routes as R
+
+    targets = R.buckets_of_weights(arms, name)
+    layout = R.allocate((), list(arms), targets)
+    route = R.Route(name.split("@")[0], name.split("@")[1], version, key, name,
+                    tuple(R.Arm(a, targets[a], tuple(layout[a])) for a in arms), (), "", "0" * 64)
+    pinned = tuple(R.ResolvedArm(a, a, 2, resolve(a).sha256) for a in arms if targets[a])
+    return R.ResolvedRoute(route, pinned, ())
+
+
+#: Routes of the fixtures: two inlinable GLM arms, and a GLM arm beside a UDF-sized tree ensemble.
+ROUTES = {"score@ab": {"score": 70, "rate": 30}, "glm@ab": {"glm": 50, "big": 50}}
+
+
+def resolve_route(ref: str):
+    return test_route(ref, ROUTES[ref]) if ref in ROUTES else None
+
+
 # ---------------------------------------------------------------------------- data
 def adversarial_values(model: Model) -> list[float]:
     """Every threshold, its float64 and float32 neighbours, the float32 midpoints, NaN, ±0, ±inf."""
@@ -296,6 +316,7 @@ class Runner:
         self.catalog = DuckCatalog(con)
 
     def plan(self, sql: str, disable_rules=(), **kwargs):
+        kwargs.setdefault("resolve_route", resolve_route)
         return plan_query(sql, dialect="duckdb", resolve=resolve, catalog=self.catalog,
                           disable_rules=disable_rules, **kwargs)
 
@@ -355,7 +376,8 @@ def register_spark_udfs(spark, plan) -> None:
             spec.model.save(tmp)
             files = tuple(sorted((p.name, p.read_bytes()) for p in Path(tmp).iterdir()))
         source = spark_engine.ModelSource("", spec.name, spec.source.version, spec.model.sha256, files)
-        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type).udf())
+        spark.udf.register(spec.name, spark_engine.ModelFunction(spec.name, source, spec.kind, spec.output_type,
+                                                                 spec.gated).udf())
 
 
 def _plain(value):

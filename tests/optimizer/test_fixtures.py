@@ -33,5 +33,5 @@ def test_rewrite_returns_the_same_rows(runner, rule, fixture):
     rewritten = runner.rows(runner.plan(fixture.sql))
     baseline = runner.rows(runner.plan(fixture.sql, disable_rules=KERNELS_ONLY))
     assert_same_rows(rewritten, baseline)
-    if rule not in ("bind_models", "batch_to_kernels"):  # the rule alone switched off
+    if rule in RULE_NAMES and rule not in ("bind_models", "batch_to_kernels"):  # the rule alone switched off
         assert_same_rows(rewritten, runner.rows(runner.plan(fixture.sql, disable_rules=(rule,))))

@@ -14,7 +14,7 @@ import pytest
 from sparkscore.optimizer import parse, plan_query
 from sparkscore.optimizer.dialect import generate
 from sparkscore.optimizer.fixtures import read_fixtures
-from tests.optimizer.conftest import assert_same_rows, register_spark_udfs, resolve, spark_rows
+from tests.optimizer.conftest import assert_same_rows, register_spark_udfs, resolve, resolve_route, spark_rows
 from tests.optimizer.test_fixtures import FIXTURES
 
 pytestmark = pytest.mark.spark
@@ -31,7 +31,7 @@ CASES = [pytest.param(fx, id=f"{path.stem}:{fx.name}",
 @pytest.mark.parametrize("fixture", CASES)
 def test_fixture_returns_the_duckdb_rows_on_spark(spark_tables, runner, fixture):
     spark_sql = generate(parse(fixture.sql, "duckdb"), "spark")
-    plan = plan_query(spark_sql, dialect="spark", resolve=resolve, catalog=runner.catalog)
+    plan = plan_query(spark_sql, dialect="spark", resolve=resolve, catalog=runner.catalog, resolve_route=resolve_route)
     register_spark_udfs(spark_tables, plan)
     got = spark_rows(spark_tables, plan)
     assert_same_rows(got, runner.rows(runner.plan(fixture.sql)))  # fixtures ORDER BY or return one row

@@ -224,3 +224,17 @@ def test_training_profile_is_stored_and_read_back_from_s3(s3_registry):
     mv = s3_registry.register("churn", tiny_model(1.0), training_data=data)
     assert s3_registry.profile(mv.ref).rows == 50
     assert "profile.json" in {k.rsplit("/", 1)[1] for k in s3_registry.storage.list(mv.path[len(s3_registry.uri) + 1:])}
+
+
+def test_watch_token_changes_with_every_write_and_routes_are_refused(s3_registry):
+    reg = s3_registry
+    reg.register("churn", tiny_model(1.0))
+    before = reg.watch_token()
+    assert reg.watch_token(["churn"]) == before
+    reg.set_alias("churn", "prod", 1)
+    moved = reg.watch_token()
+    assert moved != before
+    reg.register("churn", tiny_model(2.0))
+    assert reg.watch_token() != moved
+    with pytest.raises(RegistryError, match="routes are not stored on object-store registries"):
+        reg.set_route("churn", "ab", {"prod": 100})

@@ -104,3 +104,27 @@ def test_old_version_drains_then_unloads_and_lru_respects_the_budget(tmp_path):
     assert r.status_code == 200 and r.headers["x-sparkscore-model-version"] == "1"
     assert ("m", 1) in with_pinned                               # loaded for the request, evicted once idle
     assert final == {("m", 2), ("m", 3)}                         # routed versions are never evicted
+
+
+def test_watcher_rereads_the_registry_only_when_a_stat_changed(tmp_path):
+    reg = ss.Registry(tmp_path / "registry")
+    for v in (1, 2):
+        reg.register("m", glm(30 + v))
+    reg.set_alias("m", "prod", 1)
+
+    async def go():
+        async with serving(reg, ServeConfig(poll_s=0.02)) as (server, _):
+            manager = server.manager
+            reads = []
+            real = manager._resolve_routes
+            manager._resolve_routes = lambda: (reads.append(time.perf_counter()), real())[1]
+            await asyncio.sleep(0.5)                      # ~25 polls of an unchanged registry
+            quiet = len(reads)
+            reg.set_alias("m", "prod", 2)
+            written = time.perf_counter()
+            while manager.routes[("m", "prod")] != 2 and time.perf_counter() - written < 5:
+                await asyncio.sleep(0.005)
+            return quiet, manager.routes[("m", "prod")], manager.moves[-1].at - manager.moves[-1].load_s - written
+    quiet, route, noticed = asyncio.run(go())
+    assert quiet <= 1, f"{quiet} registry re-reads in 0.5 s with nothing changed"  # at most the first poll's
+    assert route == 2 and noticed < 0.5
