@@ -230,6 +230,53 @@ def register(
 
 
 @app.command()
+def ensemble(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="Ensemble name, e.g. churn_ens."),
+    members: List[str] = typer.Argument(..., metavar="REF...", help="Member refs (churn/3, churn@challenger, ...); "
+                                                                     "aliases are resolved and pinned now."),
+    combiner: str = typer.Option("mean", "--combiner", help="mean, weighted, vote, margin_mean or stack."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated member weights (weighted, vote, "
+                                                                  "margin_mean), e.g. 0.7,0.3."),
+    stack_coef: Optional[str] = typer.Option(None, "--stack-coef", help="stack: comma-separated GLM coefficients, "
+                                                                        "one per member output."),
+    stack_intercept: float = typer.Option(0.0, "--stack-intercept", help="stack: the GLM's intercept."),
+    stack_link: str = typer.Option("identity", "--stack-link", help="stack: identity, logistic or exp."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="stack with a logistic link: comma-separated "
+                                                                  "class labels, when the members do not share them."),
+    alias: Optional[str] = typer.Option(None, "--alias", help="Point this alias at the new version."),
+) -> None:
+    """Register an ensemble of registered models (pinned versions) as the next version of NAME."""
+    from sparkscore.ir import LinearModel
+    from sparkscore.registry import validate_name
+
+    if alias is not None:
+        validate_name(alias, "alias")
+    w = _floats(weights, "--weights") if weights is not None else None
+    stack = None
+    if stack_coef is not None:
+        stack = LinearModel(_floats(stack_coef, "--stack-coef"), [stack_intercept], stack_link)
+    labels = None
+    if classes is not None:
+        labels = [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in classes.split(",")]
+    reg = _registry(ctx)
+    mv = reg.register_ensemble(name, members, combiner, w, stack=stack, classes=labels)
+    if alias is not None:
+        reg.set_alias(name, alias, mv.version)
+    pinned = ", ".join(f"{m['ref']}={m['name']}/{m['version']}" for m in reg.lineage(mv.ref)["lineage"]["ensemble"]["members"])
+    suffix = f", alias {name}@{alias}" if alias is not None else ""
+    state = f"already registered as {mv.ref}" if mv.existing else f"registered {mv.ref}"
+    _out().print(Text(f"{state} (sha256 {mv.sha256[:12]}): {combiner} of {pinned}{suffix} in {reg.root}"))
+
+
+def _floats(text: str, option: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+
+
+@app.command()
 def models(ctx: typer.Context) -> None:
     """List registered models with their versions and aliases."""
     reg = _registry(ctx)
@@ -978,7 +1025,8 @@ def monitor(
     table: List[str] = _TABLE_OPTION,
     reference: Optional[str] = typer.Option(None, "--reference", metavar="PATH|PROFILE.json",
                                             help="Reference batch file, or a saved profile (.json); default: the "
-                                                 "training profile stored with the version."),
+                                                 "training profile stored with the version.  With --log: training "
+                                                 "or previous (the window before)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="COLUMN",
                                          help="Label column (label drift; quality metrics per slice)."),
     slices: List[str] = typer.Option([], "--slice", metavar="COLS|PREDICATE",
@@ -989,17 +1037,35 @@ def monitor(
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
                                        help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
+    log_table: Optional[str] = typer.Option(None, "--log", metavar="TABLE",
+                                            help="Prediction log (Delta): drift per --window instead of one batch."),
+    window: str = typer.Option("1d", "--window", metavar="DURATION", help="With --log: window length (1d, 6h, 15m, 1w)."),
+    feedback: Optional[str] = typer.Option(None, "--feedback", metavar="TABLE",
+                                           help="With --log: feedback table (request_id, ts, label) for quality metrics."),
+    metrics_table: Optional[str] = typer.Option(None, "--metrics-table", metavar="TABLE",
+                                                help="With --log: store the rows in this Delta table (re-runs replace "
+                                                     "their windows, never duplicate them)."),
+    start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="With --log: first time monitored (UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="With --log: end of the monitored range (excluded)."),
 ) -> None:
     """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
+
+    With --log TABLE: drift per window of the prediction log (--reference training, the default,
+    or previous: the window before), stored with --metrics-table.
 
     Exit status: 0, or with --fail-on-drift 3 when any metric crosses its threshold (1 = error).
     """
     import sparkscore as ss
     from sparkscore.monitor import Profile, Thresholds
 
-    if (input_path is None) == (query is None):
-        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY", param_hint="--input/--sql")
     thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
+    if log_table is not None:
+        _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds,
+                     slices, labels, input_path or query, fail_on_drift, as_json)
+        return
+    if (input_path is None) == (query is None):
+        raise typer.BadParameter("give exactly one of --input PATH or --sql QUERY (or --log TABLE)",
+                                 param_hint="--input/--sql")
     ref_arg = reference
     if reference is not None and reference.lower().endswith(".json"):
         ref_arg = Profile.load(reference)
@@ -1027,6 +1093,41 @@ def monitor(
                 where = f" in {row.slice_key} = {row.slice_value}" if row.slice_key else ""
                 worst[row.feature] = f"{row.feature} ({row.metric} {_num(tested)} vs {_num(row.threshold)}{where})"
         print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst.values())}", file=sys.stderr)
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds, slices,
+                 labels, batch, fail_on_drift, as_json) -> None:
+    """``monitor --log``: drift per window of a prediction log (``ss.monitor.track``)."""
+    import sparkscore as ss
+
+    if batch is not None or labels is not None:
+        raise typer.BadParameter("--log monitors the log itself: drop --input/--sql and --labels (labels come "
+                                 "from --feedback)", param_hint="--log")
+    from sparkscore.monitor import tracking
+
+    tracking.no_slices(slices)
+    result = ss.monitor.track(ref, log_table, window, reference=reference, feedback=feedback,
+                              metrics_table=metrics_table, start=start, end=end, registry=_registry(ctx),
+                              thresholds=thresholds)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
+    else:
+        shown = Table("window", "feature", "metric", "value", "threshold", "drift", "p-value", "n_ref", "n_cur",
+                      title=Text(f"drift per {window} window of {log_table} vs {result.reference} of {ref}"))
+        for w in result.windows:
+            for row in w.rows:
+                shown.add_row(*(Text(str(x)) for x in (
+                    w.start.isoformat(), row.feature, row.metric, _num(row.value), _num(row.threshold),
+                    "DRIFT" if row.is_anomaly else "", _num(row.p_value), row.n_ref, row.n_cur)))
+        _out().print(shown)
+    if metrics_table is not None:
+        print(f"metrics: {sum(len(w.rows) for w in result.windows)} rows of {len(result.windows)} window(s) "
+              f"written to {metrics_table}", file=sys.stderr)
+    if fail_on_drift and result.drifted:
+        worst = [f"{f} ({', '.join(w.start.isoformat() for w in result.windows if f in w.drifted)})"
+                 for f in result.drifted]
+        print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst)}", file=sys.stderr)
         raise typer.Exit(EXIT_DRIFT)
 
 

@@ -207,6 +207,8 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
     if strategy is not None and strategy not in known:
         raise StrategyUnavailable(f"{getattr(model, 'name', 'model')}: unknown strategy {strategy!r}; use one of "
                                   f"{', '.join(known)}, or backend='auto'")
+    if model.kind == "ensemble":
+        return _compile_ensemble(model, backend, device, strategy)
     found = candidates(model, backend, device, strategy)
     if not found:
         what = f"strategy {strategy!r} of backend {backend!r}" if strategy else f"backend {backend!r}"
@@ -221,6 +223,25 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
         return dispatcher(X) if X.shape[0] else empty(X)
 
     return Scorer(model, backend, device, fn, dispatcher)
+
+
+def _compile_ensemble(model, backend: str, device: str, strategy: str | None) -> Scorer:
+    """An ensemble's kernels: its fused GLM / trees where fusing is exact (:func:`sparkscore.ir.ensemble.fuse`),
+    otherwise every member compiled on its own and run on its columns of each batch, then combined."""
+    from sparkscore.compiler import ensemble
+    from sparkscore.ir.ensemble import fuse
+
+    fused, _why = fuse(model)
+    if fused is not None:
+        return compile(fused, backend=backend, device=device, strategy=strategy)
+    members = [compile(m, backend=backend, device=device, strategy=strategy)
+               for m in ensemble.member_scorer_models(model.estimator)]
+    fns = [s.scores for s in members]
+
+    def fn(X: np.ndarray) -> np.ndarray:
+        return ensemble.run(model, X, fns)
+
+    return Scorer(model, backend, device, fn, calibrate([Candidate("ensemble", backend, fn)], model))
 
 
 _CACHE: dict[Hashable, Scorer] = {}

@@ -383,13 +383,21 @@ def tree_scores(ens: TreeEnsemble, X: np.ndarray) -> np.ndarray:
 
 def raw(model, X: np.ndarray) -> np.ndarray:
     """Untransformed outputs (margins) of a whole Model on its encoded input matrix."""
+    if model.kind == "ensemble":
+        return scores(model.margin_model, X)
     Xf = apply_features(model.features, X)
     est = model.estimator
     return linear_raw(est, Xf) if isinstance(est, LinearModel) else tree_raw(est, Xf)
 
 
 def scores(model, X: np.ndarray) -> np.ndarray:
-    """Transformed outputs (n, k) of a whole Model on its encoded input matrix."""
+    """Transformed outputs (n, k) of a whole Model on its encoded input matrix (an ensemble: its
+    members' reference scores, combined; never fused, so this stays the oracle for fused ones)."""
+    if model.kind == "ensemble":
+        from sparkscore.compiler import ensemble  # it imports this module
+
+        members = ensemble.member_scorer_models(model.estimator)
+        return ensemble.run(model, X, [lambda Z, m=m: scores(m, Z) for m in members])
     Xf = apply_features(model.features, X)
     est = model.estimator
     return linear_scores(est, Xf) if isinstance(est, LinearModel) else tree_scores(est, Xf)

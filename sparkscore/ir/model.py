@@ -24,6 +24,8 @@ from sparkscore.ir.trees import TreeEnsemble
 Estimator = Union[LinearModel, TreeEnsemble]
 _KINDS = {"linear": LinearModel, "trees": TreeEnsemble}
 TASKS = ("regression", "classification")
+#: where an ensemble's directory keeps its members' directories (``members/0``, ``members/1``, ...)
+ENSEMBLE_MEMBERS = "members"
 #: How a classifier picks its label (sklearn's rule per estimator family):
 #:
 #: * ``proba``: first argmax of ``predict_proba`` (forests, XGBoost softprob, LightGBM, ...);
@@ -86,7 +88,10 @@ class Model:
     # ------------------------------------------------------------------ properties
     @property
     def kind(self) -> str:
-        return "linear" if isinstance(self.estimator, LinearModel) else "trees"
+        """``linear``, ``trees`` or ``ensemble`` (:mod:`sparkscore.ir.ensemble`)."""
+        if isinstance(self.estimator, LinearModel):
+            return "linear"
+        return "trees" if isinstance(self.estimator, TreeEnsemble) else "ensemble"
 
     @property
     def is_classifier(self) -> bool:
@@ -139,6 +144,10 @@ class Model:
         """The same model with an identity output: its scores are the untransformed margins."""
         import dataclasses
 
+        if self.kind == "ensemble":
+            from sparkscore.ir.ensemble import margin_version
+
+            return margin_version(self)
         est = self.estimator
         field_name = "link" if isinstance(est, LinearModel) else "post_transform"
         return dataclasses.replace(self, estimator=dataclasses.replace(est, **{field_name: "identity"}))
@@ -184,7 +193,12 @@ class Model:
 
     # ------------------------------------------------------------------ format
     def to_payload(self) -> tuple[dict, dict[str, np.ndarray]]:
-        est_fields, est_arrays = to_payload(self.estimator)
+        if self.kind == "ensemble":  # members by ref + sha256 (their files are saved beside it)
+            from sparkscore.ir.ensemble import to_doc
+
+            est_fields, est_arrays = to_doc(self.estimator)
+        else:
+            est_fields, est_arrays = to_payload(self.estimator)
         if isinstance(self.estimator, LinearModel):  # defaults left out: float64 GLMs keep their sha256
             for name in ("dtype", "intercept_dtype"):
                 if est_fields.get(name) == "float64":
@@ -213,11 +227,16 @@ class Model:
         return doc, arrays
 
     @classmethod
-    def from_payload(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "Model":
+    def from_payload(cls, doc: dict, arrays: dict[str, np.ndarray], members: tuple = ()) -> "Model":
+        """The model of a document; an ensemble's ``members`` are its already loaded, verified member models."""
         try:
-            est_cls = _KINDS[doc["kind"]]
-            est = est_cls(**doc["estimator"], **{k.split(".", 1)[1]: v for k, v in arrays.items()
-                                                 if k.startswith("estimator.")})
+            est_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("estimator.")}
+            if doc["kind"] == "ensemble":
+                from sparkscore.ir.ensemble import from_doc
+
+                est = from_doc(doc["estimator"], est_arrays, members, Signature.from_json(doc["signature"]))
+            else:
+                est = _KINDS[doc["kind"]](**doc["estimator"], **est_arrays)
             features = tuple(
                 FeatureMap(**fdoc, **{k.rsplit(".", 1)[1]: v for k, v in arrays.items()
                                       if k.startswith(f"features.{i}.")})
@@ -231,20 +250,42 @@ class Model:
             raise IntegrityError(f"model document is malformed ({type(exc).__name__}: {exc}); re-register the model") from None
 
     def save(self, path) -> str:
-        """Write the model directory; returns its sha256."""
+        """Write the model directory; returns its sha256.  An ensemble also writes each member's
+        directory under ``members/<i>`` (its sha256 is in the ensemble's document, so covered)."""
+        from pathlib import Path
+
+        if self.kind == "ensemble":
+            for i, member in enumerate(self.estimator.members):
+                member.save(Path(path) / ENSEMBLE_MEMBERS / str(i))
         doc, arrays = self.to_payload()
         return write_dir(path, doc, arrays)
 
     @classmethod
     def load(cls, path) -> "Model":
-        """Load and verify a model directory (never unpickles)."""
+        """Load and verify a model directory (never unpickles); an ensemble's members are loaded from
+        ``members/<i>`` and each must match the sha256 the ensemble pinned."""
+        from pathlib import Path
+
         doc, arrays, digest = read_dir(path)
-        model = cls.from_payload(doc, arrays)
+        members: tuple = ()
+        if isinstance(doc, dict) and doc.get("kind") == "ensemble":
+            from sparkscore.ir.ensemble import MemberRef, check_member
+
+            loaded = []
+            for i, ref in enumerate(doc.get("estimator", {}).get("members", [])):
+                member = cls.load(Path(path) / ENSEMBLE_MEMBERS / str(i))
+                check_member(MemberRef(ref["name"], int(ref["version"]), ref["sha256"]), member, str(path))
+                loaded.append(member)
+            members = tuple(loaded)
+        model = cls.from_payload(doc, arrays, members)
         model.__dict__["sha256"] = digest
         return model
 
     def __repr__(self) -> str:
         est = self.estimator
-        size = f"{est.n_trees} trees" if isinstance(est, TreeEnsemble) else f"{est.n_features}x{est.n_outputs} GLM"
+        if self.kind == "ensemble":
+            size = f"{est.combiner} of {est.n_members} members"
+        else:
+            size = f"{est.n_trees} trees" if isinstance(est, TreeEnsemble) else f"{est.n_features}x{est.n_outputs} GLM"
         return (f"Model({self.name!r}, {self.kind}: {size}, task={self.task}, "
                 f"inputs={len(self.signature)}, source={self.metadata.get('source', '?')})")

@@ -6,10 +6,10 @@ Sits below the engines and serving (they call it) and above the optimizer, compi
 
 from __future__ import annotations
 
-from sparkscore.monitor.api import drift, profile
+from sparkscore.monitor.api import drift, profile, track
 from sparkscore.monitor.compute import DRIFT_COLUMNS, DriftResult, DriftRow
 from sparkscore.monitor.metrics import DEFAULTS, Thresholds
 from sparkscore.monitor.profile import ColumnProfile, MonitorError, Profile
 
 __all__ = ["DEFAULTS", "DRIFT_COLUMNS", "ColumnProfile", "DriftResult", "DriftRow", "MonitorError", "Profile",
-           "Thresholds", "drift", "profile"]
+           "Thresholds", "drift", "profile", "track"]

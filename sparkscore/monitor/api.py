@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from sqlglot import exp
+
 from sparkscore.ir import Model
 from sparkscore.monitor.compute import Batch, DriftResult, compare, parse_slices, profile_batch
 from sparkscore.monitor.metrics import Thresholds
@@ -99,4 +101,59 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
     cur = profile_batch(runner, pinned, model, source, labels=labels,
                         exact_rows=exact_rows, reference=ref_batch.profile, model_info=info,
                         k=ref_batch.profile.kll_k, slices=parse_slices(slices, runner.dialect), quality=True)
-    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile)
+    return DriftResult(tuple(compare(ref_batch, cur, thresholds)), info, label_what, ref_batch.profile, cur.profile,
+                       cur.quality)
+
+
+def track(ref: Any, log: str, window: str = "1d", reference: str | None = None, feedback: str | None = None,
+          metrics_table: str | None = None, start: Any = None, end: Any = None, registry: Any = None,
+          thresholds: Thresholds | None = None, computed_at: Any = None):
+    """Drift per window of the prediction log ``log`` (a Delta path), tracked over time.
+
+    ONE aggregate scan of the log's rows of this model version (``model`` / ``version`` columns),
+    with ``window_start`` (``window`` buckets aligned to the epoch, UTC) as the GROUP BY key of the
+    same query; each window is compared with ``reference`` (``'training'``: the stored training
+    profile, the default; ``'previous'``: the window before it).  ``feedback``: the feedback Delta
+    table (left-joined on ``request_id``: unlabelled rows count for drift, labelled ones also give
+    the quality metrics).  ``metrics_table``: append the rows to that Delta table, replacing this
+    run's windows (idempotent; :mod:`sparkscore.monitor.tracking`).  Returns a
+    :class:`~sparkscore.monitor.tracking.TrackedDrift`.
+    """
+    from datetime import timedelta
+
+    import duckdb
+
+    from sparkscore.engines.monitoring import prepare
+    from sparkscore.monitor import predlog, tracking
+    from sparkscore.monitor.compute import Slice
+
+    thresholds = thresholds or Thresholds()
+    mode = tracking.check_reference(reference)
+    amount, unit = predlog.window_interval(window).split()
+    width = timedelta(**{unit: int(amount)})
+    pinned, model, info, reg = _resolved(ref, registry)
+    con = duckdb.connect()
+    rel = predlog.windows(log, window, start, end, con=con)
+    if info is not None and info.get("version") is not None:
+        rel = rel.filter((duckdb.ColumnExpression("model") == duckdb.ConstantExpression(str(info["name"])))
+                         & (duckdb.ColumnExpression("version") == duckdb.ConstantExpression(int(info["version"]))))
+    labels = None
+    if feedback is not None:
+        rel, labels = predlog.with_feedback(rel, feedback, con=con, how="left"), "label"
+    training = None
+    if mode == "training":
+        if reg is None:
+            raise MonitorError(f"model {pinned}: an in-memory model has no stored training profile; use "
+                               "reference='previous'")
+        training = reg.profile(pinned)
+    runner, source = prepare(rel, con, reg, {}, model=model if reg is None else None, name=pinned)
+    key = Slice(tracking.WINDOW_KEY, (exp.column(tracking.WINDOW_KEY, quoted=True),), False)
+    batch = profile_batch(runner, pinned, model, source, labels=labels, reference=training, model_info=info,
+                          k=training.kll_k if training is not None else DEFAULT_KLL_K, slices=[key], quality=True,
+                          source_kind="log")
+    result = tracking.TrackedDrift(tracking.window_drift(batch, training, mode == "previous", width, thresholds),
+                                   window, mode, info)
+    if metrics_table is not None:
+        tracking.write_metrics(metrics_table, result, computed_at)
+    return result
+

@@ -152,16 +152,16 @@ def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labe
             raw[f"{role}:{name}"] = values_i
     by_slice, qualities = {}, {}
     if q is not None:
-        qualities[None] = _quality_values(overall[0], q)
+        qualities[None] = _quality_values(overall[0], q, 0)
     for row in rows:
         if row is overall[0]:
             continue
-        for spec, group in zip(slices, sets):
+        for j, (spec, group) in enumerate(zip(slices, sets), start=1):
             if all(not row[f"grouping:{i}"] for i in group):
                 value = ",".join("NULL" if row[f"slice:{i}"] is None else _slice_text(row[f"slice:{i}"]) for i in group)
                 by_slice[spec.text, value] = profile_of(row, False)
                 if q is not None:
-                    qualities[spec.text, value] = _quality_values(row, q)
+                    qualities[spec.text, value] = _quality_values(row, q, j)
     return Batch(profile_of(overall[0], True), raw, by_slice, qualities)
 
 
@@ -183,13 +183,62 @@ def _quality_spec(model, n_inputs: int, labels: str):
     return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "multiclass")
 
 
-def _quality_values(row: Mapping[str, Any], q) -> dict[str, float]:
+def _quality_values(row: Mapping[str, Any], q, group: int) -> dict[str, float]:
+    """The quality metrics of one aggregate row; ``group``: its grouping set (0 = the whole batch),
+    which picks the mid-rank sum of that set's ranking for the AUC."""
     out = {name.partition(":")[2]: (None if v is None else float(v)) for name, v in row.items()
-           if name.startswith("quality:")}
+           if name.startswith("quality:") and not name.startswith("quality:rank_sum:")}
     if "mse" in out:
         mse = out.pop("mse")
         out["rmse"] = None if mse is None else math.sqrt(mse)
+    if q.task == "binary":
+        n, pos = int(out.get("n_scored") or 0), int(out.get("positives") or 0)
+        ranks = row.get(f"quality:rank_sum:{group}")
+        out["auc"] = auc_from_ranks(ranks, pos, n - pos)
+        out["ece"] = expected_calibration_error(reliability(out))
     return out
+
+
+def auc_from_ranks(rank_sum: float | None, positives: int, negatives: int) -> float | None:
+    """ROC AUC from the sum of the positives' mid-ranks (Mann-Whitney U / (P N)); None without both classes.
+
+    Exact: mid-ranks are multiples of 1/2, so their sum is exact in binary64 below 2**52 rows.
+    """
+    if rank_sum is None or positives == 0 or negatives == 0:
+        return None
+    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram: predicted P(positive) in ``(lo, hi]`` (the first bin ``[0, hi]``)."""
+
+    lo: float
+    hi: float
+    count: int
+    mean_predicted: float | None
+    fraction_positive: float | None
+
+
+def reliability(values: Mapping[str, Any]) -> tuple[ReliabilityBin, ...]:
+    """The reliability bins of a binary classifier's quality values (those of ``Batch.quality[key]``)."""
+    from sparkscore.monitor.query import RELIABILITY_EDGES
+
+    edges = (0.0, *RELIABILITY_EDGES, 1.0)
+    out = []
+    for b in range(len(edges) - 1):
+        n = int(values.get(f"bin_n:{b}") or 0)
+        sp, sy = values.get(f"bin_p:{b}") or 0.0, values.get(f"bin_y:{b}") or 0.0
+        out.append(ReliabilityBin(edges[b], edges[b + 1], n, sp / n if n else None, sy / n if n else None))
+    return tuple(out)
+
+
+def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float | None:
+    """ECE = sum over bins of (bin count / n) * |mean predicted - fraction positive| (equal-width bins)."""
+    n = sum(b.count for b in bins)
+    if n == 0:
+        return None
+    return float(sum(b.count * abs(b.mean_predicted - b.fraction_positive) for b in bins if b.count) / n)
 
 
 def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels: str | None) -> None:
@@ -285,6 +334,8 @@ class DriftResult:
     reference: str = "training profile"
     reference_profile: Profile | None = field(default=None, repr=False, compare=False)
     current_profile: Profile | None = field(default=None, repr=False, compare=False)
+    #: the current side's quality values per slice key (None = the whole batch); :func:`reliability` reads them
+    quality: Mapping[Any, Mapping[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def drifted(self) -> tuple[str, ...]:
@@ -350,7 +401,7 @@ def _profile_drift(ref: Profile, cur: Profile, ref_raw, cur_raw, thresholds: M.T
 
 
 #: quality metric -> whether the slice row gets a two-proportion z-test p-value against the rest of the batch
-QUALITY_METRICS = ("accuracy", "log_loss", "brier", "rmse", "mae")
+QUALITY_METRICS = ("accuracy", "log_loss", "brier", "auc", "ece", "rmse", "mae")
 QUALITY_P = 0.05
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from sqlglot import exp
 
 from sparkscore.optimizer.nodes import ScorePredict, number
@@ -131,7 +132,58 @@ def _quality(q: Quality) -> list[tuple[str, exp.Expression]]:
             ("log_loss", avg(exp.Neg(this=exp.Case(ifs=[exp.If(this=pos.copy(), true=exp.Ln(this=clipped.copy()))],
                                                    default=exp.Ln(this=exp.Sub(this=number(1.0), expression=clipped.copy())))))),
             ("brier", avg(exp.Mul(this=exp.Paren(this=diff.copy()), expression=exp.Paren(this=diff.copy())))),
-            ("positives", _count_if(exp.and_(both.copy(), pos.copy())))]
+            ("positives", _count_if(exp.and_(both.copy(), pos.copy()))),
+            *_reliability(p, both, pos)]
+
+
+#: interior edges of the reliability bins: ``numpy.linspace(0, 1, 11)[1:-1]`` like
+#: ``sklearn.calibration.calibration_curve(n_bins=10, strategy="uniform")``, whose bin of ``p`` is the
+#: number of edges strictly below it (so ``[0, 0.1], (0.1, 0.2], ..., (0.9, 1]``; outside [0, 1] clamps)
+RELIABILITY_EDGES = tuple(float(e) for e in np.linspace(0.0, 1.0, 11)[1:-1])
+
+
+def _reliability(p: exp.Expression, both: exp.Expression, pos: exp.Expression) -> list[tuple[str, exp.Expression]]:
+    """Per reliability bin: the scored rows, the sum of their predicted P(positive) and their positives.
+
+    The expected calibration error ``sum_b |sum_p_b - positives_b| / n`` follows from these sums.
+    """
+    out = []
+    edges = RELIABILITY_EDGES
+    for b in range(len(edges) + 1):
+        inside = [both.copy()]
+        if b > 0:
+            inside.append(exp.GT(this=p.copy(), expression=number(edges[b - 1])))
+        if b < len(edges):
+            inside.append(exp.LTE(this=p.copy(), expression=number(edges[b])))
+        cond = exp.and_(*inside)
+        out += [(f"bin_n:{b}", _count_if(cond.copy())),
+                (f"bin_p:{b}", exp.Sum(this=exp.Case(ifs=[exp.If(this=cond.copy(), true=p.copy())]))),
+                (f"bin_y:{b}", _count_if(exp.and_(cond.copy(), pos.copy())))]
+    return out
+
+
+AUC_RANK = "__ss_rank"
+
+
+def _ranked(scored: exp.Expression, q: Quality, sets: Sequence[Sequence[int]]) -> exp.Select:
+    """The scored rows plus, per grouping set ``j`` (0 = the whole batch), the mid-rank of the
+    prediction among that set's group of scored rows (``RANK() + (ties - 1) / 2``): the exact AUC of
+    each group is then ``(sum of positives' mid-ranks - P (P + 1) / 2) / (P N)`` (Mann-Whitney U, ties
+    counted one half, as ``sklearn.metrics.roc_auc_score``), summed by the one aggregate.  The
+    price is one sort per grouping set, done by the engine."""
+    p, y = exp.column(q.prediction, table=SCORED), exp.column(q.label, table=SCORED)
+    both = exp.and_(exp.Not(this=exp.Is(this=p.copy(), expression=exp.Null())),
+                    exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())))
+    projections: list[exp.Expression] = [exp.Star()]
+    for j, group in enumerate([(), *sets]):
+        keys = [both.copy(), *(exp.column(f"s{i}", table=SCORED) for i in group)]
+        rank = exp.Window(this=exp.Anonymous(this="RANK"), partition_by=[k.copy() for k in keys],
+                          order=exp.Order(expressions=[exp.Ordered(this=p.copy(), nulls_first=False)]))
+        ties = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[*(k.copy() for k in keys), p.copy()])
+        mid = exp.Add(this=rank, expression=exp.Div(this=exp.Paren(this=exp.Sub(this=ties, expression=number(1.0))),
+                                                   expression=number(2.0)))
+        projections.append(exp.alias_(mid, f"{AUC_RANK}{j}"))
+    return exp.select(*projections).from_(_scored_source(scored))
 
 
 def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_sets: Sequence[Sequence[int]] = (),
@@ -156,6 +208,15 @@ def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_
     add("rows", exp.Count(this=exp.Star()))
     for name, expression in _quality(quality) if quality is not None else ():
         add(f"quality:{name}", expression)
+    ranked = quality is not None and quality.task == "binary"
+    if ranked:
+        p, y = exp.column(quality.prediction, table=SCORED), exp.column(quality.label, table=SCORED)
+        scored_pos = exp.and_(exp.Not(this=exp.Is(this=p, expression=exp.Null())),
+                              exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())),
+                              exp.EQ(this=y.copy(), expression=_literal(quality.positive)))
+        for j in range(len(slice_sets) + 1):
+            add(f"quality:rank_sum:{j}", exp.Sum(this=exp.Case(ifs=[exp.If(
+                this=scored_pos.copy(), true=exp.column(f"{AUC_RANK}{j}", table=SCORED))])))
     inf, ninf = number(math.inf), number(-math.inf)
     for col in columns:
         x = exp.column(col.alias, table=SCORED)
@@ -176,7 +237,7 @@ def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_
         else:
             for j, value in enumerate(col.categories):
                 add(f"{col.alias}:cat:{j}", _count_if(exp.EQ(this=x.copy(), expression=_literal(value))))
-    query = exp.select(*select).from_(_scored_source(scored))
+    query = exp.select(*select).from_(_scored_source(_ranked(scored, quality, slice_sets) if ranked else scored))
     if slice_sets:
         sets = [exp.Tuple(expressions=[])] + [exp.Tuple(expressions=[exp.column(f"s{i}", table=SCORED) for i in group])
                                               for group in slice_sets]

@@ -80,6 +80,8 @@ def output_type(model: Model, kind: str) -> str:
 
 def _size(model: Model) -> str:
     est = model.estimator
+    if model.kind == "ensemble":
+        return f"ensemble: {est.combiner} of {est.n_members} members"
     if model.kind == "trees":
         return f"{est.n_trees} trees / {est.n_nodes} nodes"
     return f"GLM {est.n_features}x{est.n_outputs}"

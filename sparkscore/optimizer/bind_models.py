@@ -72,6 +72,26 @@ def _resolve(call: ScorePredict, context: Context) -> BoundModel:
         context.resolved[text] = resolved
     if call.kind == "proba" and not resolved.model.is_classifier:
         raise SignatureError(f"PREDICT_PROBA: model '{resolved.ref}' is a regressor; use PREDICT for it")
+    if resolved.model.kind == "ensemble":
+        return _bind_ensemble(resolved, context)
+    return context.add_model(resolved.model, resolved)
+
+
+def _bind_ensemble(resolved: ResolvedModel, context: Context) -> BoundModel:
+    """An ensemble binds as its fused GLM / tree ensemble where fusing is exact, so the later rules
+    (pruning, factorizing, stacking, inlining) treat it as that one model; otherwise as itself, one
+    UDF whose kernel runs every member on the same batch.  EXPLAIN says which and why."""
+    from sparkscore.ir.ensemble import fuse
+
+    ens = resolved.model.estimator
+    fused, why = fuse(resolved.model)
+    members = ", ".join(r.ref for r in ens.refs)
+    if fused is not None:
+        bound = context.add_model(fused, resolved)
+        context.decide(NAME, True, f"ensemble {resolved.ref} ({ens.combiner} of {members}): fused: {why}")
+        return bound
+    context.decide(NAME, False, f"ensemble {resolved.ref} ({ens.combiner} of {members}): not fused ({why}); "
+                                "its members run in one batched kernel call")
     return context.add_model(resolved.model, resolved)
 
 

@@ -112,6 +112,8 @@ def inline_call(model: Model, kind: str, inputs: list[exp.Expr], options: Optimi
         raise Decline(f"{'multiclass' if model.n_classes > 2 else 'one-class'} ({model.n_classes} classes) "
                       f"outputs stay in kernels")
     est = model.estimator
+    if model.kind == "ensemble":
+        raise Decline("an unfused ensemble runs its members in one kernel call")
     if model.kind == "linear":
         if est.n_features > options.inline_max_features:
             raise Decline(f"GLM has {est.n_features} features > inline_max_features={options.inline_max_features}")

@@ -113,6 +113,9 @@ def prune_by_predicates(expression: exp.Expr, context: Context) -> exp.Expr:
             continue
         bound = context.model(call.model_key)
         model = bound.model
+        if model.kind == "ensemble":
+            context.decide(NAME, False, f"{label}: an unfused ensemble is not specialised (its members stay pinned)")
+            continue
         try:
             derived, kept, how = (_specialise_trees if model.kind == "trees" else _fold_glm)(model, bounds)
         except _Decline as reason:

@@ -70,6 +70,8 @@ def prune_model_inputs(expression: exp.Expr, context: Context) -> exp.Expr:
 
 def used_inputs(model: Model) -> tuple[list[int] | None, str]:
     est = model.estimator
+    if model.kind == "ensemble":
+        return None, "an unfused ensemble keeps every member's inputs"
     if model.kind == "trees":
         if model.features:
             return None, "trees over a feature map keep every input"

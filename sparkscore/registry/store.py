@@ -313,6 +313,34 @@ class Registry:
             raise
         return ModelVersion(name, version, sha256, created_at, str(target))
 
+    def register_ensemble(self, name: str, members: Sequence[str | ModelRef], combiner: str = "mean",
+                          weights: Sequence[float] | None = None, *, stack: Any = None,
+                          classes: Sequence | None = None, **register_options: Any) -> ModelVersion:
+        """Register an ensemble of registered models as the next version of ``name``.
+
+        ``members`` are refs (``churn/3``, ``churn@challenger``, time-pinned refs); aliases resolve
+        now, so the ensemble pins each member's name, version and sha256 (in its model document,
+        hence in its own sha256) and keeps a copy of each member's files, verified on every load.
+        ``combiner``: ``mean`` | ``weighted`` (``weights``) | ``vote`` | ``margin_mean`` | ``stack``
+        (``stack``: a LinearModel over the members' outputs; see :mod:`sparkscore.ir.ensemble`).
+        ``register_options`` go to :meth:`register` (``metadata``, ``tags``, ``description``, ...);
+        the refs as given are added to the version's lineage (``ensemble``).
+        """
+        from sparkscore.ir.ensemble import MemberRef, build
+
+        validate_name(name)
+        refs = [members] if isinstance(members, str) else [str(ref) for ref in members]
+        pinned, models = [], []
+        for ref in refs:
+            mv = self.get(ref)
+            models.append(self.load(mv.ref))
+            pinned.append(MemberRef(mv.name, mv.version, mv.sha256))
+        model = build(models, combiner, weights, refs=pinned, stack=stack, classes=classes, name=name)
+        lineage = dict(register_options.pop("lineage", None) or {})
+        lineage["ensemble"] = {"combiner": combiner, "members": [
+            {"ref": ref, "name": p.name, "version": p.version, "sha256": p.sha256} for ref, p in zip(refs, pinned)]}
+        return self.register(name, model, lineage=lineage, **register_options)
+
     def _observed_lineage(self, name: str, native: Any, feature_names: Sequence[str] | None, code: Any,
                           training_data: Any, metrics: Mapping[str, float] | None, tags: Mapping[str, str] | None,
                           description: str | None, parent: str | ModelRef | None) -> dict[str, Any]:

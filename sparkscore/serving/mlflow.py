@@ -28,6 +28,9 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 def parse(doc: Any, model: Model, who: str, max_rows: int) -> np.ndarray:
     """The model matrix of an ``/invocations`` body."""
+    fast = _numeric_fast_path(doc, model)
+    if fast is not None:
+        return matrix_of_rows(model, fast, who, max_rows)
     return matrix(model, named_columns(model, columns(doc, model.signature.names, who), who), who, max_rows)
 
 
@@ -52,18 +55,34 @@ def columns(doc: Any, names: tuple[str, ...], who: str) -> dict[str, list]:
             raise BadRequestError(f"{who}: dataframe_split 'columns' must be a list of strings")
         if len(set(columns)) != len(columns):
             raise BadRequestError(f"{who}: dataframe_split 'columns' names a column twice")
-        fast = numeric_rows(model, body["data"], columns)
-        if fast is not None:
-            return matrix_of_rows(model, fast, who, max_rows)
         by_name = _rows_to_columns(body["data"], columns, who)
     elif key == "dataframe_records":
         by_name = _records_to_columns(body, who)
     else:
-        fast = numeric_rows(model, body, None)
-        if fast is not None:
-            return matrix_of_rows(model, fast, who, max_rows)
         by_name = _instances(body, names, who, key)
     return by_name
+
+
+def _numeric_fast_path(doc: Any, model: Model) -> np.ndarray | None:
+    """The matrix of a well-formed body of plain numbers in signature order (one ``np.array`` call), else None.
+
+    Only bodies :func:`columns` would accept as they are take this path (one format key, no params);
+    everything else goes through :func:`columns`, which validates it and answers its one-line 400.
+    """
+    if not isinstance(doc, dict) or doc.get("params") or len([k for k in doc if k != "params"]) != 1:
+        return None
+    key = next(k for k in doc if k != "params")
+    body = doc[key]
+    if key == "dataframe_split":
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            return None
+        names = body.get("columns")
+        if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+            return None
+        return numeric_rows(model, body["data"], names)
+    if key in ("instances", "inputs"):
+        return numeric_rows(model, body, None)
+    return None
 
 
 def matrix_of_rows(model: Model, X: np.ndarray, who: str, max_rows: int) -> np.ndarray:

@@ -39,7 +39,7 @@ class Case:
     id: str
     build: Callable[[], Fitted] = field(compare=False)
     library: str = ""
-    kind: str = ""        # "linear" | "trees"
+    kind: str = ""        # "linear" | "trees" | "ensemble"
     task: str = ""        # "regression" | "binary" | "multiclass"
     marks: tuple = ()
 
@@ -64,6 +64,7 @@ _MODULES = (
     "tests.zoo.mlflow_cases",
     "tests.zoo.catboost_cases",
     "tests.zoo.onnx_cases",
+    "tests.zoo.ensemble_cases",
 )
 
 
