@@ -202,8 +202,8 @@ class ObjectStoreRegistry(Registry):
                 if training_data is not None and profile is not False:
                     observed["profile"] = _training_profile(name, model, training_data, training_labels, profile,
                                                             profile_bins, staging)
-                for path in sorted(staging.iterdir()):
-                    key = self._key(name, files, path.name)
+                for path in sorted(p for p in staging.rglob("*") if p.is_file()):  # ensembles nest members/<i>/
+                    key = self._key(name, files, path.relative_to(staging).as_posix())
                     self.storage.replace(key, path.read_bytes())
                     uploaded.append(key)
             for _ in range(MAX_CREATE_ATTEMPTS):
@@ -384,9 +384,14 @@ class ObjectStoreRegistry(Registry):
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``: its files downloaded to a temporary folder and verified."""
         mv = self.get(ref)
+        prefix = mv.path[len(self.uri) + 1:] + "/"
         with tempfile.TemporaryDirectory(prefix="sparkscore-load-") as tmp:
-            for key in self.storage.list(mv.path[len(self.uri) + 1:]):
-                Path(tmp, key.rsplit("/", 1)[1]).write_bytes(self.storage.read(key))
+            for key in self.storage.list(prefix):
+                target = Path(tmp, *key[len(prefix):].split("/"))
+                if ".." in target.relative_to(tmp).parts:  # keys come from the store: stay inside the folder
+                    raise IntegrityError(f"model {mv.ref}: object {key!r} is outside its version's files")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.storage.read(key))
             return self._verified_model(mv, tmp)
 
     @contextlib.contextmanager

@@ -238,3 +238,12 @@ def test_watch_token_changes_with_every_write_and_routes_are_refused(s3_registry
     assert reg.watch_token() != moved
     with pytest.raises(RegistryError, match="routes are not stored on object-store registries"):
         reg.set_route("churn", "ab", {"prod": 100})
+
+
+def test_an_ensemble_with_nested_member_files_round_trips(s3_registry):
+    reg = s3_registry
+    reg.register("a", tiny_model(1.0))
+    reg.register("b", tiny_model(3.0))
+    mv = reg.register_ensemble("ens", ["a/1", "b/1"], combiner="mean")
+    assert any("/members/" in k for k in reg.storage.list(mv.path[len(reg.uri) + 1:]))
+    np.testing.assert_allclose(reg.load(mv.ref).predict(np.array([[1.0, 1.0]])), [5.0])
