@@ -37,6 +37,8 @@ Commit protocol (read-after-write and list-after-write consistency assumed, as S
 * Weaker than the local registry (no lock spans several objects): two concurrent registrations
   of identical bytes can both mint a version, and an alias can be moved to a version that a
   concurrent ``delete`` is removing.  Both need writers racing on the same name at the same instant.
+  ``by_sha256/`` is written after the publication: a writer killed between the two leaves a
+  version that a later registration of the same bytes does not recognise (it mints a new one).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
@@ -144,6 +148,12 @@ class FsspecStorage:
             pass
 
 
+def _back_off(attempt: int) -> None:
+    """After a lost conditional create, wait a little (jittered) so racing writers spread out."""
+    if attempt:
+        time.sleep(random.uniform(0.0, 0.005 * min(attempt, 20)))
+
+
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = getattr(fs, "protocol", ())
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
@@ -206,7 +216,8 @@ class ObjectStoreRegistry(Registry):
                     key = self._key(name, files, path.relative_to(staging).as_posix())
                     self.storage.replace(key, path.read_bytes())
                     uploaded.append(key)
-            for _ in range(MAX_CREATE_ATTEMPTS):
+            for attempt in range(MAX_CREATE_ATTEMPTS):
+                _back_off(attempt)
                 version = self._last_version(name) + 1
                 created_at = utc_now()
                 record = {**version_record(name, version, sha256, created_at, model.metadata, caller_lineage,
@@ -276,7 +287,8 @@ class ObjectStoreRegistry(Registry):
     def _append_move(self, name: str, alias: str, from_version: int | None, to_version: int | None,
                      reason: str | None, ts: str | None = None) -> None:
         """Create the next ``alias_history/<seq>.json``; ``from_version`` is read from the log before it."""
-        for _ in range(MAX_CREATE_ATTEMPTS):
+        for attempt in range(MAX_CREATE_ATTEMPTS):
+            _back_off(attempt)
             entries, _damaged = self._history_entries(name)
             seq = max([n for n, _ in entries] + [n for n, _ in _damaged] + [0]) + 1
             previous = next((m.to_version for _, m in reversed(entries) if m.alias == alias), None)
