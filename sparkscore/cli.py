@@ -56,6 +56,7 @@ BENCH_SUITES = {
                          "bench/results/duckdb_udf.{json,md}"),
     "spark": BenchSuite("bench_spark.py", "bench/results/spark.{json,md}", "bench/results/spark.{json,md}"),
     "serve": BenchSuite("bench_serve.py", "bench/results/serve_quick.{json,md,png}", "bench/results/serve.{json,md,png}"),
+    "routes": BenchSuite("bench_routes.py", "stdout only (quick runs write no files)", "bench/results/routes.{json,md}"),
 }
 
 
@@ -448,11 +449,48 @@ def route_history(
     _out().print(table)
 
 
+@route_app.command("update")
+def route_update(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="NAME@ROUTE", help="The route to update."),
+    log: str = typer.Option(..., "--log", metavar="TABLE", help="Prediction log (Delta table path)."),
+    feedback: str = typer.Option(..., "--feedback", metavar="TABLE", help="Feedback table (request_id, ts, label)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="exp3 | exp4 | thompson (default: the route's "
+                                         "current policy, else exp3; a new one restarts the state)."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="Learning rate per labelled row (exp3/exp4; default 0.01)."),
+    floor: Optional[int] = typer.Option(None, "--floor", help="Minimum basis points per arm (default 500 = 5%)."),
+    decay: Optional[float] = typer.Option(None, "--decay", help="Forgetting factor in (0, 1] (default 1)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="auto | zero_one | abs | squared (default auto)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Regression loss scale (default: the label range)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Thompson sampling seed (default 0)."),
+    full: bool = typer.Option(False, "--full", help="Count every label, not only those newer than the last update."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Learn the route's weights from feedback (bandit) and write them as its next version."""
+    from sparkscore.monitor.bandit import update_from_log
+
+    params = {k: v for k, v in dict(eta=eta, floor=floor, decay=decay, loss=loss, scale=scale, seed=seed).items()
+              if v is not None}
+    up = update_from_log(_registry(ctx), ref, log, feedback, policy=policy, full=full, **params)
+    r = up.route
+    doc = {"route": r.ref, "version": r.version, "policy": r.policy["params"]["policy"], "weights": up.weights,
+           "stats": {a: {"n": s.n, "loss_sum": s.loss_sum} for a, s in up.stats.items()},
+           "window": r.policy["window"]}
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    _out().print(Text(f"{r.ref} version {r.version} ({doc['policy']}): " + ", ".join(
+        f"{a}={w / 100:g}% (n={up.stats[a].n if a in up.stats else 0}, "
+        f"mean loss {up.stats[a].loss_sum / up.stats[a].n if a in up.stats else float('nan'):.4g})"
+        for a, w in up.weights.items())))
+
+
 def _route_json(r) -> dict:
     return {"model": r.name, "route": r.route, "version": r.version, "key": r.key, "salt": r.salt,
             "created_at": r.created_at, "sha256": r.sha256, "reason": r.reason, "shadow": list(r.shadow),
             "arms": [{"arm": a.label, "percent": a.percent, "buckets": a.buckets,
-                      "ranges": [list(x) for x in a.ranges]} for a in r.arms]}
+                      "ranges": [list(x) for x in a.ranges]} for a in r.arms],
+            "policy": r.policy}  # the bandit's record (sparkscore/monitor/bandit.py); None for fixed weights
 
 
 def _print_route(r, as_json: bool, reg=None) -> None:

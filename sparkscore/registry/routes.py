@@ -62,7 +62,7 @@ import numbers
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from sparkscore.errors import IntegrityError, ModelNotFoundError, RegistryError
@@ -110,6 +110,9 @@ class Route:
     created_at: str
     sha256: str
     reason: str | None = None
+    #: the selection policy's record (sparkscore/monitor/bandit.py): name, parameters, state and the
+    #: feedback window that produced this version's weights; None for fixed weights
+    policy: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def ref(self) -> str:
@@ -307,8 +310,13 @@ def _route_versions(folder) -> list[int]:
 
 
 def set_route(reg: "Registry", name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
-              shadow: Iterable[Any] = (), salt: str | None = None, reason: str | None = None) -> Route:
-    """Write the next version of route ``name@route`` (see the module docstring); returns it."""
+              shadow: Iterable[Any] = (), salt: str | None = None, reason: str | None = None,
+              policy: Mapping[str, Any] | None = None) -> Route:
+    """Write the next version of route ``name@route`` (see the module docstring); returns it.
+
+    ``policy`` (JSON-able; written by the bandit update, sparkscore/monitor/bandit.py) is kept in
+    the version so the weights it chose can be replayed; a version without one has fixed weights.
+    """
     validate_name(name)
     validate_name(route, "route name")
     who = f"route {name}@{route}"
@@ -359,6 +367,8 @@ def set_route(reg: "Registry", name: str, route: str, arms: Mapping[Any, int], k
                       "ranges": [list(r) for r in layout[label]]} for label in order],
             "shadow": list(shadows), "created_at": utc_now(), "reason": reason,
         }
+        if policy is not None:  # absent (not null) otherwise: records written before policies keep their sha256
+            record["policy"] = json.loads(json.dumps(policy, allow_nan=False))
         sha = _record_sha(record)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{version}.{uuid.uuid4().hex}.tmp"
@@ -374,7 +384,7 @@ def _record_sha(record: Mapping[str, Any]) -> str:
 def _route_of(record: Mapping[str, Any], sha: str) -> Route:
     arms = tuple(Arm(a["arm"], int(a["buckets"]), tuple((int(s), int(e)) for s, e in a["ranges"])) for a in record["arms"])
     return Route(record["model"], record["route"], int(record["version"]), record["key"], record["salt"], arms,
-                 tuple(record["shadow"]), record["created_at"], sha, record.get("reason"))
+                 tuple(record["shadow"]), record["created_at"], sha, record.get("reason"), record.get("policy"))
 
 
 def read_route(reg: "Registry", name: str, route: str, version: int | None = None) -> Route:

@@ -460,11 +460,12 @@ class Registry:
         return AliasHistory(name, moves, tuple(d for _, d in damaged))
 
     def set_route(self, name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
-                  shadow: Sequence[Any] = (), salt: str | None = None, reason: str | None = None):
+                  shadow: Sequence[Any] = (), salt: str | None = None, reason: str | None = None,
+                  policy: Mapping[str, Any] | None = None):
         """Write the next version of route ``name@route`` (sparkscore/registry/routes.py says how it splits)."""
         from sparkscore.registry.routes import set_route
 
-        return set_route(self, name, route, arms, key=key, shadow=shadow, salt=salt, reason=reason)
+        return set_route(self, name, route, arms, key=key, shadow=shadow, salt=salt, reason=reason, policy=policy)
 
     def route(self, name: str, route: str, version: int | None = None):
         """Route version ``version`` (default: the latest) of ``name@route``."""

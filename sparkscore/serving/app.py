@@ -97,6 +97,7 @@ class Server:
         self._gauged: dict[tuple[str, int], LoadedVersion] = {}
         self._token = config.token.encode() if config.token else None
         self._shadow_tasks: set[asyncio.Task] = set()
+        self._feedback_lock = asyncio.Lock()  # one bandit update at a time: each reads the version the last wrote
         self.instance_id = config.instance_id or f"serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.request_log: predlog.LogWriter | None = None
         self.app = Starlette(routes=[  # prediction routes first: Starlette tries them in order
@@ -106,6 +107,7 @@ class Server:
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/routes/{ref}/feedback", self.route_feedback, methods=["POST"]),
             Route("/ping", self.ready, methods=["GET"]),
             Route("/health", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -409,6 +411,42 @@ class Server:
                                        lambda lv, S, _: mlflow.response(lv.name, lv.version, lv.model, S, kind),
                                        request.headers.get("x-request-id"))
         return await self._handle(request, "mlflow", work)
+
+    async def route_feedback(self, request: Request) -> Response:
+        """``POST /v2/routes/{NAME@ROUTE}/feedback``: labels for answered requests update the route's weights.
+
+        Body ``{"feedback": [{"request_id", "arm", "prediction", "label"}, ...], "policy": "exp3",
+        "params": {"eta": 0.01, ...}}`` (policy and params optional; at most ``bandit.MAX_ITEMS``
+        items): ``arm`` and ``prediction`` are what the route answered (its ``arm`` output and
+        ``predict`` value), so the server keeps no memory of requests.  The new weights are written
+        as the route's next version (sparkscore/monitor/bandit.py); the watcher serves them from its
+        next poll.  Bad feedback is a 400, an unknown route a 404.
+        """
+        async def work(request):
+            from sparkscore.errors import RegistryError
+            from sparkscore.monitor import bandit
+
+            ref = request.path_params["ref"]
+            doc = v2.loads(await self._body(request))
+            if not isinstance(doc, dict) or not isinstance(doc.get("feedback"), list):
+                raise BadRequestError(f"route {ref[:80]}: send {{\"feedback\": [{{\"request_id\", \"arm\", "
+                                      "\"prediction\", \"label\"}, ...]}")
+            policy, params = doc.get("policy"), doc.get("params") or {}
+            if (policy is not None and not isinstance(policy, str)) or not isinstance(params, dict) or any(
+                    isinstance(v, (dict, list, bool)) or not isinstance(v, (int, float, str)) for v in params.values()):
+                raise BadRequestError(f"route {ref[:80]}: 'policy' must be a name and 'params' an object of numbers "
+                                      "or names")
+            try:
+                async with self._feedback_lock:
+                    up = await asyncio.to_thread(bandit.update_from_items, self.registry, ref, doc["feedback"],
+                                                 policy=policy, source=self.instance_id, **params)
+            except (bandit.BanditError, RegistryError, TypeError) as exc:
+                raise BadRequestError(str(exc).splitlines()[0]) from None
+            r = up.route
+            return ({"route": r.ref, "route_version": r.version, "policy": r.policy["params"]["policy"],
+                     "weights": up.weights, "stats": {a: {"n": s.n, "loss_sum": s.loss_sum} for a, s in up.stats.items()}},
+                    {"x-sparkscore-route": r.ref, "x-sparkscore-route-version": str(r.version)}, r.name)
+        return await self._handle(request, "v2", work)
 
     def _only_model(self) -> ModelRef:
         names = sorted({name for name, _ in self.manager.routes})
