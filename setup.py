@@ -37,6 +37,9 @@ EXTRAS = {
     "mlflow": ["mlflow-skinny>=3.0,<4", "pyyaml>=6", "cloudpickle>=2"],
     # ONNX classical-ML graphs (ss.convert("model.onnx")): read with onnx (protobuf), never onnxruntime
     "onnx": ["onnx>=1.16"],
+    # registry on object storage (Registry("s3://bucket/prefix")): s3fs does S3's conditional PutObject
+    # (If-None-Match, botocore>1.35.20); gs:// and abfs:// need gcsfs / adlfs installed by the user
+    "s3": ["s3fs>=2024.10", "fsspec>=2024.10"],
     # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly
     "monitor": ["datasketches>=5.0,<6", "scipy>=1.11"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
@@ -57,7 +60,9 @@ EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-timeout>=2.3", "hypothesi
                                    # serving tests: in-process ASGI client; tritonclient is the real OIP v2 client
                                    "httpx>=0.27", "tritonclient[http]>=2.40",
                                    # ONNX importer tests: onnxruntime is the oracle, skl2onnx/onnxmltools the sources
-                                   "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12"]
+                                   "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12",
+                                   # object-store registry tests: moto's S3 server on loopback, boto3 makes the bucket
+                                   "moto[server]>=5.1,<6", "boto3>=1.35"]
 
 setup(
     name="sparkscore",

@@ -134,8 +134,9 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _global_options(
     ctx: typer.Context,
-    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|file://URI",
-                                           help="Registry root (default: $SPARKSCORE_HOME or ~/.sparkscore)."),
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|URI",
+                                           help="Registry root: a path, file:// or s3:// (gs://, abfs://) URI "
+                                                "(default: $SPARKSCORE_HOME or ~/.sparkscore)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (anywhere on the line)."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the sparkscore version and exit."),
@@ -879,7 +880,7 @@ def bench(
 @app.command()
 def serve(
     ctx: typer.Context,
-    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|file://URI",
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="PATH|URI",
                                            help="Registry to serve (default: the global --registry, "
                                                 "$SPARKSCORE_HOME or ~/.sparkscore)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless you say otherwise)."),

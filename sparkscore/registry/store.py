@@ -1,5 +1,11 @@
 """The model registry: named, versioned, aliased models in a directory tree.
 
+This module is the local / shared-filesystem registry (paths and ``file://`` URIs).  Object-store
+URIs (``s3://bucket/prefix``, ``gs://``, ``abfs://``) give the subclass in
+:mod:`sparkscore.registry.objstore`, same API, whose docstring describes the commit protocol that
+keeps these guarantees without rename or locks (conditional create of the version record and of
+each alias move).
+
 Layout (plain files, so a shared filesystem that every Spark executor mounts works as is)::
 
     <root>/models/<name>/.lock                     filelock serialising numbering, alias moves and deletes per name
@@ -42,6 +48,7 @@ with its path and the command that repairs it; strict readers (``get``, ``load``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import hashlib
@@ -55,7 +62,7 @@ import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 from filelock import FileLock, Timeout
@@ -177,8 +184,24 @@ def root_from_uri(uri: str | os.PathLike | None) -> Path:
     return Path(text).expanduser()
 
 
+def is_remote_uri(uri: str | os.PathLike | None) -> bool:
+    """True for a URI with a scheme other than ``file`` (``s3://bucket/prefix``, ``gs://``, ``abfs://``)."""
+    if uri is None or not isinstance(uri, str) or "://" not in uri:
+        return False
+    return urlparse(uri).scheme not in ("", "file")
+
+
 class Registry:
     """Models on a local or shared filesystem, addressed by refs ``name``, ``name/3``, ``name@alias``."""
+
+    def __new__(cls, uri: str | os.PathLike | None = None, **kwargs: Any) -> "Registry":
+        """``s3://``, ``gs://``, ``abfs://`` ... URIs (also in ``$SPARKSCORE_HOME``) give an
+        :class:`~sparkscore.registry.objstore.ObjectStoreRegistry`; paths and ``file://`` stay here."""
+        if cls is Registry and is_remote_uri(os.environ.get("SPARKSCORE_HOME") if uri is None else uri):
+            from sparkscore.registry.objstore import ObjectStoreRegistry  # lazy: fsspec only for remote URIs
+
+            return super().__new__(ObjectStoreRegistry)
+        return super().__new__(cls)
 
     def __init__(self, uri: str | os.PathLike | None = None) -> None:
         self.root = root_from_uri(uri).absolute()
@@ -253,6 +276,13 @@ class Registry:
             model, feature_names = imported.model, None
         model = _prepared(name, model, feature_names, signature, metadata)
         observed["configuration"]["feature_names"] = list(model.signature.names)
+        return self._store_version(name, model, caller_lineage, observed, training_data, training_labels, profile,
+                                   profile_bins)
+
+    def _store_version(self, name: str, model: Model, caller_lineage: dict[str, Any], observed: dict[str, Any],
+                       training_data: Any, training_labels: str | None, profile: bool | None,
+                       profile_bins: int) -> ModelVersion:
+        """Stage, number and publish one prepared version (the storage-specific half of :meth:`register`)."""
         name_dir = self._name_dir(name)
         (name_dir / "versions").mkdir(parents=True, exist_ok=True)
         staging = name_dir / f".staging-{uuid.uuid4().hex}"
@@ -583,8 +613,12 @@ class Registry:
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``, verified against the sha256 recorded at registration."""
         mv = self.get(ref)
+        return self._verified_model(mv, mv.path)
+
+    def _verified_model(self, mv: ModelVersion, folder: str | os.PathLike) -> Model:
+        """``Model.load(folder)`` checked against the sha256 recorded for ``mv``."""
         try:
-            model = Model.load(mv.path)
+            model = Model.load(folder)
         except IntegrityError as exc:  # name the version and a repair that works, keep the subclass
             raise type(exc)(f"model {mv.ref}: {str(exc).rstrip('.')}; or remove it: "
                             f"`sparkscore delete {mv.ref} --force`") from None
@@ -604,7 +638,13 @@ class Registry:
             why = f" ({entry['skipped']})" if "skipped" in entry else ""
             raise MonitorError(f"model {mv.ref} has no training profile{why}; compute one with `sparkscore profile "
                                f"{mv.ref} --data PATH` or pass a reference batch")
-        return Profile.load(Path(mv.path) / entry["file"], sha256=entry["sha256"])
+        with self._version_file(mv, entry["file"]) as path:
+            return Profile.load(path, sha256=entry["sha256"])
+
+    @contextlib.contextmanager
+    def _version_file(self, mv: ModelVersion, file: str) -> Iterator[Path]:
+        """A local path to one file of a version (an object store downloads it for the block)."""
+        yield Path(mv.path) / file
 
     def describe(self, ref: str | ModelRef) -> dict[str, Any]:
         """Lineage, aliases and a summary of the model behind ``ref`` (JSON-able)."""
