@@ -387,8 +387,10 @@ class Registry:
             previous = self._previous_target(name, alias)
             alias_file.parent.mkdir(exist_ok=True)
             now = utc_now()
-            _write_json_atomic(alias_file, {"version": version, "updated_at": now})
+            # log first (write-ahead): a crash between the two leaves a logged move that did not happen,
+            # which :meth:`_unapplied_lines` recognises; the other order could leave a move with no log line
             self._append_move(name, alias, previous, version, reason, now)
+            _write_json_atomic(alias_file, {"version": version, "updated_at": now})
 
     def delete(self, name: str, version: int | None = None, force: bool = False) -> Deleted:
         """Remove ``name/version``, or with ``version=None`` every version and alias of ``name``.
@@ -424,8 +426,8 @@ class Registry:
             _write_json_atomic(name_dir / LAST_VERSION, {"last_version": max(self._last_version(name), numbers[-1])})
             for alias in [*pointing, *broken]:
                 previous = self._previous_target(name, alias)
-                self._alias_file(name, alias).unlink(missing_ok=True)
                 self._append_move(name, alias, previous, None, f"deleted with {target_text(name, version)}")
+                self._alias_file(name, alias).unlink(missing_ok=True)  # after its log line (write-ahead)
             for number in doomed:
                 graveyard = name_dir / f".deleted-{number}-{uuid.uuid4().hex}"
                 os.rename(self.model_path(name, number), graveyard)  # gone for readers at once
@@ -440,11 +442,10 @@ class Registry:
             raise self._no_alias(name, alias)
         with self._name_lock(name):
             previous = self._previous_target(name, alias)
-            try:
-                alias_file.unlink()
-            except FileNotFoundError:
-                raise self._no_alias(name, alias) from None
-            self._append_move(name, alias, previous, None, reason)
+            if not alias_file.exists():
+                raise self._no_alias(name, alias)
+            self._append_move(name, alias, previous, None, reason)  # write-ahead, as in set_alias
+            alias_file.unlink(missing_ok=True)
 
     def alias_history(self, name: str, alias: str | None = None) -> AliasHistory:
         """Every recorded move of ``name``'s aliases (or of ``alias`` only), oldest first.
@@ -456,7 +457,8 @@ class Registry:
         if alias is not None:
             validate_name(alias, "alias")
         entries, damaged = self._history_entries(name)
-        moves = tuple(m for _, m in entries if alias is None or m.alias == alias)
+        unapplied = self._unapplied_lines(name, entries)
+        moves = tuple(m for n, m in entries if (alias is None or m.alias == alias) and n not in unapplied)
         return AliasHistory(name, moves, tuple(d for _, d in damaged))
 
     def set_route(self, name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
@@ -839,6 +841,28 @@ class Registry:
                 entries.append((number, move))
         return entries, damaged
 
+    def _unapplied_lines(self, name: str, entries: list[tuple[int, AliasMove]]) -> set[int]:
+        """Line numbers of logged moves that never took effect (the writer died between its log line and
+        the alias file): a move took effect iff the alias's next move starts where it ended
+        (``from == to``), or, for its last move, the alias file holds its target now.  A damaged alias
+        file proves nothing: its last move counts as applied."""
+        by_alias: dict[str, list[tuple[int, AliasMove]]] = {}
+        for number, move in entries:
+            by_alias.setdefault(move.alias, []).append((number, move))
+        unapplied = set()
+        for alias, moves in by_alias.items():
+            for (number, move), (_, following) in zip(moves, moves[1:]):
+                if following.from_version != move.to_version:
+                    unapplied.add(number)
+            number, last = moves[-1]
+            try:
+                now = self._alias_or_damage(name, alias)
+            except FileNotFoundError:
+                now = None
+            if not isinstance(now, Damage) and now != last.to_version:
+                unapplied.add(number)
+        return unapplied
+
     def _alias_version_at(self, name: str, alias: str, at: str) -> int:
         """The version ``name@alias`` pointed at at instant ``at``, from the alias history."""
         when = parse_timestamp(at, f"{name}@{alias}")
@@ -848,7 +872,8 @@ class Registry:
         entries, damaged = self._history_entries(name)
         if not entries and not damaged and not self._version_numbers(name):
             raise self._not_found(name)
-        mine = [(n, m) for n, m in entries if m.alias == alias]
+        unapplied = self._unapplied_lines(name, entries)
+        mine = [(n, m) for n, m in entries if m.alias == alias and n not in unapplied]
         before = [(n, m) for n, m in mine if m.time <= when]
         last_line = before[-1][0] if before else 0
         next_line = next((n for n, m in mine if n > last_line and m.time > when), None)

@@ -153,3 +153,29 @@ def test_concurrent_moves_log_one_line_each_in_move_order(registry):
     assert all(later.from_version == earlier.to_version for earlier, later in zip(moves, moves[1:]))
     assert moves[-1].to_version == registry.get("churn@prod").version
     assert [m.time for m in moves] == sorted(m.time for m in moves)
+
+
+def test_a_move_that_died_between_its_log_line_and_the_alias_file_never_happened(moved, monkeypatch):
+    """The log is written first: a writer killed before the alias file is replaced leaves a logged move
+    the alias never made.  History and time pins skip it (the next move starts from the old target)."""
+    from sparkscore.registry import store
+
+    real = store._write_json_atomic
+
+    def killed(path, doc):
+        if path.parent.name == "aliases" or "version" in doc and "updated_at" in doc:
+            raise KeyboardInterrupt  # the process dies here
+        real(path, doc)
+    monkeypatch.setattr(store, "_write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        moved.set_alias("churn", "staging", 1, reason="never applied")
+    monkeypatch.setattr(store, "_write_json_atomic", real)
+    assert moved.get("churn@staging").version == 3
+    assert [(m.from_version, m.to_version) for m in moved.alias_history("churn", "staging").moves] == [(None, 3)]
+    later = moved.alias_history("churn", "staging").moves[-1].ts
+    assert moved.get(f"churn@staging#{_pin(later, 1)}").version == 3
+    moved.set_alias("churn", "staging", 2)  # from 3: the dead move stays out of the chain
+    assert [(m.from_version, m.to_version) for m in moved.alias_history("churn", "staging").moves] == [
+        (None, 3), (3, 2)]
+    raw = (moved.root / "models" / "churn" / ALIAS_HISTORY).read_text()
+    assert "never applied" in raw  # append-only: the line stays, it is only not a move
