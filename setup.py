@@ -31,7 +31,9 @@ EXTRAS = {
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)
     # tpchgen-cli: generates the TPC-H parquet files bench_factorize_sweep.py --tpch validates the cost rule on
     "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3",
-              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5"],
+              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5",
+              # mlflow.pyfunc.spark_udf, the peer of bench_spark_path.py (full mlflow needs pyarrow < 26)
+              "mlflow-skinny>=3.17,<4"],
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})
