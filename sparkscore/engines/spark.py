@@ -18,15 +18,15 @@ Three paths score a DataFrame in :func:`predict` (:func:`predict_path` says whic
 * ``inline``: models the optimizer's ``inline_models`` rule turns into exact SQL (GLMs up to
   ``inline_max_features`` inputs, tree ensembles up to ``inline_max_nodes`` nodes) become Catalyst
   expressions: whole-stage code generation evaluates them in the JVM, nothing travels to Python.
-* ``arrow``: every other model scores whole partitions through ``DataFrame.mapInArrow``: the
-  batch's columns arrive as one Arrow record batch, the passthrough columns go back untouched
-  (zero-copy) next to the scores, and several outputs (``proba_col``) come from one pass.
-  Measured here (bench/bench_spark_path.py) the Arrow round trip of ``mapInArrow`` costs a
-  fraction of an Arrow UDF's (whose rows are queued in the JVM and zipped with the result).
-* ``udf``: an iterator Arrow UDF over only the model's columns, used when a passthrough column
-  has a type that does not travel through Arrow (e.g. ML vectors, intervals), or when the frame
-  carries many more non-model columns than model ones (they would cross twice); also what
-  ``install`` registers for plain ``spark.sql``.
+* ``arrow``: whole partitions through ``DataFrame.mapInArrow``: the batch's columns arrive as one
+  Arrow record batch, the passthrough columns go back untouched (zero-copy in Python) next to the
+  scores, and several outputs (``proba_col``) come from one pass over one input matrix.  ``auto``
+  takes it for several outputs; one output is faster through the UDF (below), because every
+  passthrough column must also be converted back from Arrow into the JVM's rows.
+* ``udf``: an iterator Arrow UDF over only the model's columns (the JVM keeps the other columns
+  and zips the score back); ``auto``'s choice for one output, for frames with many more non-model
+  columns than model ones, or with a column that does not travel through Arrow (ML vectors);
+  also what ``install`` registers for plain ``spark.sql``.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ BATCH_ROWS_CONF = "spark.sparkscore.batchRows"
 PATH_CONF = "spark.sparkscore.path"
 PATHS = ("auto", "inline", "arrow", "udf")
 #: ``auto`` keeps the UDF path when the frame has more than this many non-model columns per model
-#: column: in ``mapInArrow`` they cross to Python and back, in a UDF they stay in the JVM
-#: (bench/bench_spark_path.py, "extra columns" rows, measures where the two meet).
+#: column: in ``mapInArrow`` they cross to Python and back, in a UDF they stay in the JVM (a bound
+#: set from that cost, not yet swept: bench_spark_path.py's ``extras`` section measures it).
 ARROW_MAX_EXTRA_RATIO = 1.0
 _DEVICE = "cpu"
 #: When set (in the workers' environment), every model load appends "pid name/version sha256" to
@@ -272,9 +272,13 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
 
     1. ``inline`` when ``inline_models`` can write every requested output as exact SQL (its own
        size limits: ``OptimizerOptions.inline_max_features`` / ``inline_max_nodes``);
-    2. else ``arrow`` (``mapInArrow``) when every column travels through Arrow and the frame has at
-       most :data:`ARROW_MAX_EXTRA_RATIO` non-model columns per model column;
-    3. else ``udf``.
+    2. else ``arrow`` (``mapInArrow``) when several outputs are asked for (``proba_col``: one pass
+       instead of one UDF per output), every column travels through Arrow and the frame has at most
+       :data:`ARROW_MAX_EXTRA_RATIO` non-model columns per model column;
+    3. else ``udf``: for one output the Arrow UDF measured faster than ``mapInArrow``
+       (bench/results/spark_path.md: LightGBM 100 trees, 8 features, 1M rows: 23.8 s vs 29.2 s,
+       both ahead of the pandas UDF's 50.0 s), because ``mapInArrow`` must send every passthrough
+       column back from Python to the JVM, where the UDF returns only the score.
 
     A forced path that cannot run (``inline`` on a model that does not inline, ``arrow`` over a
     column Arrow cannot carry) is refused with the reason.
@@ -304,6 +308,9 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
     if path == "auto" and extra > ARROW_MAX_EXTRA_RATIO * len(set(bound)):
         return PredictPath("udf", f"{not_inlined}; {extra} non-model columns > {ARROW_MAX_EXTRA_RATIO:g} x "
                                   f"{len(set(bound))} model columns would cross twice: Arrow UDF")
+    if path == "auto" and len(kinds) == 1:
+        return PredictPath("udf", f"{not_inlined}; one output: the Arrow UDF sends back 1 column where mapInArrow "
+                                  f"sends back all {len(df.columns) + 1} (measured faster: bench/results/spark_path.md)")
     return PredictPath("arrow", f"{not_inlined}: mapInArrow over whole partitions ({len(set(bound))} model + "
                                 f"{extra} passthrough columns)")
 

@@ -81,16 +81,18 @@ def test_auto_rule_inlines_small_models_and_streams_the_rest(spark):
     df = spark.createDataFrame(pd.DataFrame(np.ones((2, 40)), columns=[f"x{i}" for i in range(40)]))
     assert ss_spark.predict_path(df.select("x0", "x1", "x2", "x3"), small).path == "inline"
     assert ss_spark.predict_path(df, small).path == "inline"         # inlined: extra columns never leave the JVM
-    choice = ss_spark.predict_path(df, wide)
-    assert choice.path == "arrow" and "40 features > inline_max_features=32" in choice.reason
+    choice = ss_spark.predict_path(df, wide)  # one output: the UDF returns 1 column, mapInArrow all 41
+    assert choice.path == "udf" and "40 features > inline_max_features=32" in choice.reason
+    both = ss_spark.predict_path(df, _glm(40, classifier=True), kinds=("predict", "proba"))
+    assert both.path == "arrow", both.reason                              # two outputs: one pass
     assert ss_spark.predict_path(df, small, path="arrow").path == "arrow"
     assert ss_spark.predict_path(df, wide, path="udf").path == "udf"
 
 
 def test_auto_keeps_the_udf_when_extra_columns_outnumber_the_model_ones(spark, registry):
-    model = _glm(40)
+    model = _glm(40, classifier=True)
     frame = pd.DataFrame(np.ones((2, 90)), columns=[f"x{i}" for i in range(40)] + [f"e{i}" for i in range(50)])
-    choice = ss_spark.predict_path(spark.createDataFrame(frame), model)
+    choice = ss_spark.predict_path(spark.createDataFrame(frame), model, kinds=("predict", "proba"))
     assert choice.path == "udf" and "50 non-model columns" in choice.reason
 
 
