@@ -38,6 +38,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa  # at module level: pyspark resolves the UDFs' string type hints in this namespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,14 +78,11 @@ def _pandas_udf_native(model_file: str, names: list[str]):
 
 
 def _identity_map(batches):
-    import pyarrow as pa
-
     for batch in batches:
         yield pa.RecordBatch.from_arrays([batch.column(0)], names=["p"])
 
 
 def _identity_udf():
-    import pyarrow as pa
     from pyspark.sql.functions import arrow_udf
 
     @arrow_udf("double")
@@ -113,8 +111,6 @@ def _interleaved(peers: dict, repeat: int, F) -> tuple[dict, dict]:
 
 def _in_process_stages(model, native, X: pd.DataFrame, batch: int) -> dict:
     """ns/row of Arrow -> matrix, the compiled kernel and native predict on one batch, in this process."""
-    import pyarrow as pa
-
     from sparkscore import compiler
 
     table = pa.Table.from_pandas(X.head(batch), preserve_index=False)
