@@ -51,8 +51,8 @@ EXTRAS = {
     "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3",
               "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5",
               # bench_serve.py's peers: MLflow's own scoring server (skinny: full mlflow needs pyarrow<26)
-              # and the FastAPI + native predict baseline
-              "mlflow-skinny>=3.0,<4", "fastapi>=0.110"],
+              # and the FastAPI + native predict baseline; mlflow.pyfunc.spark_udf, the peer of bench_spark_path.py
+              "mlflow-skinny>=3.17,<4", "fastapi>=0.110"],
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})

@@ -102,12 +102,12 @@ class ScoringFunction:
 
     def score(self, data: pa.Table | pa.RecordBatch) -> pa.Array:
         """Scores of the rows of ``data`` (input columns bound by name) as one Arrow array."""
-        S = self._scorer().scores(self.model.to_matrix(data))
+        out = score_many((self,), data)[0]
         log = os.environ.get(SCORE_LOG_ENV)
         if log:
             with open(log, "a") as fh:
                 fh.write(f"{self.name} {data.num_rows}\n")
-        return self._to_arrow(S)
+        return out
 
     def score_gated(self, gate: pa.Array, data: pa.Table) -> pa.Array:
         """Scores of the rows where ``gate`` is TRUE, NULL elsewhere (a route arm's UDF on Spark)."""
@@ -137,6 +137,24 @@ class ScoringFunction:
             values = model.outputs_to_predictions(S)
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)
         return array.cast(ARROW_TYPES[self.output_type])
+
+
+def score_many(fns, data: pa.Table | pa.RecordBatch) -> list[pa.Array]:
+    """Several outputs of ONE model over the same rows in one pass (e.g. PREDICT and PREDICT_PROBA).
+
+    The input matrix is built once, and functions that run the same kernel (same cache key: a binary
+    classifier's P(positive) and its probabilities) share one kernel call; a multiclass label read
+    from margins runs the margin model once more.  Values equal each function's own ``score``.
+    """
+    X = fns[0].model.to_matrix(data)
+    scores: dict = {}
+    out = []
+    for fn in fns:
+        key = fn._scored[1]
+        if key not in scores:
+            scores[key] = fn._scorer().scores(X)
+        out.append(fn._to_arrow(scores[key]))
+    return out
 
 
 def _list_array(values: np.ndarray) -> pa.ListArray:

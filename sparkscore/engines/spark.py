@@ -10,6 +10,23 @@ Session settings (``spark.conf`` / ``spark-defaults.conf``):
 
 * ``spark.sparkscore.batchRows`` -> rows per Arrow batch handed to a model (sets
   ``spark.sql.execution.arrow.maxRecordsPerBatch``).
+* ``spark.sparkscore.path`` -> how :func:`predict` scores: ``auto`` (default), ``inline``,
+  ``arrow`` or ``udf`` (see :func:`predict_path`).
+
+Three paths score a DataFrame in :func:`predict` (:func:`predict_path` says which one runs and why):
+
+* ``inline``: models the optimizer's ``inline_models`` rule turns into exact SQL (GLMs up to
+  ``inline_max_features`` inputs, tree ensembles up to ``inline_max_nodes`` nodes) become Catalyst
+  expressions: whole-stage code generation evaluates them in the JVM, nothing travels to Python.
+* ``arrow``: whole partitions through ``DataFrame.mapInArrow``: the batch's columns arrive as one
+  Arrow record batch, the passthrough columns go back untouched (zero-copy in Python) next to the
+  scores, and several outputs (``proba_col``) come from one pass over one input matrix.  ``auto``
+  takes it for several outputs; one output is faster through the UDF (below), because every
+  passthrough column must also be converted back from Arrow into the JVM's rows.
+* ``udf``: an iterator Arrow UDF over only the model's columns (the JVM keeps the other columns
+  and zips the score back); ``auto``'s choice for one output, for frames with many more non-model
+  columns than model ones, or with a column that does not travel through Arrow (ML vectors);
+  also what ``install`` registers for plain ``spark.sql``.
 """
 
 from __future__ import annotations
@@ -27,17 +44,26 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.functions import arrow_udf
+from pyspark.sql.types import (ArrayType, AtomicType, DataType, DoubleType, LongType, StringType, StructField,
+                               StructType)
 
 from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import (ScoringFunction, check_input_types, output_type, registry_or_default,
-                                         resolver, route_resolver)
+                                         resolver, route_resolver, score_many)
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
 
 BATCH_ROWS_CONF = "spark.sparkscore.batchRows"
+PATH_CONF = "spark.sparkscore.path"
+PATHS = ("auto", "inline", "arrow", "udf")
+#: ``auto`` keeps the UDF path when the frame has more than this many non-model columns per model
+#: column: in ``mapInArrow`` they cross to Python and back, in a UDF they stay in the JVM (a bound
+#: set from that cost, not yet swept: bench_spark_path.py's ``extras`` section measures it).
+ARROW_MAX_EXTRA_RATIO = 1.0
 _DEVICE = "cpu"
 #: When set (in the workers' environment), every model load appends "pid name/version sha256" to
 #: this file: how tests and operators check that a worker loads a model once, not once per batch.
@@ -119,6 +145,43 @@ class ModelFunction:
         return arrow_udf(score, _SPARK_TYPES[self.output_type])
 
 
+@dataclass(frozen=True)
+class PartitionScorer:
+    """The ``mapInArrow`` function: scores each record batch of a partition in one pass.
+
+    ``inputs`` are the batch's columns bound to the model's inputs (signature order);
+    ``outputs`` are (column, kind, SQL type) appended after the batch's own columns, all computed
+    from one input matrix (:func:`sparkscore.engines.functions.score_many`).  Carries only the
+    :class:`ModelSource`, as :class:`ModelFunction` does.
+    """
+
+    source: ModelSource
+    inputs: tuple[str, ...]
+    outputs: tuple[tuple[str, str, str], ...]
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        fns = names = None
+        for batch in batches:
+            if fns is None:
+                model = self.source.scorer().model
+                names = list(model.signature.names)
+                fns = [ScoringFunction(f"{self.source.name}_v{self.source.version}_{kind}", kind, model,
+                                       (self.source.name, self.source.version), sql_type)
+                       for _, kind, sql_type in self.outputs]
+            data = pa.Table.from_arrays([batch.column(c) for c in self.inputs], names=names)
+            scored = score_many(fns, data)
+            yield pa.RecordBatch.from_arrays([*batch.columns, *scored],
+                                             names=[*batch.schema.names, *(c for c, _, _ in self.outputs)])
+
+
+@dataclass(frozen=True)
+class PredictPath:
+    """Which path :func:`predict` takes for one frame and model, and why (the measured rule)."""
+
+    path: str        # "inline" | "arrow" | "udf"
+    reason: str
+
+
 # ---------------------------------------------------------------------------------------- driver side
 def _registry_uri(registry) -> str:
     return str(getattr(registry, "uri", None) or registry.root)
@@ -165,23 +228,145 @@ def install(spark: SparkSession, registry=None) -> list[str]:
     return names
 
 
-def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", registry=None,
-            proba: bool = False) -> DataFrame:
-    """``df`` plus one column scored by the model (inputs bound by column name)."""
-    reg = registry_or_default(registry)
-    mv = reg.get(model_ref)
-    model = reg.load(f"{mv.name}/{mv.version}")
+_SPARK_DATA_TYPES = {"DOUBLE": DoubleType(), "DOUBLE[]": ArrayType(DoubleType()), "VARCHAR": StringType(),
+                     "BIGINT": LongType()}
+
+
+def _bind(df: DataFrame, model: Model, ref: str) -> list[str]:
     bound = model.bind_columns(df.columns)
     missing = [c for c, b in zip(model.signature.names, bound) if b is None]
     if missing:
-        raise SignatureError(f"{mv.name}/{mv.version}: input DataFrame has no column {missing[0]!r}; "
+        raise SignatureError(f"{ref}: input DataFrame has no column {missing[0]!r}; "
                              f"the model needs {', '.join(model.signature.names)}")
-    check_input_types(model, f"{mv.name}/{mv.version}", [(f.name, f.dataType.simpleString()) for f in df.schema],
-                      dialect="spark", fn="predict")
-    kind = "proba" if proba else "predict"
-    fn = ModelFunction(udf_name(mv.name, mv.version, kind), _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession),
-                       kind, output_type(model, kind))
-    return df.withColumn(output_col, fn.udf()(*[df[c] for c in bound]))
+    check_input_types(model, ref, [(f.name, f.dataType.simpleString()) for f in df.schema], dialect="spark",
+                      fn="predict")
+    return bound
+
+
+def _arrow_safe(dtype: DataType) -> bool:
+    """Whether a passthrough column's type crosses to Python and back through Arrow unchanged."""
+    if isinstance(dtype, ArrayType):
+        return _arrow_safe(dtype.elementType)
+    if isinstance(dtype, StructType):
+        return all(_arrow_safe(f.dataType) for f in dtype.fields)
+    return isinstance(dtype, AtomicType)
+
+
+def _inline_sql(model: Model, kinds: Sequence[str], bound: Sequence[str], df: DataFrame):
+    """The model as Spark SQL expressions (one per kind), or the reason it is not inlined."""
+    from sqlglot import exp
+
+    from sparkscore.optimizer.context import OptimizerOptions
+    from sparkscore.optimizer.dialect import generate
+    from sparkscore.optimizer.inline_models import Decline, inline_call
+
+    types = {f.name: f.dataType for f in df.schema}
+    doubles = [isinstance(types[c], DoubleType) for c in bound]
+    inputs = [exp.column(c, quoted=True) for c in bound]
+    try:
+        sqls = [inline_call(model, kind, [i.copy() for i in inputs], OptimizerOptions(), doubles) for kind in kinds]
+    except Decline as reason:
+        return None, str(reason)
+    return [generate(sql, "spark") for sql, _ in sqls], sqls[0][1]
+
+
+def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",), bound: Sequence[str] | None = None,
+                 path: str | None = None) -> PredictPath:
+    """The path :func:`predict` takes (``path`` or ``spark.sparkscore.path``; ``auto`` measures out as:
+
+    1. ``inline`` when ``inline_models`` can write every requested output as exact SQL (its own
+       size limits: ``OptimizerOptions.inline_max_features`` / ``inline_max_nodes``; measured on
+       Spark, bench/results/spark_path_rules.md: GLMs inlined 1.9-2.7x faster than mapInArrow, trees
+       1.6x at 116 nodes but 0.46x at 464, so the 255-node limit sits inside the boundary);
+    2. else ``arrow`` (``mapInArrow``) when several outputs are asked for (``proba_col``: one pass
+       instead of one UDF per output), every column travels through Arrow and the frame has at most
+       :data:`ARROW_MAX_EXTRA_RATIO` non-model columns per model column;
+    3. else ``udf``: for one output the Arrow UDF measured faster than ``mapInArrow``
+       (bench/results/spark_path.md: LightGBM 100 trees, 8 features, 1M rows: 23.8 s vs 29.2 s,
+       both ahead of the pandas UDF's 50.0 s), because ``mapInArrow`` must send every passthrough
+       column back from Python to the JVM, where the UDF returns only the score.
+
+    A forced path that cannot run (``inline`` on a model that does not inline, ``arrow`` over a
+    column Arrow cannot carry) is refused with the reason.
+    """
+    path = (path or df.sparkSession.conf.get(PATH_CONF, "auto") or "auto").lower()
+    if path not in PATHS:
+        raise QueryError(f"{model.name}: unknown scoring path {path!r} ({PATH_CONF}); use one of {', '.join(PATHS)}")
+    bound = list(bound if bound is not None else model.bind_columns(df.columns))
+    if path in ("auto", "inline"):
+        sqls, why = _inline_sql(model, kinds, bound, df)
+        if sqls is not None:
+            return PredictPath("inline", f"inlined as Catalyst expressions: {why}")
+        if path == "inline":
+            raise QueryError(f"{model.name}: cannot be inlined into Spark SQL ({why}); use {PATH_CONF}=auto")
+        not_inlined = f"not inlined ({why})"
+    else:
+        not_inlined = f"{PATH_CONF}={path}"
+    if path == "udf":
+        return PredictPath("udf", f"{not_inlined}: Arrow UDF over the {len(set(bound))} model columns")
+    odd = [f.name for f in df.schema if not _arrow_safe(f.dataType)]
+    if odd:
+        if path == "arrow":
+            raise QueryError(f"{model.name}: column {odd[0]!r} has a type mapInArrow cannot carry; drop it or use "
+                             f"{PATH_CONF}=udf")
+        return PredictPath("udf", f"{not_inlined}; column {odd[0]!r} does not travel through Arrow: Arrow UDF")
+    extra = len(df.columns) - len(set(bound))
+    if path == "auto" and extra > ARROW_MAX_EXTRA_RATIO * len(set(bound)):
+        return PredictPath("udf", f"{not_inlined}; {extra} non-model columns > {ARROW_MAX_EXTRA_RATIO:g} x "
+                                  f"{len(set(bound))} model columns would cross twice: Arrow UDF")
+    if path == "auto" and len(kinds) == 1:
+        return PredictPath("udf", f"{not_inlined}; one output: the Arrow UDF sends back 1 column where mapInArrow "
+                                  f"sends back all {len(df.columns) + 1} (measured faster: bench/results/spark_path.md)")
+    return PredictPath("arrow", f"{not_inlined}: mapInArrow over whole partitions ({len(set(bound))} model + "
+                                f"{extra} passthrough columns)")
+
+
+def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", registry=None,
+            proba: bool = False, proba_col: str | None = None, path: str | None = None) -> DataFrame:
+    """``df`` plus one column scored by the model (inputs bound by column name).
+
+    ``proba_col`` (classifiers) adds the class probabilities as a second column computed in the
+    same pass.  ``path`` (default ``spark.sparkscore.path``, else ``auto``): see :func:`predict_path`.
+    """
+    reg = registry_or_default(registry)
+    mv = reg.get(model_ref)
+    model = reg.load(f"{mv.name}/{mv.version}")
+    ref = f"{mv.name}/{mv.version}"
+    bound = _bind(df, model, ref)
+    outputs = [(output_col, "proba" if proba else "predict")]
+    if proba_col is not None:
+        if not model.is_classifier:
+            raise QueryError(f"{ref}: proba_col needs a classifier; this model is a regressor")
+        outputs.append((proba_col, "proba"))
+    if len({c for c, _ in outputs}) < len(outputs):
+        raise QueryError(f"{ref}: output_col and proba_col are both {output_col!r}; give them different names")
+    kinds = [kind for _, kind in outputs]
+    choice = predict_path(df, model, kinds, bound, path)
+    # scores land in fresh columns; an output named like an input column replaces it in place (as withColumn)
+    temp = [f"__sparkscore_{i}_{column}" for i, (column, _) in enumerate(outputs)]
+    if choice.path == "inline":
+        sqls, _ = _inline_sql(model, kinds, bound, df)
+        scored = df.select("*", *[F.expr(sql).alias(t) for t, sql in zip(temp, sqls)])
+    else:
+        source = _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession)
+        typed = [(t, kind, output_type(model, kind)) for t, (_, kind) in zip(temp, outputs)]
+        if choice.path == "udf":
+            scored = df
+            for t, kind, sql_type in typed:
+                fn = ModelFunction(udf_name(mv.name, mv.version, kind), source, kind, sql_type)
+                scored = scored.withColumn(t, fn.udf()(*[df[c] for c in bound]))
+        else:
+            fields = [StructField(t, _SPARK_DATA_TYPES[sql_type], True) for t, _, sql_type in typed]
+            scored = df.mapInArrow(PartitionScorer(source, tuple(bound), tuple(typed)),
+                                   StructType([*df.schema.fields, *fields]))
+    renamed = dict(zip((c for c, _ in outputs), temp))
+    return scored.select(*[F.col(_quote(renamed[c])).alias(c) if c in renamed else F.col(_quote(c)) for c in df.columns],
+                         *[F.col(_quote(t)).alias(c) for (c, _), t in zip(outputs, temp) if c not in df.columns])
+
+
+def _quote(name: str) -> str:
+    """A column name as ``F.col`` reads it literally (dots and backticks included)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def explain(query: str, spark: SparkSession, registry=None, disable_rules: Sequence[str] = ()):

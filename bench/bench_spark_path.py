@@ -1,0 +1,343 @@
+"""Spark scoring path: where the time goes per row, and sparkscore vs what users run today.
+
+LightGBM binary classifier, 100 trees x 31 leaves, 1M rows, 8 and 50 float features, one
+local[2] session (or ``--master local-cluster[2,1,1024]``: two executor JVMs), P(positive) for
+every row forced by ``sum``.  Peers, interleaved, repeated ``--repeat`` times, median reported:
+
+* ``sparkscore``: ``ss.spark.predict`` on its ``auto`` path (the Arrow UDF for this one-output model);
+* ``sparkscore_arrow``: the same with ``path="arrow"`` (mapInArrow; ``auto`` for several outputs);
+* ``pandas_udf_native``: an iterator pandas UDF that loads the booster once per Python worker
+  (from the model file, cached in the worker) and calls native ``Booster.predict``;
+* ``mlflow_spark_udf``: ``mlflow.pyfunc.spark_udf(spark, uri, env_manager="local")`` over the
+  booster saved with ``mlflow.lightgbm.save_model`` (mlflow-skinny).
+
+Also, same run: per-stage costs (JVM scan, the two Arrow round trips with an identity function,
+Arrow -> matrix, the kernel, native predict, all per row), the inline-vs-arrow rule (GLMs and
+tree ensembles of growing size inlined as Catalyst expressions vs mapInArrow), and the
+extra-columns rule (passthrough columns through mapInArrow vs an Arrow UDF).
+
+    python bench/bench_spark_path.py                 # full: 1M rows, 3 repeats
+    python bench/bench_spark_path.py --quick         # 100k rows, 1 repeat, main table only
+    python bench/bench_spark_path.py --master 'local-cluster[2,1,1024]' --tag cluster
+
+Writes bench/results/spark_path[_TAG].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa  # at module level: pyspark resolves the UDFs' string type hints in this namespace
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+def _names(d: int) -> list[str]:
+    return [f"x{i}" for i in range(d)]
+
+
+def _data(rows: int, d: int, seed: int = 0) -> pd.DataFrame:
+    return pd.DataFrame(np.random.default_rng(seed).normal(size=(rows, d)), columns=_names(d))
+
+
+def _train_lgbm(d: int, trees: int = 100, leaves: int = 31):
+    import lightgbm as lgb
+
+    X = _data(20_000, d, seed=2)
+    rng = np.random.default_rng(1)
+    y = (X.x0 + 0.5 * X.x1 * X.x2 - X.x3 + rng.normal(size=len(X)) > 0).astype(int)
+    return lgb.LGBMClassifier(n_estimators=trees, num_leaves=leaves, verbose=-1).fit(X, y)
+
+
+def _pandas_udf_native(model_file: str, names: list[str]):
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("double")
+    def score(batches: Iterator[Tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+        import lightgbm as lgb
+
+        cache = lgb.__dict__.setdefault("_bench_boosters", {})  # lives as long as the worker process
+        booster = cache.get(model_file)
+        if booster is None:
+            booster = cache[model_file] = lgb.Booster(model_file=model_file)
+        for columns in batches:
+            yield pd.Series(booster.predict(np.column_stack([c.to_numpy() for c in columns])))
+
+    return score
+
+
+def _identity_map(batches):
+    for batch in batches:
+        yield pa.RecordBatch.from_arrays([batch.column(0)], names=["p"])
+
+
+def _identity_udf():
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("double")
+    def ident(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        for columns in batches:
+            yield columns[0] if isinstance(columns, tuple) else columns
+
+    return ident
+
+
+def _run(make, F) -> float:
+    start = time.perf_counter()
+    make().agg(F.sum("p")).collect()
+    return time.perf_counter() - start
+
+
+def _interleaved(peers: dict, repeat: int, F) -> tuple[dict, dict]:
+    """Median seconds per peer (after one warm-up each), peers interleaved in every round."""
+    sums = {k: make().agg(F.sum("p")).collect()[0][0] for k, make in peers.items()}  # warm-up: workers, caches
+    times: dict = {k: [] for k in peers}
+    for _ in range(repeat):
+        for k, make in peers.items():
+            times[k].append(_run(make, F))
+    return {k: statistics.median(v) for k, v in times.items()}, sums
+
+
+def _in_process_stages(model, native, X: pd.DataFrame, batch: int) -> dict:
+    """ns/row of Arrow -> matrix, the compiled kernel and native predict on one batch, in this process."""
+    from sparkscore import compiler
+
+    table = pa.Table.from_pandas(X.head(batch), preserve_index=False)
+    scorer = compiler.cached(("bench", 1, model.sha256, "cpu"), load=lambda: model)
+    M = model.to_matrix(table)
+    scorer.scores(M)
+
+    def best(fn):
+        out = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t)
+        return out / batch * 1e9
+
+    return {"arrow_to_matrix": best(lambda: model.to_matrix(table)),
+            "kernel_auto": best(lambda: scorer.scores(M)),
+            "native_predict_1thread": best(lambda: native.booster_.predict(M, num_threads=1)),
+            "native_predict_all_threads": best(lambda: native.booster_.predict(M))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--features", default="8,50")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sections", default="main,stages,inline,extras")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat, args.sections = 100_000, 1, "main"
+    sections = set(args.sections.split(","))
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    import mlflow.lightgbm
+    import mlflow.pyfunc
+    import sparkscore as ss
+    from sparkscore.engines import spark as ss_spark
+
+    builder = (SparkSession.builder.master(args.master).appName("bench-spark-path")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "4g")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"]))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    work = Path(tempfile.mkdtemp(prefix="bench-spark-path-"))
+    registry = ss.Registry(work / "registry")
+    load_before = open("/proc/loadavg").read().split()[:3]
+    doc: dict = {"benchmark": "spark_path", "config": vars(args), "machine": {
+        "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "pyspark": spark.version, "mlflow": mlflow.__version__, "loadavg_before": load_before,
+        "note": "2-core machine shared with 7 other helpers' test runs: compare ratios from the same run"},
+        "main": [], "stages": [], "inline": [], "extras": []}
+
+    for d in [int(x) for x in args.features.split(",")]:
+        names = _names(d)
+        native = _train_lgbm(d)
+        name = f"lgbm100_d{d}"
+        registry.register(name, native, feature_names=names)
+        model = registry.load(name)
+        model_file = str(work / f"{name}.txt")
+        native.booster_.save_model(model_file)
+        mlflow_dir = str(work / f"mlflow_{name}")
+        mlflow.lightgbm.save_model(native.booster_, mlflow_dir)
+        df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
+        df.count()
+        cols = [df[c] for c in names]
+        if "main" in sections:
+            mlflow_udf = mlflow.pyfunc.spark_udf(spark, mlflow_dir, env_manager="local", result_type="double")
+            base = _pandas_udf_native(model_file, names)
+            peers = {
+                "sparkscore": lambda: ss_spark.predict(df, name, "p", registry=registry),
+                "sparkscore_arrow": lambda: ss_spark.predict(df, name, "p", registry=registry, path="arrow"),
+                "pandas_udf_native": lambda: df.withColumn("p", base(*cols)),
+                "mlflow_spark_udf": lambda: df.withColumn("p", mlflow_udf(*cols)),
+            }
+            seconds, sums = _interleaved(peers, args.repeat, F)
+            row = {"features": d, "rows": args.rows, "path": ss_spark.predict_path(df, model).path,
+                   "seconds": seconds, "rows_per_s": {k: args.rows / v for k, v in seconds.items()},
+                   "speedup_vs_pandas_udf": seconds["pandas_udf_native"] / seconds["sparkscore"],
+                   "speedup_vs_mlflow_spark_udf": seconds["mlflow_spark_udf"] / seconds["sparkscore"],
+                   "sum_abs_diff_vs_native": abs(sums["sparkscore"] - sums["pandas_udf_native"]),
+                   "loadavg": open("/proc/loadavg").read().split()[:3]}
+            doc["main"].append(row)
+            print(json.dumps(row), flush=True)
+        if "stages" in sections:
+            ident = _identity_udf()
+            peers = {
+                "jvm_scan_sum": lambda: df.withColumn("p", F.col("x0")),
+                "mapInArrow_identity": lambda: df.mapInArrow(_identity_map, "p double"),
+                "arrow_udf_identity": lambda: df.withColumn("p", ident(*cols)),
+            }
+            seconds, _ = _interleaved(peers, args.repeat, F)
+            row = {"features": d, "wall_ns_per_row": {k: v / args.rows * 1e9 for k, v in seconds.items()},
+                   "in_process_ns_per_row": _in_process_stages(model, native, _data(50_000, d), 10_000)}
+            doc["stages"].append(row)
+            print(json.dumps(row), flush=True)
+        df.unpersist()
+
+    if "inline" in sections:  # the rule's boundary: inlined Catalyst expressions vs mapInArrow
+        from sqlglot import exp
+
+        from sparkscore.optimizer.context import OptimizerOptions
+        from sparkscore.optimizer.dialect import generate
+        from sparkscore.optimizer.inline_models import inline_call
+
+        unlimited = OptimizerOptions(inline_max_features=10**6, inline_max_nodes=10**7)
+        d = 32
+        names = _names(d)
+        df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
+        df.count()
+        from sklearn.linear_model import LogisticRegression
+
+        X = _data(5_000, d, seed=3)
+        y = (X.x0 - X.x1 > 0).astype(int)
+        shapes = [("glm_8", LogisticRegression().fit(X[names[:8]], y)),
+                  ("glm_32", LogisticRegression().fit(X, y))]
+        for trees, leaves in ((4, 15), (16, 15), (32, 15)):  # 116-930 nodes around inline_max_nodes=255
+            import lightgbm as lgb
+
+            shapes.append((f"lgbm_{trees}x{leaves}",
+                           lgb.LGBMClassifier(n_estimators=trees, num_leaves=leaves, verbose=-1).fit(X[names[:8]], y)))
+        for label, native in shapes:
+            registry.register(label, native)
+            model = registry.load(label)
+            used = list(model.signature.names)
+            sub = df.select(*used)
+            sql, how = inline_call(model, "predict", [exp.column(c, quoted=True) for c in used], unlimited,
+                                   [True] * len(used))
+            inline_sql = generate(sql, "spark")
+            peers = {"inline": lambda: sub.select(F.expr(inline_sql).alias("p")),
+                     "arrow": lambda: ss_spark.predict(sub, label, "p", registry=registry, path="arrow")}
+            try:
+                seconds, sums = _interleaved(peers, args.repeat, F)
+                error = None
+            except Exception as exc:  # e.g. generated code over the JVM's limits: record it, keep going
+                seconds, sums, error = {}, {}, str(exc).splitlines()[0][:200]
+            est = model.estimator
+            row = {"model": label, "size": how, "nodes": int(getattr(est, "n_nodes", 0)),
+                   "features": len(used), "auto_path": ss_spark.predict_path(sub, model).path,
+                   "seconds": seconds, "error": error,
+                   "inline_speedup": seconds["arrow"] / seconds["inline"] if seconds else None,
+                   "sum_abs_diff": abs(sums["inline"] - sums["arrow"]) if sums else None}
+            doc["inline"].append(row)
+            print(json.dumps(row), flush=True)
+        df.unpersist()
+
+    if "extras" in sections:  # passthrough columns: mapInArrow carries them both ways, a UDF leaves them in the JVM
+        d = 8
+        native = _train_lgbm(d)
+        registry.register("extras", native, feature_names=_names(d))
+        for extra in (0, 8, 16, 32):
+            frame = _data(args.rows, d)
+            for i in range(extra):
+                frame[f"e{i}"] = frame.x0 * (i + 1)
+            df = spark.createDataFrame(frame).repartition(2).cache()
+            df.count()
+            peers = {path: (lambda path=path: ss_spark.predict(df, "extras", "p", registry=registry, path=path))
+                     for path in ("arrow", "udf")}
+            seconds, _ = _interleaved(peers, args.repeat, F)
+            row = {"model_columns": d, "extra_columns": extra, "seconds": seconds,
+                   "arrow_speedup_vs_udf": seconds["udf"] / seconds["arrow"]}
+            doc["extras"].append(row)
+            print(json.dumps(row), flush=True)
+            df.unpersist()
+
+    doc["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    spark.stop()
+    _write(doc, args)
+
+
+def _write(doc: dict, args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "spark_path" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2))
+    m = doc["machine"]
+    lines = [f"# Spark scoring path ({args.master})", "",
+             f"{args.rows:,} rows, LightGBM binary 100 trees x 31 leaves, P(positive) summed; median of "
+             f"{args.repeat} interleaved runs after a warm-up. pyspark {m['pyspark']}, mlflow-skinny {m['mlflow']}, "
+             f"{m['cpus']} cores, loadavg before {' '.join(m['loadavg_before'])}, after "
+             f"{' '.join(m.get('loadavg_after', []))} (machine shared with other helpers: compare ratios).", ""]
+    if doc["main"]:
+        lines += ["| features | auto path | sparkscore rows/s | sparkscore (arrow path) | pandas UDF + native | "
+                  "mlflow spark_udf | vs pandas UDF | vs spark_udf | loadavg |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in doc["main"]:
+            rps = r["rows_per_s"]
+            lines.append(f"| {r['features']} | {r['path']} | {rps['sparkscore']:,.0f} | {rps['sparkscore_arrow']:,.0f} | "
+                         f"{rps['pandas_udf_native']:,.0f} | {rps['mlflow_spark_udf']:,.0f} | "
+                         f"{r['speedup_vs_pandas_udf']:.2f}x | {r['speedup_vs_mlflow_spark_udf']:.2f}x | "
+                         f"{' '.join(r['loadavg'])} |")
+    if doc["stages"]:
+        lines += ["", "Where the time goes (ns per row; wall = 2 tasks in parallel, in-process = one thread "
+                  "of the driver on a 10k-row batch):", "",
+                  "| features | JVM scan+sum | + mapInArrow identity | + Arrow UDF identity | Arrow->matrix | "
+                  "kernel | native 1 thread | native all threads |", "|---|---|---|---|---|---|---|---|"]
+        for r in doc["stages"]:
+            w, p = r["wall_ns_per_row"], r["in_process_ns_per_row"]
+            lines.append(f"| {r['features']} | {w['jvm_scan_sum']:.0f} | {w['mapInArrow_identity']:.0f} | "
+                         f"{w['arrow_udf_identity']:.0f} | {p['arrow_to_matrix']:.0f} | {p['kernel_auto']:.0f} | "
+                         f"{p['native_predict_1thread']:.0f} | {p['native_predict_all_threads']:.0f} |")
+    if doc["inline"]:
+        lines += ["", "Inline (Catalyst expressions) vs mapInArrow, 8 or 32 features (the rule's boundary):", "",
+                  "| model | nodes | auto picks | inline s | arrow s | inline speed-up | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in doc["inline"]:
+            s = r["seconds"]
+            lines.append(f"| {r['model']} | {r['nodes']} | {r['auto_path']} | {s.get('inline', float('nan')):.2f} | "
+                         f"{s.get('arrow', float('nan')):.2f} | "
+                         f"{(r['inline_speedup'] or float('nan')):.2f}x | {r['error'] or ''} |")
+    if doc["extras"]:
+        lines += ["", "Passthrough columns (8 model columns): mapInArrow vs Arrow UDF:", "",
+                  "| extra columns | arrow s | udf s | arrow speed-up |", "|---|---|---|---|"]
+        for r in doc["extras"]:
+            lines.append(f"| {r['extra_columns']} | {r['seconds']['arrow']:.2f} | {r['seconds']['udf']:.2f} | "
+                         f"{r['arrow_speedup_vs_udf']:.2f}x |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
