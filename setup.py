@@ -29,8 +29,9 @@ EXTRAS = {
     "xgboost": ["xgboost-cpu>=2.1"],
     "spark": ["pyspark==4.2.*", "delta-spark>=4.0,<5"],
     "notebook": ["ipython>=8"],
-    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly
-    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11"],
+    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly;
+    # matplotlib (Agg, no display) draws the histograms of `sparkscore monitor --html`
+    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11", "matplotlib>=3.8"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README

@@ -754,6 +754,9 @@ def monitor(
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift",
                                        help=f"Exit with status {EXIT_DRIFT} and one line naming the drifted features."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary (drifted features + every metric)."),
+    html_path: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html",
+                                             help="Also write a self-contained HTML report (summary table, "
+                                                  "histograms of the drifted features)."),
 ) -> None:
     """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
 
@@ -772,6 +775,8 @@ def monitor(
     result = ss.monitor.drift(ref, query if query is not None else input_path, reference=ref_arg, engine=con,
                               registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={},
                               slices=slices)
+    if html_path is not None:
+        _err().print(Text(f"wrote {ss.monitor.write_report(result, html_path)}"))
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
     else:
