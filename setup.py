@@ -38,8 +38,9 @@ EXTRAS = {
     # installs it with --no-deps (it needs psutil, dill and onnxconverter-common from here)
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)
     # tpchgen-cli: generates the TPC-H parquet files bench_factorize_sweep.py --tpch validates the cost rule on
+    # evidently + whylogs: the monitoring peers bench_monitor.py measures values and speed against
     "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3",
-              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5"],
+              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5", "evidently>=0.7.23,<0.8", "whylogs>=1.6,<2"],
 }
 EXTRAS["models"] = EXTRAS["sklearn"] + EXTRAS["lightgbm"] + EXTRAS["xgboost"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "bench" for req in reqs})

@@ -55,6 +55,7 @@ BENCH_SUITES = {
     "duckdb": BenchSuite("bench_duckdb_udf.py", "stdout only (quick runs write no files)",
                          "bench/results/duckdb_udf.{json,md}"),
     "spark": BenchSuite("bench_spark.py", "bench/results/spark.{json,md}", "bench/results/spark.{json,md}"),
+    "monitor": BenchSuite("bench_monitor.py", "bench/results/monitor_quick.{json,md}", "bench/results/monitor.{json,md}"),
 }
 
 
