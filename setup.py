@@ -40,16 +40,18 @@ EXTRAS = {
     # registry on object storage (Registry("s3://bucket/prefix")): s3fs does S3's conditional PutObject
     # (If-None-Match, botocore>1.35.20); gs:// and abfs:// need gcsfs / adlfs installed by the user
     "s3": ["s3fs>=2024.10", "fsspec>=2024.10"],
-    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly
-    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11"],
+    # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly;
+    # matplotlib (Agg, no display) draws the histograms of `sparkscore monitor --html`
+    "monitor": ["datasketches>=5.0,<6", "scipy>=1.11", "matplotlib>=3.8"],
     # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
     "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
     # installs it with --no-deps (it needs psutil, dill and onnxconverter-common from here)
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)
     # tpchgen-cli: generates the TPC-H parquet files bench_factorize_sweep.py --tpch validates the cost rule on
+    # evidently + whylogs: the monitoring peers bench_monitor.py measures values and speed against
     "bench": ["matplotlib>=3.8", "onnxruntime>=1.17", "skl2onnx>=1.16", "onnxmltools>=1.12", "psutil>=5", "dill>=0.3",
-              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5",
+              "treelite>=4.4", "tl2cgen>=1.0", "tpchgen-cli>=4.0,<5", "evidently>=0.7.23,<0.8", "whylogs>=1.6,<2",
               # bench_serve.py's peers: MLflow's own scoring server (skinny: full mlflow needs pyarrow<26)
               # and the FastAPI + native predict baseline; mlflow.pyfunc.spark_udf, the peer of bench_spark_path.py
               "mlflow-skinny>=3.17,<4", "fastapi>=0.110"],

@@ -57,6 +57,7 @@ BENCH_SUITES = {
     "spark": BenchSuite("bench_spark.py", "bench/results/spark.{json,md}", "bench/results/spark.{json,md}"),
     "serve": BenchSuite("bench_serve.py", "bench/results/serve_quick.{json,md,png}", "bench/results/serve.{json,md,png}"),
     "routes": BenchSuite("bench_routes.py", "stdout only (quick runs write no files)", "bench/results/routes.{json,md}"),
+    "monitor": BenchSuite("bench_monitor.py", "bench/results/monitor_quick.{json,md}", "bench/results/monitor.{json,md}"),
 }
 
 
@@ -1085,6 +1086,9 @@ def monitor(
                                                      "their windows, never duplicate them)."),
     start: Optional[str] = typer.Option(None, "--start", metavar="ISO", help="With --log: first time monitored (UTC)."),
     end: Optional[str] = typer.Option(None, "--end", metavar="ISO", help="With --log: end of the monitored range (excluded)."),
+    html_path: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html",
+                                             help="Also write a self-contained HTML report (summary table, "
+                                                  "histograms of the drifted features)."),
 ) -> None:
     """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
 
@@ -1098,6 +1102,9 @@ def monitor(
 
     thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
     if log_table is not None:
+        if html_path is not None:
+            raise typer.BadParameter("--html reports one batch; with --log the windows go to --metrics-table "
+                                     "(drop --html, or monitor one window with --input)", param_hint="--html")
         _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds,
                      slices, labels, input_path or query, fail_on_drift, as_json)
         return
@@ -1111,6 +1118,8 @@ def monitor(
     result = ss.monitor.drift(ref, query if query is not None else input_path, reference=ref_arg, engine=con,
                               registry=_registry(ctx), labels=labels, thresholds=thresholds, namespace={},
                               slices=slices)
+    if html_path is not None:
+        _err().print(Text(f"wrote {ss.monitor.write_report(result, html_path)}"))
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
     else:

@@ -10,6 +10,7 @@ from sparkscore.monitor.api import drift, profile, track
 from sparkscore.monitor.compute import DRIFT_COLUMNS, DriftResult, DriftRow
 from sparkscore.monitor.metrics import DEFAULTS, Thresholds
 from sparkscore.monitor.profile import ColumnProfile, MonitorError, Profile
+from sparkscore.monitor.report import histograms, render_html, write_report
 
 __all__ = ["DEFAULTS", "DRIFT_COLUMNS", "ColumnProfile", "DriftResult", "DriftRow", "MonitorError", "Profile",
-           "Thresholds", "drift", "profile", "track"]
+           "Thresholds", "drift", "histograms", "profile", "render_html", "track", "write_report"]
