@@ -169,7 +169,10 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
                 f"(table version {prior.get('version')}); nothing to do")
             print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}")
             return 0
-    scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry)
+    # with a prediction log, output and log come from the same compiled scorer, bit for bit: the log is
+    # scored on the driver, and the inlined SQL form of a small model sums in another order (1 ulp apart)
+    scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry,
+                              path="udf" if log_spec is not None else None)
     columns = [*keep, args.output_col]
     if record_model:
         scored = (scored.withColumn(delta.MODEL_COLUMNS[0], F.lit(mv.name))
