@@ -258,20 +258,7 @@ class ObjectStoreRegistry(Registry):
         validate_name(name)
         if version is not None:
             validate_version(version, name)
-        numbers = sorted(self._version_numbers(name))
-        if not numbers:
-            raise self._not_found(name)
-        if version is not None and version not in numbers:
-            raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
-                                     f"(it has {_ranges(numbers)}); use one of those")
-        doomed = numbers if version is None else [version]
-        status = self.status(name)
-        pointing = sorted(a for a, v in status.aliases if v in doomed)
-        if pointing and not force:
-            target = name if version is None else f"{name}/{version}"
-            moves = "; ".join(f"`sparkscore alias {name} {a} --delete`" for a in pointing)
-            raise RegistryError(f"model {target} is the target of alias {', '.join(pointing)}: remove or move "
-                                f"it first ({moves}) or pass --force (force=True) to delete the alias too")
+        numbers, doomed, status, pointing = self._deletion_plan(name, version, force)
         for alias in pointing:
             self._append_move(name, alias, None, None, f"deleted with {target_text(name, version)}")
         for number in doomed:

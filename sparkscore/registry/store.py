@@ -406,20 +406,7 @@ class Registry:
         if not self._version_numbers(name):
             raise self._not_found(name)
         with self._name_lock(name):
-            numbers = sorted(self._version_numbers(name))
-            if not numbers:
-                raise self._not_found(name)
-            if version is not None and version not in numbers:
-                raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
-                                         f"(it has {_ranges(numbers)}); use one of those")
-            doomed = numbers if version is None else [version]
-            status = self.status(name)
-            pointing = sorted(a for a, v in status.aliases if v in doomed)
-            if pointing and not force:
-                target = name if version is None else f"{name}/{version}"
-                moves = "; ".join(f"`sparkscore alias {name} {a} --delete`" for a in pointing)
-                raise RegistryError(f"model {target} is the target of alias {', '.join(pointing)}: remove or move "
-                                    f"it first ({moves}) or pass --force (force=True) to delete the alias too")
+            numbers, doomed, status, pointing = self._deletion_plan(name, version, force)
             # alias files that cannot be read point nowhere useful; they go with the whole name
             broken = [d.ref.partition("@")[2] for d in status.damaged if "@" in d.ref] if version is None else []
             name_dir = self._name_dir(name)
@@ -433,6 +420,27 @@ class Registry:
                 os.rename(self.model_path(name, number), graveyard)  # gone for readers at once
                 shutil.rmtree(graveyard, ignore_errors=True)
         return Deleted(name, tuple(doomed), tuple(pointing))
+
+    def _deletion_plan(self, name: str, version: int | None, force: bool
+                       ) -> tuple[list[int], list[int], ModelStatus, list[str]]:
+        """What a delete removes: (every version number, the doomed ones, the status, the aliases pointing at
+        them); refused while an alias points at a doomed version and ``force`` is not given.  Shared by the
+        local and the object-store registry."""
+        numbers = sorted(self._version_numbers(name))
+        if not numbers:
+            raise self._not_found(name)
+        if version is not None and version not in numbers:
+            raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
+                                     f"(it has {_ranges(numbers)}); use one of those")
+        doomed = numbers if version is None else [version]
+        status = self.status(name)
+        pointing = sorted(a for a, v in status.aliases if v in doomed)
+        if pointing and not force:
+            target = name if version is None else f"{name}/{version}"
+            moves = "; ".join(f"`sparkscore alias {name} {a} --delete`" for a in pointing)
+            raise RegistryError(f"model {target} is the target of alias {', '.join(pointing)}: remove or move "
+                                f"it first ({moves}) or pass --force (force=True) to delete the alias too")
+        return numbers, doomed, status, pointing
 
     def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
         """Remove ``name@alias``; the removal is appended to the alias history with ``reason``."""
