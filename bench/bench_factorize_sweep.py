@@ -52,26 +52,33 @@ FORCE = OptimizerOptions(factorize_min_speedup=0.0)
 PAYS = 1.2
 
 
+def feature(decimal: bool) -> str:
+    """A feature column's generator: DOUBLE, or DECIMAL(15, 2) like TPC-H's prices and quantities."""
+    return "CAST(random() * 100000 AS DECIMAL(15, 2))" if decimal else "random()"
+
+
 class Tables:
     """Creates the fact / dimension tables of a shape, reusing those that did not change."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, rows: int) -> None:
         self.con, self.rows, self.made = con, rows, {}
 
-    def dim(self, i: int, dim_rows: int, d_dim: int, carried: int) -> str:
-        name, spec = f"dim{i}", (dim_rows, d_dim, carried)
+    def dim(self, i: int, dim_rows: int, d_dim: int, carried: int, decimal: bool = False) -> str:
+        name, spec = f"dim{i}", (dim_rows, d_dim, carried, decimal)
         if self.made.get(name) != spec:
-            cols = [f"random() AS g{i}_{j}" for j in range(d_dim)] + [f"random() AS b{i}_{j}" for j in range(carried)]
+            cols = [f"{feature(decimal)} AS g{i}_{j}" for j in range(d_dim)] + \
+                [f"random() AS b{i}_{j}" for j in range(carried)]
             self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT range AS k{i}, {', '.join(cols)} "
                              f"FROM range({dim_rows})")
             self.made[name] = spec
         return name
 
-    def fact(self, dims: list[int], d_fact: int, carried: int) -> str:
-        spec = (tuple(dims), d_fact, carried)
+    def fact(self, dims: list[int], d_fact: int, carried: int, decimal: bool = False) -> str:
+        spec = (tuple(dims), d_fact, carried, decimal)
         if self.made.get("fact") != spec:
             keys = [f"CAST(floor(random() * {n}) AS BIGINT) AS k{i}" for i, n in enumerate(dims)]
-            cols = keys + [f"random() AS f{j}" for j in range(d_fact)] + [f"random() AS a{j}" for j in range(carried)]
+            cols = keys + [f"{feature(decimal)} AS f{j}" for j in range(d_fact)] + \
+                [f"random() AS a{j}" for j in range(carried)]
             self.con.execute(f"CREATE OR REPLACE TABLE fact AS SELECT range AS id, {', '.join(cols)} "
                              f"FROM range({self.rows})")
             self.made["fact"] = spec
@@ -84,12 +91,12 @@ def run_plan(bench: Bench, plan) -> None:
 
 
 def point(bench: Bench, tables: Tables, *, tr: float, d_fact: int, d_dim: int, carried: int, n_dims: int,
-          group: str) -> dict:
+          group: str, decimal: bool = False) -> dict:
     rows = tables.rows
     dim_rows = max(int(rows / tr), 1)
     for i in range(n_dims):
-        tables.dim(i, dim_rows, d_dim, carried)
-    tables.fact([dim_rows] * n_dims, d_fact, carried)
+        tables.dim(i, dim_rows, d_dim, carried, decimal)
+    tables.fact([dim_rows] * n_dims, d_fact, carried, decimal)
     inputs = [f"f{j}" for j in range(d_fact)] + [f"g{i}_{j}" for i in range(n_dims) for j in range(d_dim)]
     bench.models["m"] = glm("m", inputs, seed=len(inputs) * 7 + n_dims)
     joins = " ".join(f"JOIN dim{i} AS r{i} ON s.k{i} = r{i}.k{i}" for i in range(n_dims))
@@ -112,7 +119,7 @@ def point(bench: Bench, tables: Tables, *, tr: float, d_fact: int, d_dim: int, c
             start = time.perf_counter()
             values[name] = bench.con.execute(plans[name].sql).fetchall()[0][0]
             best[name] = min(best[name], time.perf_counter() - start)
-    out = {"group": group, "rows": rows, "tr": tr, "dim_rows": dim_rows, "d_fact": d_fact, "d_dim": d_dim,
+    out = {"group": group, "decimal": decimal, "rows": rows, "tr": tr, "dim_rows": dim_rows, "d_fact": d_fact, "d_dim": d_dim,
            "carried": carried, "n_dims": n_dims, "features": len(inputs),
            "udfs_off": len(plans["off"].udfs), "udfs_on": len(plans["on"].udfs),
            "off_s": best["off"], "on_s": best["on"], "speedup": best["off"] / best["on"],
@@ -127,9 +134,10 @@ def grid(quick: bool) -> list[dict]:
     """The sweep's shapes, ordered so consecutive points reuse tables."""
     shapes = []
 
-    def add(group, trs, d_facts, d_dims, carrieds=(0,), n_dimss=(1,)):
+    def add(group, trs, d_facts, d_dims, carrieds=(0,), n_dimss=(1,), decimal=False):
         for n_dims, carried, tr, d_dim, d_fact in itertools.product(n_dimss, carrieds, trs, d_dims, d_facts):
-            shapes.append(dict(group=group, tr=tr, d_fact=d_fact, d_dim=d_dim, carried=carried, n_dims=n_dims))
+            shapes.append(dict(group=group, tr=tr, d_fact=d_fact, d_dim=d_dim, carried=carried, n_dims=n_dims,
+                               decimal=decimal))
 
     if quick:
         add("features", (1, 20), (2, 8), (2, 12))
@@ -139,6 +147,8 @@ def grid(quick: bool) -> list[dict]:
     add("carried", (3, 20), (2, 4), (2, 6, 12), carrieds=(4, 16))
     add("dims", (3, 20, 100), (2, 4), (2, 6), n_dimss=(2, 3))
     add("udf", (1, 5, 20), (4, 8, 30), (8, 40))
+    add("decimal", (3, 20, 100), (2, 4), (1, 2, 4, 6), decimal=True)  # DECIMAL(15, 2) features: a cast per use
+    add("decimal", (3, 20), (2,), (2, 4), n_dimss=(2,), decimal=True)
     return [s for s in shapes if s["group"] != "udf" or s["d_fact"] + s["d_dim"] > 32]
 
 
@@ -202,7 +212,17 @@ def main() -> None:
                         "wrong or that lie near its boundary (best of --repeat more runs, merged with the first ones)")
     parser.add_argument("--max-s", type=float, default=2.0, help="with --recheck: skip points slower than this")
     parser.add_argument("--tpch", metavar="DIR", type=Path, help="validate on TPC-H parquet files in DIR instead")
+    parser.add_argument("--merge", metavar="JSON", nargs="*", default=(),
+                        help="with --tpch: no timing; merge these runs (best time of each plan over all of them) "
+                        "and re-plan each query with the current rule")
     args = parser.parse_args()
+    if args.tpch and args.merge:
+        result = merge_tpch(args.tpch, [json.loads(Path(f).read_text()) for f in args.merge])
+        stem = RESULTS / "optimizer_factorize_tpch"
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+        stem.with_suffix(".md").write_text(tpch_markdown(result))
+        print(tpch_markdown(result))
+        return
     if args.tpch:
         con = duckdb.connect()
         con.execute(f"SET threads = {args.threads}")
@@ -273,6 +293,8 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------------------------------ TPC-H
+CONTAINERS = [f"{size} {kind}" for size in ("JUMBO", "LG", "MED", "SM", "WRAP")
+              for kind in ("BAG", "BOX", "CAN", "CASE", "DRUM", "JAR", "PACK", "PKG")]
 #: name -> (FROM clause, numeric inputs, {categorical input: categories}, carried columns)
 TPCH_QUERIES = {
     "l-p-s 4|2|1": ("lineitem AS l JOIN part AS p ON l.l_partkey = p.p_partkey "
@@ -297,6 +319,28 @@ TPCH_QUERIES = {
                 ["l_quantity", "l_discount", "s_acctbal"], {}, []),
     "ps-p 2|2": ("partsupp AS ps JOIN part AS p ON ps.ps_partkey = p.p_partkey",
                  ["ps_availqty", "ps_supplycost", "p_size", "p_retailprice"], {}, []),
+    "l-o 4|2": ("lineitem AS l JOIN orders AS o ON l.l_orderkey = o.o_orderkey",
+                ["l_quantity", "l_extendedprice", "l_discount", "l_tax", "o_totalprice", "o_shippriority"], {}, []),
+    "l-ps 4|2 (two-column key)": ("lineitem AS l JOIN partsupp AS ps ON l.l_partkey = ps.ps_partkey "
+                                  "AND l.l_suppkey = ps.ps_suppkey",
+                                  ["l_quantity", "l_extendedprice", "l_discount", "l_tax", "ps_availqty",
+                                   "ps_supplycost"], {}, []),
+    "l-p-s 4|2+container40|1": ("lineitem AS l JOIN part AS p ON l.l_partkey = p.p_partkey "
+                                "JOIN supplier AS s ON l.l_suppkey = s.s_suppkey",
+                                ["l_quantity", "l_extendedprice", "l_discount", "l_tax", "p_size", "p_retailprice",
+                                 "s_acctbal"], {"p_container": CONTAINERS}, []),
+    "o-c 2|1": ("orders AS o JOIN customer AS c ON o.o_custkey = c.c_custkey",
+                ["o_totalprice", "o_shippriority", "c_acctbal"], {}, []),
+    "ps-s 2|1": ("partsupp AS ps JOIN supplier AS s ON ps.ps_suppkey = s.s_suppkey",
+                 ["ps_availqty", "ps_supplycost", "s_acctbal"], {}, []),
+    "l-o 4+instruct4|2+prio5 carried": ("lineitem AS l JOIN orders AS o ON l.l_orderkey = o.o_orderkey",
+                                        ["l_quantity", "l_extendedprice", "l_discount", "l_tax", "o_totalprice",
+                                         "o_shippriority"],
+                                        {"l_shipinstruct": ["COLLECT COD", "DELIVER IN PERSON", "NONE",
+                                                            "TAKE BACK RETURN"],
+                                         "o_orderpriority": ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED",
+                                                             "5-LOW"]},
+                                        ["l.l_shipdate", "o.o_orderdate", "o.o_clerk"]),
     "l-p 4+mode7|2+brand25 (UDF)": (
         "lineitem AS l JOIN part AS p ON l.l_partkey = p.p_partkey",
         ["l_quantity", "l_extendedprice", "l_discount", "l_tax", "p_size", "p_retailprice"],
@@ -335,16 +379,18 @@ def tpch(bench: Bench, folder: Path, repeat: int) -> dict:
                  "auto": bench.plan(sql)}
         decisions = [d for d in plans["auto"].decisions if d.rule == "factorize_linear"]
         forced = [d for d in plans["on"].decisions if d.rule == "factorize_linear"]
-        best, values = {"off": float("inf"), "on": float("inf")}, {}
+        best, values, times = {"off": float("inf"), "on": float("inf")}, {}, {"off": [], "on": []}
         for _ in range(repeat):
             for plan in ("off", "on"):
                 run_plan(bench, plans[plan])
                 t0 = time.perf_counter()
                 values[plan] = con.execute(plans[plan].sql).fetchall()[0][0]
-                best[plan] = min(best[plan], time.perf_counter() - t0)
+                times[plan].append(time.perf_counter() - t0)
+                best[plan] = min(best[plan], times[plan][-1])
         q = {"name": name, "sql": sql, "features": int(bench.models["m"].estimator.coef.shape[0]),
              "udfs_off": len(plans["off"].udfs), "udfs_on": len(plans["on"].udfs),
              "off_s": best["off"], "on_s": best["on"], "speedup": best["off"] / best["on"],
+             "median_speedup": float(np.median(times["off"]) / np.median(times["on"])),
              "fired": bool(decisions) and all(d.fired for d in decisions),
              "reason": decisions[0].reason if decisions else "", "forced_reason": forced[0].reason if forced else "",
              "same_sums": bool(np.isclose(values["off"], values["on"], rtol=1e-9)), "loadavg": os.getloadavg()[0]}
@@ -354,18 +400,50 @@ def tpch(bench: Bench, folder: Path, repeat: int) -> dict:
     return out
 
 
+def merge_tpch(folder: Path, runs: list[dict]) -> dict:
+    """Runs of the TPC-H validation merged: per query and plan the best time over all runs (run-to-run
+    noise at +-10% moves shapes near the boundary across it), decisions re-planned with the current rule."""
+    con = duckdb.connect()
+    for table in ("lineitem", "orders", "part", "supplier", "customer", "partsupp"):
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(folder / f"{table}.parquet")])
+    bench = Bench(con, 1)
+    last = runs[-1]
+    out = {**last, "merged_runs": len(runs), "repeat": sum(r["repeat"] for r in runs), "queries": []}
+    for i, (name, (from_, numeric, categorical, carried)) in enumerate(TPCH_QUERIES.items()):
+        measured = [q for r in runs for q in r["queries"] if q["name"] == name]
+        if not measured:
+            continue
+        bench.models["m"] = onehot_glm("m", numeric, categorical, seed=i)
+        sql = measured[-1]["sql"]
+        decisions = [d for d in bench.plan(sql).decisions if d.rule == "factorize_linear"]
+        q = {**measured[-1], "off_s": min(m["off_s"] for m in measured), "on_s": min(m["on_s"] for m in measured),
+             "runs": [m["off_s"] / m["on_s"] for m in measured],
+             "fired": bool(decisions) and all(d.fired for d in decisions),
+             "reason": decisions[0].reason if decisions else ""}
+        q["speedup"] = q["off_s"] / q["on_s"]
+        q["median_speedup"] = float(np.median(q["runs"]))   # of the runs' best-of speedups
+        out["queries"].append(q)
+    return out
+
+
 def tpch_markdown(result: dict) -> str:
     lines = ["# factorize_linear on TPC-H (DuckDB)", "", f"Machine: {result['machine']}", "",
              f"Data: {result['data']}; tables loaded into DuckDB in {result['load_s']:.0f} s. Execution best of "
              f"{result['repeat']} (interleaved), planning excluded. speedup = time(factorize_linear off) / "
              "time(forced on); `rule` is what the default cost rule decides.", "",
              *([result["notes"], ""] if result.get("notes") else []),
-             "| query | features | UDFs off/on | off s | on s | speedup | rule | verdict | load |", "|---|---|---|---|---|---|---|---|---|"]
+             "| query | features | UDFs off/on | off s | on s | speedup | median | rule | verdict | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for q in result["queries"]:
         verdict = ("pays" if q["speedup"] >= PAYS else "DOES NOT PAY") if q["fired"] else \
             ("ok (declining loses <= 10%)" if q["speedup"] <= 1 / 0.9 else "MISSED (> 10%)")
+        if 1 / 0.9 < q["speedup"] < PAYS:
+            verdict += " (between 1.11x and 1.2x: neither verdict can hold)"
+        if "runs" in q:
+            verdict += " runs " + " / ".join(f"{r:.2f}x" for r in q["runs"])
         lines.append(f"| {q['name']} | {q['features']} | {q['udfs_off']}/{q['udfs_on']} | {q['off_s']:.3f} | "
-                     f"{q['on_s']:.3f} | {q['speedup']:.2f}x | {'fires' if q['fired'] else 'declines'} | {verdict} | "
+                     f"{q['on_s']:.3f} | {q['speedup']:.2f}x | {q.get('median_speedup', float('nan')):.2f}x | "
+                     f"{'fires' if q['fired'] else 'declines'} | {verdict} | "
                      f"{q['loadavg']:.1f} |")
     lines += ["", "Decisions (EXPLAIN):", ""] + [f"* {q['name']}: {q['reason']}" for q in result["queries"]]
     return "\n".join(lines) + "\n"
@@ -390,7 +468,8 @@ def recheck(result: dict, repeat: int, threads: int, max_s: float) -> None:
     start = time.perf_counter()
     print(f"re-measuring {len(todo)} points, best of {repeat} more", flush=True)
     for i, p in enumerate(todo):
-        again = point(bench, tables, **{k: p[k] for k in ("group", "tr", "d_fact", "d_dim", "carried", "n_dims")})
+        again = point(bench, tables, **{k: p[k] for k in ("group", "tr", "d_fact", "d_dim", "carried", "n_dims")},
+                      decimal=p.get("decimal", False))
         p["first_speedup"] = p.get("first_speedup", p["speedup"])
         p["off_s"], p["on_s"] = min(p["off_s"], again["off_s"]), min(p["on_s"], again["on_s"])
         p["speedup"] = p["off_s"] / p["on_s"]
@@ -418,8 +497,11 @@ def rescore(result: dict) -> None:
 
 def shape_estimate(p: dict, options: OptimizerOptions, costs: JoinCosts | None = None) -> StarEstimate:
     """The rule's estimate for a sweep point: ``n_dims`` alike dimensions, plans as the optimizer picks them."""
-    dims = tuple(Dimension(f"r{i}", p["dim_rows"], p["d_dim"], p["carried"]) for i in range(p["n_dims"]))
+    decimal = p.get("decimal", False)
+    dims = tuple(Dimension(f"r{i}", p["dim_rows"], p["d_dim"], p["carried"], decimal=p["d_dim"] if decimal else 0)
+                 for i in range(p["n_dims"]))
     return StarEstimate(rows=p["rows"], d_fact=p["d_fact"], outputs=1, dims=dims, carried_fact=p["carried"],
+                        decimal_fact=p["d_fact"] if decimal else 0,
                         inline_limit=options.inline_max_features, costs=costs or factorize_costs(options))
 
 
