@@ -51,10 +51,10 @@ class OptimizerOptions:
 
     inline_max_features: int = 32
     inline_max_nodes: int = 255
-    factorize_udf_overhead: float = 197.0  # cost.py's u: per-row UDF overhead, bench/bench_factorize_sweep.py
-    factorize_carry: float = 7.6           # cost.py's c: carrying one column through a join, in fact-column reads
-    factorize_min_speedup: float = 1.3    # factorize_linear fires at this estimated speedup or more (a margin
-                                          # over the 1.2x it must pay: the estimate is good to ~30%)
+    factorize_udf_overhead: float = 0.0    # cost.py's u: per-row share of a UDF call (its columns cost u_f each)
+    factorize_carry: float = 5.5           # cost.py's c: carrying one column through a join, in fact-column reads
+    factorize_min_speedup: float = 1.2    # factorize_linear fires at this estimated speedup or more: the 1.2x a
+                                          # firing must pay (bench/fit_factorize_cost.py picked it on the sweep)
 
 
 @dataclass(frozen=True)

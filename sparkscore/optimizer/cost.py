@@ -7,14 +7,21 @@ row), and carry each dimension's other columns through its join.  They differ in
 them there; factorizing ``R`` scores them once per dimension row (``partial`` per feature and
 dimension row) and carries ``m`` partial columns (one per model output) instead::
 
-    per output row   common = joins J + s (d_S + carried_S) + sum_R carry(R) carried_R
-    materialized     rows (common + sum_R carry(R) d_R + u [model is a UDF])
-    factorized F     rows (common + sum_{R in F} carry(R) m + sum_{R not in F} carry(R) d_R + u [final model is a UDF])
-                     + sum_{R in F} |R| (a d_R + u [partial is a UDF])
+    per output row   common = joins J + s (d_S + carried_S) + k dec_S + sum_R carry(R) carried_R
+    materialized     rows (common + sum_R (carry(R) d_R + k dec_R) + U(d) [model is a UDF])
+    factorized F     rows (common + sum_{R in F} carry(R) m + sum_{R not in F} (carry(R) d_R + k dec_R)
+                           + U(final width) [final model is a UDF])
+                     + sum_{R in F} |R| (a d_R + k dec_R + U(d_R) [partial is a UDF])
+
+``U(n) = u + u_f n`` is one row through an Arrow UDF of ``n`` input columns.
+
+``dec`` counts a source's DECIMAL features (TPC-H's prices and quantities): the model reads them as
+DOUBLE, so every row that evaluates the model casts them (``k`` each); factorizing a dimension
+moves its casts from the output rows to its own rows.
 
 ``carry(R)`` is ``carry`` for a dimension whose hash table (8 bytes per column, key and hash) is larger
 than ``cache_bytes`` and ``carry_cached`` for one that fits: gathering a column from a cache-resident
-hash table costs a third as much, which is why two or four features of a small dimension gain little.
+hash table costs about half as much, which is why two features of a small dimension gain little.
 The UDF terms are what ``inline_models`` will do with each model (GLMs of <= ``inline_max_features``
 single-output features become SQL): factorizing a GLM too wide to inline often splits it into two
 that inline, which pays far more than the join arithmetic.  TR = rows / |R| and FR = d_R / d_S (the
@@ -27,8 +34,10 @@ dimensions of 2 features each gained 1.4-1.5x measured).  ``choose`` starts from
 dimension and drops the one with the smallest marginal gain while it is below ``min_marginal``; the
 rule fires when the chosen set's estimated speedup reaches ``factorize_min_speedup``.
 
-The constants were fitted (least squares on log speedup) to the sweep of ``bench/bench_factorize_sweep.py``
-on DuckDB 2.0.1 and validated on TPC-H; ``factorize_linear``'s docstring states the resulting
+The constants were fitted by ``bench/fit_factorize_cost.py`` (least squares on log speedup, soft-L1)
+to the sweep of ``bench/bench_factorize_sweep.py`` on DuckDB 2.0.1, measured on a quiet machine, and
+validated on TPC-H; a ``choose`` that fires only at ``d_R > m`` or on DECIMAL features keeps d_R = 1
+DOUBLE dimensions out (they cannot gain); ``factorize_linear``'s docstring states the resulting
 decision boundary and ``bench/results/optimizer_factorize_{sweep,tpch}.md`` the measurements.
 """
 
@@ -62,12 +71,14 @@ def row_count(catalog, table: str) -> RowCount:
 class JoinCosts:
     """Fitted constants of the rule, in units of reading one fact column for one row (module doc)."""
 
-    join: float = 8.0           # J: probing one join per output row
+    join: float = 11.4          # J: probing one join per output row
     scan: float = 1.0           # s: reading one fact column per row (the unit)
-    carry: float = 7.6          # c: carrying one column of a dimension larger than the cache through its join
-    carry_cached: float = 2.6   # c': the same for a dimension whose hash table fits in cache_bytes
-    partial: float = 2.5        # a: one feature of a partial on one dimension row
-    udf: float = 197.0          # u: per-row overhead of an Arrow UDF call
+    carry: float = 5.5          # c: carrying one column of a dimension larger than the cache through its join
+    carry_cached: float = 3.1   # c': the same for a dimension whose hash table fits in cache_bytes
+    partial: float = 1.9        # a: one feature of a partial on one dimension row
+    udf: float = 0.0            # u: per-row overhead of an Arrow UDF call
+    udf_feature: float = 17.7   # u_f: each input column an Arrow UDF receives, per row
+    cast: float = 3.9           # k: converting one DECIMAL feature to DOUBLE where the model reads it
     cache_bytes: int = 2 << 20  # per-core L2 of the calibration machine
     min_marginal: float = 1.05  # a dimension stays in the factorized set if it gains at least this
 
@@ -86,6 +97,7 @@ class Dimension:
     features: int             # d_R: model features read from R
     carried: int = 0          # other columns of R the query reads (carried in both plans)
     eligible: bool = True     # False: its features stay above the join whatever the rule says
+    decimal: int = 0          # how many of its features are DECIMAL (a cast per row that reads them)
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,7 @@ class StarEstimate:
     outputs: int                       # m: partial columns per factorized dimension
     dims: tuple[Dimension, ...]
     carried_fact: int = 0              # other fact columns the query reads
+    decimal_fact: int = 0              # DECIMAL features among the fact's (cast per row in every plan)
     inline_limit: int | None = 32      # largest GLM inline_models turns into SQL; None: it is disabled
     inlinable: bool = True             # the model's inputs / outputs let inline_models inline it at all
     costs: JoinCosts = JoinCosts()
@@ -119,7 +132,7 @@ class StarEstimate:
 
     def cost(self, factorized: frozenset[str] = frozenset()) -> float:
         k = self.costs
-        per_row = len(self.dims) * k.join + k.scan * (self.d_fact + self.carried_fact)
+        per_row = len(self.dims) * k.join + k.scan * (self.d_fact + self.carried_fact) + k.cast * self.decimal_fact
         below = 0.0
         final_udf, partial_udfs = self.udfs(factorized)
         partial_udf = iter(partial_udfs)
@@ -127,10 +140,16 @@ class StarEstimate:
             c = self.carry(dim)
             if dim.alias in factorized:
                 per_row += c * (dim.carried + self.outputs)
-                below += dim.rows * (k.partial * dim.features + (k.udf if next(partial_udf) else 0.0))
+                below += dim.rows * (k.partial * dim.features + k.cast * dim.decimal
+                                     + (self._udf_cost(dim.features) if next(partial_udf) else 0.0))
             else:
-                per_row += c * (dim.carried + dim.features)
-        return self.rows * (per_row + (k.udf if final_udf else 0.0)) + below
+                per_row += c * (dim.carried + dim.features) + k.cast * dim.decimal
+        final_width = self.d_fact + sum(d.features if d.alias not in factorized else self.outputs for d in self.dims)
+        return self.rows * (per_row + (self._udf_cost(final_width) if final_udf else 0.0)) + below
+
+    def _udf_cost(self, n_features: int) -> float:
+        """One row through an Arrow UDF: a call share plus the transfer of each input column."""
+        return self.costs.udf + self.costs.udf_feature * n_features
 
     def speedup(self, factorized: frozenset[str]) -> float:
         return self.cost() / self.cost(factorized)
@@ -144,7 +163,7 @@ class StarEstimate:
         (``force``: every eligible one, as benchmarks and tests ask with ``factorize_min_speedup=0``)."""
         if force:
             return frozenset(d.alias for d in self.dims if d.eligible)
-        chosen = frozenset(d.alias for d in self.dims if d.eligible and d.features > self.outputs)
+        chosen = frozenset(d.alias for d in self.dims if d.eligible and (d.features > self.outputs or d.decimal))
         while chosen:
             weakest = min(chosen, key=lambda a: self.marginal(a, chosen))
             if self.marginal(weakest, chosen) >= self.costs.min_marginal:
@@ -156,6 +175,8 @@ class StarEstimate:
         """One dimension's shape and marginal gain (for EXPLAIN)."""
         fr = dim.features / max(self.d_fact + sum(d.features for d in self.dims if d is not dim), 1)
         carried = f", carried {self.carried_fact}+{dim.carried}" if self.carried_fact or dim.carried else ""
+        if self.decimal_fact or dim.decimal:
+            carried += f", DECIMAL {self.decimal_fact}+{dim.decimal}"
         gain = self.marginal(dim.alias, factorized | {dim.alias})
         return (f"TR={self.rows / max(dim.rows, 1):.3g}, FR={fr:.3g} (d_R={dim.features}, d_S={self.d_fact}{carried}), "
                 f"rows={self.rows}, |R|={dim.rows}, marginal {gain:.2f}x")
