@@ -45,7 +45,7 @@ def _same_state(a, b) -> None:
         assert datetime.fromisoformat(wa[key]) == datetime.fromisoformat(wb[key])
 
 
-@pytest.mark.parametrize("kind,policy", [("binary", "exp3"), ("multiclass", "exp4"), ("regression", "exp3")])
+@pytest.mark.parametrize("kind,policy", [("multiclass", "exp4"), ("regression", "exp3")])  # binary: test_routes_across_engines
 def test_spark_and_duckdb_write_the_same_route_version(spark, tmp_path, kind, policy):
     (_, reg_d, log_d, fb_d), (_, reg_s, log_s, fb_s) = _pair(kind, tmp_path)
     on_duckdb = bandit.update_from_log(reg_d, "m@ab", log_d, fb_d, policy=policy, eta=0.02)
