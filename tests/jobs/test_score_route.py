@@ -184,3 +184,26 @@ def test_cli_score_takes_a_route_ref(setup, tmp_path):
     _check_routed(out, setup)
     command = spark_submit_command(ROUTE, "in", "out", "append", None, None, None, None, with_arm=True)
     assert command[-1] == "--with-arm" and command[command.index("--model") + 1] == ROUTE
+
+
+def test_a_routed_log_left_behind_by_a_failure_is_completed_once_with_its_shadow_rows(setup, tmp_path, monkeypatch):
+    from sparkscore.engines import delta
+
+    spec = predlog.LogSpec(str(tmp_path / "log"), 0.1, 10_000, "id")
+    real = delta.commit_staged
+
+    def fail_log(target, *a, **k):
+        if Path(target).name == "log":
+            raise RuntimeError("injected failure")
+        return real(target, *a, **k)
+    monkeypatch.setattr(delta, "commit_staged", fail_log)
+    with pytest.raises(JobError, match="output is committed but its prediction log"):
+        score_files(ROUTE, setup["input"], str(tmp_path / "out"), registry=setup["registry"], job_id="f", log=spec)
+    monkeypatch.undo()
+    done = score_files(ROUTE, setup["input"], str(tmp_path / "out"), registry=setup["registry"], job_id="f", log=spec)
+    assert done.already_committed and done.log_rows > 0  # the re-run wrote the log only
+    logged = deltalake.DeltaTable(str(tmp_path / "log")).to_pandas()
+    assert logged.shadow.sum() == (~logged.shadow).sum() == done.log_rows // 2
+    assert len(deltalake.DeltaTable(str(tmp_path / "out")).history()) == 1
+    again = score_files(ROUTE, setup["input"], str(tmp_path / "out"), registry=setup["registry"], job_id="f", log=spec)
+    assert again.already_committed and again.log_rows == 0
