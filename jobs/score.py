@@ -19,6 +19,13 @@ part of the inputs and outputs to a prediction log, all-or-nothing with the job 
 ``sparkscore.monitor.predlog``).  The sample is drawn by Spark (a hash of job id and request id,
 the same hash as the embedded engine, bottom-k by it), only the sampled rows reach the driver,
 which scores them with the same code and commits them after the output commit.
+
+``--model`` may be a route (``churn@ab``): each row is scored by the arm its key's bucket falls in,
+exactly as ``PREDICT('churn@ab', *)`` (``sparkscore.engines.routejob``); the commit is stamped with
+the route version and every arm's pin.  ``--with-arm`` adds ``arm``, ``arm_version`` and
+``route_version`` columns.  With ``--log`` the route's shadow arms score the logged rows and are
+logged with ``shadow = true`` in the same log commit (never in the output); without it they are
+not scored.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Exit status 0 also when the job id was already committed (nothing is added).",
     )
-    parser.add_argument("--model", required=True, help="registry model ref: name, name/3 or name@alias")
+    parser.add_argument("--model", required=True, help="registry model ref: name, name/3, name@alias or a route "
+                                                         "name@route")
     parser.add_argument("--input", required=True, help="catalog table / temp view, or a parquet or Delta path")
     parser.add_argument("--output", required=True,
                         help="Delta table path (or a catalog table name: needs delta-spark)")
@@ -61,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "inputs and outputs, all-or-nothing with the job")
     parser.add_argument("--log-fraction", type=float, default=0.01, help="share of rows logged (default 0.01)")
     parser.add_argument("--log-max-rows", type=int, default=100_000, help="most rows logged (default 100000)")
+    parser.add_argument("--with-arm", action="store_true",
+                        help="a route: add the columns arm, arm_version and route_version (which arm scored a row)")
     parser.add_argument("--log-id", default=None, help="input column whose value is each row's request_id "
                                                         "(default: <job id>:<Spark row id>)")
     return parser.parse_args(argv)
@@ -111,15 +121,15 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from sparkscore.engines import delta
-    from sparkscore.engines.functions import check_input_types
+    from sparkscore.engines import delta, routejob
     from sparkscore.engines.spark import BATCH_ROWS_CONF
     from sparkscore.errors import JobError, SparkscoreError
 
     if args.batch_rows:
         spark.conf.set(BATCH_ROWS_CONF, str(args.batch_rows))
     registry = ss.Registry(args.registry)
-    mv = registry.get(args.model)
+    job = routejob.resolve(registry, args.model, with_arm=args.with_arm)  # once: a route pins every arm
+    mv = job.first.mv
     with_delta_spark = delta.has_delta_spark(spark)
     is_table = "/" not in args.output and not delta.is_delta_path(args.output)
     if is_table and not with_delta_spark:
@@ -132,26 +142,33 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     unknown = [c for c in keep if c not in df.columns]
     if unknown:
         raise JobError(f"--keep-columns {unknown[0]!r} is not an input column; use some of {', '.join(df.columns)}")
-    model = registry.load(f"{mv.name}/{mv.version}")
-    check_input_types(model, f"{mv.name}/{mv.version}", [(f.name, f.dataType.simpleString()) for f in df.schema],
-                      dialect="spark")
+    model = job.first.model
+    job.check_columns(df.columns, [f.dataType.simpleString() for f in df.schema], "spark")
     existing = _existing_schema(spark, args.output, is_table, with_delta_spark)
     record_model = delta.wants_model_columns(existing, args.model_columns)
     delta.check_model_columns([*keep, args.output_col], record_model)
+    clash = [c for c in routejob.ARM_COLUMNS if c in (*keep, args.output_col)] if args.with_arm else []
+    if clash:
+        raise JobError(f"output column {clash[0]!r} is also one of --with-arm's columns "
+                       f"({', '.join(routejob.ARM_COLUMNS)}); drop it from --keep-columns or rename it")
+    options = delta.row_options(args.mode, keep, args.output_col, record_model)
+    if args.with_arm:
+        options["with_arm"] = True
     job_id = args.job_id or delta.derive_job_id(
-        delta.spark_input_identity(spark, args.input, df), (mv.name, mv.version, mv.sha256), args.output,
-        delta.row_options(args.mode, keep, args.output_col, record_model))
-    stamp = delta.JobStamp(job_id, mv.name, mv.version, mv.sha256)
+        delta.spark_input_identity(spark, args.input, df), job.stamp_model, args.output, options)
+    stamp = delta.JobStamp(job_id, *job.stamp_model)
+    pinned = f"route {job.route.ref} v{job.route.version}" if job.routed else f"{mv.name}/{mv.version}"
     derived = "" if args.job_id else " (derived from the input, model, output and options)"
-    log(f"job {stamp.job_id}{derived}: {mv.name}/{mv.version} (sha256 {mv.sha256[:12]}) {args.input} -> "
-        f"{args.output} [{args.mode}]")
+    log(f"job {stamp.job_id}{derived}: {job.describe()} {args.input} -> {args.output} [{args.mode}]")
+    if job.routed:  # the bucket PREDICT computes, in Spark SQL, and each row's arm
+        df = routejob.spark_with_bucket(df, job)
     log_spec = None
     if args.log:
         from sparkscore.engines import joblog
         from sparkscore.monitor.predlog import LogSpec
 
         log_spec = LogSpec(args.log, args.log_fraction, args.log_max_rows, args.log_id)
-        joblog.check_log(log_spec, args.output, df.columns, model)
+        joblog.check_log(log_spec, args.output, df.columns, model, job.log_schema())
         for leftover in delta.remove_leftovers(log_spec.table):
             log(f"removed {leftover}, left by a killed run")
     if not is_table:
@@ -160,24 +177,35 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
         prior = delta.find_commit(args.output, stamp)
         if prior is not None and log_spec is not None and delta.find_commit(log_spec.table, stamp) is None:
             log(f"job {stamp.job_id}: output already committed, its prediction log is not: completing the log")
-            rows_logged, _ = _write_log(df, log_spec, stamp, mv, model, args.output, started)
-            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}; "
+            rows_logged, _ = _write_log(df, log_spec, stamp, job, args.output, started)
+            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {pinned}; "
                   f"{rows_logged} rows logged to {log_spec.table}")
             return 0
         if prior is not None:
-            log(f"job {stamp.job_id} with {mv.name}/{mv.version} is already committed "
+            log(f"job {stamp.job_id} with {pinned} is already committed "
                 f"(table version {prior.get('version')}); nothing to do")
-            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {mv.name}/{mv.version}")
+            print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {pinned}")
             return 0
     # with a prediction log, output and log come from the same compiled scorer, bit for bit: the log is
     # scored on the driver, and the inlined SQL form of a small model sums in another order (1 ulp apart)
-    scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry,
-                              path="udf" if log_spec is not None else None)
+    if job.routed:  # each arm a gated UDF over its own rows (the compiled scorer, as the log)
+        scored = routejob.spark_scored(df, job, args.output_col, registry)
+    else:
+        scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry,
+                                  path="udf" if log_spec is not None else None)
     columns = [*keep, args.output_col]
     if record_model:
+        version = (routejob.spark_by_arm([int(a.mv.version) for a in job.arms]) if job.routed
+                   else F.lit(mv.version))
         scored = (scored.withColumn(delta.MODEL_COLUMNS[0], F.lit(mv.name))
-                  .withColumn(delta.MODEL_COLUMNS[1], F.lit(mv.version).cast("bigint")))
+                  .withColumn(delta.MODEL_COLUMNS[1], version.cast("bigint")))
         columns += list(delta.MODEL_COLUMNS)
+    if args.with_arm:
+        scored = (scored.withColumn("arm", routejob.spark_by_arm([a.label for a in job.arms]).cast("string"))
+                  .withColumn("arm_version", routejob.spark_by_arm([int(a.mv.version) for a in job.arms])
+                              .cast("bigint"))
+                  .withColumn("route_version", F.lit(int(job.route.version)).cast("bigint")))
+        columns += list(routejob.ARM_COLUMNS)
     scored = scored.select(*columns)
     schema = to_arrow_schema(scored.schema)
     delta.check_schema(args.output, existing, schema, args.schema)  # before anything is written
@@ -211,19 +239,22 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
         stop.set()
     logged = ""
     if log_spec is not None:
-        rows_logged, _ = _write_log(df, log_spec, stamp, mv, model, args.output, started)
+        rows_logged, _ = _write_log(df, log_spec, stamp, job, args.output, started)
         logged = f"; {rows_logged} rows logged to {log_spec.table}"
     seconds = time.time() - started
     rate = f"{rows / seconds:,.0f} rows/s" if rows is not None else "rows in the Delta history"
     print(f"sparkscore: {rows if rows is not None else '?'} rows in {seconds:.1f}s ({rate}) with "
-          f"{mv.name}/{mv.version} sha256 {mv.sha256[:12]} -> {args.output}"
+          f"{pinned} sha256 {stamp.sha256[:12]} -> {args.output}"
           f"{f' version {version}' if version is not None else ''} [job {stamp.job_id}, {args.mode}]{logged}")
     return 0
 
 
-def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple[int, object]:
+def _write_log(df, spec, stamp, job, output: str, started: float) -> tuple[int, object]:
     """Sample ``df`` in Spark (hash filter, then the ``max_rows`` smallest hashes), collect only those
-    rows, score them on the driver with the shared code and commit them to the log (after the output)."""
+    rows, score them on the driver with the shared code and commit them to the log (after the output).
+
+    A route's ``df`` carries each row's bucket: the driver scores each sampled row by its arm, and
+    by every shadow arm (logged with ``shadow = true``)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -233,7 +264,8 @@ def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple
     from sparkscore.engines import joblog
     from sparkscore.monitor import predlog
 
-    bound = list(dict.fromkeys(model.bind_columns(df.columns)))
+    mv, model = job.first.mv, job.first.model
+    bound = job.log_columns(df.columns)
     job_id, fraction = stamp.job_id, spec.fraction
     if spec.id_column:
         ids = F.col(spec.id_column).cast("string")
@@ -259,8 +291,8 @@ def _write_log(df, spec, stamp, mv, model, output: str, started: float) -> tuple
     signed = table.column("_signed").to_numpy()
     table = table.drop(["_signed"]).append_column("_hash", pa.array(signed.view(np.uint64)))
     table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    collector = joblog.LogCollector(spec, stamp, mv, model)
-    collector.bound = list(model.bind_columns(df.columns))
+    collector = joblog.LogCollector(spec, stamp, mv, model, job)
+    collector.bound = bound
     collector.keep.add(table)
     return joblog.commit_log(collector, output, stamp, started, log)
 

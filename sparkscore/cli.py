@@ -465,14 +465,22 @@ def route_update(
     scale: Optional[float] = typer.Option(None, "--scale", help="Regression loss scale (default: the label range)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Thompson sampling seed (default 0)."),
     full: bool = typer.Option(False, "--full", help="Count every label, not only those newer than the last update."),
+    engine: str = typer.Option("duckdb", "--engine",
+                               help="duckdb (embedded), or spark: the join and per-arm aggregate run as one Spark SQL "
+                                    "query (the active or a new SparkSession: spark-defaults / PYSPARK_* apply)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Learn the route's weights from feedback (bandit) and write them as its next version."""
     from sparkscore.monitor.bandit import update_from_log
 
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}", param_hint="--engine")
     params = {k: v for k, v in dict(eta=eta, floor=floor, decay=decay, loss=loss, scale=scale, seed=seed).items()
               if v is not None}
-    up = update_from_log(_registry(ctx), ref, log, feedback, policy=policy, full=full, **params)
+    if engine == "spark":
+        up = _route_update_spark(_registry(ctx), ref, log, feedback, policy, full, params)
+    else:
+        up = update_from_log(_registry(ctx), ref, log, feedback, policy=policy, full=full, **params)
     r = up.route
     doc = {"route": r.ref, "version": r.version, "policy": r.policy["params"]["policy"], "weights": up.weights,
            "stats": {a: {"n": s.n, "loss_sum": s.loss_sum} for a, s in up.stats.items()},
@@ -484,6 +492,25 @@ def route_update(
         f"{a}={w / 100:g}% (n={up.stats[a].n if a in up.stats else 0}, "
         f"mean loss {up.stats[a].loss_sum / up.stats[a].n if a in up.stats else float('nan'):.4g})"
         for a, w in up.weights.items())))
+
+
+def _route_update_spark(reg, ref: str, log: str, feedback: str, policy: Optional[str], full: bool, params: dict):
+    """The batch bandit update with Spark computing the window (the session this process has, or a new one)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkscoreError("--engine spark needs pyspark; install sparkscore[spark] or use --engine duckdb") from None
+    from sparkscore.engines.feedback import update_from_log as update_on_spark
+
+    from pyspark import SparkContext
+
+    running = SparkContext._active_spark_context is not None  # a session this process already has: keep it
+    spark = SparkSession.builder.appName(f"sparkscore route update {ref}").getOrCreate()
+    try:
+        return update_on_spark(spark, reg, ref, log, feedback, policy=policy, full=full, **params)
+    finally:
+        if not running:
+            spark.stop()
 
 
 def _route_json(r) -> dict:
@@ -705,7 +732,8 @@ def explain(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY"
 @app.command()
 def score(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", metavar="REF", help="Model ref: name, name/3 or name@alias."),
+    model: str = typer.Option(..., "--model", metavar="REF",
+                              help="Model ref: name, name/3 or name@alias; or a route name@route (each row by its arm)."),
     input_path: str = typer.Option(..., "--input", metavar="PATH|GLOB",
                                    help="Parquet or csv file(s); the spark engine also takes tables and Delta paths."),
     output: str = typer.Option(..., "--output", metavar="DELTA_PATH", help="Delta table to write (created if absent)."),
@@ -737,8 +765,15 @@ def score(
     log_id: Optional[str] = typer.Option(None, "--log-id", metavar="COLUMN",
                                          help="Input column whose value is each row's request_id (the feedback "
                                               "table's key; default: <job id>:<row ordinal>)."),
+    with_arm: bool = typer.Option(False, "--with-arm",
+                                  help="A route: also write the columns arm, arm_version and route_version (which "
+                                       "arm scored each row). With --log, shadow arms are logged too."),
 ) -> None:
-    """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version."""
+    """Batch-score files into a Delta table: one atomic, idempotent commit recording the model version.
+
+    A route ref (name@route) scores each row by the arm its key picks, as PREDICT does; the commit
+    is stamped with the route version and its arms' versions.  Its shadow arms are scored only with
+    --log: on the logged rows, logged with shadow = true, never written to the output."""
     from sparkscore.engines.batch import MODES
     from sparkscore.engines.delta import SCHEMA_MODES
 
@@ -757,7 +792,7 @@ def score(
         log_spec = LogSpec(log, log_fraction, log_max_rows, log_id)  # checks the numbers before any work
     if engine == "spark":
         command = spark_submit_command(model, input_path, output, mode, job_id, keep_columns, batch_rows,
-                                       ctx.obj.registry, schema, model_columns, log_spec)
+                                       ctx.obj.registry, schema, model_columns, log_spec, with_arm)
         _err().print(Text(f"running {shlex.join(command)}"))
         rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
         if rc != 0:
@@ -765,21 +800,22 @@ def score(
         return
     try:
         result = _score_embedded(ctx, model, input_path, output, mode, job_id, keep, batch_rows, schema,
-                                 model_columns, log_spec)
+                                 model_columns, log_spec, with_arm)
     except KeyboardInterrupt:
         from sparkscore.engines.delta import table_state
 
         print(f"error: interrupted: staging files removed, {table_state(output)}", file=sys.stderr)
         raise typer.Exit(130) from None
     mv = result.stamp
+    pinned = f"route {mv.model} v{mv.version}" if "@" in mv.model else f"{mv.model}/{mv.version}"
     logged = (f"; {result.log_rows:,} rows logged to {log}" + (f" version {result.log_version}"
               if result.log_version is not None else "")) if result.log_rows is not None else ""
     if result.already_committed:
         _out().print(Text(f"0 rows added: job {mv.job_id} is already committed to {output} with "
-                          f"{mv.model}/{mv.version}{logged}"), soft_wrap=True)
+                          f"{pinned}{logged}"), soft_wrap=True)
         return
     _out().print(Text(f"scored {result.rows:,} rows in {result.seconds:.1f}s "
-                      f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {mv.model}/{mv.version} "
+                      f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) with {pinned} "
                       f"(sha256 {mv.sha256[:12]}) -> {output} version {result.table_version} "
                       f"[job {mv.job_id}, {mode}]{logged}"), soft_wrap=True)
 
@@ -793,7 +829,7 @@ class _RateColumn(ProgressColumn):
 
 def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str, mode: str,
                     job_id: Optional[str], keep: Optional[List[str]], batch_rows: Optional[int], schema: str,
-                    model_columns: Optional[bool], log=None):
+                    model_columns: Optional[bool], log=None, with_arm: bool = False):
     """Run the DuckDB batch job under a rich progress bar on stderr (what it does, rows, rate, ETA)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -821,7 +857,8 @@ def _score_embedded(ctx: typer.Context, model: str, input_path: str, output: str
 
         return score_files(model, input_path, output, registry=_registry(ctx), mode=mode, job_id=job_id,
                            keep_columns=keep, batch_rows=batch_rows or DEFAULT_BATCH_ROWS, progress=advance,
-                           schema_mode=schema, model_columns=model_columns, status=status, log=log)
+                           schema_mode=schema, model_columns=model_columns, status=status, log=log,
+                           with_arm=with_arm)
 
 
 @app.command()
@@ -1186,7 +1223,8 @@ def main() -> None:
 # ---------------------------------------------------------------------- helpers
 def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
                          keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
-                         schema: str = "strict", model_columns: Optional[bool] = None, log=None) -> list[str]:
+                         schema: str = "strict", model_columns: Optional[bool] = None, log=None,
+                         with_arm: bool = False) -> list[str]:
     """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
     try:
         import pyspark
@@ -1209,6 +1247,8 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
     if log is not None:
         command += ["--log", log.table, "--log-fraction", repr(log.fraction), "--log-max-rows", str(log.max_rows)]
         command += ["--log-id", log.id_column] if log.id_column else []
+    if with_arm:
+        command += ["--with-arm"]
     return command
 
 

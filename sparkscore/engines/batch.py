@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sparkscore.engines import delta, joblog
+from sparkscore.engines import delta, joblog, routejob
 from sparkscore.engines.functions import (  # noqa: F401 - check_input_types: also imported from here
-    ARROW_TYPES, ScoringFunction, check_input_types, load_ref, registry_or_default)
-from sparkscore.errors import JobError, SignatureError, SparkscoreError
+    ARROW_TYPES, check_input_types, registry_or_default)
+from sparkscore.errors import JobError, SparkscoreError
 from sparkscore.monitor import predlog
 
 MODES = ("append", "overwrite")
@@ -102,7 +102,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
                 batch_rows: int = DEFAULT_BATCH_ROWS, output_col: str = "prediction",
                 progress: Optional[Progress] = None, schema_mode: str = "strict",
                 model_columns: Optional[bool] = None, status: Optional[Status] = None,
-                log: "predlog.LogSpec | str | None" = None) -> BatchResult:
+                log: "predlog.LogSpec | str | None" = None, with_arm: bool = False) -> BatchResult:
     """Score ``input_path`` with ``model_ref`` into the Delta table ``output`` in one commit.
 
     ``keep_columns`` (default: every input column) are copied next to ``output_col``, then the
@@ -117,6 +117,10 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     ``log`` (a :class:`~sparkscore.monitor.predlog.LogSpec`, or a path: its defaults) also writes the
     sampled prediction log after the output commit (see the module docstring);
     a re-run of a job whose output is committed but whose log is not completes the log only.
+
+    ``model_ref`` may be a route (``churn@ab``): each row is scored by its arm, as PREDICT does
+    (:mod:`sparkscore.engines.routejob`); ``with_arm`` adds the ``arm`` / ``arm_version`` /
+    ``route_version`` columns, and a log also holds the shadow arms' rows (``shadow = true``).
     """
     started = time.time()
     say = status or (lambda message: None)
@@ -130,59 +134,76 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
         raise JobError(f"output {output} is not a local path; the embedded engine writes local Delta tables, "
                        "use the spark engine for object stores")
     delta.check_output(output)
-    mv, model = load_ref(registry_or_default(registry), model_ref)
+    job = routejob.resolve(registry_or_default(registry), model_ref, with_arm=with_arm)
+    mv, model = job.first.mv, job.first.model
 
     con = connect()
     relation = read_files(con, input_path, f"--input {input_path}")
     keep = list(keep_columns) if keep_columns else list(relation.columns)
-    _check_columns(relation.columns, keep, model, output_col)
-    check_input_types(model, f"{mv.name}/{mv.version}", zip(relation.columns, map(str, relation.types)))
+    types = [str(t) for t in relation.types]
+    _check_columns(relation.columns, keep, output_col)
+    job.check_columns(relation.columns, types, "duckdb")
     existing = delta.table_schema(output)
     record_model = delta.wants_model_columns(existing, model_columns)
     delta.check_model_columns([*keep, output_col], record_model)
+    _check_arm_columns([*keep, output_col], with_arm)
     if isinstance(log, str):
         log = predlog.LogSpec(log)
     if log is not None:
-        joblog.check_log(log, output, relation.columns, model)
-    stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, mv, output, mode, keep, output_col, record_model),
-                           mv.name, mv.version, mv.sha256)
+        joblog.check_log(log, output, relation.columns, model, job.log_schema())
+    options = delta.row_options(mode, keep, output_col, record_model)
+    if with_arm:
+        options["with_arm"] = True
+    stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, job.stamp_model, output, options),
+                           *job.stamp_model)
     say(f"job {stamp.job_id}{'' if job_id else ' (derived from the input files, model, output and options)'}")
     for target in (output, *([log.table] if log else [])):
         for leftover in delta.remove_leftovers(target):  # of killed runs: also when this run has nothing to do
             say(f"removed {leftover}, left by a killed run")
-    needed = keep + [n for n in model.bind_columns(relation.columns) if n not in keep]
+    needed = keep + [n for n in job.bound(relation.columns) if n not in keep]
     if log is not None and log.id_column and log.id_column not in needed:
         needed.append(log.id_column)
-    relation = relation.select(*[duckdb.ColumnExpression(c) for c in needed])
+    select = [duckdb.ColumnExpression(c) for c in needed]
+    if job.routed:  # the bucket PREDICT computes, computed by DuckDB while it reads the input
+        key_type = dict(zip(relation.columns, types))[job.key_column(relation.columns)]
+        select.append(duckdb.SQLExpression(job.bucket_sql(relation.columns, key_type, "duckdb"))
+                      .alias(routejob.BUCKET_COLUMN))
+    relation = relation.select(*select)
     if delta.find_commit(output, stamp) is not None:
         if log is None or delta.find_commit(log.table, stamp) is not None:
             return BatchResult(stamp, 0, time.time() - started, None, 0 if log else None)
         say(f"job {stamp.job_id}: output already committed, its prediction log is not: completing the log")
-        collector = joblog.LogCollector(log, stamp, mv, model)
+        collector = joblog.LogCollector(log, stamp, mv, model, job)
         for batch in relation.to_arrow_reader(batch_rows):
             collector.add(batch)
         logged = joblog.commit_log(collector, output, stamp, started, say)
         return BatchResult(stamp, 0, time.time() - started, None, *logged)
     total = len(relation) if _is_parquet(input_path) else None
 
-    fn = ScoringFunction.for_version(mv.name, mv.version, model)
-    collector = joblog.LogCollector(log, stamp, mv, model) if log is not None else None
+    collector = joblog.LogCollector(log, stamp, mv, model, job) if log is not None else None
     reader = relation.to_arrow_reader(batch_rows)
-    schema = pa.schema([reader.schema.field(c) for c in keep]).append(pa.field(output_col, ARROW_TYPES[fn.output_type]))
+    schema = pa.schema([reader.schema.field(c) for c in keep]).append(pa.field(output_col, ARROW_TYPES[job.output_type]))
     if record_model:
         schema = schema.append(pa.field(delta.MODEL_COLUMNS[0], pa.string())).append(
             pa.field(delta.MODEL_COLUMNS[1], pa.int64()))
+    if with_arm:
+        for name, arrow_type in zip(routejob.ARM_COLUMNS, (pa.string(), pa.int64(), pa.int64())):
+            schema = schema.append(pa.field(name, arrow_type))
     delta.check_schema(output, existing, schema, schema_mode)  # before anything is written
     try:
         with delta.staging(output) as folder:
             staging = Path(folder)
             rows = 0
-            say(f"compiling {mv.name}/{mv.version} for this machine")
+            say(f"compiling {job.describe() if job.routed else f'{mv.name}/{mv.version}'} for this machine")
             for i, batch in enumerate(reader):
-                columns = [*(batch.column(c) for c in keep), fn.score(batch)]
+                scores, arm_of = job.score(batch)  # a route: each row by its own arm
+                columns = [*(batch.column(c) for c in keep), scores]
                 if record_model:
                     columns += [pa.array([mv.name] * batch.num_rows, pa.string()),
-                                pa.array(np.full(batch.num_rows, mv.version, dtype=np.int64))]
+                                pa.array(job.versions_of(arm_of) if arm_of is not None
+                                         else np.full(batch.num_rows, mv.version, dtype=np.int64))]
+                if with_arm:
+                    columns += job.arm_columns(arm_of)
                 pq.write_table(pa.Table.from_arrays(columns, schema=schema), staging / f"part-{i:05d}.parquet")
                 if collector is not None:
                     collector.add(batch)
@@ -206,20 +227,23 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     return BatchResult(stamp, result.rows, time.time() - started, result.table_version, *logged)
 
 
-def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, mv, output: str, mode: str,
-                    keep: Sequence[str], output_col: str, record_model: bool) -> str:
+def _derived_job_id(con: duckdb.DuckDBPyConnection, location: str, stamp_model: tuple[str, int, str], output: str,
+                    options: dict) -> str:
     """:func:`delta.derive_job_id` over the files DuckDB's own glob resolves ``location`` to."""
     files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [location]).fetchall()]
-    return delta.derive_job_id({"files": delta.file_identity(files)}, (mv.name, mv.version, mv.sha256), output,
-                               delta.row_options(mode, keep, output_col, record_model))
+    return delta.derive_job_id({"files": delta.file_identity(files)}, stamp_model, output, options)
 
 
-def _check_columns(columns: Sequence[str], keep: Sequence[str], model, output_col: str) -> None:
-    """Fail before any work on a missing input or kept column, or a name clash with the output."""
-    missing = [n for n, b in zip(model.signature.names, model.bind_columns(columns)) if b is None]
-    if missing:
-        raise SignatureError(f"{model.name}: input has no column {missing[0]!r} that the model needs "
-                             f"(it has {', '.join(columns)}); rename or add the column")
+def _check_arm_columns(columns: Sequence[str], with_arm: bool) -> None:
+    clash = [c for c in routejob.ARM_COLUMNS if c in columns] if with_arm else []
+    if clash:
+        raise JobError(f"output column {clash[0]!r} is also one of --with-arm's columns "
+                       f"({', '.join(routejob.ARM_COLUMNS)}); drop it from the kept columns or rename it")
+
+
+def _check_columns(columns: Sequence[str], keep: Sequence[str], output_col: str) -> None:
+    """Fail before any work on a missing kept column or a name clash with the output (the model's
+    inputs: :meth:`~sparkscore.engines.routejob.JobModel.check_columns`)."""
     unknown = [c for c in keep if c not in columns]
     if unknown:
         raise JobError(f"--keep-columns {unknown[0]!r} is not an input column; use some of {', '.join(columns)}")

@@ -26,10 +26,14 @@ Status = Callable[[str], None]
 
 
 class LogCollector:
-    """The sampled rows of one job for its prediction log (bottom-k by hash: deterministic, bounded)."""
+    """The sampled rows of one job for its prediction log (bottom-k by hash: deterministic, bounded).
 
-    def __init__(self, spec: predlog.LogSpec, stamp: delta.JobStamp, mv, model) -> None:
-        self.spec, self.stamp, self.mv, self.model = spec, stamp, mv, model
+    ``job`` (a :class:`~sparkscore.engines.routejob.JobModel`) is what the job scores: for a route,
+    each logged row is scored again by its own arm, and by every shadow arm (``shadow = true``).
+    """
+
+    def __init__(self, spec: predlog.LogSpec, stamp: delta.JobStamp, mv, model, job=None) -> None:
+        self.spec, self.stamp, self.mv, self.model, self.job = spec, stamp, mv, model, job
         self.bound: list[str] = []
         self.keep = predlog.BottomK(spec.max_rows)
         self.seen = 0
@@ -37,7 +41,8 @@ class LogCollector:
     def add(self, batch: pa.RecordBatch) -> None:
         """Sample ``batch`` (the next rows of the input, in input order)."""
         if not self.bound:
-            self.bound = list(self.model.bind_columns(batch.schema.names))
+            self.bound = (self.job.log_columns(batch.schema.names) if self.job is not None
+                          else list(self.model.bind_columns(batch.schema.names)))
         ids = predlog.request_ids(batch, self.spec.id_column, self.stamp.job_id, self.seen)
         hashes = predlog.sample_hash(self.stamp.job_id, ids)
         idx = np.flatnonzero(predlog.sampled(hashes, self.spec.fraction))
@@ -55,6 +60,8 @@ class LogCollector:
         kept = self.keep.result()
         if kept is None:
             return None
+        if self.job is not None:
+            return self.job.log_table(kept, ts=ts, source=self.stamp.job_id)
         model, mv = self.model, self.mv
         prediction = ScoringFunction.for_version(mv.name, mv.version, model).score(kept)
         proba = ScoringFunction.for_version(mv.name, mv.version, model, "proba").score(kept) \
@@ -65,8 +72,11 @@ class LogCollector:
                                  prediction=prediction, proba=proba)
 
 
-def check_log(spec: predlog.LogSpec, output: str, columns: Sequence[str], model) -> None:
-    """Refuse, before anything is written, a log that is the output, has other columns, or lacks the id column."""
+def check_log(spec: predlog.LogSpec, output: str, columns: Sequence[str], model,
+              schema: Optional[pa.Schema] = None) -> None:
+    """Refuse, before anything is written, a log that is the output, has other columns, or lacks the id column.
+
+    ``schema``: the log's columns (default: ``model``'s; a route's job logs the union of its arms')."""
     if not delta.is_local(spec.table):
         raise JobError(f"--log {spec.table} is not a local path; prediction logs are written with delta-rs through a "
                        "local (or mounted) path for now: pass one")
@@ -76,7 +86,7 @@ def check_log(spec: predlog.LogSpec, output: str, columns: Sequence[str], model)
     if spec.id_column is not None and spec.id_column not in columns:
         raise JobError(f"--log-id {spec.id_column!r} is not an input column; use one of {', '.join(columns)}")
     delta.check_output(spec.table, "--log")
-    delta.check_schema(spec.table, delta.table_schema(spec.table), predlog.log_schema(model))
+    delta.check_schema(spec.table, delta.table_schema(spec.table), schema or predlog.log_schema(model))
 
 
 def commit_log(collector: LogCollector, output: str, stamp: delta.JobStamp, started: float,
@@ -93,7 +103,8 @@ def commit_log(collector: LogCollector, output: str, stamp: delta.JobStamp, star
     ts = datetime.fromtimestamp(int(info.get("timestamp", time.time() * 1000)) / 1000, timezone.utc)
     try:
         table = collector.table(ts)
-        schema = table.schema if table is not None else predlog.log_schema(collector.model)
+        schema = table.schema if table is not None else (
+            collector.job.log_schema() if collector.job is not None else predlog.log_schema(collector.model))
         say(f"committing {table.num_rows if table is not None else 0:,} rows to the prediction log {target}")
         with delta.staging(target) as folder:
             if table is not None:

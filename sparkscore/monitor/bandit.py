@@ -16,7 +16,13 @@ Where the feedback comes from
     labels newer than the previous update's window (``label_ts >`` its ``through``) count, so
     running the update twice does not count a label twice (online versions in between are skipped
     when finding that window; a new policy, or fixed weights set by hand, start over and count every
-    label).  DuckDB aggregates; Python sees one row per arm.
+    label).  DuckDB aggregates (:func:`window_stats`); Python sees one row per arm.  On Spark
+    (``sparkscore route update --engine spark``, ``sparkscore.engines.feedback``) the join and the
+    per-arm aggregate are ONE Spark SQL query built here (:func:`spark_stats_query`, a sqlglot AST:
+    route, times and scale enter as literals); for classifiers it groups by (arm, version, argmax
+    of ``proba``, label) and :func:`stats_of_groups` applies the 0/1 loss to those few rows with the
+    class order of each logged version (what the DuckDB path's class join does), so both engines
+    count the same rows with the same losses and write the same route version.
     *Online* (:func:`update_from_items`; ``POST /v2/routes/{NAME@ROUTE}/feedback`` in serve): the
     client sends back, per request, the ``arm`` and ``prediction`` the route answered with and the
     ``label``; no server-side memory of requests is needed.
@@ -338,14 +344,158 @@ def _registry():
     return Registry()
 
 
+# ---------------------------------------------------------------------------- batch on Spark: the query
+_SPARK_JOINED = """
+WITH fb AS (
+  SELECT request_id, MAX_BY(label, STRUCT(ts, CAST(label AS STRING))) AS label, MAX(ts) AS label_ts
+  FROM __feedback GROUP BY request_id
+), j AS (
+  SELECT l.arm, l.version, l.proba, l.prediction, fb.label, fb.label_ts
+  FROM __log AS l JOIN fb ON l.request_id = fb.request_id
+  WHERE l.model = :name AND (l.route = :ref OR l.route = :route) AND l.arm IS NOT NULL
+    AND NOT COALESCE(l.shadow, FALSE) AND fb.label IS NOT NULL {after}
+)"""
+_SPARK_CLASSIFIER = """
+SELECT arm, version, ARRAY_POSITION(proba, ARRAY_MAX(proba)) AS idx, CAST(label AS STRING) AS label_text,
+       COUNT(*) AS n, UNIX_MICROS(MIN(label_ts)) AS t0, UNIX_MICROS(MAX(label_ts)) AS t1
+FROM j GROUP BY arm, version, ARRAY_POSITION(proba, ARRAY_MAX(proba)), CAST(label AS STRING)"""
+_SPARK_REGRESSOR = """, y AS (
+  SELECT arm, label_ts, TRY_CAST(label AS DOUBLE) AS y, prediction FROM j
+), v AS (
+  SELECT * FROM y WHERE y IS NOT NULL AND ABS(y) < CAST('Infinity' AS DOUBLE)
+), sc AS (
+  {scale}
+)
+SELECT v.arm, COUNT(*) AS n, SUM(LEAST(COALESCE({loss}, 1.0), 1.0)) AS s,
+       UNIX_MICROS(MIN(v.label_ts)) AS t0, UNIX_MICROS(MAX(v.label_ts)) AS t1, MAX(sc.scale) AS scale
+FROM v CROSS JOIN sc GROUP BY v.arm"""
+
+
+def spark_stats_query(base: Route, params: PolicyParams, classifier: bool, *, after=None,
+                      log_view: str, feedback_view: str):
+    """The ONE Spark SQL query (sqlglot AST) behind a batch update on Spark (module docstring).
+
+    The text is fixed; the route's name/ref, ``after`` (as Unix microseconds) and the scale enter
+    as literals through sqlglot placeholders, the two views (named by the caller) as identifiers.
+    The regressors' default scale (the label range of the window, 1 when it is 0) is computed in
+    the same query, as :func:`window_stats` does in its own.
+    """
+    from sqlglot import exp, parse_one
+
+    from sparkscore.monitor import predlog
+
+    lo = predlog._ts_value(after, "after")
+    text = _SPARK_JOINED.format(after="AND fb.label_ts > TIMESTAMP_MICROS(:after)" if lo is not None else "")
+    if classifier:
+        text += _SPARK_CLASSIFIER
+    else:
+        kind = _loss_kind(params, classifier)
+        err = "(ABS(v.prediction - v.y) / sc.scale)"
+        text += _SPARK_REGRESSOR.format(
+            scale="SELECT CASE WHEN MAX(y) > MIN(y) THEN MAX(y) - MIN(y) ELSE CAST(1.0 AS DOUBLE) END AS scale FROM v"
+            if params.scale is None else "SELECT CAST(:scale AS DOUBLE) AS scale",
+            loss=err if kind == "abs" else f"{err} * {err}")
+    query = parse_one(text, read="spark")
+    values = {"name": base.name, "ref": base.ref, "route": base.route}
+    if lo is not None:
+        values["after"] = _micros(lo)
+    if params.scale is not None:
+        values["scale"] = float(params.scale)
+    query = exp.replace_placeholders(query, **values)
+    views = {"__log": log_view, "__feedback": feedback_view}
+
+    def rename(node):  # the table name only: its alias (``l``) stays
+        if isinstance(node, exp.Table) and node.name in views:
+            node = node.copy()
+            node.set("this", exp.to_identifier(views[node.name]))
+        return node
+    return query.transform(rename)
+
+
+def _micros(ts) -> int:
+    from datetime import datetime, timezone
+
+    delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(us):
+    from datetime import datetime, timedelta, timezone
+
+    return None if us is None else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
+
+
+def stats_of_groups(rows: Sequence[Sequence[Any]], base: Route, params: PolicyParams, classifier: bool, *,
+                    log_table: str, feedback_table: str, after=None,
+                    registry=None) -> tuple[dict[str, ArmStats], dict[str, Any], PolicyParams]:
+    """(stats, window, params) from the rows of :func:`spark_stats_query` (what :func:`window_stats` returns).
+
+    Classifier rows are (arm, version, argmax position 1-based or NULL, label text, n, t0, t1): a
+    group's loss is 0 when the label matches the class at that position, compared as the DuckDB
+    path's class join compares (numeric classes as numbers, text classes as text), else 1.
+    """
+    from sparkscore.monitor import predlog
+
+    kind = _loss_kind(params, classifier)
+    acc: dict[str, list] = {}
+    times: list = []
+    if classifier:
+        classes: dict[int, tuple] = {}
+        reg = registry if registry is not None else _registry()
+        from sparkscore.errors import ModelNotFoundError
+
+        for arm, version, idx, label, n, t0, t1 in rows:
+            if int(version) not in classes:
+                try:
+                    classes[int(version)] = tuple(reg.load(f"{base.name}/{int(version)}").classes or ())
+                except ModelNotFoundError:
+                    raise predlog.PredictionLogError(
+                        f"the log's model {base.name}/{version} is not in the registry at {reg.root}; its class "
+                        "order is needed to read proba: pass the registry that served it (--registry)") from None
+            hit = idx is not None and 1 <= int(idx) <= len(classes[int(version)]) and \
+                _class_matches(classes[int(version)][int(idx) - 1], label)
+            n_s = acc.setdefault(arm, [0, 0.0])
+            n_s[0] += int(n)
+            n_s[1] += 0.0 if hit else float(n)
+            times.append((t0, t1))
+    else:
+        for arm, n, s, t0, t1, scale in rows:
+            acc[arm] = [int(n), float(s)]
+            times.append((t0, t1))
+            if params.scale is None:
+                params = replace(params, scale=float(scale))
+    stats = {arm: ArmStats(n, s) for arm, (n, s) in sorted(acc.items())}
+    first = _from_micros(min((t0 for t0, _ in times), default=None))
+    through = _from_micros(max((t1 for _, t1 in times), default=None))
+    window = {"source": "batch", "log": str(log_table), "feedback": str(feedback_table), "loss": kind,
+              "after": _iso(predlog._ts_value(after, "after")) if after is not None else None,
+              "first": _iso(first), "through": _iso(through)}
+    return stats, window, params
+
+
+def _class_matches(cls: Any, label_text: Optional[str]) -> bool:
+    """The DuckDB path's join condition: numeric classes equal TRY_CAST(label AS DOUBLE), text ones the text."""
+    if label_text is None:
+        return False
+    if isinstance(cls, str):
+        return label_text == cls
+    try:
+        return float(label_text) == float(cls)
+    except ValueError:
+        return False
+
+
 def update_from_log(reg, ref: str, log_table: str, feedback_table: str, *, policy: Optional[str] = None,
-                    full: bool = False, con=None, **params: Any) -> Update:
-    """Batch update of route ``ref`` (``NAME@ROUTE``) from the log + feedback (module docstring)."""
+                    full: bool = False, con=None, stats_fn=None, **params: Any) -> Update:
+    """Batch update of route ``ref`` (``NAME@ROUTE``) from the log + feedback (module docstring).
+
+    ``stats_fn`` computes the window's per-arm figures (:func:`window_stats`'s signature; default
+    :func:`window_stats` on DuckDB, ``sparkscore.engines.feedback`` passes the Spark one)."""
     base = _base(reg, ref)
     p, restart = _params_of(base, policy, params)
     after = None if full or restart else _last_through(reg, base)
-    stats, window, p = window_stats(log_table, feedback_table, base, p, _classifier(reg, base), after=after,
-                                    registry=reg, con=con)
+    compute = stats_fn or (lambda *a, **k: window_stats(*a, con=con, **k))
+    stats, window, p = compute(log_table, feedback_table, base, p, _classifier(reg, base), after=after, registry=reg)
     if not stats:
         raise BanditError(f"route {ref}: no labelled rows of its arms in {log_table} joined to {feedback_table}"
                           f"{' newer than the last update (' + after + ')' if after else ''}; nothing to learn from")
