@@ -296,3 +296,36 @@ def test_the_loser_of_a_race_reapplies_its_window_or_fails_in_one_line(tmp_path,
     up = bandit.update_from_items(reg, "m@ab", _items(1))
     assert up.route.version == 4 and up.route.policy["base_version"] == 3
     assert [r.reason for r in reg.route_history("m", "ab")][1:3] == ["concurrent", "concurrent"]
+
+
+def test_a_classifier_route_gives_probabilities_and_labels_per_arm_in_python_and_the_arrow_scorer(tmp_path):
+    """Two outputs of a classifier route (what ``auto`` sends through ``mapInArrow``): the partition
+    scorer, fed the bucket column as Spark computes it, equals RoutedModel row for row (no JVM)."""
+    pytest.importorskip("pyspark")
+    from sparkscore.engines.spark import BUCKET_COL, ModelSource, RoutedPartitionScorer
+    from sparkscore.registry.routes import bucket
+
+    reg = ss.Registry(tmp_path / "registry")
+    for coef in ([0.5, -0.25, 0.125], [-1.0, 0.5, 0.25]):
+        reg.register("clf", Model(LinearModel(np.array(coef), np.array([0.1]), "logistic"),
+                                  Signature.from_names(FEATURES), task="classification", classes=(0, 1)))
+    reg.set_route("clf", "ab", arms={1: 40, 2: 60}, key="id")
+    routed = reg.load("clf@ab")
+    data = _table(500).select(["customer_id", *FEATURES]).rename_columns(["id", *FEATURES])
+    proba = routed.predict_proba(data)
+    labels = routed.predict(data)
+    arms = routed.arm_of(data["id"])
+    for label, model in (("1", reg.load("clf/1")), ("2", reg.load("clf/2"))):
+        rows = np.flatnonzero(arms == label)
+        np.testing.assert_array_equal(proba[rows], model.predict_proba(data.take(rows)))
+        np.testing.assert_array_equal(labels[rows], model.predict(data.take(rows)))
+    owner = np.array([0 if routed.route.arm_of_bucket(b) == "1" else 1 for b in range(10_000)], dtype=np.int32)
+    sources = tuple((ModelSource(str(reg.root), "clf", a.version, a.sha256), FEATURES) for a in routed.arms.values())
+    scorer = RoutedPartitionScorer(sources, owner.tobytes(), (("p", "predict", "DOUBLE"), ("pr", "proba", "DOUBLE[]")))
+    buckets = pa.array([bucket("clf@ab", k) for k in data["id"].to_pylist()], type=pa.int64())
+    batch = pa.RecordBatch.from_arrays([*(c.combine_chunks() for c in data.columns), buckets],
+                                       names=[*data.column_names, BUCKET_COL])
+    out = pa.Table.from_batches(list(scorer(iter([batch.slice(0, 200), batch.slice(200)]))))
+    # the compiled kernels may differ from Model.predict_proba's by an ulp; a wrong arm would differ by far more
+    np.testing.assert_allclose(np.array(out["pr"].to_pylist()), proba, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(out["p"].to_numpy(), proba[:, 1], rtol=1e-12, atol=0)  # PREDICT of a binary classifier
