@@ -186,7 +186,9 @@ def test_time_pinned_route_refs_on_duckdb_and_load(pinned, table):
 
 
 def test_time_pinned_route_refs_in_serving(pinned):
-    from tests.serving.conftest import serving
+    from urllib.parse import quote
+
+    from tests.serving.conftest import post, serving, v2_body
 
     reg, t1, _ = pinned
     rows = [[k, 0.0, 0.0, 0.0] for k in range(200)]
@@ -197,9 +199,13 @@ def test_time_pinned_route_refs_in_serving(pinned):
             out = []
             for ref in (f"churn@ab#{t1}", "churn@ab", "churn@ab#2999-01-01T00:00:00Z", "churn@ab#2001-01-01T00:00:00Z"):
                 out.append(await client.post("/invocations", params={"model": ref}, json=body))
+            v2 = v2_body({"customer_id": list(range(50)), **{c: [0.0] * 50 for c in FEATURES}})
+            out.append(await post(client, f"/v2/models/churn@ab%23{quote(t1)}/infer", v2))  # '#' sent as %23
             return out
 
-    old, now, future, before = asyncio.run(run())
+    old, now, future, before, over_v2 = asyncio.run(run())
+    assert over_v2.status_code == 200, over_v2.text
+    assert over_v2.json()["route_version"] == 1 and over_v2.headers["x-sparkscore-route-version"] == "1"
     assert old.status_code == 200 and now.status_code == 200, (old.text, now.text)
     assert old.json()["route_version"] == 1 and set(old.json()["predictions"]) == {1.0}
     assert set(old.json()["versions"]) == {1} and now.json()["route_version"] == 2
