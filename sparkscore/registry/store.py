@@ -535,9 +535,12 @@ class Registry:
         Why: a server polling the registry every 0.5 s must not read and parse every alias and version
         record each time (in a worker thread under load those reads convoy on the GIL: alias moves were
         picked up after up to 0.86 s).  Every write here is a rename or a mkdir/rmdir, so a new alias
-        file has a new inode and a version added or removed changes its ``versions`` directory
-        (mtime, link count): when the token is unchanged nothing a ref resolves to has changed.
+        file has a new inode, a version added or removed changes its ``versions`` directory
+        (mtime, link count) and a route version adds a file name to ``routes/<route>/`` (listed):
+        when the token is unchanged nothing a ref resolves to has changed.
         """
+        from sparkscore.registry.routes import _route_versions
+
         def sig(path: Path) -> tuple | None:
             try:
                 st = os.stat(path)
@@ -562,6 +565,12 @@ class Registry:
             except OSError:
                 entries = []
             out.extend((name, entry, sig(aliases / entry)) for entry in entries)
+            routes = name_dir / "routes"  # route versions are append-only files: their numbers say it all
+            try:
+                found = sorted(os.listdir(routes))
+            except OSError:
+                found = []
+            out.extend((name, "routes", route, tuple(_route_versions(routes / route))) for route in found)
         return tuple(out)
 
     def versions(self, name: str) -> list[ModelVersion]:
