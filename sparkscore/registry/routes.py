@@ -397,21 +397,15 @@ def set_route(reg: "Registry", name: str, route: str, arms: Mapping[Any, int], k
                 return _route_of(record, sha)
         if expected_version is not None:  # another writer created expected_version + 1 first
             raise _conflict(who, expected_version, record["version"])
-        _back_off(attempt)
+        from sparkscore.registry.objstore import _back_off  # only object stores lose a create
+
+        _back_off(attempt + 1)
     raise RegistryError(f"{who}: {MAX_PUBLISH_ATTEMPTS} other writers won every route version in a row; retry")
 
 
 def _conflict(who: str, expected: int, found: int) -> RouteConflictError:
     return RouteConflictError(f"{who}: expected version {expected} but another writer published version {found}; "
                               "re-read the route and apply the change again")
-
-
-def _back_off(attempt: int) -> None:
-    """After a lost create, wait a little (jittered) so racing writers spread out."""
-    import random
-    import time
-
-    time.sleep(random.uniform(0.0, 0.005 * min(attempt + 1, 20)))
 
 
 def _next_record(reg: "Registry", name: str, route: str, latest: int, weights: Mapping[str, int],
