@@ -27,6 +27,10 @@ Three paths score a DataFrame in :func:`predict` (:func:`predict_path` says whic
   and zips the score back); ``auto``'s choice for one output, for frames with many more non-model
   columns than model ones, or with a column that does not travel through Arrow (ML vectors);
   also what ``install`` registers for plain ``spark.sql``.
+
+A route ref (``'churn@ab'``, also time-pinned ``'churn@ab#2026-11-01T00:00:00Z'``) scores each row
+on its arm, the arm Spark SQL's ``PREDICT`` picks (the same bucket SQL, computed once per row);
+each path above applies per arm (:func:`_predict_route`).
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ from pyspark.sql.types import (ArrayType, AtomicType, DataType, DoubleType, Long
 
 from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
-from sparkscore.engines.functions import (ScoringFunction, check_input_types, output_type, registry_or_default,
-                                         resolver, route_resolver, score_many)
+from sparkscore.engines.functions import (ARROW_TYPES, ScoringFunction, check_input_types, output_type,
+                                         registry_or_default, resolver, route_resolver, score_many)
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
@@ -328,22 +332,21 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     ``proba_col`` (classifiers) adds the class probabilities as a second column computed in the
     same pass.  ``path`` (default ``spark.sparkscore.path``, else ``auto``): see :func:`predict_path`.
     """
+    from sparkscore.registry.routes import resolve_route
+
     reg = registry_or_default(registry)
+    routed = resolve_route(reg, model_ref)
+    if routed is not None:
+        return _predict_route(df, reg, routed, output_col, proba, proba_col, path)
     mv = reg.get(model_ref)
     model = reg.load(f"{mv.name}/{mv.version}")
     ref = f"{mv.name}/{mv.version}"
     bound = _bind(df, model, ref)
-    outputs = [(output_col, "proba" if proba else "predict")]
-    if proba_col is not None:
-        if not model.is_classifier:
-            raise QueryError(f"{ref}: proba_col needs a classifier; this model is a regressor")
-        outputs.append((proba_col, "proba"))
-    if len({c for c, _ in outputs}) < len(outputs):
-        raise QueryError(f"{ref}: output_col and proba_col are both {output_col!r}; give them different names")
+    outputs = _outputs(ref, [model], output_col, proba, proba_col)
     kinds = [kind for _, kind in outputs]
     choice = predict_path(df, model, kinds, bound, path)
     # scores land in fresh columns; an output named like an input column replaces it in place (as withColumn)
-    temp = [f"__sparkscore_{i}_{column}" for i, (column, _) in enumerate(outputs)]
+    temp = _temp_columns(outputs)
     if choice.path == "inline":
         sqls, _ = _inline_sql(model, kinds, bound, df)
         scored = df.select("*", *[F.expr(sql).alias(t) for t, sql in zip(temp, sqls)])
@@ -359,9 +362,148 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
             fields = [StructField(t, _SPARK_DATA_TYPES[sql_type], True) for t, _, sql_type in typed]
             scored = df.mapInArrow(PartitionScorer(source, tuple(bound), tuple(typed)),
                                    StructType([*df.schema.fields, *fields]))
+    return _with_outputs(df, scored, outputs, temp)
+
+
+def _outputs(ref: str, models: Sequence[Model], output_col: str, proba: bool,
+             proba_col: str | None) -> list[tuple[str, str]]:
+    """(column, kind) of every requested output, checked against the model(s)."""
+    outputs = [(output_col, "proba" if proba else "predict")]
+    if proba_col is not None:
+        if not all(m.is_classifier for m in models):
+            raise QueryError(f"{ref}: proba_col needs a classifier; this model is a regressor")
+        outputs.append((proba_col, "proba"))
+    if len({c for c, _ in outputs}) < len(outputs):
+        raise QueryError(f"{ref}: output_col and proba_col are both {output_col!r}; give them different names")
+    return outputs
+
+
+def _temp_columns(outputs: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"__sparkscore_{i}_{column}" for i, (column, _) in enumerate(outputs)]
+
+
+def _with_outputs(df: DataFrame, scored: DataFrame, outputs: Sequence[tuple[str, str]],
+                  temp: Sequence[str]) -> DataFrame:
+    """``df``'s columns (an output named like one replaces it in place, as withColumn) + the new outputs."""
     renamed = dict(zip((c for c, _ in outputs), temp))
     return scored.select(*[F.col(_quote(renamed[c])).alias(c) if c in renamed else F.col(_quote(c)) for c in df.columns],
                          *[F.col(_quote(t)).alias(c) for (c, _), t in zip(outputs, temp) if c not in df.columns])
+
+
+# ---------------------------------------------------------------------------------------- routes
+#: the column :func:`predict` adds (and drops) holding each row's route bucket
+BUCKET_COL = "__sparkscore_bucket"
+
+
+@dataclass(frozen=True)
+class RoutedPartitionScorer:
+    """The ``mapInArrow`` function of a route: each record batch's rows go to their arm by the
+    bucket column (computed in Spark SQL), each arm scores only its rows in one pass, and the
+    outputs come back in row order.  Carries only each arm's :class:`ModelSource`."""
+
+    arms: tuple[tuple[ModelSource, tuple[str, ...]], ...]   # (source, bound input columns) per arm
+    owner: bytes                                             # int32 arm index of every bucket 0..9999
+    outputs: tuple[tuple[str, str, str], ...]                # (column, kind, SQL type)
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numpy as np
+
+        owner = np.frombuffer(self.owner, dtype=np.int32)
+        fns: list | None = None
+        for batch in batches:
+            if fns is None:
+                fns = []
+                for source, _ in self.arms:
+                    model = source.scorer().model
+                    fns.append([ScoringFunction(f"{source.name}_v{source.version}_{kind}", kind, model,
+                                                (source.name, source.version), sql_type)
+                                for _, kind, sql_type in self.outputs])
+            arm = owner[batch.column(BUCKET_COL).to_numpy(zero_copy_only=False).astype(np.int64)]
+            pieces: list[list[pa.Array]] = [[] for _ in self.outputs]
+            order = []
+            for i, ((source, inputs), arm_fns) in enumerate(zip(self.arms, fns)):
+                rows = np.flatnonzero(arm == i)
+                if rows.size == 0:
+                    continue
+                names = list(arm_fns[0].model.signature.names)
+                data = pa.Table.from_arrays([batch.column(c) for c in inputs], names=names).take(pa.array(rows))
+                for j, scored in enumerate(score_many(arm_fns, data)):
+                    pieces[j].append(scored)
+                order.append(rows)
+            back = pa.array(np.argsort(np.concatenate(order), kind="stable")) if order else None
+            columns = [(pa.concat_arrays(p).take(back) if p else pa.nulls(0, ARROW_TYPES[t]))
+                       for p, (_, _, t) in zip(pieces, self.outputs)]
+            yield pa.RecordBatch.from_arrays([*batch.columns, *columns],
+                                             names=[*batch.schema.names, *(c for c, _, _ in self.outputs)])
+
+
+def _predict_route(df: DataFrame, reg, routed, output_col: str, proba: bool, proba_col: str | None,
+                   path: str | None) -> DataFrame:
+    """:func:`predict` of a route ref: each row scored by its arm, as Spark SQL's ``PREDICT`` does.
+
+    The bucket is the same SQL expression ``route_models`` writes (``bucket_sql`` over the key's
+    canonical text, NULL -> bucket 0), computed once per row into :data:`BUCKET_COL`.  Paths:
+    ``inline`` every arm as Catalyst expressions in one ``CASE`` on the bucket; ``udf`` every arm
+    as a *gated* Arrow UDF (it scores only its own rows: Spark lifts UDFs out of ``CASE``);
+    ``arrow`` one ``mapInArrow`` pass in which each arm scores its rows; ``auto`` inlines each arm
+    that :func:`predict_path` would inline alone and gates the others, or takes ``arrow`` when an
+    arm alone would.
+    """
+    from sqlglot import exp
+
+    from sparkscore.optimizer.dialect import generate
+    from sparkscore.optimizer.route_models import _condition, _merged, bucket_sql, key_text_sql
+    from sparkscore.registry.routes import BUCKETS
+
+    route = routed.route
+    ref = f"{route.ref} v{route.version}"
+    models = [reg.load(f"{a.name}/{a.version}") for a in routed.arms]
+    outputs = _outputs(ref, models, output_col, proba, proba_col)
+    kinds = [kind for _, kind in outputs]
+    types = [{output_type(m, kind) for m in models} for kind in kinds]
+    mixed = next(((k, t) for k, t in zip(kinds, types) if len(t) > 1), None)
+    if mixed is not None:
+        raise QueryError(f"route {ref}: its arms return different types for {mixed[0]} ({', '.join(sorted(mixed[1]))}); "
+                         "give the arms models of one task and label type")
+    keys = [c for c in df.columns if c.lower() == route.key.lower()]
+    keys = [c for c in keys if c == route.key] or keys
+    if len(keys) != 1:
+        raise SignatureError(f"route {ref}: input DataFrame has {'no' if not keys else 'more than one'} key column "
+                             f"{route.key!r}; the route picks each row's arm by it")
+    key_type = df.schema[keys[0]].dataType.simpleString()
+    text, _ = key_text_sql(exp.column(keys[0], quoted=True), key_type, "spark", route.ref)
+    with_bucket = df.withColumn(BUCKET_COL, F.expr(generate(bucket_sql(route.salt, text, "spark"), "spark")))
+    bounds = [_bind(df, m, f"{a.name}/{a.version}") for a, m in zip(routed.arms, models)]
+    choices = [predict_path(df, m, kinds, b, path) for m, b in zip(models, bounds)]
+    temp = _temp_columns(outputs)
+    sources = [_source(reg, a.name, a.version, a.sha256, df.sparkSession) for a in routed.arms]
+    typed = [(t, kind, sql_type.pop()) for t, kind, sql_type in zip(temp, kinds, types)]
+    if any(c.path == "arrow" for c in choices):
+        import numpy as np
+
+        labels = [a.label for a in routed.arms]
+        owner = np.zeros(BUCKETS, dtype=np.int32)
+        for start, end, label in route.ranges:  # only arms with traffic own buckets
+            owner[start:end] = labels.index(label)
+        fields = [StructField(t, _SPARK_DATA_TYPES[sql_type], True) for t, _, sql_type in typed]
+        scorer = RoutedPartitionScorer(tuple((src, tuple(b)) for src, b in zip(sources, bounds)), owner.tobytes(),
+                                       tuple(typed))
+        scored = with_bucket.mapInArrow(scorer, StructType([*with_bucket.schema.fields, *fields]))
+        return _with_outputs(df, scored, outputs, temp)
+    bucket = exp.column(BUCKET_COL, quoted=True)
+    ranges = _merged(route.ranges)
+    columns = {t: None for t in temp}
+    for arm, model, bound, choice, source in zip(routed.arms, models, bounds, choices, sources):
+        gate = F.expr(generate(_condition(bucket, [(s, e) for s, e, label in ranges if label == arm.label]), "spark"))
+        if choice.path == "inline":
+            values = [F.expr(sql) for sql in _inline_sql(model, kinds, bound, df)[0]]
+        else:
+            values = [ModelFunction(udf_name(arm.name, arm.version, kind), source, kind, sql_type, gated=True).udf()(
+                gate, *[with_bucket[c] for c in bound]) for _, kind, sql_type in typed]
+        for t, value in zip(temp, values):
+            columns[t] = F.when(gate, value) if columns[t] is None else columns[t].when(gate, value)
+    scored = with_bucket.select("*", *[columns[t].alias(t) for t in temp])
+    return _with_outputs(df, scored, outputs, temp)
 
 
 def _quote(name: str) -> str:

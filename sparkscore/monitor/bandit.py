@@ -51,6 +51,14 @@ Policies (K arms with traffic in the base version; arms at weight 0 stay off)
     Thompson's counts above the prior), so a drifting stream can be followed.
     ``eta`` defaults to 0.01 per labelled row.
 
+Concurrent updates
+    Every update writes its version with ``set_route(..., expected_version=<the version it read>)``
+    (a compare-and-set, on local and object-store registries alike).  An update that loses to a
+    concurrent one re-reads the route and recomputes on top of the winner (a batch window is
+    re-derived, so labels the winner counted are not counted again; online items are re-applied),
+    so N concurrent updates write N versions, each window applied once.  ``retry=False`` fails the
+    loser with a one-line ``RouteConflictError`` (a RegistryError) instead.
+
 Integer splits and the floor
     Shares become basis points summing to 10000 (the route stores buckets):
     ``floor + (10000 - K * floor) * share_i`` rounded by largest remainder (ties: arm order), with
@@ -69,7 +77,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from sparkscore.errors import MonitorError
-from sparkscore.registry.routes import BUCKETS, Route, arm_ref, read_route
+from sparkscore.registry.routes import BUCKETS, Route, RouteConflictError, arm_ref, read_route
 
 POLICIES = ("exp3", "exp4", "thompson")
 LOSSES = ("auto", "zero_one", "abs", "squared")
@@ -267,7 +275,7 @@ def apply(reg, base: Route, params: PolicyParams, restart: bool, stats: Mapping[
     total = sum(s.n for s in stats.values())
     route = reg.set_route(base.name, base.route, weights, shadow=base.shadow,
                           reason=f"bandit {params.policy}: {total} labelled rows ({window.get('source')})",
-                          policy=record)
+                          policy=record, expected_version=base.version)
     return Update(route, new_shares, weights, dict(stats))
 
 
@@ -486,20 +494,52 @@ def _class_matches(cls: Any, label_text: Optional[str]) -> bool:
 
 
 def update_from_log(reg, ref: str, log_table: str, feedback_table: str, *, policy: Optional[str] = None,
-                    full: bool = False, con=None, stats_fn=None, **params: Any) -> Update:
+                    full: bool = False, con=None, stats_fn=None, retry: bool = True, **params: Any) -> Update:
     """Batch update of route ``ref`` (``NAME@ROUTE``) from the log + feedback (module docstring).
 
     ``stats_fn`` computes the window's per-arm figures (:func:`window_stats`'s signature; default
-    :func:`window_stats` on DuckDB, ``sparkscore.engines.feedback`` passes the Spark one)."""
-    base = _base(reg, ref)
-    p, restart = _params_of(base, policy, params)
-    after = None if full or restart else _last_through(reg, base)
+    :func:`window_stats` on DuckDB, ``sparkscore.engines.feedback`` passes the Spark one).  Written with a compare-and-set on the version it read (see :func:`_with_retry`): when another
+    update wins, the window is recomputed from the new version (whose ``through`` it may already
+    cover, so no label counts twice) unless ``retry=False``.
+    """
     compute = stats_fn or (lambda *a, **k: window_stats(*a, con=con, **k))
-    stats, window, p = compute(log_table, feedback_table, base, p, _classifier(reg, base), after=after, registry=reg)
-    if not stats:
-        raise BanditError(f"route {ref}: no labelled rows of its arms in {log_table} joined to {feedback_table}"
-                          f"{' newer than the last update (' + after + ')' if after else ''}; nothing to learn from")
-    return apply(reg, base, p, restart, stats, window)
+
+    def once() -> Update:
+        base = _base(reg, ref)
+        p, restart = _params_of(base, policy, params)
+        after = None if full or restart else _last_through(reg, base)
+        stats, window, p = compute(log_table, feedback_table, base, p, _classifier(reg, base), after=after,
+                                   registry=reg)
+        if not stats:
+            raise BanditError(f"route {ref}: no labelled rows of its arms in {log_table} joined to {feedback_table}"
+                              f"{' newer than the last update (' + after + ')' if after else ''}; nothing to learn from")
+        return apply(reg, base, p, restart, stats, window)
+
+    return _with_retry(ref, once, retry)
+
+
+#: compare-and-set attempts of one update before it gives up (each failure: another update won)
+MAX_UPDATE_ATTEMPTS = 100
+
+
+def _with_retry(ref: str, once, retry: bool) -> Update:
+    """Run one update (read the latest version, compute, write with ``expected_version``) until it wins.
+
+    Why: two updaters (two servers, a server and ``sparkscore route update``) that read version v
+    would otherwise both write on top of v and the later write would silently drop the earlier
+    one's window.  The loser re-reads and applies its window on top of the winner's version, so N
+    concurrent updates give N versions, each window applied once; ``retry=False`` makes the loser
+    fail with a one-line RegistryError instead.
+    """
+    for _ in range(MAX_UPDATE_ATTEMPTS if retry else 1):
+        try:
+            return once()
+        except RouteConflictError as exc:
+            if not retry:
+                raise RouteConflictError(f"{exc} (retry=False: the update of {ref} was not applied)") from None
+            conflict = exc
+    raise RouteConflictError(f"route {ref}: {MAX_UPDATE_ATTEMPTS} concurrent updates won in a row; the last said: "
+                             f"{conflict}")
 
 
 def _last_through(reg, base: Route) -> Optional[str]:
@@ -551,21 +591,26 @@ def stats_of_items(items: Sequence[Mapping[str, Any]], classifier: bool, kind: s
 
 
 def update_from_items(reg, ref: str, items: Sequence[Mapping[str, Any]], *, policy: Optional[str] = None,
-                      source: str = "online", **params: Any) -> Update:
-    """Online update of route ``ref`` from feedback items (at most :data:`MAX_ITEMS`)."""
-    base = _base(reg, ref)
+                      source: str = "online", retry: bool = True, **params: Any) -> Update:
+    """Online update of route ``ref`` from feedback items (at most :data:`MAX_ITEMS`); a concurrent
+    update that wins makes this one re-apply the same items on top of it (``retry=False``: fail)."""
     who = f"route {ref}"
     if not isinstance(items, Sequence) or isinstance(items, (str, bytes)) or not items:
         raise BanditError(f"{who}: send a non-empty list of feedback items")
     if len(items) > MAX_ITEMS:
         raise BanditError(f"{who}: {len(items)} feedback items in one request; send at most {MAX_ITEMS}")
-    p, restart = _params_of(base, policy, params)
-    classifier = _classifier(reg, base)
-    kind = _loss_kind(p, classifier)
-    if not classifier and p.scale is None:
-        p = replace(p, scale=1.0)
-    stats = stats_of_items(items, classifier, kind, p.scale or 1.0, who)
-    ids = sorted(str(it["request_id"]) for it in items)
-    window = {"source": source, "loss": kind, "requests": len(ids),
-              "request_ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
-    return apply(reg, base, p, restart, stats, window)
+
+    def once() -> Update:
+        base = _base(reg, ref)
+        p, restart = _params_of(base, policy, params)
+        classifier = _classifier(reg, base)
+        kind = _loss_kind(p, classifier)
+        if not classifier and p.scale is None:
+            p = replace(p, scale=1.0)
+        stats = stats_of_items(items, classifier, kind, p.scale or 1.0, who)
+        ids = sorted(str(it["request_id"]) for it in items)
+        window = {"source": source, "loss": kind, "requests": len(ids),
+                  "request_ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
+        return apply(reg, base, p, restart, stats, window)
+
+    return _with_retry(ref, once, retry)

@@ -16,6 +16,7 @@ Layout under the prefix::
     models/<name>/deleted/<n>                tombstone: version n was deleted (its record stays, its files go)
     models/<name>/by_sha256/<sha256>         version number holding these model bytes (register's dedup index)
     models/<name>/alias_history/<seq>.json   one alias move (seq zero-padded, 1, 2, 3 ...)
+    models/<name>/routes/<route>/<n>.json    route version n (the record routes.py writes, sha256 inside)
 
 Commit protocol (read-after-write and list-after-write consistency assumed, as S3 provides):
 
@@ -34,9 +35,16 @@ Commit protocol (read-after-write and list-after-write consistency assumed, as S
 * Integrity as on a filesystem: the record object carries the sha256 of its own text (which holds
   the model's sha256 and the files' prefix); the model files are verified by ``Model.load``
   against the model sha256 on every load.
+* A route version (sparkscore/registry/routes.py) is one conditional create of
+  ``routes/<route>/<n>.json`` with ``n`` = the latest listed + 1, its layout computed from version
+  ``n - 1``: a writer that loses the create re-reads version ``n`` and recomputes on top of it, so no
+  version is laid out on a stale predecessor; ``set_route(expected_version=v)`` (the bandit's
+  compare-and-set) creates ``v + 1`` or fails, never anything else.
 * Weaker than the local registry (no lock spans several objects): two concurrent registrations
   of identical bytes can both mint a version, and an alias can be moved to a version that a
-  concurrent ``delete`` is removing.  Both need writers racing on the same name at the same instant.
+  concurrent ``delete`` is removing; an alias and a route of one name set at the same instant can
+  both be created (a ref then means the route: ``resolve_route`` is asked first).  All need writers
+  racing on the same name at the same instant.
   ``by_sha256/`` is written after the publication: a writer killed between the two leaves a
   version that a later registration of the same bytes does not recognise (it mints a new one).
 """
@@ -244,6 +252,9 @@ class ObjectStoreRegistry(Registry):
         validate_name(alias, "alias")
         reason = _checked_reason(name, reason)
         self.get(ModelRef(name, version=validate_version(version, name)))
+        if self._route_numbers(name, alias):  # 'name@alias' cannot mean a route too
+            raise RegistryError(f"model {name!r} has a route {alias!r}, and '{name}@{alias}' cannot mean both; "
+                                f"pick another alias name")
         self._append_move(name, alias, None, version, reason)
 
     def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
@@ -285,16 +296,28 @@ class ObjectStoreRegistry(Registry):
                 return
         raise RegistryError(f"model {name!r}: {MAX_CREATE_ATTEMPTS} other alias moves won every slot in a row; retry")
 
-    def set_route(self, name: str, route: str, *args: Any, **kwargs: Any):
-        raise RegistryError(f"route {name}@{route}: routes are not stored on object-store registries yet "
-                            f"({self.uri}); keep routed models in a local or shared-filesystem registry")
+    # routes: the same records as on a filesystem (routes.py), published by conditional create
+    def _route_lock(self, name: str) -> Any:
+        """No lock: the conditional create of ``routes/<route>/<n>.json`` is the publication."""
+        return contextlib.nullcontext()
 
-    def route(self, name: str, route: str, version: int | None = None):
-        raise ModelNotFoundError(f"route {name}@{route}: routes are not stored on object-store registries "
-                                 f"({self.uri}); see `sparkscore alias {name} --history` for its aliases")
+    def _route_names(self, name: str) -> list[str]:
+        keys = self.storage.list(self._key(name, "routes"))
+        found = {k.split("/")[3] for k in keys if k.count("/") == 4 and k.endswith(".json")}
+        return sorted(r for r in found if _is_valid_name(r) and self._route_numbers(name, r))
 
-    def route_history(self, name: str, route: str) -> list:
-        return []
+    def _route_numbers(self, name: str, route: str) -> list[int]:
+        stems = (k[:-len(".json")] for k in self._keys(name, f"routes/{validate_name(route, 'route name')}")
+                 if k.endswith(".json"))
+        return sorted(int(s) for s in stems if s.isascii() and s.isdigit() and not s.startswith("0"))
+
+    def _route_bytes(self, name: str, route: str, version: int) -> tuple[bytes, str]:
+        key = self._key(name, "routes", validate_name(route, "route name"), f"{int(version)}.json")
+        return self.storage.read(key), f"{self.uri}/{key}"
+
+    def _publish_route(self, name: str, route: str, version: int, data: bytes) -> bool:
+        """Create ``routes/<route>/<version>.json`` only if absent: False when another writer created it first."""
+        return self.storage.create(self._key(name, "routes", route, f"{int(version)}.json"), data)
 
     # ------------------------------------------------------------------ reading
     def watch_token(self, names: Any = None) -> tuple:
@@ -303,7 +326,8 @@ class ObjectStoreRegistry(Registry):
         names = self.models() if names is None else list(names)
         return tuple((name, tuple(self.storage.list(self._key(name, "versions"))),
                       tuple(self.storage.list(self._key(name, "deleted"))),
-                      tuple(self.storage.list(self._key(name, "alias_history")))) for name in names)
+                      tuple(self.storage.list(self._key(name, "alias_history"))),
+                      tuple(self.storage.list(self._key(name, "routes")))) for name in names)
 
     def models(self) -> list[str]:
         names = {k.split("/")[1] for k in self.storage.list("models") if k.count("/") >= 2}
@@ -381,7 +405,11 @@ class ObjectStoreRegistry(Registry):
         return self._read_version(name, version)
 
     def load(self, ref: str | ModelRef) -> Model:
-        """The model behind ``ref``: its files downloaded to a temporary folder and verified."""
+        """The model behind ``ref``: its files downloaded to a temporary folder and verified (a route
+        ref gives a RoutedModel, as on a filesystem)."""
+        routed = self._routed(ref)
+        if routed is not None:
+            return routed
         mv = self.get(ref)
         prefix = mv.path[len(self.uri) + 1:] + "/"
         with tempfile.TemporaryDirectory(prefix="sparkscore-load-") as tmp:

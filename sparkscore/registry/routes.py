@@ -12,7 +12,14 @@ Layout::
     <root>/models/<name>/routes/<route>/<n>.json   {"record": {...}, "sha256": sha256 of the record's canonical JSON}
 
 One file per version, published with one ``os.rename`` under the name lock: readers see a whole
-version or none; a record whose bytes do not match its sha256 is refused (IntegrityError).
+version or none; a record whose bytes do not match its sha256 is refused (IntegrityError).  On an
+object-store registry the same record is published by a conditional create of
+``models/<name>/routes/<route>/<n>.json`` (objstore.py); the registry's five ``_route_*`` methods
+are all this module asks of a store.  ``set_route(expected_version=v)`` publishes only on top of
+version ``v`` (compare-and-set, :class:`RouteConflictError`): the bandit's updates use it.
+
+A time-pinned ref ``name@route#TIME`` means the version live at ``TIME`` with its alias arms
+resolved at ``TIME`` too (:func:`resolve_route`, :func:`route_version_at`).
 
 Arms and weights
     An arm is an alias (``"prod"``) or a version (``3`` / ``"3"``) of the *same* model; it is
@@ -285,23 +292,30 @@ def arm_ref(name: str, label: str) -> str:
 
 
 # ---------------------------------------------------------------------------- storage
+#: attempts at publishing a version before giving up (each lost create means another writer just won one)
+MAX_PUBLISH_ATTEMPTS = 1000
+
+
+class RouteConflictError(RegistryError):
+    """``set_route(..., expected_version=v)`` found the route at another version: a concurrent writer won."""
+
+
 def routes_dir(reg: "Registry", name: str) -> Any:
+    """The local folder of ``name``'s routes (filesystem registries only)."""
     return reg._name_dir(name) / "routes"
 
 
 def route_names(reg: "Registry", name: str) -> list[str]:
     """Routes of model ``name``, sorted."""
-    folder = routes_dir(reg, name)
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _route_versions(folder / p.name))
+    return reg._route_names(validate_name(name))
 
 
 def is_route(reg: "Registry", name: str, route: str) -> bool:
-    return bool(_route_versions(routes_dir(reg, name) / route))
+    return bool(reg._route_numbers(name, route))
 
 
 def _route_versions(folder) -> list[int]:
+    """Version numbers of the ``<n>.json`` files in a local route folder, sorted."""
     try:
         entries = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
@@ -309,17 +323,43 @@ def _route_versions(folder) -> list[int]:
     return sorted(int(e[:-5]) for e in entries if e.endswith(".json") and e[:-5].isdigit() and not e.startswith("0"))
 
 
+def publish_local(folder, version: int, data: bytes) -> bool:
+    """Publish ``<version>.json`` in a local route folder (the caller holds the name lock): one rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / f"{version}.json").exists():
+        return False
+    tmp = folder / f".{version}.{uuid.uuid4().hex}.tmp"
+    tmp.write_bytes(data)
+    os.rename(tmp, folder / f"{version}.json")
+    return True
+
+
 def set_route(reg: "Registry", name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
               shadow: Iterable[Any] = (), salt: str | None = None, reason: str | None = None,
-              policy: Mapping[str, Any] | None = None) -> Route:
+              policy: Mapping[str, Any] | None = None, expected_version: int | None = None) -> Route:
     """Write the next version of route ``name@route`` (see the module docstring); returns it.
 
     ``policy`` (JSON-able; written by the bandit update, sparkscore/monitor/bandit.py) is kept in
     the version so the weights it chose can be replayed; a version without one has fixed weights.
+
+    ``expected_version`` makes the write a compare-and-set: it is published only if the route's
+    latest version is still ``expected_version`` (0: the route does not exist yet), else
+    :class:`RouteConflictError`.  Why: an update computed from version v (a bandit window) is only
+    right on top of v; without the check two updaters that both read v would both write on top of
+    it and the second would silently drop the first one's window.
+
+    Publication is one create-if-absent of ``<n>.json``: on a filesystem under the model's name
+    lock, on an object store a conditional create (objstore.py); a writer that loses that create
+    re-reads the latest version and recomputes the layout from it (or, with ``expected_version``,
+    raises the conflict).
     """
     validate_name(name)
     validate_name(route, "route name")
     who = f"route {name}@{route}"
+    if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)
+                                         or expected_version < 0):
+        raise RegistryError(f"{who}: expected_version must be a route version number (0: not created yet), "
+                            f"got {expected_version!r}")
     if not isinstance(arms, Mapping) or not arms:
         raise RegistryError(f"{who}: give at least one arm, e.g. arms={{'prod': 90, 'challenger': 10}}")
     weights: dict[str, int] = {}
@@ -336,45 +376,64 @@ def set_route(reg: "Registry", name: str, route: str, arms: Mapping[Any, int], k
                             "drop it from one of them")
     if reason is not None and not isinstance(reason, str):
         raise RegistryError(f"{who}: reason must be text, got {type(reason).__name__}")
-    with reg._name_lock(name):
-        if route in reg.aliases(name):
-            raise RegistryError(f"{who}: model {name!r} has an alias {route!r}, and '{name}@{route}' cannot mean "
-                                f"both; pick another route name or remove the alias "
-                                f"(`sparkscore alias {name} {route} --delete`)")
-        for label in (*weights, *shadows):  # every arm must resolve now, to a model version, not a route
-            if not label.isdigit() and is_route(reg, name, label):
-                raise RegistryError(f"{who}: arm {label!r} is a route; arms are aliases or versions of {name!r}")
-            reg.get(arm_ref(name, label))
-        folder = routes_dir(reg, name) / route
-        numbers_ = _route_versions(folder)
-        previous = read_route(reg, name, route, numbers_[-1]) if numbers_ else None
-        key = previous.key if key is None and previous is not None else key
-        if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
-            raise RegistryError(f"{who}: key must be the name of the column that identifies a row "
-                                f"(e.g. key='customer_id'), got {key!r}")
-        salt = (previous.salt if previous is not None else f"{name}@{route}") if salt is None else salt
-        if not isinstance(salt, str) or not _SALT.fullmatch(salt):
-            raise RegistryError(f"{who}: salt must be 1-128 printable ASCII characters without ':', got {salt!r}")
-        order = [a.label for a in previous.arms] if previous is not None else []
-        order += [label for label in weights if label not in order]
-        layout = allocate(previous.arms if previous is not None else (), order, targets)
-        version = (numbers_[-1] if numbers_ else 0) + 1
-        from sparkscore.registry.lineage import utc_now
+    for attempt in range(MAX_PUBLISH_ATTEMPTS):
+        with reg._route_lock(name):
+            if route in reg.aliases(name):
+                raise RegistryError(f"{who}: model {name!r} has an alias {route!r}, and '{name}@{route}' cannot mean "
+                                    f"both; pick another route name or remove the alias "
+                                    f"(`sparkscore alias {name} {route} --delete`)")
+            for label in (*weights, *shadows):  # every arm must resolve now, to a model version, not a route
+                if not label.isdigit() and is_route(reg, name, label):
+                    raise RegistryError(f"{who}: arm {label!r} is a route; arms are aliases or versions of {name!r}")
+                reg.get(arm_ref(name, label))
+            numbers_ = reg._route_numbers(name, route)
+            latest = numbers_[-1] if numbers_ else 0
+            if expected_version is not None and latest != expected_version:
+                raise _conflict(who, expected_version, latest)
+            record, sha = _next_record(reg, name, route, latest, weights, targets, shadows, key, salt, reason,
+                                       policy, who)
+            data = json.dumps({"record": record, "sha256": sha}, indent=1, sort_keys=True).encode()
+            if reg._publish_route(name, route, record["version"], data):
+                return _route_of(record, sha)
+        if expected_version is not None:  # another writer created expected_version + 1 first
+            raise _conflict(who, expected_version, record["version"])
+        from sparkscore.registry.objstore import _back_off  # only object stores lose a create
 
-        record = {
-            "format": ROUTE_FORMAT, "model": name, "route": route, "version": version, "key": key, "salt": salt,
-            "arms": [{"arm": label, "buckets": sum(e - s for s, e in layout[label]),
-                      "ranges": [list(r) for r in layout[label]]} for label in order],
-            "shadow": list(shadows), "created_at": utc_now(), "reason": reason,
-        }
-        if policy is not None:  # absent (not null) otherwise: records written before policies keep their sha256
-            record["policy"] = json.loads(json.dumps(policy, allow_nan=False))
-        sha = _record_sha(record)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{version}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps({"record": record, "sha256": sha}, indent=1, sort_keys=True))
-        os.rename(tmp, folder / f"{version}.json")
-    return _route_of(record, sha)
+        _back_off(attempt + 1)
+    raise RegistryError(f"{who}: {MAX_PUBLISH_ATTEMPTS} other writers won every route version in a row; retry")
+
+
+def _conflict(who: str, expected: int, found: int) -> RouteConflictError:
+    return RouteConflictError(f"{who}: expected version {expected} but another writer published version {found}; "
+                              "re-read the route and apply the change again")
+
+
+def _next_record(reg: "Registry", name: str, route: str, latest: int, weights: Mapping[str, int],
+                 targets: Mapping[str, int], shadows: tuple[str, ...], key: str | None, salt: str | None,
+                 reason: str | None, policy: Mapping[str, Any] | None, who: str) -> tuple[dict[str, Any], str]:
+    """(record, sha256) of version ``latest + 1``, laid out on top of version ``latest``."""
+    previous = read_route(reg, name, route, latest) if latest else None
+    key = previous.key if key is None and previous is not None else key
+    if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
+        raise RegistryError(f"{who}: key must be the name of the column that identifies a row "
+                            f"(e.g. key='customer_id'), got {key!r}")
+    salt = (previous.salt if previous is not None else f"{name}@{route}") if salt is None else salt
+    if not isinstance(salt, str) or not _SALT.fullmatch(salt):
+        raise RegistryError(f"{who}: salt must be 1-128 printable ASCII characters without ':', got {salt!r}")
+    order = [a.label for a in previous.arms] if previous is not None else []
+    order += [label for label in weights if label not in order]
+    layout = allocate(previous.arms if previous is not None else (), order, targets)
+    from sparkscore.registry.lineage import utc_now
+
+    record = {
+        "format": ROUTE_FORMAT, "model": name, "route": route, "version": latest + 1, "key": key, "salt": salt,
+        "arms": [{"arm": label, "buckets": sum(e - s for s, e in layout[label]),
+                  "ranges": [list(r) for r in layout[label]]} for label in order],
+        "shadow": list(shadows), "created_at": utc_now(), "reason": reason,
+    }
+    if policy is not None:  # absent (not null) otherwise: records written before policies keep their sha256
+        record["policy"] = json.loads(json.dumps(policy, allow_nan=False))
+    return record, _record_sha(record)
 
 
 def _record_sha(record: Mapping[str, Any]) -> str:
@@ -391,16 +450,15 @@ def read_route(reg: "Registry", name: str, route: str, version: int | None = Non
     """Route version ``version`` (default: the latest) of ``name@route``, verified against its sha256."""
     validate_name(name)
     validate_name(route, "route name")
-    folder = routes_dir(reg, name) / route
-    numbers_ = _route_versions(folder)
+    numbers_ = reg._route_numbers(name, route)
     if not numbers_:
         raise ModelNotFoundError(f"model {name!r} has no route {route!r}; create it with "
                                  f"`sparkscore route set {name} {route} --arm ALIAS=PERCENT ... --key COLUMN`")
     version = numbers_[-1] if version is None else version
-    path = folder / f"{version}.json"
     fix = "routes are append-only: set the route again to write a new version"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        raw, path = reg._route_bytes(name, route, version)
+        doc = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ModelNotFoundError(f"route {name}@{route} has no version {version} (it has 1..{numbers_[-1]})") from None
     except (UnicodeDecodeError, ValueError):
@@ -419,27 +477,73 @@ def read_route(reg: "Registry", name: str, route: str, version: int | None = Non
 
 def route_history(reg: "Registry", name: str, route: str) -> list[Route]:
     """Every version of ``name@route``, oldest first."""
-    numbers_ = _route_versions(routes_dir(reg, validate_name(name)) / validate_name(route, "route name"))
+    numbers_ = reg._route_numbers(validate_name(name), validate_name(route, "route name"))
     if not numbers_:
         read_route(reg, name, route)  # raises the not-found error
     return [read_route(reg, name, route, n) for n in numbers_]
 
 
 def resolve_route(reg: "Registry", ref: str | ModelRef) -> ResolvedRoute | None:
-    """The route behind ``ref`` with every arm pinned to a version, or None when ``ref`` is not a route."""
+    """The route behind ``ref`` with every arm pinned to a version, or None when ``ref`` is not a route.
+
+    A time-pinned ref ``name@route#TIME`` resolves to the route version live at ``TIME`` (see
+    :func:`route_version_at`) with every alias arm pinned to where that alias pointed at ``TIME``
+    (the alias history), so the ref means what ``name@route`` meant then, arms included; version
+    arms (``churn/3``) are already pinned.
+    """
     from sparkscore.registry.refs import parse_ref
 
     parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref)
-    if parsed.alias is None or parsed.at is not None or not is_route(reg, parsed.name, parsed.alias):
+    if parsed.alias is None or not is_route(reg, parsed.name, parsed.alias):
         return None
-    route = read_route(reg, parsed.name, parsed.alias)
+    if parsed.at is None:
+        route = read_route(reg, parsed.name, parsed.alias)
+    else:
+        route = route_version_at(reg, parsed.name, parsed.alias, parsed.at)
 
     def pin(label: str, shadow: bool) -> ResolvedArm:
-        mv = reg.get(arm_ref(route.name, label))
+        arm = ModelRef(route.name, version=int(label)) if label.isdigit() else ModelRef(route.name, alias=label,
+                                                                                         at=parsed.at)
+        mv = reg.get(arm)
         return ResolvedArm(label, mv.name, mv.version, mv.sha256, shadow)
 
     arms = tuple(pin(a.label, False) for a in route.arms if a.buckets)
     return ResolvedRoute(route, arms, tuple(pin(s, True) for s in route.shadow))
+
+
+def route_version_at(reg: "Registry", name: str, route: str, at: str) -> Route:
+    """The version of ``name@route`` live at instant ``at``: the last version created at or before it.
+
+    Refused like an alias pin (store.py ``_alias_version_at``): an instant in the future (its
+    answer could still change, and a pinned job must not drift) and one before the route's first
+    version (the route did not exist) are ModelNotFoundError.
+    """
+    from datetime import datetime, timezone
+
+    from sparkscore.registry.refs import parse_timestamp
+
+    when = parse_timestamp(at, f"{name}@{route}")
+    if when > datetime.now(timezone.utc):
+        raise ModelNotFoundError(f"route {name}@{route}: time pin {at} is in the future; pin a past instant, or use "
+                                 f"'{name}@{route}' for its current version")
+    numbers_ = reg._route_numbers(name, route)
+    if not numbers_:
+        read_route(reg, name, route)  # raises the not-found error
+    # versions are created in order (one writer at a time), so their times are sorted: bisect them
+    # (a route a bandit updates online has thousands of versions; this reads ~log2 of them)
+    lo, hi, live = 0, len(numbers_), None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = read_route(reg, name, route, numbers_[mid])
+        if datetime.fromisoformat(found.created_at) <= when:
+            live, lo = found, mid + 1
+        else:
+            hi = mid
+    if live is None:
+        first = read_route(reg, name, route, numbers_[0]).created_at
+        raise ModelNotFoundError(f"route {name}@{route} did not exist at {at} (its first version is from {first}); "
+                                 f"see `sparkscore route history {name} {route}`")
+    return live
 
 
 # ---------------------------------------------------------------------------- shadow scoring

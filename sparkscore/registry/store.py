@@ -381,7 +381,7 @@ class Registry:
         self.get(ModelRef(name, version=validate_version(version, name)))
         with self._name_lock(name):  # a concurrent delete must not leave the alias pointing at nothing
             self.get(ModelRef(name, version=version))
-            if (self._name_dir(name) / "routes" / alias).is_dir():  # 'name@alias' cannot mean a route too
+            if self._route_numbers(name, alias):  # 'name@alias' cannot mean a route too
                 raise RegistryError(f"model {name!r} has a route {alias!r}, and '{name}@{alias}' cannot mean both; "
                                     f"pick another alias name")
             previous = self._previous_target(name, alias)
@@ -471,11 +471,13 @@ class Registry:
 
     def set_route(self, name: str, route: str, arms: Mapping[Any, int], key: str | None = None,
                   shadow: Sequence[Any] = (), salt: str | None = None, reason: str | None = None,
-                  policy: Mapping[str, Any] | None = None):
-        """Write the next version of route ``name@route`` (sparkscore/registry/routes.py says how it splits)."""
+                  policy: Mapping[str, Any] | None = None, expected_version: int | None = None):
+        """Write the next version of route ``name@route`` (sparkscore/registry/routes.py says how it splits);
+        with ``expected_version`` only on top of that version (compare-and-set, ``RouteConflictError``)."""
         from sparkscore.registry.routes import set_route
 
-        return set_route(self, name, route, arms, key=key, shadow=shadow, salt=salt, reason=reason, policy=policy)
+        return set_route(self, name, route, arms, key=key, shadow=shadow, salt=salt, reason=reason, policy=policy,
+                         expected_version=expected_version)
 
     def route(self, name: str, route: str, version: int | None = None):
         """Route version ``version`` (default: the latest) of ``name@route``."""
@@ -488,6 +490,36 @@ class Registry:
         from sparkscore.registry.routes import route_history
 
         return route_history(self, name, route)
+
+    # route storage (routes.py computes the records; these five calls are all it asks of a store)
+    def _route_lock(self, name: str) -> Any:
+        """Held while a route version is computed and published: the name lock on a filesystem."""
+        return self._name_lock(name)
+
+    def _route_names(self, name: str) -> list[str]:
+        from sparkscore.registry.routes import _route_versions
+
+        folder = self._name_dir(name) / "routes"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _route_versions(p))
+
+    def _route_numbers(self, name: str, route: str) -> list[int]:
+        """The route's version numbers, sorted (empty: no such route)."""
+        from sparkscore.registry.routes import _route_versions
+
+        return _route_versions(self._name_dir(name) / "routes" / validate_name(route, "route name"))
+
+    def _route_bytes(self, name: str, route: str, version: int) -> tuple[bytes, str]:
+        """(bytes, where) of one route version record; FileNotFoundError when absent."""
+        path = self._name_dir(name) / "routes" / validate_name(route, "route name") / f"{int(version)}.json"
+        return path.read_bytes(), str(path)
+
+    def _publish_route(self, name: str, route: str, version: int, data: bytes) -> bool:
+        """Publish version ``version`` if absent (the caller holds :meth:`_route_lock`); False if it exists."""
+        from sparkscore.registry.routes import publish_local
+
+        return publish_local(self._name_dir(name) / "routes" / route, version, data)
 
     # ------------------------------------------------------------------ reading
     def models(self) -> list[str]:
@@ -503,9 +535,12 @@ class Registry:
         Why: a server polling the registry every 0.5 s must not read and parse every alias and version
         record each time (in a worker thread under load those reads convoy on the GIL: alias moves were
         picked up after up to 0.86 s).  Every write here is a rename or a mkdir/rmdir, so a new alias
-        file has a new inode and a version added or removed changes its ``versions`` directory
-        (mtime, link count): when the token is unchanged nothing a ref resolves to has changed.
+        file has a new inode, a version added or removed changes its ``versions`` directory
+        (mtime, link count) and a route version adds a file name to ``routes/<route>/`` (listed):
+        when the token is unchanged nothing a ref resolves to has changed.
         """
+        from sparkscore.registry.routes import _route_versions
+
         def sig(path: Path) -> tuple | None:
             try:
                 st = os.stat(path)
@@ -530,6 +565,12 @@ class Registry:
             except OSError:
                 entries = []
             out.extend((name, entry, sig(aliases / entry)) for entry in entries)
+            routes = name_dir / "routes"  # route versions are append-only files: their numbers say it all
+            try:
+                found = sorted(os.listdir(routes))
+            except OSError:
+                found = []
+            out.extend((name, "routes", route, tuple(_route_versions(routes / route))) for route in found)
         return tuple(out)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -621,9 +662,26 @@ class Registry:
         return self._read_version(name, version)
 
     def load(self, ref: str | ModelRef) -> Model:
-        """The model behind ``ref``, verified against the sha256 recorded at registration."""
+        """The model behind ``ref``, verified against the sha256 recorded at registration.
+
+        A route ref (``'churn@ab'``, also time-pinned) gives a
+        :class:`~sparkscore.registry.routed.RoutedModel` instead: its arms pinned and loaded, its
+        ``predict(frame, key=...)`` scoring each row on the arm SQL would (routed.py says why).
+        """
+        routed = self._routed(ref)
+        if routed is not None:
+            return routed
         mv = self.get(ref)
         return self._verified_model(mv, mv.path)
+
+    def _routed(self, ref: str | ModelRef):
+        """The loaded route behind ``ref``, None when ``ref`` names no route (the common case: one listdir)."""
+        parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref)
+        if parsed.alias is None or not self._route_numbers(parsed.name, parsed.alias):
+            return None
+        from sparkscore.registry.routed import load_routed
+
+        return load_routed(self, parsed)
 
     def _verified_model(self, mv: ModelVersion, folder: str | os.PathLike) -> Model:
         """``Model.load(folder)`` checked against the sha256 recorded for ``mv``."""
@@ -793,9 +851,8 @@ class Registry:
         except FileNotFoundError:
             if not self._version_numbers(name):
                 raise self._not_found(name) from None
-            if (self._name_dir(name) / "routes" / alias).is_dir():
-                raise ModelNotFoundError(f"'{name}@{alias}' is a route, not one model version: score it with "
-                                         f"PREDICT or `sparkscore serve`, or see `sparkscore route show {name} {alias}`") from None
+            if self._route_numbers(name, alias):
+                raise self._route_not_version(name, alias) from None
             known = ", ".join(a for a, _ in self.status(name).aliases) or "none"
             raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} (aliases: {known}); "
                                      f"set it with `sparkscore alias {name} {alias} VERSION`") from None
@@ -877,6 +934,8 @@ class Registry:
         if when > datetime.now(timezone.utc):  # its answer could still change: a pinned job must not drift
             raise ModelNotFoundError(f"model {name!r}: time pin {at} of alias {alias!r} is in the future; pin a past "
                                      f"instant, or use '{name}@{alias}' for where it points now")
+        if self._route_numbers(name, alias):
+            raise self._route_not_version(name, alias)
         entries, damaged = self._history_entries(name)
         if not entries and not damaged and not self._version_numbers(name):
             raise self._not_found(name)
@@ -898,6 +957,11 @@ class Registry:
             raise ModelNotFoundError(f"model {name!r}: alias {alias!r} was unset at {at} (removed at {move.ts}); "
                                      f"see `sparkscore alias {name} --history`")
         return move.to_version
+
+    def _route_not_version(self, name: str, alias: str) -> ModelNotFoundError:
+        return ModelNotFoundError(f"'{name}@{alias}' is a route, not one model version: load it with "
+                                  f"reg.load('{name}@{alias}') (a RoutedModel), score it with PREDICT, ss.spark.predict "
+                                  f"or `sparkscore serve`, or see `sparkscore route show {name} {alias}`")
 
     def _no_alias(self, name: str, alias: str) -> ModelNotFoundError:
         return ModelNotFoundError(f"model {name!r} has no alias {alias!r} in {self.root}; "

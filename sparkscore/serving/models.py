@@ -33,6 +33,7 @@ from sparkscore.serving.config import ServeConfig
 log = logging.getLogger("sparkscore.serving")
 DEVICE = "cpu"
 BACKEND = "auto"
+MAX_PINNED_ROUTES = 256  # time-pinned route refs remembered (oldest forgotten first)
 FULL_REFRESH_S = 10.0  # the watcher re-reads the registry at least this often even when no stat changed
 
 
@@ -118,6 +119,8 @@ class ModelManager:
         self.moves: collections.deque[RouteMove] = collections.deque(maxlen=256)  # recent route moves
         #: registry routes (``name@route``) in use, arms pinned; the watcher re-resolves them
         self.traffic_routes: dict[tuple[str, str], ResolvedRoute] = {}
+        #: time-pinned route refs ``name@route#TIME`` -> what they resolved to (a past instant cannot change)
+        self.pinned_routes: dict[tuple[str, str, str], ResolvedRoute] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -181,8 +184,10 @@ class ModelManager:
 
     async def traffic_route(self, ref: ModelRef) -> ResolvedRoute | None:
         """The registry route ``ref`` names (arms pinned), None when it is a model ref."""
-        if ref.alias is None or ref.at is not None:
+        if ref.alias is None:
             return None
+        if ref.at is not None:
+            return await self._pinned_route(ref)
         key = (ref.name, ref.alias)
         found = self.traffic_routes.get(key)
         if found is not None or key in self.routes:  # a route in use, or a known alias
@@ -193,6 +198,22 @@ class ModelManager:
             for arm in (*found.arms, *found.shadows):  # loaded and warmed before traffic reaches them
                 await self._get(arm.name, arm.version)
             self.traffic_routes[key] = found
+        return found
+
+    async def _pinned_route(self, ref: ModelRef) -> ResolvedRoute | None:
+        """A time-pinned route ref: the route version and arm versions live at that instant
+        (routes.resolve_route), resolved once and kept (future instants are refused there, so the
+        answer cannot change); its arms load on demand like pinned versions, and stay evictable."""
+        key = (ref.name, ref.alias, ref.at)
+        found = self.pinned_routes.get(key)
+        if found is not None:
+            return found
+        self.check_served(ref.name)
+        found = await asyncio.to_thread(resolve_route, self.registry, ref)
+        if found is not None:
+            if len(self.pinned_routes) >= MAX_PINNED_ROUTES:  # arbitrary instants must not grow it without bound
+                self.pinned_routes.pop(next(iter(self.pinned_routes)))
+            self.pinned_routes[key] = found
         return found
 
     # ------------------------------------------------------------------ loading

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -226,7 +227,7 @@ def test_training_profile_is_stored_and_read_back_from_s3(s3_registry):
     assert "profile.json" in {k.rsplit("/", 1)[1] for k in s3_registry.storage.list(mv.path[len(s3_registry.uri) + 1:])}
 
 
-def test_watch_token_changes_with_every_write_and_routes_are_refused(s3_registry):
+def test_watch_token_changes_with_every_write(s3_registry):
     reg = s3_registry
     reg.register("churn", tiny_model(1.0))
     before = reg.watch_token()
@@ -235,9 +236,87 @@ def test_watch_token_changes_with_every_write_and_routes_are_refused(s3_registry
     moved = reg.watch_token()
     assert moved != before
     reg.register("churn", tiny_model(2.0))
-    assert reg.watch_token() != moved
-    with pytest.raises(RegistryError, match="routes are not stored on object-store registries"):
-        reg.set_route("churn", "ab", {"prod": 100})
+    registered = reg.watch_token()
+    assert registered != moved
+    reg.set_route("churn", "ab", {"prod": 100}, key="id")
+    assert reg.watch_token() != registered
+
+
+def test_routes_on_s3_version_resolve_load_and_pin_like_a_filesystem(s3_registry, tmp_path):
+    from sparkscore.registry import RoutedModel
+    from sparkscore.registry import routes as R
+
+    reg = s3_registry
+    for intercept in (1.0, 2.0):
+        reg.register("churn", tiny_model(intercept))
+    reg.set_alias("churn", "prod", 1)
+    first = reg.set_route("churn", "ab", {"prod": 90, 2: 10}, key="id")
+    second = reg.set_route("churn", "ab", {"prod": 80, 2: 20}, reason="ramp")
+    assert [r.version for r in reg.route_history("churn", "ab")] == [1, 2] and reg.route("churn", "ab") == second
+    assert R.route_names(reg, "churn") == ["ab"] and second.salt == first.salt == "churn@ab"
+    local = ss.Registry(tmp_path / "local")  # the same calls on a filesystem give the same layout
+    for intercept in (1.0, 2.0):
+        local.register("churn", tiny_model(intercept))
+    local.set_alias("churn", "prod", 1)
+    local.set_route("churn", "ab", {"prod": 90, 2: 10}, key="id")
+    assert local.set_route("churn", "ab", {"prod": 80, 2: 20}).ranges == second.ranges
+    routed = reg.load("churn@ab")
+    assert isinstance(routed, RoutedModel) and [a.ref for a in routed.arms.values()] == ["churn/1", "churn/2"]
+    X = np.array([[1.0, 1.0]] * 300)
+    keys = list(range(300))
+    assert routed.predict(X, key=keys).tolist() == [4.0 if a == "prod" else 5.0 for a in routed.arm_of(keys)]
+    assert reg.load(f"churn@ab#{first.created_at}").route.version == 1
+    with pytest.raises(ModelNotFoundError, match="is a route"):
+        reg.get("churn@ab")
+    with pytest.raises(RegistryError, match="has a route 'ab'"):
+        reg.set_alias("churn", "ab", 1)
+    with pytest.raises(RegistryError, match="has an alias 'prod'"):
+        reg.set_route("churn", "prod", {1: 100}, key="id")
+    with pytest.raises(R.RouteConflictError, match="expected version 1 but"):
+        reg.set_route("churn", "ab", {"prod": 100}, expected_version=1)
+
+
+def test_concurrent_route_writes_on_s3_are_gap_free_and_compare_and_set_holds(s3_registry):
+    """6 writers with no expected version, then 6 compare-and-set writers (each re-reads on a conflict):
+    every write lands once, numbers are 1..12, and each CAS write sits on the version it read."""
+    from sparkscore.registry.routes import RouteConflictError
+
+    reg = s3_registry
+    reg.register("churn", tiny_model(1.0))
+    reg.register("churn", tiny_model(2.0))
+    n = 6
+    barrier = threading.Barrier(n)
+
+    def client() -> ObjectStoreRegistry:  # one client per writer, as separate processes would have
+        return Registry(reg.uri, storage_options={"skip_instance_cache": True, "use_listings_cache": False})
+
+    def plain(i: int) -> int:
+        mine = client()
+        barrier.wait()
+        return mine.set_route("churn", "ab", {1: 100 - i, 2: i}, key="id", reason=f"plain {i}").version
+
+    def cas(i: int) -> tuple[int, int]:
+        mine = client()
+        barrier.wait()
+        while True:
+            base = mine.route("churn", "ab").version
+            try:
+                return base, mine.set_route("churn", "ab", {1: 50 + i, 2: 50 - i}, reason=f"cas {i}",
+                                            expected_version=base).version
+            except RouteConflictError:
+                continue
+
+    with ThreadPoolExecutor(n) as pool:
+        plain_versions = sorted(pool.map(plain, range(n)))
+        cas_writes = sorted(pool.map(cas, range(n)))
+    history = reg.route_history("churn", "ab")
+    assert plain_versions == list(range(1, n + 1)) and [r.version for r in history] == list(range(1, 2 * n + 1))
+    assert all(written == base + 1 for base, written in cas_writes)
+    assert sorted(r.reason for r in history) == sorted([f"plain {i}" for i in range(n)] + [f"cas {i}" for i in range(n)])
+    for r in history:  # each version holds the weights its writer asked for
+        i = int(r.reason.split()[1])
+        asked = {"1": 100 - i, "2": i} if r.reason.startswith("plain") else {"1": 50 + i, "2": 50 - i}
+        assert r.weights == {arm: w * 100 for arm, w in asked.items() if w}
 
 
 def test_an_ensemble_with_nested_member_files_round_trips(s3_registry):

@@ -1,4 +1,5 @@
-"""``Registry.watch_token``: stat calls only, and it changes with every alias move, registration and deletion."""
+"""``Registry.watch_token``: stat calls only, and it changes with every alias move, registration, deletion and
+route version."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def test_token_changes_exactly_when_a_ref_could_resolve_differently(tmp_path):
                    lambda: reg.set_alias("m", "prod", 1),  # and back
                    lambda: reg.set_alias("m", "dev", 2),   # new alias
                    lambda: reg.register("m", glm(3)),      # new latest
-                   lambda: reg.delete("m", 3)):             # latest removed
+                   lambda: reg.delete("m", 3),              # latest removed
+                   lambda: reg.set_route("m", "ab", {1: 100}, key="id"),  # a new route
+                   lambda: reg.set_route("m", "ab", {1: 50, 2: 50})):      # its next version (a bandit update)
         change()
         token = reg.watch_token(["m"])
         assert token not in tokens
