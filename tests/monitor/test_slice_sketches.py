@@ -111,3 +111,13 @@ def test_per_window_ks_flags_the_shifted_day(log, monitored):  # noqa: F811 - th
     previous = ss.monitor.track("churn@prod", str(log / "log"), "1d", reference="previous", registry=monitored)
     assert [any(r.metric == "wasserstein" and r.feature == "age" and r.is_anomaly for r in w.rows)
             for w in previous.windows] == [False, True, True]
+
+
+def test_windows_beyond_the_sketch_bound_say_so(log, monitored, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(sketch, "MAX_SLICE_SKETCHES", 2)  # three daily windows
+    result = ss.monitor.track("churn@prod", str(log / "log"), "1d", registry=monitored)
+    for w in result.windows:
+        assert not any(r.metric in ("ks", "wasserstein") and r.value is not None for r in w.rows)
+        assert [r.method for r in w.rows if r.method.startswith("skipped")] == ["skipped: 3 slice values > 2 "
+                                                                                "(sketches per slice are bounded)"]
+        assert any(r.metric == "psi" for r in w.rows)  # the bucketed metrics per window stay
