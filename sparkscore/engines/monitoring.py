@@ -6,6 +6,16 @@ is planned, inlined or run as a UDF exactly as in any query) and return only agg
 * Spark: the aggregate query via ``collect``; the sketches per partition with ``mapInArrow``
   (one serialized state per partition travels to the driver, where they merge).
 
+The model runs once per row.  The sketch stream has to come before the aggregate (without a
+reference, the aggregate's histogram edges are the stream's quantiles), so the scored projection
+is read twice; it is therefore *materialized* once, PREDICT and all: on DuckDB a parquet file in a
+fresh temporary folder written by one streaming ``COPY`` (memory bounded by the row groups in
+flight, whatever the batch size, where a temporary table would sit in memory up to
+``memory_limit``; removed by ``release``), on Spark a DataFrame persisted ``MEMORY_AND_DISK``
+(filled by the first read, unpersisted by ``release``).  The alternative, computing the aggregate from the stream in Python, would move the
+histograms, moments and AUC ranks out of the engine; the projection holds only the model inputs,
+prediction, label and slice keys, narrower than the data.
+
 Data a caller hands over (pandas, Arrow, a DuckDB relation, a parquet/csv path, a Spark DataFrame)
 becomes a temporary view; its SELECT is the ``source`` the monitor wraps.
 """
@@ -14,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +71,33 @@ class DuckDBRunner:
     views: list = field(default_factory=list)  # temporary views this runner made (dropped by release)
 
     def scored(self, query: exp.Expression) -> exp.Table:
+        """Plan ``query`` (PREDICT and all) and materialize it once: a parquet file both reads use."""
         from sparkscore.engines import duckdb as engine
 
-        view = _view_name()
+        view, table = _view_name(), _view_name()
         engine.sql(self.con, generate(query, "duckdb"), registry=self.registry, namespace=self.namespace).create_view(view)
         self.views.append(("view", view))
-        return exp.to_table(view, quoted=True)
+        folder = tempfile.mkdtemp(prefix="sparkscore-monitor-")
+        self.views.append(("folder", folder))
+        path = exp.Literal.string(os.path.join(folder, "scored.parquet"))
+        everything = exp.select(exp.Star()).from_(exp.to_table(view, quoted=True))
+        copy = exp.Copy(this=exp.Subquery(this=everything), kind=False, files=[path],
+                        params=[exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("PARQUET"))])
+        self.con.execute(generate(copy, "duckdb"))
+        stored = exp.select(exp.Star()).from_(exp.Anonymous(this="read_parquet", expressions=[path.copy()]))
+        reread = exp.Create(this=exp.to_table(table, quoted=True), kind="VIEW", expression=stored,
+                            properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+        self.con.execute(generate(reread, "duckdb"))
+        self.views.append(("view", table))
+        return exp.to_table(table, quoted=True)
 
     def release(self) -> None:
-        """Drop the temporary views (scored projections first, then registered data)."""
+        """Drop what this runner made (the scored views and file first, then registered data)."""
         for kind, view in reversed(self.views):
             if kind == "view":
                 self.con.execute(f"DROP VIEW IF EXISTS {exp.to_identifier(view, quoted=True).sql('duckdb')}")
+            elif kind == "folder":
+                shutil.rmtree(view, ignore_errors=True)
             else:
                 self.con.unregister(view)
         self.views.clear()
@@ -92,9 +119,10 @@ class DuckDBRunner:
     def aggregate(self, query: exp.Expression) -> list[tuple]:
         return self._relation(query).fetchall()
 
-    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int,
+               groups: Sequence[Sequence[int]] = ()) -> SketchState:
         reader = self._relation(query).to_arrow_reader(STREAM_BATCH_ROWS)
-        return state_of_batches(kinds, reader, k, exact_rows)
+        return state_of_batches(kinds, reader, k, exact_rows, groups)
 
 
 @dataclass
@@ -107,11 +135,19 @@ class SparkRunner:
     queries: int = 0
     views: list = field(default_factory=list)
 
+    persisted: list = field(default_factory=list)  # scored DataFrames persisted by scored() (unpersisted by release)
+
     def scored(self, query: exp.Expression) -> exp.Table:
+        """Plan ``query`` and persist it (MEMORY_AND_DISK): the sketch pass fills it, the aggregate reads it."""
+        from pyspark import StorageLevel
+
         from sparkscore.engines import spark as engine
 
         view = _view_name()
-        engine.sql(self.spark, generate(query, "spark"), registry=self.registry).createOrReplaceTempView(view)
+        frame = engine.sql(self.spark, generate(query, "spark"), registry=self.registry)
+        frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.persisted.append(frame)
+        frame.createOrReplaceTempView(view)
         self.views.append(view)
         return exp.to_table(view, quoted=True)
 
@@ -119,6 +155,9 @@ class SparkRunner:
         for view in reversed(self.views):
             self.spark.catalog.dropTempView(view)
         self.views.clear()
+        for frame in self.persisted:
+            frame.unpersist()
+        self.persisted.clear()
 
     def _frame(self, query: exp.Expression):
         self.queries += 1
@@ -131,10 +170,15 @@ class SparkRunner:
     def aggregate(self, query: exp.Expression) -> list[tuple]:
         return [tuple(row) for row in self._frame(query).collect()]
 
-    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
-        body = functools.partial(partition_states, tuple(kinds), int(k), int(exact_rows))
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int,
+               groups: Sequence[Sequence[int]] = ()) -> SketchState:
+        groups = tuple(tuple(int(i) for i in g) for g in groups)
+        from sparkscore.monitor import sketch as sketches
+
+        body = functools.partial(partition_states, tuple(kinds), int(k), int(exact_rows), groups=groups,
+                                 max_slices=sketches.MAX_SLICE_SKETCHES)
         rows = self._frame(query).mapInArrow(body, "state binary").collect()
-        merged = SketchState(tuple(kinds), k, exact_rows)
+        merged = SketchState(tuple(kinds), k, exact_rows, groups=groups)
         for row in rows:
             merged.merge(SketchState.from_bytes(bytes(row["state"])))
         return merged

@@ -74,12 +74,14 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
     ONE aggregate query on the engine; rows are ``DriftRow`` s (see ``DRIFT_COLUMNS``).
 
     ``slices``: ``'region'``, ``'region,plan'`` (crossed) or a predicate ``'age >= 60'``; each is a
-    GROUPING SET of the same aggregate query.  Per slice: the bucketed drift metrics (PSI, JS,
-    chi-square, L-infinity; KS / Wasserstein need per-slice sketches and are reported overall only)
-    against the same slice of a reference *batch* (a stored training profile has no slices, and a
-    slice against the whole would flag the slicing column itself), and with
-    ``labels`` the quality metrics (accuracy, log-loss, Brier for binary classifiers; accuracy for
-    multiclass; RMSE, MAE for regressors).  Slice p-values are Benjamini-Hochberg adjusted.
+    GROUPING SET of the same aggregate query.  Per slice: every drift metric against the same slice
+    of a reference *batch* (KS / Wasserstein from per-slice KLL sketches built in the same sketch
+    stream, at most ``sketch.MAX_SLICE_SKETCHES`` values per spec); against a stored training
+    profile (no slices) KS / Wasserstein against its whole distribution, except in the columns the
+    slice reads and then the prediction (a slice against the whole differs there by construction).  With ``labels``
+    the quality metrics (accuracy, log-loss, Brier, AUC, ECE for binary classifiers; accuracy,
+    one-vs-rest macro AUC and top-label ECE for multiclass; RMSE, MAE for regressors).  Slice
+    p-values are Benjamini-Hochberg adjusted.
     """
     thresholds = thresholds or Thresholds()
     from sparkscore.engines.monitoring import prepare

@@ -3,6 +3,11 @@
 Engine-neutral: everything runs through a :class:`Runner` (``sparkscore.engines.monitoring``
 implements it for DuckDB and Spark), which plans the monitoring SQL through the engine's own
 PREDICT front end and returns only aggregated results: a few rows of counts, and merged sketches.
+
+Binding: the data's columns bind to the model's inputs by ``Model.bind_columns``, the rule every
+scoring path uses (the exact name, or the one the native library renamed to it: LightGBM fits
+``Age (yrs)`` as ``Age_(yrs)``), and the scored projection passes exactly those columns to
+PREDICT by position.  A name that differs only in case is refused with a hint, like the label.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sparkscore.monitor import metrics as M
 from sparkscore.monitor.profile import (DEFAULT_BINS, DEFAULT_KLL_K, DEFAULT_TOPK, ColumnProfile, MonitorError, Profile,
                                         column_specs, kll_sketch, rank_error, top_categories)
 from sparkscore.monitor.query import AggColumn, aggregate_query, scored_query, stream_query
-from sparkscore.monitor.sketch import DEFAULT_EXACT_ROWS, SketchState
+from sparkscore.monitor.sketch import DEFAULT_EXACT_ROWS, SketchState, slice_text
 
 #: SQL types (lower-cased prefixes) that are text: never profiled as numbers
 TEXT_TYPES = ("varchar", "string", "char", "text")
@@ -40,7 +45,9 @@ class Runner(Protocol):
     def release(self) -> None:
         """Drop what the runner created on the engine (temporary views)."""
 
-    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState: ...
+    def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int,
+               groups: Sequence[Sequence[int]] = ()) -> SketchState:
+        """The sketch stream over ``query`` (profiled columns, then slice keys; ``groups``: key indices per slice spec)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,12 @@ class Batch:
     raw: Mapping[str, np.ndarray] = field(default_factory=dict)
     slices: Mapping[tuple[str, str], Profile] = field(default_factory=dict)
     quality: Mapping[tuple[str, str] | None, Mapping[str, float]] = field(default_factory=dict)
+    #: per slice, the raw finite values of its numeric columns while the batch was small (exact KS / W)
+    slice_raw: Mapping[tuple[str, str], Mapping[str, np.ndarray]] = field(default_factory=dict)
+    #: the slice specs this batch was grouped by -> the ``role:name`` of the profiled columns each one reads
+    sliced_by: Mapping[str, frozenset] = field(default_factory=dict)
+    #: slice spec -> why it has no per-slice sketches (more values than the sketch stream keeps)
+    unsketched: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,15 +120,16 @@ def profile_batch(runner: Runner, ref: str, model, source: exp.Expression, *, la
 def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labels, bins, topk, k, exact_rows,
                    reference, model_info, source_kind, slices, quality) -> Batch:
     specs = column_specs(model, labels)
-    _check_columns(runner, source, model, specs, labels)
-    inputs = [(name, kind) for name, role, kind in specs if role == "input"]
+    bound = bind_inputs(runner, source, model, specs, labels)
+    inputs = [(column, kind) for column, (_, role, kind) in zip(bound, specs) if role == "input"]
     keys, sets = [], []
     for spec in slices:
         sets.append(list(range(len(keys), len(keys) + len(spec.keys))))
         keys.extend(k.copy() for k in spec.keys)
-    scored = runner.scored(scored_query(source, ref, inputs, labels, keys))
+    proba = quality and model.is_classifier and model.n_classes > 2
+    scored = runner.scored(scored_query(source, ref, inputs, labels, keys, proba=proba))
     kinds = [kind for _, _, kind in specs]
-    state = runner.sketch(stream_query(scored, len(specs)), kinds, k, exact_rows)
+    state = runner.sketch(stream_query(scored, len(specs), len(keys)), kinds, k, exact_rows, sets)
     agg_columns = []
     for i, (name, role, kind) in enumerate(specs):
         ref_col = None
@@ -131,7 +145,7 @@ def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labe
         else:
             edges, cats = (), tuple(v for v, _ in top_categories(state.counts[i], topk))
         agg_columns.append(AggColumn(f"c{i}", kind, edges, cats))
-    q = _quality_spec(model, len(inputs), labels) if quality else None
+    q = _quality_spec(model, len(inputs), labels, proba) if quality else None
     query, names = aggregate_query(scored, agg_columns, sets, q)
     rows = [dict(zip(names, row)) for row in runner.aggregate(query)]
     overall = [r for r in rows if all(r[f"grouping:{i}"] for i in range(len(keys)))]
@@ -139,9 +153,9 @@ def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labe
         raise MonitorError(f"the aggregate query returned {len(overall)} overall rows, expected 1; report this query")
     bins_, topk_ = (bins, topk) if reference is None else (reference.bins, reference.topk)
 
-    def profile_of(values: Mapping[str, Any], with_state: bool) -> Profile:
+    def profile_of(values: Mapping[str, Any], sketch_of) -> Profile:
         n = int(values["rows"])
-        cols = tuple(_column(name, role, kind, agg, values, n, state if with_state else None, i)
+        cols = tuple(_column(name, role, kind, agg, values, n, sketch_of(i))
                      for i, ((name, role, kind), agg) in enumerate(zip(specs, agg_columns)))
         return Profile(cols, n, bins_, topk_, k, model_info, source_kind)
 
@@ -150,7 +164,7 @@ def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labe
         values_i = state.raw_values(i) if kind == "numeric" else None
         if values_i is not None:
             raw[f"{role}:{name}"] = values_i
-    by_slice, qualities = {}, {}
+    by_slice, qualities, slice_raw = {}, {}, {}
     if q is not None:
         qualities[None] = _quality_values(overall[0], q, 0)
     for row in rows:
@@ -158,20 +172,36 @@ def _profile_batch(runner: Runner, ref: str, model, source: exp.Expression, labe
             continue
         for j, (spec, group) in enumerate(zip(slices, sets), start=1):
             if all(not row[f"grouping:{i}"] for i in group):
-                value = ",".join("NULL" if row[f"slice:{i}"] is None else _slice_text(row[f"slice:{i}"]) for i in group)
-                by_slice[spec.text, value] = profile_of(row, False)
+                value = ",".join(slice_text(row[f"slice:{i}"]) for i in group)
+                g = j - 1
+                by_slice[spec.text, value] = profile_of(row, lambda i, g=g, value=value: state.slice_sketch(g, value, i))
+                kept = {f"{role}:{name}": state.slice_raw(g, value, i) for i, (name, role, kind) in enumerate(specs)
+                        if kind == "numeric"}
+                slice_raw[spec.text, value] = {key: v for key, v in kept.items() if v is not None}
                 if q is not None:
                     qualities[spec.text, value] = _quality_values(row, q, j)
-    return Batch(profile_of(overall[0], True), raw, by_slice, qualities)
+    read = _slice_reads(slices, specs, bound)
+    unsketched = {spec.text: f"{state.overflow[g]} slice values > {state.max_slices} (sketches per slice are bounded)"
+                  for g, spec in enumerate(slices) if g in state.overflow}
+    return Batch(profile_of(overall[0], lambda i: state.sketches[i]), raw, by_slice, qualities, slice_raw, read,
+                 unsketched)
 
 
-def _slice_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _slice_reads(slices: Sequence[Slice], specs, bound) -> dict[str, frozenset]:
+    """Per slice spec, the profiled columns (``role:name``) its keys read, plus the prediction when
+    they read a model input: compared with a whole training profile, a slice differs in those by
+    construction (``age >= 60`` in ``age``, and in a prediction that depends on ``age``)."""
+    out = {}
+    for spec in slices:
+        used = {c.name for key in spec.keys for c in key.find_all(exp.Column)}
+        read = {f"{role}:{name}" for (name, role, _), column in zip(specs, bound) if column in used or name in used}
+        if any(role == "input" and f"{role}:{name}" in read for name, role, _ in specs):
+            read |= {f"{role}:{name}" for name, role, _ in specs if role == "output"}
+        out[spec.text] = frozenset(read)
+    return out
 
 
-def _quality_spec(model, n_inputs: int, labels: str):
+def _quality_spec(model, n_inputs: int, labels: str, proba: bool = False):
     from sparkscore.monitor.query import Quality
 
     if not model.is_classifier:
@@ -180,12 +210,21 @@ def _quality_spec(model, n_inputs: int, labels: str):
         positive = model.classes[1]
         return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "binary",
                        positive.item() if isinstance(positive, np.generic) else positive)
-    return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "multiclass")
+    return Quality(f"c{n_inputs}", f"c{n_inputs + 1}", "multiclass",
+                   classes=tuple(c.item() if isinstance(c, np.generic) else c for c in model.classes) if proba else ())
 
 
 def _quality_values(row: Mapping[str, Any], q, group: int) -> dict[str, float]:
     """The quality metrics of one aggregate row; ``group``: its grouping set (0 = the whole batch),
-    which picks the mid-rank sum of that set's ranking for the AUC."""
+    which picks the mid-rank sums of that set's rankings for the AUC.
+
+    Multiclass (with the probabilities): ``auc`` is the one-vs-rest macro average (each class's
+    probability ranked against "this class or not", the unweighted mean over classes, as
+    ``roc_auc_score(..., multi_class="ovr", average="macro")``), None when a class has no positive
+    or no negative row in the group (sklearn refuses those); ``ece`` is the top-label calibration
+    error: confidence = the greatest class probability, correct = the predicted label is the label,
+    on the same ten equal-width bins as the binary ECE.
+    """
     out = {name.partition(":")[2]: (None if v is None else float(v)) for name, v in row.items()
            if name.startswith("quality:") and not name.startswith("quality:rank_sum:")}
     if "mse" in out:
@@ -195,6 +234,14 @@ def _quality_values(row: Mapping[str, Any], q, group: int) -> dict[str, float]:
         n, pos = int(out.get("n_scored") or 0), int(out.get("positives") or 0)
         ranks = row.get(f"quality:rank_sum:{group}")
         out["auc"] = auc_from_ranks(ranks, pos, n - pos)
+        out["ece"] = expected_calibration_error(reliability(out))
+    elif q.task == "multiclass" and q.classes:
+        n = int(out.get("n_proba") or 0)
+        aucs = []
+        for c in range(len(q.classes)):
+            pos = int(out.get(f"positives:{c}") or 0)
+            aucs.append(auc_from_ranks(row.get(f"quality:rank_sum:{c}:{group}"), pos, n - pos))
+        out["auc"] = None if any(a is None for a in aucs) else float(sum(aucs) / len(aucs))
         out["ece"] = expected_calibration_error(reliability(out))
     return out
 
@@ -241,8 +288,15 @@ def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float | None:
     return float(sum(b.count * abs(b.mean_predicted - b.fraction_positive) for b in bins if b.count) / n)
 
 
-def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels: str | None) -> None:
-    """Unknown columns and text where numbers are expected fail here, in one line naming the column."""
+def bind_inputs(runner: Runner, source: exp.Expression, model, specs, labels: str | None) -> list[str | None]:
+    """Per profiled column (``specs`` order) the data column it reads (None for the prediction).
+
+    Inputs bind by ``Model.bind_columns``: the one binding rule of every scoring path.  Unknown
+    columns, names that differ only in case and text where numbers are expected fail here, in one
+    line naming the column and the fix.
+    """
+    from sparkscore.errors import SignatureError
+
     schema = runner.columns(source)
     types = {name: str(t).lower() for name, t in schema}
     lowered = {name.lower(): name for name in types}
@@ -250,16 +304,36 @@ def _check_columns(runner: Runner, source: exp.Expression, model, specs, labels:
         hint = f" (did you mean {lowered[labels.lower()]!r}?)" if labels.lower() in lowered else ""
         raise MonitorError(f"model {model.name}: the data has no label column {labels!r}{hint}; "
                            f"columns: {', '.join(types)}")
-    for name, role, kind in specs:
-        if role == "output":
-            continue
-        actual = name if name in types else lowered.get(name.lower())
-        if actual is None:
-            raise MonitorError(f"model {model.name}: the data has no column {name!r} (input of the model); "
-                               f"columns: {', '.join(types)}")
-        if kind == "numeric" and types[actual].startswith(TEXT_TYPES):
+    try:
+        inputs = iter(model.bind_columns(list(types)))
+    except SignatureError as exc:  # two columns the library would both have renamed to one input
+        raise MonitorError(str(exc)) from None
+    out: list[str | None] = []
+    for j, (name, role, kind) in enumerate(specs):
+        actual = None if role == "output" else labels if role == "label" else next(inputs)
+        if role == "input" and actual is None:
+            near = _case_hint(model, j, list(types))
+            hint = (f"; {near!r} differs only in case: rename it, or alias it in the query ({near} AS {name})"
+                    if near is not None else f"; columns: {', '.join(types)}")
+            raise MonitorError(f"model {model.name}: the data has no column {name!r} (input of the model){hint}")
+        if actual is not None and kind == "numeric" and types[actual].startswith(TEXT_TYPES):
             raise MonitorError(f"model {model.name}: column {actual!r} is text ({types[actual]}) but "
                                f"{'the label' if role == 'label' else 'a numeric input'}; cast it to DOUBLE in the query")
+        out.append(actual)
+    return out
+
+
+def _case_hint(model, j: int, available: list[str]) -> str | None:
+    """The data column that would bind to input ``j`` but for letter case (the same rule, case-folded)."""
+    from sparkscore.errors import SignatureError
+    from sparkscore.ir.inputs import bind_names
+
+    folded = {name.lower(): name for name in available}
+    try:
+        found = bind_names([model.signature.names[j].lower()], list(folded), model.metadata.get("feature_name_rule"))
+    except SignatureError:
+        return None
+    return None if found[0] is None else folded[found[0]]
 
 
 def quantile_edges(sketch, bins: int, raw: np.ndarray | None = None) -> tuple[float, ...]:
@@ -277,7 +351,7 @@ def quantile_edges(sketch, bins: int, raw: np.ndarray | None = None) -> tuple[fl
 
 
 def _column(name: str, role: str, kind: str, agg: AggColumn, values: Mapping[str, Any], n: int,
-            state: SketchState, i: int) -> ColumnProfile:
+            sketch) -> ColumnProfile:
     a = agg.alias
     nonnull = int(values[f"{a}:nonnull"])
     if kind == "numeric":
@@ -288,13 +362,12 @@ def _column(name: str, role: str, kind: str, agg: AggColumn, values: Mapping[str
         cum = [0, *below, inside]
         hist = tuple(cum[j + 1] - cum[j] for j in range(len(cum) - 1))
         mean, var = values[f"{a}:mean"], values[f"{a}:var"]
-        sketch = state.sketches[i] if state is not None else None
         return ColumnProfile(
             name, role, kind, count=n, nulls=n - nonnull, nans=nans, pos_inf=int(values[f"{a}:pos_inf"] or 0),
             neg_inf=int(values[f"{a}:neg_inf"] or 0), finite=finite,
             min=_float(values[f"{a}:min"]), max=_float(values[f"{a}:max"]), mean=_float(mean),
             m2=float(var) * finite if var is not None and finite else 0.0, edges=agg.edges, hist=hist,
-            kll=None if sketch is None else sketch.serialize())
+            kll=None if sketch is None or kind != "numeric" else sketch.serialize())
     counts = tuple((v, int(values[f"{a}:cat:{j}"] or 0)) for j, v in enumerate(agg.categories))
     return ColumnProfile(name, role, kind, count=n, nulls=n - nonnull, categories=counts,
                          other=nonnull - sum(c for _, c in counts))
@@ -371,32 +444,59 @@ class DriftResult:
 
 
 def compare(ref: Batch, cur: Batch, thresholds: M.Thresholds | None = None) -> list[DriftRow]:
-    """Every metric of every column shared by both profiles; then per slice of ``cur`` that ``ref``
-    also has (a reference batch sliced the same way) the bucketed metrics, and the quality metrics.  p-values of slice rows are Benjamini-Hochberg
-    adjusted across the slices (per metric), and their anomalies are decided on the adjusted value."""
+    """Every metric of every column shared by both profiles; then per slice of ``cur``:
+
+    * when ``ref`` is a batch sliced the same way, every metric against that same slice of ``ref``
+      (KS / Wasserstein from the per-slice sketches, exact while both sides kept their values);
+    * when ``ref`` was not sliced by that spec (a stored training profile), KS and Wasserstein
+      against ``ref``'s whole distribution (its global sketch), except in the columns the slice
+      keys read (``age >= 60`` differs from the whole in ``age`` by construction) and, when they
+      read a model input, the prediction; the bucketed metrics stay per slice of a reference batch
+      only.  (Inputs correlated with the slicing column differ from the whole too: that is what
+      the comparison shows, so read it per slice, or compare with a reference batch);
+    * a spec whose values outgrew the per-slice sketches gets one ``ks`` row saying so (``method``).
+
+    Then the quality metrics.  p-values of slice rows are Benjamini-Hochberg adjusted across the
+    slices (per metric), and their anomalies are decided on the adjusted value."""
     thresholds = thresholds or M.Thresholds()
     rows = _profile_drift(ref.profile, cur.profile, ref.raw, cur.raw, thresholds)
     sliced: list[DriftRow] = []
     for (key, value), profile in cur.slices.items():
         base = ref.slices.get((key, value))
-        if base is None:  # a slice is compared with the same slice of the reference, never with the whole
-            continue      # (that would flag the slicing column itself and every conditional difference)
-        sliced.extend(dataclasses.replace(r, slice_key=key, slice_value=value)
-                      for r in _profile_drift(base, profile, {}, {}, thresholds))
+        if base is not None:
+            found = _profile_drift(base, profile, ref.slice_raw.get((key, value), {}),
+                                   cur.slice_raw.get((key, value), {}), thresholds)
+        elif key not in ref.sliced_by:  # a whole (training) reference: the sketch metrics only, see above
+            found = _profile_drift(ref.profile, profile, {}, {}, thresholds, SKETCH_METRICS,
+                                   skip=cur.sliced_by.get(key, frozenset()))
+        else:  # the reference batch has no rows in this slice
+            continue
+        sliced.extend(dataclasses.replace(r, slice_key=key, slice_value=value) for r in found)
+    for key, reason in cur.unsketched.items():
+        sliced.append(DriftRow("*", "ks", None, None, False, None, 0, 0, key, None, method=f"skipped: {reason}",
+                               error_bound=None))
     quality = _quality_rows(cur.quality, thresholds)
     return rows + [r for r in quality if r.slice_key is None] + _bh_adjusted(
         sliced + [r for r in quality if r.slice_key is not None])
 
 
-def _profile_drift(ref: Profile, cur: Profile, ref_raw, cur_raw, thresholds: M.Thresholds) -> list[DriftRow]:
+#: the metrics a slice gets against a whole (unsliced) reference: the distribution-shape tests of its sketches
+SKETCH_METRICS = ("ks", "wasserstein")
+
+
+def _profile_drift(ref: Profile, cur: Profile, ref_raw, cur_raw, thresholds: M.Thresholds,
+                   only: Sequence[str] | None = None, skip: frozenset = frozenset()) -> list[DriftRow]:
     rows: list[DriftRow] = []
     for rc in ref.columns:
+        if f"{rc.role}:{rc.name}" in skip or (only is not None and rc.kind != "numeric"):
+            continue
         try:
             cc = cur.column(rc.name, rc.role)
         except MonitorError:
             continue  # e.g. a label only one side has
-        rows.extend(_column_drift(rc, cc, ref_raw.get(f"{rc.role}:{rc.name}"), cur_raw.get(f"{rc.role}:{rc.name}"),
-                                  thresholds))
+        found = _column_drift(rc, cc, ref_raw.get(f"{rc.role}:{rc.name}"), cur_raw.get(f"{rc.role}:{rc.name}"),
+                              thresholds)
+        rows.extend(r for r in found if only is None or r.metric in only)
     return rows
 
 
@@ -465,6 +565,10 @@ def _column_drift(rc: ColumnProfile, cc: ColumnProfile, ref_raw, cur_raw, thresh
             bound: float | None = 0.0) -> None:
         threshold = thresholds.of(rc.name, metric)
         tested = p_value if M.DEFAULTS[metric][1] else value
+        if method == "sketch" and metric == "wasserstein" and value is not None and bound:
+            # conservative, like the KS p-value taken at D - bound: an alarm raised on sketches holds for the
+            # exact value too (a 600-row window's sketch alone moves W by up to its bound, past the 0.1 default)
+            tested = max(value - bound, 0.0)
         out.append(DriftRow(rc.name, metric, value, threshold, M.is_anomaly(metric, tested, threshold), p_value,
                             n_ref, n_cur, role=rc.role, method=method, error_bound=bound))
 
@@ -495,7 +599,7 @@ def _column_drift(rc: ColumnProfile, cc: ColumnProfile, ref_raw, cur_raw, thresh
             row("ks", ks.value, ks.p_value, n_ref, n_cur, ks.method, 0.0)
             row("wasserstein", ws.value, None, n_ref, n_cur, ws.method, 0.0)
         elif rc.kll is None or cc.kll is None:
-            pass  # a slice: bucketed metrics only (its rows feed one scan; sketches are per batch)
+            pass  # no sketch on one side (a slice spec beyond the per-slice sketch bound): bucketed metrics only
         else:
             rs, cs = rc.sketch, cc.sketch
             eps = rank_error(rs) + rank_error(cs)
@@ -511,8 +615,9 @@ def as_batch(profile: Profile) -> Batch:
     return Batch(profile, {})
 
 
-def merge_states(states: Iterable[SketchState], kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
-    merged = SketchState(tuple(kinds), k, exact_rows)
+def merge_states(states: Iterable[SketchState], kinds: Sequence[str], k: int, exact_rows: int,
+                 groups: Sequence[Sequence[int]] = ()) -> SketchState:
+    merged = SketchState(tuple(kinds), k, exact_rows, groups=tuple(tuple(g) for g in groups))
     for state in states:
         merged.merge(state)
     return merged

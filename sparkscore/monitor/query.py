@@ -25,10 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 from sqlglot import exp
 
-from sparkscore.optimizer.nodes import ScorePredict, number
+from sparkscore.optimizer.nodes import ScorePredict, ScorePredictProba, number
 
 SOURCE = "__ss_batch"
 SCORED = "__ss_scored"
+PROBA = "pp"  # the PREDICT_PROBA column of the scored projection (multiclass quality)
 
 
 @dataclass(frozen=True)
@@ -42,28 +43,38 @@ class AggColumn:
 
 
 def scored_query(source: exp.Expression, ref: str, inputs: Sequence[tuple[str, str]], label: str | None,
-                 slices: Sequence[exp.Expression] = ()) -> exp.Select:
-    """``SELECT <inputs as c0..>, PREDICT(ref, *) AS cN [, label AS cL] [, slice keys s0..] FROM (source)``.
+                 slices: Sequence[exp.Expression] = (), proba: bool = False) -> exp.Select:
+    """``SELECT <inputs as c0..>, PREDICT(ref, <inputs>) AS cN [, label AS cL] [, slice keys s0..] [, proba AS pp]
+    FROM (source)``.
 
-    ``inputs``: (column name, kind) in signature order; numeric inputs are cast to DOUBLE.
+    ``inputs``: (data column name, kind) in signature order, the columns ``Model.bind_columns``
+    bound to the signature; numeric inputs are cast to DOUBLE.  PREDICT takes those same columns
+    *by position*, so the prediction and the profiled inputs come from one binding (a LightGBM
+    model fitted on ``Age (yrs)``, whose signature says ``Age_(yrs)``, reads ``Age (yrs)`` in both).
+    ``proba``: also ``PREDICT_PROBA`` as ``pp`` (multiclass quality: the per-class scores of the AUC
+    and the top-label confidence of the calibration error).
     """
     projections: list[exp.Expression] = []
-    for i, (name, kind) in enumerate(inputs):
-        column = exp.column(name, table=SOURCE, quoted=True)
-        value = exp.cast(column, exp.DataType.Type.DOUBLE) if kind == "numeric" else column
+    columns = [exp.column(name, table=SOURCE, quoted=True) for name, _ in inputs]
+    for i, ((name, kind), column) in enumerate(zip(inputs, columns)):
+        value = exp.cast(column.copy(), exp.DataType.Type.DOUBLE) if kind == "numeric" else column.copy()
         projections.append(exp.alias_(value, f"c{i}"))
-    projections.append(exp.alias_(ScorePredict(this=exp.Literal.string(ref), expressions=[exp.Star()]),
+    projections.append(exp.alias_(ScorePredict(this=exp.Literal.string(ref), expressions=[c.copy() for c in columns]),
                                   f"c{len(inputs)}"))
     if label is not None:
         projections.append(exp.alias_(exp.column(label, table=SOURCE, quoted=True), f"c{len(inputs) + 1}"))
     for i, key in enumerate(slices):
         projections.append(exp.alias_(key, f"s{i}"))
+    if proba:
+        projections.append(exp.alias_(ScorePredictProba(this=exp.Literal.string(ref),
+                                                        expressions=[c.copy() for c in columns]), PROBA))
     return exp.select(*projections).from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(SOURCE))))
 
 
-def stream_query(scored: exp.Expression, n_columns: int) -> exp.Select:
-    """The scored columns only (what the sketches read), in order."""
-    return exp.select(*[exp.column(f"c{i}", table=SCORED) for i in range(n_columns)]).from_(_scored_source(scored))
+def stream_query(scored: exp.Expression, n_columns: int, n_keys: int = 0) -> exp.Select:
+    """The scored columns (what the sketches read), in order, then the slice keys ``s0..`` (per-slice sketches)."""
+    return exp.select(*[exp.column(f"c{i}", table=SCORED) for i in range(n_columns)],
+                      *[exp.column(f"s{i}", table=SCORED) for i in range(n_keys)]).from_(_scored_source(scored))
 
 
 def _scored_source(scored: exp.Expression) -> exp.Expression:
@@ -87,18 +98,36 @@ def _literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
+def _proba(c: int) -> exp.Expression:
+    """Column ``c`` of the scored PREDICT_PROBA array (sqlglot's 0-based index: ``pp[1]`` in DuckDB, ``pp[0]`` in Spark)."""
+    # returns_list_for_maps: a list, never a map (spares sqlglot's DuckDB generator a type annotation per call)
+    return exp.Bracket(this=exp.column(PROBA, table=SCORED), expressions=[exp.Literal.number(c)],
+                       returns_list_for_maps=True)
+
+
+def _class_scores(q: "Quality") -> list[tuple[exp.Expression, exp.Expression]]:
+    """(score, is-positive condition) per ranked problem: the one binary problem, or one-vs-rest per class."""
+    y = exp.column(q.label, table=SCORED)
+    if q.task == "binary":
+        return [(exp.column(q.prediction, table=SCORED), exp.EQ(this=y, expression=_literal(q.positive)))]
+    return [(_proba(c), exp.EQ(this=y.copy(), expression=_literal(value))) for c, value in enumerate(q.classes)]
+
+
 @dataclass(frozen=True)
 class Quality:
     """Quality metrics of the prediction against the label, per slice (aliases in the scored query).
 
     ``task``: ``binary`` (prediction = P(positive), label compared with ``positive``), ``multiclass``
-    (prediction = label) or ``regression``.
+    (prediction = label; with ``classes``, the scored query also holds ``PREDICT_PROBA`` as
+    :data:`PROBA`, column ``i`` the probability of ``classes[i]``: one-vs-rest AUC and top-label
+    calibration) or ``regression``.
     """
 
     prediction: str
     label: str
     task: str
     positive: Any = None
+    classes: tuple = ()
 
 
 LOGLOSS_EPS = 1e-15  # probabilities clipped to [eps, 1 - eps] before the log (sklearn's log_loss convention)
@@ -119,8 +148,16 @@ def _quality(q: Quality) -> list[tuple[str, exp.Expression]]:
                 ("mae", avg(exp.Abs(this=err.copy())))]
     if q.task == "multiclass":
         hit = exp.EQ(this=exp.cast(p.copy(), exp.DataType.Type.VARCHAR), expression=exp.cast(y.copy(), exp.DataType.Type.VARCHAR))
-        return [("n_scored", _count_if(both.copy())), ("accuracy", avg(exp.Case(ifs=[exp.If(this=hit, true=exp.Literal.number(1))],
+        out = [("n_scored", _count_if(both.copy())), ("accuracy", avg(exp.Case(ifs=[exp.If(this=hit.copy(), true=exp.Literal.number(1))],
                                                                             default=exp.Literal.number(0))))]
+        if q.classes:
+            scored = exp.and_(both.copy(), exp.Not(this=exp.Is(this=_proba(0), expression=exp.Null())))
+            out.append(("n_proba", _count_if(scored.copy())))
+            out += [(f"positives:{c}", _count_if(exp.and_(scored.copy(), cond))) for c, (_, cond) in enumerate(_class_scores(q))]
+            # top-label calibration: confidence = the greatest class probability, "positive" = the label was predicted
+            confidence = exp.Greatest(this=_proba(0), expressions=[_proba(c) for c in range(1, len(q.classes))])
+            out += _reliability(confidence, scored, hit)
+        return out
     pos = exp.EQ(this=y.copy(), expression=_literal(q.positive))
     clipped = exp.Greatest(this=number(LOGLOSS_EPS), expressions=[exp.Least(this=p.copy(), expressions=[number(1 - LOGLOSS_EPS)])])
     outcome = exp.Case(ifs=[exp.If(this=pos.copy(), true=number(1.0))], default=number(0.0))
@@ -165,24 +202,40 @@ def _reliability(p: exp.Expression, both: exp.Expression, pos: exp.Expression) -
 AUC_RANK = "__ss_rank"
 
 
-def _ranked(scored: exp.Expression, q: Quality, sets: Sequence[Sequence[int]]) -> exp.Select:
-    """The scored rows plus, per grouping set ``j`` (0 = the whole batch), the mid-rank of the
-    prediction among that set's group of scored rows (``RANK() + (ties - 1) / 2``): the exact AUC of
-    each group is then ``(sum of positives' mid-ranks - P (P + 1) / 2) / (P N)`` (Mann-Whitney U, ties
-    counted one half, as ``sklearn.metrics.roc_auc_score``), summed by the one aggregate.  The
-    price is one sort per grouping set, done by the engine."""
+def _rank_names(q: Quality, problem: int, group: int) -> tuple[str, str]:
+    """(alias of the mid-rank column, name of its positives' sum) of ranked problem ``problem`` in grouping set ``group``."""
+    if q.task == "binary":
+        return f"{AUC_RANK}{group}", f"rank_sum:{group}"
+    return f"{AUC_RANK}{problem}_{group}", f"rank_sum:{problem}:{group}"
+
+
+def _rank_scored(q: Quality) -> exp.Expression:
+    """The rows a ranking counts: prediction and label present (and, multiclass, the probabilities)."""
     p, y = exp.column(q.prediction, table=SCORED), exp.column(q.label, table=SCORED)
-    both = exp.and_(exp.Not(this=exp.Is(this=p.copy(), expression=exp.Null())),
-                    exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())))
+    terms = [exp.Not(this=exp.Is(this=p, expression=exp.Null())), exp.Not(this=exp.Is(this=y, expression=exp.Null()))]
+    if q.task == "multiclass":
+        terms.append(exp.Not(this=exp.Is(this=_proba(0), expression=exp.Null())))
+    return exp.and_(*terms)
+
+
+def _ranked(scored: exp.Expression, q: Quality, sets: Sequence[Sequence[int]]) -> exp.Select:
+    """The scored rows plus, per ranked problem (the binary one, or one-vs-rest per class of a
+    multiclass model) and per grouping set ``j`` (0 = the whole batch), the mid-rank of the score
+    among that set's group of scored rows (``RANK() + (ties - 1) / 2``): the exact AUC of each group
+    is then ``(sum of positives' mid-ranks - P (P + 1) / 2) / (P N)`` (Mann-Whitney U, ties counted
+    one half, as ``sklearn.metrics.roc_auc_score``), summed by the one aggregate.  The price is one
+    sort per problem and grouping set, done by the engine."""
+    both = _rank_scored(q)
     projections: list[exp.Expression] = [exp.Star()]
-    for j, group in enumerate([(), *sets]):
-        keys = [both.copy(), *(exp.column(f"s{i}", table=SCORED) for i in group)]
-        rank = exp.Window(this=exp.Anonymous(this="RANK"), partition_by=[k.copy() for k in keys],
-                          order=exp.Order(expressions=[exp.Ordered(this=p.copy(), nulls_first=False)]))
-        ties = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[*(k.copy() for k in keys), p.copy()])
-        mid = exp.Add(this=rank, expression=exp.Div(this=exp.Paren(this=exp.Sub(this=ties, expression=number(1.0))),
-                                                   expression=number(2.0)))
-        projections.append(exp.alias_(mid, f"{AUC_RANK}{j}"))
+    for c, (score, _) in enumerate(_class_scores(q)):
+        for j, group in enumerate([(), *sets]):
+            keys = [both.copy(), *(exp.column(f"s{i}", table=SCORED) for i in group)]
+            rank = exp.Window(this=exp.Anonymous(this="RANK"), partition_by=[k.copy() for k in keys],
+                              order=exp.Order(expressions=[exp.Ordered(this=score.copy(), nulls_first=False)]))
+            ties = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[*(k.copy() for k in keys), score.copy()])
+            mid = exp.Add(this=rank, expression=exp.Div(this=exp.Paren(this=exp.Sub(this=ties, expression=number(1.0))),
+                                                       expression=number(2.0)))
+            projections.append(exp.alias_(mid, _rank_names(q, c, j)[0]))
     return exp.select(*projections).from_(_scored_source(scored))
 
 
@@ -208,15 +261,14 @@ def aggregate_query(scored: exp.Expression, columns: Sequence[AggColumn], slice_
     add("rows", exp.Count(this=exp.Star()))
     for name, expression in _quality(quality) if quality is not None else ():
         add(f"quality:{name}", expression)
-    ranked = quality is not None and quality.task == "binary"
+    ranked = quality is not None and (quality.task == "binary" or bool(quality.classes))
     if ranked:
-        p, y = exp.column(quality.prediction, table=SCORED), exp.column(quality.label, table=SCORED)
-        scored_pos = exp.and_(exp.Not(this=exp.Is(this=p, expression=exp.Null())),
-                              exp.Not(this=exp.Is(this=y.copy(), expression=exp.Null())),
-                              exp.EQ(this=y.copy(), expression=_literal(quality.positive)))
-        for j in range(len(slice_sets) + 1):
-            add(f"quality:rank_sum:{j}", exp.Sum(this=exp.Case(ifs=[exp.If(
-                this=scored_pos.copy(), true=exp.column(f"{AUC_RANK}{j}", table=SCORED))])))
+        for c, (_, positive) in enumerate(_class_scores(quality)):
+            scored_pos = exp.and_(_rank_scored(quality), positive.copy())
+            for j in range(len(slice_sets) + 1):
+                alias, name = _rank_names(quality, c, j)
+                add(f"quality:{name}", exp.Sum(this=exp.Case(ifs=[exp.If(
+                    this=scored_pos.copy(), true=exp.column(alias, table=SCORED))])))
     inf, ninf = number(math.inf), number(-math.inf)
     for col in columns:
         x = exp.column(col.alias, table=SCORED)

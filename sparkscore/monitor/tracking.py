@@ -134,7 +134,8 @@ def window_drift(batch: Batch, reference: Profile | None, previous: bool, width,
     out, before = [], None
     for start, text, profile in keyed:
         quality = batch.quality.get((WINDOW_KEY, text))
-        cur = Batch(profile, quality={None: quality} if quality else {})
+        unsketched = {k: v for k, v in batch.unsketched.items() if k == WINDOW_KEY}  # > MAX_SLICE_SKETCHES windows
+        cur = Batch(profile, quality={None: quality} if quality else {}, unsketched=unsketched)
         base = before if previous else reference
         rows = _quality_rows(cur.quality, thresholds) if base is None else compare(Batch(base), cur, thresholds)
         out.append(WindowDrift(start, start + width, tuple(rows), profile.rows, quality))

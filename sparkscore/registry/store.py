@@ -1050,7 +1050,8 @@ def _training_profile(name: str, model: Model, data: Any, labels: str | None, re
             raise RegistryError(f"model {name!r}: {reason}")
         return {"skipped": reason}
     columns = _column_names(data)
-    missing = [c for c in model.signature.names if columns is not None and c not in columns]
+    bound = model.bind_columns(sorted(columns)) if columns is not None else ()  # the binding rule of PREDICT
+    missing = [c for c, b in zip(model.signature.names, bound) if b is None]
     if missing and not required:
         return {"skipped": f"training_data has no column {missing[0]!r} of the model's inputs"}
     try:

@@ -46,7 +46,8 @@ def test_slices_are_grouping_sets_of_the_one_aggregate_and_drift_only_where_inje
     counts = {v: r.n_cur for (k, v), r in psi.items() if k == "region"}
     assert counts == batch.region.value_counts().to_dict()
     assert sum(r.n_cur for (k, _), r in psi.items() if k == "region,plan") == len(batch)
-    assert not any(r.metric in ("ks", "wasserstein") for r in result.rows if r.slice_key)
+    ks = {(r.slice_key, r.slice_value) for r in result.rows if r.metric == "ks" and r.feature == "age" and r.slice_key}
+    assert ks == {key for key in psi if key[0]}  # per-slice sketches: KS / Wasserstein per slice too (tests/monitor/test_slice_sketches.py)
 
 
 def test_quality_metrics_equal_sklearn_and_slice_p_values_are_bh_adjusted(sliced, monitored):
@@ -81,11 +82,14 @@ def test_quality_metrics_equal_sklearn_and_slice_p_values_are_bh_adjusted(sliced
     assert set(result.drifted) == drift_flagged  # quality rows are reported, not counted as drift
 
 
-def test_slices_against_the_stored_profile_give_quality_but_no_slice_drift(monitored, train):
+def test_slices_against_the_stored_profile_give_quality_and_sketch_metrics_only(monitored, train):
     result = ss.monitor.drift("churn@prod", train.iloc[:1000], registry=monitored, labels="y", slices=["region"])
     sliced = [r for r in result.rows if r.slice_key]
-    assert sliced and all(r.role == "quality" for r in sliced)
+    # no bucketed metric against the whole profile (the slicing column would flag); KS / W from the sketches
+    assert sliced and all(r.role == "quality" or r.metric in ("ks", "wasserstein") for r in sliced)
     assert {r.slice_value for r in sliced} == {"EU", "US", "APAC"}
+    assert not any(r.feature == "prediction" for r in sliced if r.role != "quality")  # depends on region: skipped
+    assert not any(r.is_anomaly for r in sliced if r.metric == "ks")  # a sample of the training data itself
 
 
 def test_regressor_quality_is_rmse_and_mae(registry, train):
