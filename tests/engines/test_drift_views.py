@@ -1,6 +1,8 @@
 """DRIFT(...) in a query leaves nothing behind in the engine's catalog: its rows travel inside the
 SQL (a few kilobytes), so a long notebook session does not gather one view per DRIFT call, and the
-relation ``sql`` returns stays valid however late it is read."""
+relation ``sql`` returns stays valid however late it is read.  The inline rows keep every value
+exactly (NULL, NaN, +-inf, -0.0, 64-bit counts) in DuckDB and Spark; Spark's DRIFT itself runs in
+tests/monitor/test_spark.py."""
 
 from __future__ import annotations
 
@@ -60,12 +62,35 @@ def test_three_drift_queries_leave_the_duckdb_catalog_as_it_was(churn):
     assert rows[1][0][0] > 0 and rows[2] == []
 
 
+class _Result:
+    """A drift result of hard values (NULL, NaN, +-inf, -0.0, a huge count) for the inline-rows round trip."""
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.table({"feature": ["a", None], "metric": ["psi", "ks"], "value": [-0.0, float("nan")],
+                         "threshold": [float("inf"), 0.1], "is_anomaly": [True, None], "n_ref": [2 ** 62, None]})
+
+
+def _inline(dialect: str) -> str:
+    from sparkscore.engines.monitoring import expand_drift
+
+    return expand_drift("SELECT * FROM DRIFT('m', 'SELECT 1') AS d", dialect, lambda *_: _Result())
+
+
+def _same(rows: list) -> None:
+    (a, b) = rows
+    assert a[0] == "a" and a[1] == "psi" and a[2] == 0.0 and np.signbit(a[2]) and a[3] == np.inf and a[4] is True
+    assert a[5] == 2 ** 62 and b[0] is None and np.isnan(b[2]) and b[3] == 0.1 and b[4] is None and b[5] is None
+
+
+def test_inline_drift_rows_are_exact_in_duckdb():
+    con = duckdb.connect()
+    _same(con.execute(_inline("duckdb")).fetchall())
+
+
 @pytest.mark.spark
-def test_drift_on_spark_leaves_no_temporary_view(churn, spark):
-    reg, batch = churn
-    spark.createDataFrame(batch).createOrReplaceTempView("drift_views_batch")
+def test_inline_drift_rows_are_exact_in_spark_and_leave_no_temporary_view(spark):
     before = sorted(t.name for t in spark.catalog.listTables())
-    got = ss.spark.sql(spark, "SELECT feature, value FROM DRIFT('churn', 'SELECT * FROM drift_views_batch') AS d "
-                              "WHERE d.metric = 'psi' ORDER BY feature", registry=reg).collect()
+    _same([tuple(r) for r in spark.sql(_inline("spark")).collect()])
     assert sorted(t.name for t in spark.catalog.listTables()) == before
-    assert [r.feature for r in got] and all(np.isfinite(r.value) for r in got)
