@@ -222,6 +222,9 @@ def _feature(fmap: FeatureMap, j: int, values: list):
             test = exp.EQ(this=column.copy(), expression=exp.Literal.string(str(col.categories[int(category)])))
         else:
             test = exp.EQ(this=v.copy(), expression=number(category))
+            if not math.isnan(fmap.fill[j]) and float(fmap.fill[j]) == category:
+                # imputed (SimpleImputer in front): NULL / NaN become ``fill``, which is this category
+                test = exp.or_(test, exp.Is(this=v.copy(), expression=exp.Null()), exp.IsNan(this=v.copy()))
         return exp.case().when(test, number(1.0)).else_(number(0.0))
     if isinstance(v, tuple):
         return v

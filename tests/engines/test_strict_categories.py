@@ -88,3 +88,30 @@ def test_spark_inline_and_udf_paths_fail_with_the_same_line(shop, spark):
     for rules in PATHS.values():
         with pytest.raises(Exception, match=_message("region", "'mars'")):
             ss.spark.sql(spark, query, reg, disable_rules=rules).collect()
+
+
+@pytest.mark.parametrize("handle_unknown", ["error", "ignore"])
+@pytest.mark.parametrize("path", PATHS)
+def test_duckdb_null_imputed_to_a_known_category_scores_and_an_unknown_value_still_fails(path, handle_unknown,
+                                                                                        tmp_path):
+    """SimpleImputer -> OneHotEncoder: NULL scores as the imputed category (inlined, the indicator of
+    that category tests ``x = c OR x IS NULL OR ISNAN(x)``; it used to read 0 there, for either option)."""
+    from sklearn.impute import SimpleImputer
+
+    native = pipeline(handle_unknown, tier_steps=(SimpleImputer(strategy="most_frequent"),))
+    reg = ss.Registry(tmp_path / "registry")
+    reg.register("shop", native)
+    rows = known_rows()
+    rows.loc[4, "tier"] = np.nan
+    con = _con(rows)
+    query = "SELECT id, PREDICT('shop', region, tier, x) AS p FROM t ORDER BY id"
+    got = [p for _, p in ss.duckdb.sql(con, query, reg, disable_rules=PATHS[path]).fetchall()]
+    np.testing.assert_allclose(got, native.predict_proba(rows)[:, 1], rtol=1e-6, atol=1e-6)
+    con.execute("UPDATE t SET tier = 5 WHERE id = 9")
+    rows.loc[9, "tier"] = 5.0
+    if handle_unknown == "ignore":  # the all-zero one-hot row, as sklearn scores it
+        got = [p for _, p in ss.duckdb.sql(con, query, reg, disable_rules=PATHS[path]).fetchall()]
+        np.testing.assert_allclose(got, native.predict_proba(rows)[:, 1], rtol=1e-6, atol=1e-6)
+        return
+    with pytest.raises(Exception, match=_message("tier", "5.0")):
+        ss.duckdb.sql(con, query, reg, disable_rules=PATHS[path]).fetchall()
