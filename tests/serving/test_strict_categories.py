@@ -48,3 +48,30 @@ def test_an_unknown_category_is_a_400_with_the_predict_line(shop, column, value,
     records = json.loads(rows.to_json(orient="records"))
     r = client.post("/invocations?model=shop", content=json.dumps({"dataframe_records": records}).encode())
     assert r.status_code == 400 and line in r.json()["message"] and "\n" not in r.json()["message"], r.text
+
+
+def test_a_numeric_only_strict_model_leaves_the_fast_path_and_still_refuses(tmp_path):
+    """Plain-number bodies skip per-column parsing (one ``np.array`` call); a strict input must not."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tests.importers.test_unknown_categories import frame
+
+    X, y = frame()
+    X = X[["tier", "x"]]
+    native = make_pipeline(ColumnTransformer([("t", OneHotEncoder(), ["tier"])], remainder="passthrough"),
+                           LogisticRegression()).fit(X, y)
+    reg = ss.Registry(tmp_path / "registry")
+    reg.register("num", native)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    with TestClient(create_app(reg, ServeConfig()), raise_server_exceptions=False) as client:
+        ok = client.post("/invocations?model=num", content=json.dumps(
+            {"dataframe_split": {"columns": ["tier", "x"], "data": [[2.0, 0.5]]}}).encode())
+        assert ok.status_code == 200, ok.text
+        bad = client.post("/invocations?model=num", content=json.dumps(
+            {"dataframe_split": {"columns": ["tier", "x"], "data": [[2.0, 0.5], [7.0, 0.5]]}}).encode())
+        assert bad.status_code == 400 and "column 'tier' has value 7.0" in bad.json()["message"], bad.text
