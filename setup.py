@@ -43,8 +43,13 @@ EXTRAS = {
     # already in CORE (see there); the extra names them for installs that pin the monitoring stack explicitly;
     # matplotlib (Agg, no display) draws the histograms of `sparkscore monitor --html`
     "monitor": ["datasketches>=5.0,<6", "scipy>=1.11", "matplotlib>=3.8"],
-    # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics
-    "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20"],
+    # `sparkscore serve`: uvicorn runs the Starlette app; prometheus-client renders /metrics; uvicorn picks
+    # uvloop + httptools when they are importable (its event loop and HTTP parser), which changes its speed,
+    # so they are named here (same markers as uvicorn[standard]) instead of arriving by chance through
+    # another package (evidently's uvicorn[standard]): every `.[serve]` install runs the measured server
+    "serve": ["uvicorn>=0.30", "starlette>=0.37", "prometheus-client>=0.20", "httptools>=0.6",
+              "uvloop>=0.15.1; sys_platform != 'win32' and sys_platform != 'cygwin' and "
+              "platform_python_implementation != 'PyPy'"],
     # peers measured side by side; hummingbird-ml itself pins old onnx/xgboost, so the bench README
     # installs it with --no-deps (it needs psutil, dill and onnxconverter-common from here)
     # treelite + tl2cgen: the generated-C peer (needs gcc at bench time)

@@ -327,9 +327,11 @@ def versions(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME",
 def delete(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="NAME[/VERSION]", help="A whole model (every version), or one version."),
-    force: bool = typer.Option(False, "--force", help="Also remove aliases that point at what is deleted."),
+    force: bool = typer.Option(False, "--force", help="Also remove aliases that point at what is deleted "
+                                                        "(and, for a whole model, its routes)."),
 ) -> None:
-    """Delete one version or a whole model; refused while an alias points at it unless --force.
+    """Delete one version or a whole model; refused while an alias (or, for a whole model, a route)
+    points at it unless --force.
 
     Version numbers are never reused: the next registration gets the next number after the highest
     ever minted, so a ref like churn/3 pinned in a job can never mean another model later.
@@ -346,7 +348,8 @@ def delete(
     what = (f"{deleted.name}/{deleted.versions[0]}" if parsed.version is not None
             else f"model {deleted.name} (versions {', '.join(map(str, deleted.versions))})")
     aliases = f" and alias {', '.join(deleted.aliases)}" if deleted.aliases else ""
-    _out().print(Text(f"deleted {what}{aliases} from {reg.root}; version numbers are not reused"))
+    routes = f" and route {', '.join(deleted.routes)}" if deleted.routes else ""
+    _out().print(Text(f"deleted {what}{aliases}{routes} from {reg.root}; version numbers are not reused"))
 
 
 def _report_damage(damaged) -> None:

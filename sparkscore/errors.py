@@ -52,6 +52,32 @@ class JobError(SparkscoreError, RuntimeError):
     """A batch scoring job that cannot run or commit its output."""
 
 
+class ScoringError(SparkscoreError, ValueError):
+    """Rows a model refuses to score because its native library refuses them (sklearn raises too)."""
+
+
+class UnknownCategoryError(ScoringError):
+    """A value a strict encoder never saw in training (OneHotEncoder ``handle_unknown='error'``).
+
+    Keeps the parts of its one-line message so an engine can name the model by its registry ref
+    (``churn/3``) instead of the class name the converted model carries.
+    """
+
+    def __init__(self, model: str, column: str, shown: str) -> None:
+        self.model, self.column, self.shown = model, column, shown
+        super().__init__(unknown_category_message(model, column, shown))
+
+    def for_model(self, model: str) -> "UnknownCategoryError":
+        return UnknownCategoryError(model, self.column, self.shown)
+
+
+def unknown_category_message(model: str, column: str, shown: str) -> str:
+    """The one line every path (Python, DuckDB ``error()``, Spark ``raise_error``) reports."""
+    return (f"{model}: column {column!r} has value {shown}, a category its encoder did not see in training "
+            f"(handle_unknown='error': sklearn raises on it too); refit the encoder with handle_unknown='ignore' "
+            f"or 'infrequent_if_exist', or clean the data")
+
+
 class SparkscoreWarning(UserWarning):
     """Base class of every warning sparkscore emits on purpose."""
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparkscore import compiler
-from sparkscore.errors import QueryError
+from sparkscore.errors import QueryError, UnknownCategoryError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import KINDS, udf_name
 from sparkscore.ir.naming import output_type as naming_output_type
@@ -146,7 +146,11 @@ def score_many(fns, data: pa.Table | pa.RecordBatch) -> list[pa.Array]:
     classifier's P(positive) and its probabilities) share one kernel call; a multiclass label read
     from margins runs the margin model once more.  Values equal each function's own ``score``.
     """
-    X = fns[0].model.to_matrix(data)
+    try:
+        X = fns[0].model.to_matrix(data)
+    except UnknownCategoryError as exc:  # name the model as the query did (its registry ref)
+        name, version = fns[0].source
+        raise exc.for_model(f"{name}/{version}") from None
     scores: dict = {}
     out = []
     for fn in fns:

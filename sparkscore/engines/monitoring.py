@@ -266,10 +266,14 @@ def _drift_calls(tree: exp.Expression) -> list[exp.Table]:
     return [t for t in tree.find_all(exp.Table) if isinstance(t.this, ScoreDrift)]
 
 
-def expand_drift(query: str, dialect: str, register: Any, run_drift: Any) -> str:
-    """``query`` with every ``DRIFT(ref, 'current SELECT' [, 'reference SELECT'])`` in FROM replaced by a
-    table holding its drift rows.  ``run_drift(ref, current_sql, reference_sql)`` computes one call;
-    ``register(result) -> view name`` exposes its rows to the engine.  Queries without DRIFT come back as given.
+def expand_drift(query: str, dialect: str, run_drift: Any) -> str:
+    """``query`` with every ``DRIFT(ref, 'current SELECT' [, 'reference SELECT'])`` in FROM replaced by its
+    drift rows, written into the SQL as an inline table (:func:`rows_table`).  ``run_drift(ref, current_sql,
+    reference_sql)`` computes one call.  Queries without DRIFT come back as given.
+
+    Why inline rows and not a registered view: the rows are a few kilobytes, already in Python, and the
+    relation ``sql`` returns is lazy; a view would have to outlive it, and nothing would ever drop it,
+    so a notebook session gathered one view per DRIFT query in the connection's catalog.
     """
     if "drift" not in query.lower():
         return query
@@ -284,38 +288,62 @@ def expand_drift(query: str, dialect: str, register: Any, run_drift: Any) -> str
             raise QueryError("DRIFT takes 2 or 3 string literals: DRIFT('model_ref', 'SELECT ... current batch' "
                              "[, 'SELECT ... reference batch']); without a reference the training profile is used")
         ref, current, reference = args[0].name, args[1].name, args[2].name if len(args) == 3 else None
-        view = register(run_drift(ref, current, reference))
-        replacement = exp.to_table(view, quoted=True)
-        if table.args.get("alias") is not None:
-            replacement.set("alias", table.args["alias"])
-        table.replace(replacement)
+        alias = table.args.get("alias")
+        table.replace(rows_table(run_drift(ref, current, reference).to_arrow(),
+                                 alias.name if alias is not None else "drift"))
     return generate(tree, dialect)
+
+
+#: Arrow type of a drift column -> the SQL type its inline values are cast to
+_SQL_TYPES = {"string": exp.DataType.Type.VARCHAR, "double": exp.DataType.Type.DOUBLE,
+              "int64": exp.DataType.Type.BIGINT, "bool": exp.DataType.Type.BOOLEAN}
+
+
+def rows_table(table: Any, alias: str) -> exp.Subquery:
+    """``(SELECT CAST(c0 AS type) AS name, ... FROM (VALUES (...), ...) AS v(c0, ...)) AS alias``: the rows of a
+    small Arrow table as SQL, each column cast to its type (doubles as exact binary64 literals, NaN and
+    infinities included), valid in DuckDB and Spark.  No rows: one row of NULLs filtered out."""
+    from sparkscore.optimizer.nodes import number
+
+    kinds = [str(f.type) for f in table.schema]
+    for f, kind in zip(table.schema, kinds):
+        if kind not in _SQL_TYPES:
+            raise MonitorError(f"DRIFT: column {f.name!r} of type {kind} has no SQL form here; report this")
+
+    def literal(value: Any, kind: str) -> exp.Expression:
+        if value is None:
+            return exp.Null()
+        if kind == "string":
+            return exp.Literal.string(str(value))
+        if kind == "bool":
+            return exp.Boolean(this=bool(value))
+        if kind == "int64":
+            return exp.Literal.number(str(int(value)))
+        return number(float(value))
+
+    records = table.to_pylist()
+    names = [f"c{j}" for j in range(len(kinds))]
+    rows = [exp.Tuple(expressions=[literal(r[f.name], k) for f, k in zip(table.schema, kinds)]) for r in records]
+    if not rows:
+        rows = [exp.Tuple(expressions=[exp.Null() for _ in kinds])]
+    values = exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("v"),
+                                                               columns=[exp.to_identifier(n) for n in names]))
+    select = exp.select(*(exp.alias_(exp.cast(exp.column(n), _SQL_TYPES[k]), f.name, quoted=True)
+                          for n, k, f in zip(names, kinds, table.schema))).from_(values)
+    if not records:
+        select = select.where(exp.false())
+    return select.subquery(exp.to_identifier(alias, quoted=True))
 
 
 def expand_drift_duckdb(con: Any, query: str, registry: Any, namespace: Mapping[str, Any]) -> str:
     from sparkscore.monitor.api import drift
 
-    def register(result) -> str:
-        view = _view_name()
-        con.register(view, result.to_arrow())
-        return view
-
-    return expand_drift(query, "duckdb", register, lambda ref, cur, ref_q: drift(
+    return expand_drift(query, "duckdb", lambda ref, cur, ref_q: drift(
         ref, cur, reference=ref_q, engine=con, registry=registry, namespace=namespace))
 
 
 def expand_drift_spark(spark: Any, query: str, registry: Any) -> str:
     from sparkscore.monitor.api import drift
 
-    def register(result) -> str:
-        view = _view_name()
-        spark.createDataFrame(result.to_pandas(), schema=_SPARK_DRIFT_SCHEMA).createOrReplaceTempView(view)
-        return view
-
-    return expand_drift(query, "spark", register, lambda ref, cur, ref_q: drift(
+    return expand_drift(query, "spark", lambda ref, cur, ref_q: drift(
         ref, cur, reference=ref_q, engine=spark, registry=registry))
-
-
-_SPARK_DRIFT_SCHEMA = ("feature string, metric string, value double, threshold double, is_anomaly boolean, "
-                       "p_value double, n_ref bigint, n_cur bigint, slice_key string, slice_value string, "
-                       "role string, method string, error_bound double")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from sparkscore.errors import SignatureError
 from sparkscore.ir.inputs import default_names
 from sparkscore.ir.signature import Column, Signature
@@ -28,18 +30,22 @@ def resolve_names(n_features: int, native_names: Sequence | None, given: Sequenc
 
 
 def make_signature(names: Sequence[str], task: str, classes: Sequence | None = None,
-                   categories: Mapping[int, tuple] | None = None, n_outputs: int = 1) -> Signature:
-    """Signature with double inputs (``categories[i]``: categorical input i) and the model's outputs
-    (``n_outputs`` > 1: a multi-output regressor, one ``double[]`` prediction per row)."""
+                   categories: Mapping[int, tuple] | None = None, n_outputs: int = 1,
+                   accepts: Mapping[int, tuple] | None = None) -> Signature:
+    """Signature with double inputs (``categories[i]``: categorical input i; ``accepts[i]``: the only
+    values input i may take, see ``Column.accepts``) and the model's outputs (``n_outputs`` > 1: a
+    multi-output regressor, one ``double[]`` prediction per row)."""
     categories = categories or {}
+    accepts = accepts or {}
     inputs = []
     for i, name in enumerate(names):
         cats = categories.get(i)
+        strict = tuple(accepts[i]) if i in accepts else None
         if cats is None:
-            inputs.append(Column(name, "double"))
+            inputs.append(Column(name, "double", accepts=strict))
         else:
             dtype = "varchar" if cats and isinstance(cats[0], str) else "double"
-            inputs.append(Column(name, dtype, categories=tuple(cats)))
+            inputs.append(Column(name, dtype, categories=tuple(cats), accepts=strict))
     outputs = output_columns(task, classes)
     if task != "classification" and n_outputs > 1:
         outputs = (Column("prediction", "double[]"),)
@@ -52,7 +58,13 @@ def output_columns(task: str, classes: Sequence | None = None) -> tuple[Column, 
         return (Column("prediction", "double"),)
     if len(classes) == 2:
         return (Column("prediction", "double"), Column("probability", "double[]"))
-    label_type = "varchar" if isinstance(classes[0], str) else "bigint"
+    # the rule of ``ir.naming.output_type`` (what PREDICT returns): float labels such as 0.5 are doubles
+    if all(isinstance(c, str) for c in classes):
+        label_type = "varchar"
+    elif all(isinstance(c, (int, np.integer)) or float(c).is_integer() for c in classes):
+        label_type = "bigint"
+    else:
+        label_type = "double"
     return (Column("prediction", label_type), Column("probability", "double[]"))
 
 

@@ -103,7 +103,8 @@ def convert(native, feature_names: Sequence[str] | None = None) -> Model:
     meta = metadata("sklearn", native, sklearn.__version__)
     meta.update(extra)
     n_outputs = estimator.n_outputs if task == "regression" else 1
-    return Model(estimator, make_signature(names, task, classes, categories, n_outputs), tuple(maps), task,
+    signature = make_signature(names, task, classes, categories, n_outputs, accepts=prep.strict)
+    return Model(estimator, signature, tuple(maps), task,
                  tuple(classes) if classes is not None else None, meta, decision)
 
 
@@ -160,6 +161,9 @@ class _Prep:
         self.maps: list[FeatureMap] = []
         self.tail: Tail | None = None
         self.categories: dict[int, tuple] = {}
+        #: input -> the values a strict encoder (OneHotEncoder handle_unknown='error') accepts there
+        #: (None: NULL too, imputed to a known category); becomes ``Column.accepts``
+        self.strict: dict[int, tuple] = {}
         self.width = n_in
         self.raw_inputs = raw_inputs
         self.sparse = sparse
@@ -182,10 +186,32 @@ class _Prep:
         if self.tail is not None:
             raise _unsupported(step, f"{kind} after a MinMaxScaler / clip / transformer weight has no exact "
                                      f"form; put the scaling last")
-        fmap, cats, tail, sparse = _step_map(step, self.width, self.raw_inputs and not self.maps, self.sparse)
+        fmap, cats, tail, sparse, strict = _step_map(step, self.width, self.raw_inputs and not self.maps, self.sparse)
+        for j, values in strict.items():
+            source, accepts = self._strict_source(step, j, values)
+            self.strict[source] = _intersect(self.strict.get(source), accepts)
         self._add_map(fmap, cats)
         self.tail = tail
         self.sparse = sparse
+
+    def _strict_source(self, step, j: int, values: tuple) -> tuple[int, tuple]:
+        """(input, accepted raw values) of a strict encoder reading the current feature ``j``.
+
+        Through the maps before it, the raw value reaches the encoder unchanged or imputed: NULL is
+        accepted exactly when the imputed value is a known category (sklearn imputes, then the
+        encoder checks).  Scaled values would need the scaler's arithmetic inverted: refused.
+        """
+        if not self.maps:
+            return j, values
+        fmap = self.maps[-1]
+        if len(self.maps) > 1 or fmap.kind[j] != PASSTHROUGH or fmap.center[j] != 0 or fmap.scale[j] != 1:
+            raise _unsupported(step, "handle_unknown='error' behind a scaler or a chain of steps (its check runs on "
+                                     "transformed values); put the encoder first, or use handle_unknown='ignore'")
+        fill = float(fmap.fill[j])
+        if np.isnan(fill):  # no imputation: NULL reaches the encoder as it is
+            return int(fmap.source[j]), values
+        known = tuple(v for v in values if v is not None)
+        return int(fmap.source[j]), known + ((None,) if fill in known else ())
 
     def _add_map(self, fmap: FeatureMap, cats: dict[int, tuple]) -> None:
         self.categories.update(cats)
@@ -385,21 +411,31 @@ def _map_thresholds(ens: TreeEnsemble, tail: Tail, final) -> TreeEnsemble:
 
 
 def _step_map(step, n_in: int, raw_inputs: bool,
-              sparse: bool = False) -> tuple[FeatureMap, dict[int, tuple], Tail | None, bool]:
+              sparse: bool = False) -> tuple[FeatureMap, dict[int, tuple], Tail | None, bool, dict[int, tuple]]:
     """One structural step: (FeatureMap over ``n_in`` inputs, string categories it needs, elementwise
-    tail after it, whether its output is sparse)."""
+    tail after it, whether its output is sparse, the values strict encoders accept per input)."""
     kind = type(step).__name__
     if kind == "FunctionTransformer" and step.func is None:  # ColumnTransformer remainder="passthrough"
-        return FeatureMap.identity(n_in), {}, None, sparse
+        return FeatureMap.identity(n_in), {}, None, sparse, {}
     if kind == "SimpleImputer":
-        return _imputer_map(step, n_in), {}, None, sparse
+        return _imputer_map(step, n_in), {}, None, sparse, {}
     if kind == "OneHotEncoder":
-        fmap, cats = _onehot_map(step, n_in, raw_inputs)
-        return fmap, cats, None, bool(getattr(step, "sparse_output", False))
+        fmap, cats, strict = _onehot_map(step, n_in, raw_inputs)
+        return fmap, cats, None, bool(getattr(step, "sparse_output", False)), strict
     if kind == "ColumnTransformer":
-        fmap, cats, tail = _column_transformer_map(step, n_in, raw_inputs)
-        return fmap, cats, tail, bool(getattr(step, "sparse_output_", False))
+        fmap, cats, tail, strict = _column_transformer_map(step, n_in, raw_inputs)
+        return fmap, cats, tail, bool(getattr(step, "sparse_output_", False)), strict
     raise _unsupported(step, "preprocessing step")
+
+
+#: OneHotEncoder ``handle_unknown`` options that score an unknown value as the all-zero row
+#: (``infrequent_if_exist`` / ``warn`` do so when no infrequent categories exist, which is all we import)
+_LENIENT_UNKNOWN = ("ignore", "infrequent_if_exist", "warn")
+
+
+def _intersect(old: tuple | None, new: tuple) -> tuple:
+    """Values both strict encoders of one input accept (either one raises on the others)."""
+    return new if old is None else tuple(v for v in old if v in new)
 
 
 def _imputer_map(step, n_in: int) -> FeatureMap:
@@ -418,9 +454,19 @@ def _imputer_map(step, n_in: int) -> FeatureMap:
     return FeatureMap(n_in, np.zeros(m), keep, stats[keep], np.zeros(m), np.ones(m), np.full(m, np.nan))
 
 
-def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple]]:
+def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple], dict[int, tuple]]:
+    """(indicator map, string categories per input, values accepted per input when strict).
+
+    ``handle_unknown='error'`` (sklearn's default) makes ``transform`` raise on a value outside
+    ``categories_`` (NaN included), dropped categories still being known: every such input is
+    strict.  The lenient options give the all-zero row, which the indicators already compute.
+    """
     if getattr(step, "_infrequent_enabled", False):
         raise _unsupported(step, "infrequent categories (min_frequency / max_categories)")
+    handle_unknown = getattr(step, "handle_unknown", "error")
+    if handle_unknown != "error" and handle_unknown not in _LENIENT_UNKNOWN:
+        raise _unsupported(step, f"handle_unknown={handle_unknown!r}")
+    strict: dict[int, tuple] = {}
     drop_idx = step.drop_idx_ if step.drop_idx_ is not None else [None] * n_in
     source, category = [], []
     string_cats: dict[int, tuple] = {}
@@ -431,10 +477,14 @@ def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int
                 raise _unsupported(step, f"string categories of input {j} must be plain strings read from the model input")
             string_cats[j] = tuple(cats)
             codes = [float(i) for i in range(len(cats))]
+            known = tuple(cats)
         else:
             codes = [float(c) for c in cats]
             if any(np.isnan(codes)):
                 raise _unsupported(step, f"NaN is a category of input {j}; impute it first")
+            known = tuple(codes)
+        if handle_unknown == "error":
+            strict[j] = known
         for i, code in enumerate(codes):
             if drop is not None and i == int(drop):
                 continue
@@ -442,14 +492,16 @@ def _onehot_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int
             category.append(code)
     m = len(source)
     fmap = FeatureMap(n_in, np.full(m, INDICATOR), source, np.full(m, np.nan), np.zeros(m), np.ones(m), category)
-    return fmap, string_cats
+    return fmap, string_cats, strict
 
 
-def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple], Tail | None]:
+def _column_transformer_map(step, n_in: int,
+                            raw_inputs: bool) -> tuple[FeatureMap, dict[int, tuple], Tail | None, dict[int, tuple]]:
     """The parts side by side in output order; ``transformer_weights`` multiply a part's outputs
     (sklearn: ``transform(X) * weight``), which becomes the tail."""
     parts: list[tuple[int, FeatureMap, Tail]] = []
     cats: dict[int, tuple] = {}
+    strict: dict[int, tuple] = {}
     weights = step.transformer_weights or {}
     for name, trans, _ in step.transformers_:
         idx = np.asarray(step._transformer_to_input_indices[name], dtype=np.int64)
@@ -465,6 +517,8 @@ def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureM
                 if cats.get(int(idx[j]), c) != c:
                     raise _unsupported(step, f"input {int(idx[j])} is one-hot encoded twice with different categories")
                 cats[int(idx[j])] = c
+            for j, values in prep.strict.items():
+                strict[int(idx[j])] = _intersect(strict.get(int(idx[j])), values)
             sub, sub_tail = prep.single(step)
         tail = list(sub_tail) if sub_tail is not None else [()] * sub.n_outputs
         weight = weights.get(name)
@@ -480,7 +534,7 @@ def _column_transformer_map(step, n_in: int, raw_inputs: bool) -> tuple[FeatureM
     if used_as_number & set(cats):
         raise _unsupported(step, "a string column is also passed through as a number")
     tail = [ops for _, _, part_tail in parts for ops in part_tail]
-    return fmap, cats, (tail if any(tail) else None)
+    return fmap, cats, (tail if any(tail) else None), strict
 
 
 def _reindex(fmap: FeatureMap, n_in: int, idx: np.ndarray) -> FeatureMap:

@@ -125,8 +125,12 @@ def union_signature(members: Sequence, name: str) -> tuple[Signature, tuple[np.n
                 raise SignatureError(
                     f"ensemble {name!r}: members read input {col.name!r} with different types ({_type(seen)} in one, "
                     f"{_type(col)} in {m.name!r}); rename the column in one member or retrain it on the same type")
-            elif col.nullable and not seen.nullable:
-                columns[col.name] = dataclasses.replace(seen, nullable=True)
+            else:
+                if col.nullable and not seen.nullable:
+                    seen = columns[col.name] = dataclasses.replace(seen, nullable=True)
+                if col.accepts is not None:  # a strict member refuses what it never saw: so does the ensemble
+                    accepts = col.accepts if seen.accepts is None else tuple(v for v in seen.accepts if v in col.accepts)
+                    columns[col.name] = dataclasses.replace(seen, accepts=accepts)
     order = list(columns)
     positions = tuple(np.array([order.index(n) for n in m.signature.names], dtype=np.int64) for m in members)
     return Signature(tuple(columns.values())), positions

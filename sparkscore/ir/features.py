@@ -5,7 +5,9 @@ A :class:`FeatureMap` turns a float64 input matrix (n, n_in) into the model's fe
 
 * ``PASSTHROUGH``: ``x = X[:, source]``; ``NaN`` replaced by ``fill`` when ``fill`` is not NaN;
   then ``(x - center) / scale``;
-* ``INDICATOR``: ``1.0 if X[:, source] == category else 0.0`` (NaN and unknown values give 0).
+* ``INDICATOR``: ``1.0 if X[:, source] == category else 0.0`` (NaN and unknown values give 0, the
+  all-zero row of ``handle_unknown='ignore'``; an input whose encoder raises on unknown values is
+  a strict signature column, ``Column.accepts``, checked before any map runs).
 
 One flat array-of-outputs form covers ``SimpleImputer``, ``StandardScaler``, ``OneHotEncoder`` and
 ``ColumnTransformer`` arrangements, vectorises in every backend, folds into a GLM where exact,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparkscore.errors import SignatureError
+from sparkscore.errors import SignatureError, UnknownCategoryError
 from sparkscore.ir.signature import Column, Signature
 
 #: How a native library rewrote the fitted frame's column names (``Model.metadata["feature_name_rule"]``).
@@ -60,7 +60,7 @@ def as_matrix(signature: Signature, X, model_name: str = "model", name_rule: str
                 f"{model_name}: input has {arr.shape[1]} columns but the model takes {len(signature)} "
                 f"({', '.join(signature.names[:8])}{', ...' if len(signature) > 8 else ''}); pass those columns in order"
             )
-        if arr.dtype.kind in "fiub" and not any(c.categories is not None for c in signature.inputs):
+        if arr.dtype.kind in "fiub" and not any(c.categories is not None or c.is_strict for c in signature.inputs):
             return np.ascontiguousarray(arr, dtype=np.float64)
         columns = [arr[:, j] for j in range(arr.shape[1])]
     out = np.empty((len(columns[0]) if columns else 0, len(signature)), dtype=np.float64)
@@ -70,15 +70,30 @@ def as_matrix(signature: Signature, X, model_name: str = "model", name_rule: str
 
 
 def encode_column(col: Column, values, model_name: str = "model") -> np.ndarray:
-    """One input column as float64 (categorical values -> their code, NULL/unknown -> NaN)."""
+    """One input column as float64 (categorical values -> their code, NULL/unknown -> NaN).
+
+    A strict column (``col.accepts``) raises :class:`UnknownCategoryError` on the first value
+    outside it, before anything is scored.
+    """
+    out = _encode(col, values, model_name)
+    if col.is_strict and col.categories is None:
+        check_accepted(col, out, out, model_name)
+    return out
+
+
+def _encode(col: Column, values, model_name: str) -> np.ndarray:
     if col.categories is not None:
         import pandas as pd
 
         vals = values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") and not isinstance(values, (pd.Series, pd.Index, np.ndarray)) else values
         if isinstance(vals, pd.Series) and isinstance(vals.dtype, pd.CategoricalDtype):
             vals = vals.astype(object)
-        codes = pd.Categorical(np.asarray(vals, dtype=object), categories=list(col.categories)).codes
-        return np.where(codes < 0, np.nan, codes.astype(np.float64))
+        raw = np.asarray(vals, dtype=object)
+        codes = pd.Categorical(raw, categories=list(col.categories)).codes
+        encoded = np.where(codes < 0, np.nan, codes.astype(np.float64))
+        if col.is_strict:
+            check_accepted(col, encoded, raw, model_name, codes=True)
+        return encoded
     if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
         try:
             import pyarrow as pa
@@ -95,6 +110,40 @@ def encode_column(col: Column, values, model_name: str = "model") -> np.ndarray:
             values = values.astype(object)
         values = values.to_numpy()
     return _float(np.asarray(values), col, model_name)
+
+
+def check_accepted(col: Column, encoded: np.ndarray, raw: np.ndarray, model_name: str, codes: bool = False) -> None:
+    """Raise :class:`UnknownCategoryError` naming the first value of a strict column outside
+    ``col.accepts`` (``encoded``: the float64 column, category codes when ``codes``; ``raw``: the
+    values as given, for the message).  Numbers compare as float64 (``-0.0`` is ``0.0``, as in
+    sklearn's ``_check_unknown``); NULL and NaN are accepted only when ``None`` is listed."""
+    missing = np.isnan(encoded)
+    if codes:  # a string column: an unknown value is encoded to NaN like NULL, told apart on raw
+        bad = missing
+        if col.accepts_null:
+            bad = bad & ~_is_null(raw)
+    else:
+        known = np.asarray([float(v) for v in col.accepted_values], dtype=np.float64)
+        bad = ~np.isin(encoded, known) & ~(missing & col.accepts_null)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UnknownCategoryError(model_name, col.name, shown_value(raw[i]))
+
+
+def _is_null(raw: np.ndarray) -> np.ndarray:
+    return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in raw), dtype=bool, count=len(raw))
+
+
+def shown_value(value) -> str:
+    """A value as the error message shows it: ``NULL``, ``'text'``, or the float64 (``7.0``)."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "NULL"
+    if isinstance(value, (str, np.str_)):
+        return repr(str(value))
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _float(arr: np.ndarray, col: Column, model_name: str) -> np.ndarray:

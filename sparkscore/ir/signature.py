@@ -25,12 +25,23 @@ class Column:
     ``categories`` is set for categorical inputs: the values (strings or numbers) in code order.
     The reference encoder maps a value to its index in ``categories`` (unknown and NULL -> NaN),
     which is the number the model's splits / one-hot indicators compare against.
+
+    ``accepts`` is set for inputs a strict encoder reads (sklearn ``OneHotEncoder`` with
+    ``handle_unknown='error'``, its default): the only values (strings, or numbers compared as
+    float64) the native pipeline scores; ``None`` in it means NULL / NaN is accepted too (an
+    imputer in front turns it into a known category).  Any other value fails the query, as
+    sklearn's ``transform`` raises, instead of scoring the all-zero one-hot row a lenient encoder
+    would give it.  It lives on the column, not in the feature map, because the check must see
+    the raw value (an unknown string is encoded to NaN, indistinguishable from NULL) and must
+    survive every model the optimizer derives (pruned, folded, factorized maps keep the columns).
+    Absent in model.json for every other column, so older models load and hash as before.
     """
 
     name: str
     dtype: str = "double"
     nullable: bool = True
     categories: tuple | None = None
+    accepts: tuple | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _COLUMN_NAME.match(self.name):
@@ -41,22 +52,41 @@ class Column:
             )
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(self.categories))
+        if self.accepts is not None:
+            object.__setattr__(self, "accepts", tuple(self.accepts))
 
     @property
     def is_categorical(self) -> bool:
         return self.categories is not None
 
+    @property
+    def is_strict(self) -> bool:
+        """Values outside :attr:`accepts` fail the query (see the class docstring)."""
+        return self.accepts is not None
+
+    @property
+    def accepts_null(self) -> bool:
+        return self.accepts is not None and None in self.accepts
+
+    @property
+    def accepted_values(self) -> tuple:
+        """:attr:`accepts` without its NULL marker."""
+        return tuple(v for v in self.accepts or () if v is not None)
+
     def to_json(self) -> dict:
         out: dict = {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
         if self.categories is not None:
             out["categories"] = [_json_scalar(c) for c in self.categories]
+        if self.accepts is not None:
+            out["accepts"] = [_json_scalar(c) for c in self.accepts]
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> "Column":
         cats = data.get("categories")
+        accepts = data.get("accepts")
         return cls(data["name"], data.get("dtype", "double"), bool(data.get("nullable", True)),
-                   tuple(cats) if cats is not None else None)
+                   tuple(cats) if cats is not None else None, tuple(accepts) if accepts is not None else None)
 
 
 @dataclass(frozen=True)

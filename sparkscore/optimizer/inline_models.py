@@ -37,6 +37,7 @@ import math
 import numpy as np
 from sqlglot import exp
 
+from sparkscore.errors import unknown_category_message
 from sparkscore.ir import INDICATOR, LEAF, MISSING_AS_ZERO, MISSING_ZERO, FeatureMap, Model, TreeEnsemble
 from sparkscore.ir.trees import ZERO_THRESHOLD
 from sparkscore.optimizer.context import Context, OptimizerOptions
@@ -67,11 +68,54 @@ def inline_models(expression: exp.Expr, context: Context) -> exp.Expr:
         except Decline as reason:
             context.decide(NAME, False, f"{call.model_key} ({call.call_kind}): {reason}")
             continue
+        sql = strict_guard(bound.model, call.inputs, sql, bound.source.ref, context.dialect)
         if isinstance(call.parent, (exp.Binary, exp.Unary)) and isinstance(sql, (exp.Binary, exp.Unary)):
             sql = exp.Paren(this=sql)  # `x - PREDICT(...)` must subtract the whole model
         call.replace(sql)
         context.decide(NAME, True, f"{call.model_key} ({call.call_kind}): {how}")
     return expression
+
+
+def strict_guard(model: Model, inputs: list[exp.Expr], sql: exp.Expr, label: str, dialect: str) -> exp.Expr:
+    """``sql`` behind a check of the model's strict inputs (``Column.accepts``): a row holding a
+    value outside them fails the query with the line the UDF path raises
+    (:func:`sparkscore.errors.unknown_category_message`), through DuckDB's ``error()`` or Spark's
+    ``raise_error()`` in a CASE branch, which both engines evaluate only for the rows taking it.
+    The message carries the row's value, so neither engine can fold the call into a constant."""
+    branches = []
+    for col, arg in zip(model.signature.inputs, inputs):
+        if col.is_strict:
+            bad, shown = _unknown_value(col, arg)
+            before, after = unknown_category_message(label, col.name, "\x00").split("\x00")
+            message = exp.func("CONCAT", exp.Literal.string(before), shown, exp.Literal.string(after))
+            fail = exp.Anonymous(this="RAISE_ERROR" if dialect == "spark" else "ERROR", expressions=[message])
+            branches.append((bad, fail))
+    if not branches:
+        return sql
+    case = exp.case()
+    for bad, fail in branches:
+        case = case.when(bad, fail)
+    return case.else_(sql)
+
+
+def _unknown_value(col, arg: exp.Expr) -> tuple[exp.Expr, exp.Expr]:
+    """(TRUE where ``arg`` is outside ``col.accepts``, the value as the message shows it)."""
+    text = bool(col.categories) and isinstance(col.categories[0], str)
+    value = arg.copy() if text else exp.cast(arg.copy(), _DOUBLE)
+    values = col.accepted_values
+    known = (exp.In(this=value.copy(), expressions=[exp.Literal.string(str(v)) if text else number(float(v))
+                                                     for v in values]) if values else exp.false())
+    null = exp.Is(this=value.copy(), expression=exp.Null())
+    if not text:
+        null = exp.or_(null, exp.IsNan(this=value.copy()))
+    if col.accepts_null:
+        bad = exp.and_(exp.not_(exp.paren(null, copy=False)), exp.not_(known))
+    else:
+        bad = exp.or_(null, exp.not_(known))
+    quoted = (exp.func("CONCAT", exp.Literal.string("'"), value.copy(), exp.Literal.string("'")) if text
+              else exp.cast(value.copy(), exp.DataType.Type.VARCHAR))
+    shown = exp.case().when(null.copy(), exp.Literal.string("NULL")).else_(quoted)
+    return bad, shown
 
 
 def will_inline(call: ModelCall, context: Context) -> bool:
@@ -178,6 +222,9 @@ def _feature(fmap: FeatureMap, j: int, values: list):
             test = exp.EQ(this=column.copy(), expression=exp.Literal.string(str(col.categories[int(category)])))
         else:
             test = exp.EQ(this=v.copy(), expression=number(category))
+            if not math.isnan(fmap.fill[j]) and float(fmap.fill[j]) == category:
+                # imputed (SimpleImputer in front): NULL / NaN become ``fill``, which is this category
+                test = exp.or_(test, exp.Is(this=v.copy(), expression=exp.Null()), exp.IsNan(this=v.copy()))
         return exp.case().when(test, number(1.0)).else_(number(0.0))
     if isinstance(v, tuple):
         return v

@@ -321,7 +321,8 @@ def _fold_glm(model: Model, bounds: dict[int, Bound]) -> tuple[Model, list[int],
         raise _Decline(f"{len(model.features)} chained feature maps")
     if model.estimator.dtype != "float64":
         raise _Decline("float32 GLM: a folded intercept would not round like its float32 dot product")
-    fixed = {i: b.constant() for i, b in bounds.items() if b.constant() is not None}
+    fixed = {i: b.constant() for i, b in bounds.items()
+             if b.constant() is not None and _accepted(model.signature.inputs[i], b.constant())}
     kept = [i for i in range(len(model.signature)) if i not in fixed]
     if not fixed:
         raise _Decline("no input is fixed to one value (GLMs fold only x = c)")
@@ -339,6 +340,16 @@ def _fold_glm(model: Model, bounds: dict[int, Bound]) -> tuple[Model, list[int],
                   intercept, est.link, note=f"{NAME}: folded {', '.join(model.signature.names[i] for i in fixed)}")
     names = ", ".join(f"{model.signature.names[i]}" for i in fixed)
     return derived, kept, f"folded {int(folded.sum())} features of {names} into the intercept"
+
+
+def _accepted(column: Column, value: float) -> bool:
+    """Whether folding ``column = value`` away keeps the query's answer: a strict input
+    (``Column.accepts``) fixed to a value outside it must stay, so its rows still fail the query."""
+    if not column.is_strict:
+        return True
+    if math.isnan(value):
+        return False
+    return column.categories is not None or value in column.accepted_values
 
 
 # ---------------------------------------------------------------------------- trees

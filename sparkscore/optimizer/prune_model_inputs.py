@@ -6,7 +6,8 @@ An input is dropped only when no row's result can depend on it:
 * GLMs: every feature built from it is a one-hot ``INDICATOR`` with zero coefficients (an
   indicator is 0 or 1, never NaN).  A zero coefficient on a *passthrough* feature is kept: a NULL
   or infinite input still turns the margin into NaN (``0 * NaN``), so dropping it would change
-  those rows -- the decision says so.
+  those rows -- the decision says so.  A strict input (``Column.accepts``: a OneHotEncoder with
+  ``handle_unknown='error'``) is never dropped: its unknown values must still fail the query.
 
 The call then runs a derived model over the smaller signature (``context.add_model``).  A
 ``LEFT JOIN`` whose columns are no longer referenced anywhere in the SELECT is removed only when
@@ -83,7 +84,8 @@ def used_inputs(model: Model) -> tuple[list[int] | None, str]:
     if fmap is None:
         return None, "chained feature maps keep every input"
     live = ~((fmap.kind == INDICATOR) & (est.coef == 0.0).all(axis=1))
-    used = sorted({int(s) for s in fmap.source[live]})
+    # a strict input (Column.accepts) stays even with zero coefficients: its unknown values fail the query
+    used = sorted({int(s) for s in fmap.source[live]} | {i for i, c in enumerate(model.signature.inputs) if c.is_strict})
     zero = [model.signature.names[int(s)] for s in fmap.source[(est.coef == 0.0).all(axis=1) & ~(fmap.kind == INDICATOR)]]
     note = (f"zero coefficients on {', '.join(zero)} kept: a NULL there makes the GLM NaN" if zero
             else "every input feeds a non-zero coefficient")

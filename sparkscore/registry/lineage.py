@@ -27,8 +27,9 @@ from typing import Any, Mapping
 from sparkscore.errors import RegistryError
 
 #: distributions whose versions are recorded when installed (they shape what a model predicts)
+#: (onnx and mlflow: the importers of section 15 read their files with them)
 TRACKED_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost", "xgboost-cpu", "catboost",
-                    "pyspark", "duckdb", "sqlglot", "torch")
+                    "onnx", "mlflow", "mlflow-skinny", "pyspark", "duckdb", "sqlglot", "torch")
 
 #: the keys a caller is encouraged to pass in ``lineage=`` (any other JSON-able key is kept too)
 CALLER_KEYS = ("data_fingerprint", "code_version", "config")

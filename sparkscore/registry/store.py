@@ -133,6 +133,7 @@ class Deleted:
     name: str
     versions: tuple[int, ...]
     aliases: tuple[str, ...]
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -396,9 +397,16 @@ class Registry:
         """Remove ``name/version``, or with ``version=None`` every version and alias of ``name``.
 
         Refused (RegistryError) while an alias points at what would be removed, unless ``force``,
-        which removes those aliases too.  Numbers are never given back: the next registration of
+        which removes those aliases too.  Deleting the whole name is refused the same way while it has
+        routes (their arms are that name's aliases and versions, and a later model registered under
+        the name would otherwise inherit them, traffic split included); ``force`` deletes them, their
+        version history with them.  Numbers are never given back: the next registration of
         ``name`` gets ``last_version + 1`` even after the latest version or the whole name is deleted.
         Damaged entries can always be deleted (that is the repair for a damaged version record).
+
+        Deleting a version an ensemble pins as a member is not refused: the ensemble stores its own
+        copy of every member (``members/<i>``, covered by its sha256), so it still verifies and scores
+        exactly as registered; only the member's own ref stops resolving.
         """
         validate_name(name)
         if version is not None:
@@ -407,6 +415,7 @@ class Registry:
             raise self._not_found(name)
         with self._name_lock(name):
             numbers, doomed, status, pointing = self._deletion_plan(name, version, force)
+            routes = self._doomed_routes(name, version, force)
             # alias files that cannot be read point nowhere useful; they go with the whole name
             broken = [d.ref.partition("@")[2] for d in status.damaged if "@" in d.ref] if version is None else []
             name_dir = self._name_dir(name)
@@ -419,7 +428,24 @@ class Registry:
                 graveyard = name_dir / f".deleted-{number}-{uuid.uuid4().hex}"
                 os.rename(self.model_path(name, number), graveyard)  # gone for readers at once
                 shutil.rmtree(graveyard, ignore_errors=True)
-        return Deleted(name, tuple(doomed), tuple(pointing))
+            if version is None and (name_dir / "routes").is_dir():  # every route, damaged ones included
+                graveyard = name_dir / f".deleted-routes-{uuid.uuid4().hex}"
+                os.rename(name_dir / "routes", graveyard)
+                shutil.rmtree(graveyard, ignore_errors=True)
+        return Deleted(name, tuple(doomed), tuple(pointing), tuple(routes))
+
+    def _doomed_routes(self, name: str, version: int | None, force: bool) -> list[str]:
+        """The routes a delete of the whole name removes; refused without ``force`` (see :meth:`delete`)."""
+        if version is not None:
+            return []
+        from sparkscore.registry.routes import route_names
+
+        routes = route_names(self, name)
+        if routes and not force:
+            raise RegistryError(f"model {name} has route {', '.join(f'{name}@{r}' for r in routes)}: deleting the model "
+                                f"would leave it pointing at nothing (and a new model named {name} would inherit it); "
+                                f"pass --force (force=True) to delete the route too")
+        return routes
 
     def _deletion_plan(self, name: str, version: int | None, force: bool
                        ) -> tuple[list[int], list[int], ModelStatus, list[str]]:

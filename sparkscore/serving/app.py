@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sparkscore.errors import InvalidModelNameError, ModelNotFoundError, SignatureError
+from sparkscore.errors import InvalidModelNameError, ModelNotFoundError, ScoringError, SignatureError
 from sparkscore.monitor import predlog
 from sparkscore.registry import ModelRef, Registry, parse_ref
 from sparkscore.serving import mlflow, v2
@@ -66,7 +66,7 @@ def _status(exc: BaseException) -> tuple[int, str]:
         return 413, "too_large"
     if isinstance(exc, ModelNotFoundError):
         return 404, "not_found"
-    if isinstance(exc, (BadRequestError, InvalidModelNameError, SignatureError)):
+    if isinstance(exc, (BadRequestError, InvalidModelNameError, SignatureError, ScoringError)):
         return 400, "bad_request"
     if isinstance(exc, OverloadedError):
         return 503, "overloaded"

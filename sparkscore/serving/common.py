@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparkscore.errors import SignatureError, SparkscoreError
+from sparkscore.errors import SignatureError, SparkscoreError, UnknownCategoryError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import output_type
 from sparkscore.ir.signature import Column
@@ -99,7 +99,7 @@ def _plain_signature(signature) -> tuple[tuple[str, ...], bool]:
     """(names, every input a plain number) of a signature, computed once per signature object."""
     hit = _PLAIN_SIGNATURES.get(id(signature))
     if hit is None or hit[0] is not signature:  # an id reused by a new object is recomputed
-        plain = all(c.categories is None and not is_string_input(c) for c in signature.inputs)
+        plain = all(c.categories is None and not c.is_strict and not is_string_input(c) for c in signature.inputs)
         hit = (signature, signature.names, plain)
         if len(_PLAIN_SIGNATURES) > 256:
             _PLAIN_SIGNATURES.clear()
@@ -148,6 +148,8 @@ def matrix(model: Model, columns: dict[str, np.ndarray], who: str, max_rows: int
         return model.to_matrix(columns)
     except SignatureError as exc:
         raise BadRequestError(f"{who}: {exc}") from None
+    except UnknownCategoryError as exc:  # the line PREDICT gives, naming the version served
+        raise BadRequestError(str(exc.for_model(who))) from None
 
 
 def named_columns(model: Model, rows_by_name: dict[str, Sequence], who: str) -> dict[str, np.ndarray]:

@@ -97,3 +97,18 @@ def test_spark_removes_a_join_only_after_the_opted_in_exact_check(spark_tables):
         assert "JOIN" in plan("plans_dup").sql
     finally:
         spark_tables.conf.unset("spark.sparkscore.verifyUniqueKeys")
+
+
+def test_a_strict_input_is_kept_even_when_its_one_hot_coefficients_are_zero():
+    """Column.accepts (OneHotEncoder handle_unknown='error'): its unknown values must still fail the
+    query, so the input stays in the call although no coefficient reads it."""
+    import dataclasses
+
+    from sparkscore.optimizer.prune_model_inputs import used_inputs
+    from tests.optimizer.conftest import MODELS
+
+    model = MODELS["dead_region"]
+    age, region = model.signature.inputs
+    strict = dataclasses.replace(model, signature=dataclasses.replace(
+        model.signature, inputs=(age, dataclasses.replace(region, accepts=region.categories))))
+    assert used_inputs(model)[0] == [0] and used_inputs(strict)[0] == [0, 1]

@@ -189,3 +189,30 @@ def test_diff_of_regressors_and_of_changed_signatures(registry):
     pred = doc["predictions"]
     assert pred["compared"] == "values" and pred["max_abs_diff"] == pred["mean_abs_diff"] == 1.0
     assert pred["nan_on_one_side"] == 0  # the NaN row is NaN for both
+
+
+def test_an_onnx_model_records_the_onnx_and_mlflow_versions(registry):
+    """The importers of section 15 read files with onnx / catboost / mlflow: their versions are lineage."""
+    pytest.importorskip("onnx")
+    from importlib import metadata
+
+    from onnx import TensorProto, helper
+
+    # one stump (x0 < 0.5 -> 1.0 else 2.0) as an ai.onnx.ml TreeEnsembleRegressor, built by hand: no converter
+    node = helper.make_node("TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=1,
+                            nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
+                            nodes_modes=["BRANCH_LT", "LEAF", "LEAF"], nodes_values=[0.5, 0.0, 0.0],
+                            nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+                            target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[1.0, 2.0])
+    g = helper.make_graph([node], "stump", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    proto.ir_version = 9
+    mv = registry.register("o", proto)
+    packages = registry.lineage(mv.ref)["environment"]["packages"]
+    assert packages["onnx"] == metadata.version("onnx")
+    for dist in ("mlflow-skinny", "catboost"):
+        try:
+            assert packages[dist] == metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            assert dist not in packages

@@ -65,6 +65,7 @@ _MODULES = (
     "tests.zoo.catboost_cases",
     "tests.zoo.onnx_cases",
     "tests.zoo.ensemble_cases",
+    "tests.zoo.trust_cases",
 )
 
 
