@@ -246,7 +246,7 @@ def bucket_sql(salt: str, text: exp.Expr, dialect: str) -> exp.Expr:
         hi, lo = _hex_word(digest, 1, dialect), _hex_word(digest.copy(), 9, dialect)
         mixed = exp.Add(this=exp.Mul(this=hi, expression=exp.Literal.number(LOW_FACTOR)), expression=lo)
         value = exp.Mod(this=exp.Paren(this=mixed), expression=exp.Literal.number(BUCKETS))
-    else:
-        value = _md5_bytes_mod(salted)
+    else:  # COALESCE, not CASE: NULL text -> NULL digest -> 0; DuckDB shares the 8 MD5_NUMBER()s only outside a CASE
+        return exp.Coalesce(this=_md5_bytes_mod(salted), expressions=[exp.Literal.number(0)])
     return exp.Case(ifs=[exp.If(this=exp.Is(this=text.copy(), expression=exp.Null()), true=exp.Literal.number(0))],
                     default=value)
