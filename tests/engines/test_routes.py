@@ -314,24 +314,23 @@ def test_udf_arms_answer_as_each_arm_alone(sql_engine):
         assert names == ["churn_v1_gated", "churn_v2_gated"]
 
 
-def test_routed_function_splits_a_chunk_by_arm():
+def test_routed_function_splits_a_chunk_by_arm(reg):
     """RoutedFunction against each arm's own ScoringFunction: mixed chunks, one-arm chunks, NULL and
     out-of-range indexes (no arm: NULL), DOUBLE[] outputs."""
     from sparkscore.engines.functions import RoutedFunction, ScoringFunction
 
-    glm = Model(LinearModel(np.array([[0.5], [-0.25], [0.125]]), np.array([-1.0]), "logistic"),
+    clf = Model(LinearModel(np.array([[0.5], [-0.25], [0.125]]), np.array([-1.0]), "logistic"),
                 Signature.from_names(FEATURES), task="classification", classes=(0, 1))
-    tree = MODELS["big"]
     table = _customers(500, seed=6)
+    rng = np.random.default_rng(1)
     for kind in ("predict", "proba"):
-        arms = (ScoringFunction.for_version("glm", 1, glm, kind),
-                ScoringFunction.for_version("big", 2, tree, kind) if kind == "predict" else
-                ScoringFunction.for_version("glm", 3, glm, kind))
-        # shared inputs: spend, age, tenure; the tree reads them as (age, tenure, spend), the GLM too
+        arms = ((ScoringFunction.for_version("churn", 1, reg.load("churn/1"), kind),  # the module's compiled models
+                 ScoringFunction.for_version("churn", 2, reg.load("churn/2"), kind)) if kind == "predict" else
+                (ScoringFunction.for_version("clf", 1, clf, kind), ScoringFunction.for_version("clf", 3, clf, kind)))
+        # shared inputs in another order (spend, age, tenure): each arm reads its own positions
         columns = [table["spend"].combine_chunks(), table["age"].combine_chunks(), table["tenure"].combine_chunks()]
         fn = RoutedFunction("r", arms, ((1, 2, 0), (1, 2, 0)), ("DOUBLE",) * 3, arms[0].output_type)
         alone = [a.score(pa.table({f: table[f] for f in FEATURES})).to_pylist() for a in arms]
-        rng = np.random.default_rng(1)
         for index in (rng.integers(0, 2, 500), np.zeros(500, dtype=int), np.ones(500, dtype=int),
                       rng.integers(-1, 3, 500)):
             nulls = rng.random(500) < 0.1
