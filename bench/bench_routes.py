@@ -213,17 +213,27 @@ def to_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: what the 2M-row run above and a 200k-row breakdown (same machine, load ~17) showed
+#: what the 2M-row run above (session 3, load 19-30) and the ad-hoc breakdowns beside it showed
 FINDINGS = [
-    "- **The route costs 1.44x one model, not the 1.3x target** (missed); scoring both arms on every row",
-    "  costs 1.72x, so each row is scored by its own arm only, but two overheads remain.  (1) Splitting",
-    "  DuckDB's ~2,048-row chunks between two Arrow UDFs: at 200k rows `CASE WHEN id % 2 = 0 THEN",
-    "  PREDICT('gbm/1', *) ELSE PREDICT('gbm/2', *) END` (no hash at all) took 1.82 s vs 1.37 s for one",
-    "  model (1.33x): each UDF call gets half a chunk, and the per-call cost is paid twice.  (2) The bucket:",
-    "  `SELECT sum(<bucket>)` over 2M ids took 1.7-1.9 s at load 6 (md5 ~1.0 s, the hex parsing ~0.7 s),",
-    "  the same whether the md5 is written once or twice in the SQL (DuckDB shares it), i.e. ~5-10% of one",
-    "  model's time.  Scoring each arm in large batches (the `batch` path of bench_duckdb_udf) is the route",
-    "  rule's next step; it is the routes helper's code, left alone here.",
+    "- **The route costs 1.45x one model (median of 3 interleaved rounds; per round 1.34x, 1.55x, 1.19x),",
+    "  not the 1.3x target: missed, or at best not shown at this load** (19-30 on 2 cores: one model's",
+    "  rounds alone spread 18.5-29.3 s).  Both arms on every row cost 2.22x, so each row is scored by",
+    "  its own arm only.  This session changed two things, both kept (exactness unchanged):",
+    "  (1) On DuckDB the arms left as UDFs share ONE routed function per route (arm index first; it",
+    "  splits each chunk by arm, encodes the chunk once, one kernel call per arm on its rows).  Against",
+    "  the previous plan (`route, one UDF per arm`, same bucket SQL) it is 1.45x vs 1.41x here: no gain",
+    "  measurable at this load.  Why: per 2,048-row chunk the tree kernel is most of the time (CPU",
+    "  time at load ~25: one chunk 5-6 ms, the call overhead outside the kernel ~0.1-0.5 ms); two",
+    "  half-chunks through two different models cost ~10-20% more kernel time than one full chunk",
+    "  of one model, however they are called.  (2) The bucket: `COALESCE(<digest bytes of md5_number,",
+    "  shifted and masked>, 0)` instead of parsing `md5()`'s hex (same buckets: the 50 vectors and",
+    "  the 1M-key test pass).  At 500k keys, CPU: 0.15-0.16 s vs 0.35 s for the old CASE + hex form.",
+    "  Beware: the same byte form wrapped in `CASE WHEN text IS NULL` costs 0.9 s, because DuckDB does",
+    "  not share the eight `md5_number()` calls inside a CASE branch; a first 2M-row run with that form",
+    "  gave bucket alone 0.54x one model and route 1.51x.  Bucket alone is now 0.11x one model (2.2 s).",
+    "  What is left: the kernel's cost on split chunks; batching rows across DuckDB chunks is not",
+    "  possible from a scalar UDF (the `batch` path of bench_duckdb_udf does it outside SQL).",
+    "  Re-measure on a quiet machine before reading the 1.3x target as missed or met.",
     "- **Regret.** The three arms have the same mean loss over the stream (0.35), so the best fixed arm and",
     "  uniform are alike; the stream's drift is what a policy can exploit.  Without forgetting, Exp3, Exp4",
     "  and Thompson lock onto arm a in the first half (87-89% of traffic) and stay there after a degrades",
