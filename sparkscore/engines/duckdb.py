@@ -33,7 +33,7 @@ from duckdb import sqltypes
 
 from sparkscore.engines.catalog import DuckDBCatalog
 from sparkscore.errors import QueryError
-from sparkscore.engines.functions import (ARROW_TYPES, ScoringFunction, load_ref, output_type,
+from sparkscore.engines.functions import (ARROW_TYPES, RoutedFunction, ScoringFunction, load_ref, output_type,
                                           registry_or_default, resolver, route_resolver)
 
 __all__ = ["ScoringFunction", "explain", "install", "output_type", "score_relation", "sql"]
@@ -42,15 +42,22 @@ _SQL_TYPES = {"DOUBLE": sqltypes.DOUBLE, "DOUBLE[]": duckdb.list_type(sqltypes.D
               "VARCHAR": sqltypes.VARCHAR, "BIGINT": sqltypes.BIGINT}
 
 
-def arrow_udf(fn: ScoringFunction) -> Callable:
-    """The DuckDB Arrow UDF of ``fn``: exactly one positional parameter per model input (fixed arity)."""
-    names = list(fn.model.signature.names)
+def arrow_udf(fn: ScoringFunction | RoutedFunction) -> Callable:
+    """The DuckDB Arrow UDF of ``fn``: exactly one positional parameter per input (fixed arity)."""
+    if isinstance(fn, RoutedFunction):
+        arity = len(fn.input_types)
 
-    def call(*columns):
-        return fn.score(pa.Table.from_arrays(list(columns), names=names))
+        def call(index, *columns):
+            return fn.score(index, list(columns))
+    else:
+        names = list(fn.model.signature.names)
+        arity = len(names)
+
+        def call(*columns):
+            return fn.score(pa.Table.from_arrays(list(columns), names=names))
 
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(names))])
+        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(arity)])
     call.__name__ = fn.name
     return call
 
@@ -60,7 +67,7 @@ def arrow_udf(fn: ScoringFunction) -> Callable:
 _INSTALLED: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[str, Hashable]]" = weakref.WeakKeyDictionary()
 
 
-def register_function(con: duckdb.DuckDBPyConnection, fn: ScoringFunction) -> None:
+def register_function(con: duckdb.DuckDBPyConnection, fn: ScoringFunction | RoutedFunction) -> None:
     """Create (or replace, when it changed) the Arrow UDF ``fn.name`` on ``con``."""
     installed = _INSTALLED.setdefault(con, {})
     if installed.get(fn.name) == fn.identity:
@@ -156,8 +163,10 @@ def sql(con: duckdb.DuckDBPyConnection, query: str, registry=None, disable_rules
 
     query = expand_drift_duckdb(con, query, registry, namespace)
     plan = explain(query, con, registry, disable_rules, namespace=namespace)
-    for spec in plan.udfs:
-        register_function(con, ScoringFunction.from_spec(spec))
+    from sparkscore.optimizer.plan import RoutedUdfSpec  # the optimizer (sqlglot) loads only when a query is planned
+
+    for spec in plan.udfs:  # a route's UDF arms share one function (batch_to_kernels)
+        register_function(con, (RoutedFunction if isinstance(spec, RoutedUdfSpec) else ScoringFunction).from_spec(spec))
     try:
         return _CallerScope(con, namespace).sql(plan.sql)
     except duckdb.Error as exc:

@@ -20,6 +20,7 @@ from sparkscore import compiler
 from sparkscore.errors import QueryError, UnknownCategoryError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import KINDS, udf_name
+from sparkscore.ir.naming import input_type as naming_input_type
 from sparkscore.ir.naming import output_type as naming_output_type
 from sparkscore.ir.signature import Column
 
@@ -40,8 +41,7 @@ def output_type(model: Model, kind: str) -> str:
 
 def input_type(column: Column) -> str:
     """SQL parameter type of one model input: strings stay VARCHAR, everything else is DOUBLE."""
-    categories = column.categories
-    return "VARCHAR" if column.dtype == "varchar" or (categories and isinstance(categories[0], str)) else "DOUBLE"
+    return naming_input_type(column)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,11 +103,20 @@ class ScoringFunction:
     def score(self, data: pa.Table | pa.RecordBatch) -> pa.Array:
         """Scores of the rows of ``data`` (input columns bound by name) as one Arrow array."""
         out = score_many((self,), data)[0]
+        self._log(data.num_rows)
+        return out
+
+    def score_matrix(self, X: np.ndarray) -> pa.Array:
+        """Scores of rows already encoded by ``model.to_matrix`` (a routed function's share of a chunk)."""
+        out = self._to_arrow(self._scorer().scores(X))
+        self._log(len(X))
+        return out
+
+    def _log(self, rows: int) -> None:
         log = os.environ.get(SCORE_LOG_ENV)
         if log:
             with open(log, "a") as fh:
-                fh.write(f"{self.name} {data.num_rows}\n")
-        return out
+                fh.write(f"{self.name} {rows}\n")
 
     def score_gated(self, gate: pa.Array, data: pa.Table) -> pa.Array:
         """Scores of the rows where ``gate`` is TRUE, NULL elsewhere (a route arm's UDF on Spark)."""
@@ -137,6 +146,70 @@ class ScoringFunction:
             values = model.outputs_to_predictions(S)
         array = _list_array(values) if values.ndim == 2 else pa.array(values.tolist() if values.dtype == object else values)
         return array.cast(ARROW_TYPES[self.output_type])
+
+
+@dataclass(frozen=True, eq=False)
+class RoutedFunction:
+    """One SQL function for several arms of a route: ``fn(arm, inputs...)`` (optimizer ``RoutedUdfSpec``).
+
+    Each call gets a whole engine chunk, splits it by the arm index (numpy), and scores each arm's
+    rows with that arm's own :class:`ScoringFunction` in one call, so values are exactly the arm's
+    alone and each arm scores only its rows (its ``SCORE_LOG_ENV`` lines count them).  A NULL or
+    out-of-range index is no arm: NULL.
+    """
+
+    name: str
+    arms: tuple[ScoringFunction, ...]
+    positions: tuple[tuple[int, ...], ...]   # per arm: indices into the inputs after the arm index
+    shared_types: tuple[str, ...]            # SQL type of each shared input
+    output_type: str
+
+    def __post_init__(self) -> None:
+        if not self.arms or len(self.arms) != len(self.positions) or \
+                {f.output_type for f in self.arms} != {self.output_type}:
+            raise QueryError(f"{self.name}: a routed function needs arms that all return {self.output_type}; "
+                             "this is an optimizer bug")
+
+    @classmethod
+    def from_spec(cls, spec) -> "RoutedFunction":
+        return cls(spec.name, tuple(ScoringFunction.from_spec(a) for a in spec.arms), tuple(spec.positions),
+                   tuple(spec.input_types), spec.output_type)
+
+    @property
+    def input_types(self) -> tuple[str, ...]:
+        return ("BIGINT", *self.shared_types)
+
+    @property
+    def identity(self) -> Hashable:
+        return ("routed", self.output_type, self.input_types, self.positions, tuple(f.identity for f in self.arms))
+
+    def score(self, index: pa.Array, columns: list[pa.Array]) -> pa.Array:
+        """Scores of every row by its arm ``index`` (NULL where it is NULL or names no arm).
+
+        The chunk is encoded once per distinct arm signature (``to_matrix`` is row by row, so the
+        rows of an arm's share equal its own encoding of them) and each arm's kernel runs on its rows.
+        """
+        arm = np.asarray(index.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        n = len(arm)
+        encoded: list[tuple[tuple[int, ...], object, np.ndarray]] = []
+        parts, order, done = [], np.full(n, -1, dtype=np.int64), 0
+        for i, (fn, where) in enumerate(zip(self.arms, self.positions)):
+            rows = np.flatnonzero(arm == i)
+            if not len(rows):
+                continue
+            sig = fn.model.signature
+            X = next((m for w, s, m in encoded if w == where and s == sig), None)
+            if X is None:
+                X = fn.model.to_matrix(pa.Table.from_arrays([columns[j] for j in where], names=list(sig.names)))
+                encoded.append((where, sig, X))
+            if len(rows) == n:  # the whole chunk is this arm's
+                return fn.score_matrix(X)
+            parts.append(fn.score_matrix(X[rows]))
+            order[rows] = done + np.arange(len(rows))
+            done += len(rows)
+        if not parts:
+            return pa.nulls(n, ARROW_TYPES[self.output_type])
+        return pa.concat_arrays(parts).take(pa.array(order, mask=order < 0))
 
 
 def score_many(fns, data: pa.Table | pa.RecordBatch) -> list[pa.Array]:

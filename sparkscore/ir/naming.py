@@ -10,14 +10,26 @@ import numpy as np
 _NON_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
 
+def identifier(text: str) -> str:
+    """``text`` as a plain SQL identifier: every character but letters, digits and ``_`` becomes ``_``."""
+    return _NON_IDENT.sub("_", text)
+
+
 def udf_name(model_name: str, version: int, kind: str = "predict") -> str:
     """Engine function name of one model version: ``churn_v3`` / ``churn_v3_proba``.
 
     Registry names allow ``.`` and ``-``; they become ``_``.  The result is always a plain SQL
     identifier; the SQL generator still quotes it where the dialect needs.
     """
-    base = f"{_NON_IDENT.sub('_', model_name)}_v{int(version)}"
+    base = f"{identifier(model_name)}_v{int(version)}"
     return base if kind == "predict" else f"{base}_{kind}"
+
+
+def input_type(column) -> str:
+    """SQL parameter type of one model input (a signature ``Column``): text columns and text
+    categories stay VARCHAR, everything else is DOUBLE (the optimizer and the engines agree on it)."""
+    categories = column.categories
+    return "VARCHAR" if column.dtype == "varchar" or (categories and isinstance(categories[0], str)) else "DOUBLE"
 
 
 #: PREDICT kinds: ``predict`` (PREDICT), ``proba`` (PREDICT_PROBA), ``raw`` (untransformed margins)

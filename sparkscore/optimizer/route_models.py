@@ -10,16 +10,19 @@ runs before ``bind_models`` and rewrites each call on a route ref into::
 so every arm is then bound, pruned, factorized and inlined by the later rules exactly as it would
 be alone, and the bucket is plain SQL the engine evaluates:
 
-    ``bucket = CASE WHEN text(key) IS NULL THEN 0 ELSE (hi * 7296 + lo) % 10000 END``, where ``hi`` /
-    ``lo`` are the first two 32-bit words of ``md5(salt || ':' || text(key))`` (hex digits parsed
-    with ``CAST('0x' || ... AS BIGINT)`` on DuckDB and ``CONV(..., 16, 10)`` on Spark).
+    ``bucket = CASE WHEN text(key) IS NULL THEN 0 ELSE <first 64 bits of md5(salt || ':' || text(key))>
+    % 10000 END``: on Spark ``(hi * 7296 + lo) % 10000``, where ``hi`` / ``lo`` are the first two
+    32-bit words of the hex digest (``CONV(..., 16, 10)``); on DuckDB the digest's bytes read from
+    ``MD5_NUMBER`` with shifts and masks (:func:`_md5_bytes_mod`: no hex text to build and parse).
 
 ``text(key)`` follows the key column's SQL type (the canonical text of routes.py): integers and
 booleans ``CAST(k AS VARCHAR)``, text as is, floats their integer's text when integral (else NULL),
 unknown types ``CAST(k AS VARCHAR)`` (said in EXPLAIN).  Other types (DECIMAL, dates) are refused.
 
 Each row is scored by its own arm only.  DuckDB evaluates a CASE branch on the rows that select it
-(tests count the rows each arm's UDF scores).  Spark lifts Python UDFs out of CASE and would run
+(tests count the rows each arm's UDF scores); ``batch_to_kernels`` then gives the arms left as UDFs
+ONE routed function per route, called with the arm index, so DuckDB's chunks are not split between
+two UDF calls (inlined arms keep their WHEN).  Spark lifts Python UDFs out of CASE and would run
 every arm on every row, so on Spark an arm left as a UDF is *gated*: ``batch_to_kernels`` passes
 the branch's condition as the UDF's first argument and the UDF scores only the rows where it
 holds (NULL elsewhere); see :data:`GATE`.
@@ -212,12 +215,38 @@ def _hex_word(digest: exp.Expr, start: int, dialect: str) -> exp.Expr:
     return exp.cast(parsed, exp.DataType.build("BIGINT"))
 
 
+def _md5_bytes_mod(salted: exp.Expr) -> exp.Expr:
+    """DuckDB: the first 8 bytes of md5, read big-endian, mod 10000, without the hex text.
+
+    ``MD5_NUMBER`` is the digest as a little-endian 128-bit integer, so its low 64 bits hold digest
+    bytes 0..7 in reverse order; byte ``i`` (``(low >> 8i) & 255``) weighs ``256^(7-i) mod 10000``.
+    The same bucket as parsing ``md5()``'s hex (the hash vectors and the 1M-key test check it), at
+    about a third of the cost: no 32-character hex string to build and parse (bench/results/routes.md).
+    """
+    low = exp.cast(exp.BitwiseAnd(this=exp.Anonymous(this="MD5_NUMBER", expressions=[salted]),
+                                  expression=exp.Literal.number((1 << 64) - 1)), exp.DataType.build("UBIGINT", dialect="duckdb"))
+    terms: list[exp.Expr] = []
+    for i in range(8):
+        byte = low.copy() if i == 0 else exp.Paren(this=exp.BitwiseRightShift(this=low.copy(),
+                                                                             expression=exp.Literal.number(8 * i)))
+        byte = exp.Paren(this=exp.BitwiseAnd(this=byte, expression=exp.Literal.number(255)))
+        terms.append(exp.Mul(this=byte, expression=exp.Literal.number(pow(256, 7 - i, BUCKETS))))
+    total = terms[0]
+    for term in terms[1:]:
+        total = exp.Add(this=total, expression=term)
+    return exp.cast(exp.Mod(this=exp.Paren(this=total), expression=exp.Literal.number(BUCKETS)),
+                    exp.DataType.build("BIGINT"))
+
+
 def bucket_sql(salt: str, text: exp.Expr, dialect: str) -> exp.Expr:
     """SQL of ``routes.bucket_of_text(salt, text)`` (a BIGINT 0..9999, 0 where ``text`` is NULL)."""
     salted = exp.DPipe(this=exp.Literal.string(f"{salt}:"), expression=text.copy(), safe=True)
-    digest = exp.MD5(this=salted)
-    hi, lo = _hex_word(digest, 1, dialect), _hex_word(digest.copy(), 9, dialect)
-    mixed = exp.Add(this=exp.Mul(this=hi, expression=exp.Literal.number(LOW_FACTOR)), expression=lo)
-    value = exp.Mod(this=exp.Paren(this=mixed), expression=exp.Literal.number(BUCKETS))
+    if dialect == "spark":
+        digest = exp.MD5(this=salted)
+        hi, lo = _hex_word(digest, 1, dialect), _hex_word(digest.copy(), 9, dialect)
+        mixed = exp.Add(this=exp.Mul(this=hi, expression=exp.Literal.number(LOW_FACTOR)), expression=lo)
+        value = exp.Mod(this=exp.Paren(this=mixed), expression=exp.Literal.number(BUCKETS))
+    else:  # COALESCE, not CASE: NULL text -> NULL digest -> 0; DuckDB shares the 8 MD5_NUMBER()s only outside a CASE
+        return exp.Coalesce(this=_md5_bytes_mod(salted), expressions=[exp.Literal.number(0)])
     return exp.Case(ifs=[exp.If(this=exp.Is(this=text.copy(), expression=exp.Null()), true=exp.Literal.number(0))],
                     default=value)

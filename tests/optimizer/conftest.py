@@ -21,6 +21,7 @@ from sqlglot import exp
 from sparkscore.ir import (INDICATOR, MISSING_AS_ZERO, MISSING_NAN, MISSING_ZERO, PASSTHROUGH, Column, FeatureMap, LinearModel,
                            Model, Signature, TreeBuilder)
 from sparkscore.optimizer import ResolvedModel, UdfSpec, plan_query
+from sparkscore.optimizer.plan import RoutedUdfSpec
 from sparkscore.optimizer.fixtures import udf_outputs
 
 _RETURN = {"DOUBLE": sqltypes.DOUBLE, "VARCHAR": sqltypes.VARCHAR, "BIGINT": sqltypes.BIGINT}
@@ -296,9 +297,39 @@ def _arrow_udf(spec: UdfSpec):
     return fn
 
 
+_ARROW = {"DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE[]": pa.list_(pa.float64())}
+
+
+def _routed_arrow_udf(spec: RoutedUdfSpec):
+    """A route's shared UDF (first argument: the arm index) from each arm's reference meaning."""
+
+    def fn(index, *arrays):
+        arm = np.asarray(index.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False))
+        out = [None] * len(arm)
+        for i, (arm_spec, where) in enumerate(zip(spec.arms, spec.positions)):
+            rows = np.flatnonzero(arm == i)
+            if len(rows):
+                columns = pa.table({name: arrays[j].take(pa.array(rows)) for name, j in zip(arm_spec.inputs, where)})
+                for r, value in zip(rows.tolist(), udf_outputs(arm_spec, columns, backend="numpy")):
+                    out[r] = value
+        return pa.array(out, type=_ARROW[spec.output_type])
+
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(spec.inputs))])
+    return fn
+
+
 def register_udfs(con: duckdb.DuckDBPyConnection, udfs) -> None:
     for spec in udfs:
         ret = duckdb.list_type(sqltypes.DOUBLE) if spec.output_type == "DOUBLE[]" else _RETURN[spec.output_type]
+        if isinstance(spec, RoutedUdfSpec):
+            params = [sqltypes.BIGINT, *(sqltypes.VARCHAR if t == "VARCHAR" else sqltypes.DOUBLE for t in spec.input_types)]
+            try:
+                con.remove_function(spec.name)
+            except duckdb.Error:  # not registered yet
+                pass
+            con.create_function(spec.name, _routed_arrow_udf(spec), params, ret, type="arrow", null_handling="special")
+            continue
         params = [sqltypes.VARCHAR if c.categories and isinstance(c.categories[0], str) else sqltypes.DOUBLE
                   for c in spec.model.signature.inputs]
         try:
