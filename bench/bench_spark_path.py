@@ -11,16 +11,27 @@ every row forced by ``sum``.  Peers, interleaved, repeated ``--repeat`` times, m
 * ``mlflow_spark_udf``: ``mlflow.pyfunc.spark_udf(spark, uri, env_manager="local")`` over the
   booster saved with ``mlflow.lightgbm.save_model`` (mlflow-skinny).
 
-Also, same run: per-stage costs (JVM scan, the two Arrow round trips with an identity function,
-Arrow -> matrix, the kernel, native predict, all per row), the inline-vs-arrow rule (GLMs and
-tree ensembles of growing size inlined as Catalyst expressions vs mapInArrow), and the
-extra-columns rule (passthrough columns through mapInArrow vs an Arrow UDF).
+Every peer is measured in wall time *and* in CPU time (utime + stime from ``/proc``: the
+executor JVM, which in local mode is the driver's JVM, plus every Python worker below it), because
+on a machine shared with other jobs wall times lie and CPU times mostly do not.
 
-    python bench/bench_spark_path.py                 # full: 1M rows, 3 repeats
+Also, same run (``stages``): where the CPU time goes per row (JVM scan; JVM row -> Arrow and the
+transfer, from an identity Arrow UDF and an identity ``mapInArrow``; inside the Python worker,
+``time.process_time`` around the Arrow -> matrix conversion, the kernel and the scores -> Arrow
+step of a UDF built from the same library calls as sparkscore's; pyspark's own Arrow IPC as the
+rest; native predict in the pandas UDF), and what ``default_threads()`` and the kernel strategy
+are inside a worker.  Opt-in sections: the inline-vs-arrow rule (``inline``: GLMs and tree
+ensembles of growing size inlined as Catalyst expressions vs mapInArrow) and the extra-columns
+rule (``extras``: passthrough columns through mapInArrow vs an Arrow UDF); their last results are
+bench/results/spark_path_rules.md.
+
+    python bench/bench_spark_path.py                 # main + stages: 1M rows, 3 repeats (~6-8 min quiet)
     python bench/bench_spark_path.py --quick         # 100k rows, 1 repeat, main table only
+    python bench/bench_spark_path.py --sections inline,extras --tag rules
     python bench/bench_spark_path.py --master 'local-cluster[2,1,1024]' --tag cluster
 
-Writes bench/results/spark_path[_TAG].{json,md}.
+Writes bench/results/spark_path[_TAG].{json,md}; ``--sections stages --tag stages`` writes the
+stage table alone (bench/results/spark_path_stages.{json,md}).
 """
 
 from __future__ import annotations
@@ -93,20 +104,131 @@ def _identity_udf():
     return ident
 
 
-def _run(make, F) -> float:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of the process and of its reaped children) for every process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        # after the command name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state
+        out[int(entry)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / _TICK)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of the executor JVM and, separately, of every Python worker process below it.
+
+    Python workers are reused across queries (``spark.python.worker.reuse``); one that exits is
+    counted through its parent's reaped-children time, so a delta over a query is that query's cost.
+    """
+
+    def __init__(self, spark) -> None:
+        self.spark = spark
+        self.jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+
+    def read(self) -> dict[str, float]:
+        procs = _proc_cpu()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        python, stack = 0.0, list(children.get(self.jvm_pid, []))
+        while stack:
+            pid = stack.pop()
+            python += procs[pid][1]
+            stack += children.get(pid, [])
+        jvm = procs.get(self.jvm_pid, (0, 0.0))[1]
+        task = _task_cpu_seconds(self.spark)
+        return {"jvm": jvm, "python": python, "driver": time.process_time(),
+                "task": float("nan") if task is None else task}
+
+
+def _measure(make, F, meter: CpuMeter) -> dict[str, float]:
+    """One query's wall seconds and CPU seconds (JVM, Python workers, driver)."""
+    before = meter.read()
     start = time.perf_counter()
     make().agg(F.sum("p")).collect()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = meter.read()
+    return {"wall": wall, **{k: after[k] - before[k] for k in before}}
 
 
-def _interleaved(peers: dict, repeat: int, F) -> tuple[dict, dict]:
-    """Median seconds per peer (after one warm-up each), peers interleaved in every round."""
+def _interleaved(peers: dict, repeat: int, F, meter: CpuMeter) -> tuple[dict, dict, dict]:
+    """Median wall seconds and median CPU seconds per peer (after one warm-up each), interleaved."""
     sums = {k: make().agg(F.sum("p")).collect()[0][0] for k, make in peers.items()}  # warm-up: workers, caches
-    times: dict = {k: [] for k in peers}
+    runs: dict = {k: [] for k in peers}
     for _ in range(repeat):
         for k, make in peers.items():
-            times[k].append(_run(make, F))
-    return {k: statistics.median(v) for k, v in times.items()}, sums
+            runs[k].append(_measure(make, F, meter))
+    seconds = {k: statistics.median(r["wall"] for r in v) for k, v in runs.items()}
+    cpu = {k: {part: statistics.median(r[part] for r in v) for part in ("jvm", "python", "driver", "task")}
+           for k, v in runs.items()}
+    return seconds, sums, cpu
+
+
+def _timed_udf(source, log: str):
+    """sparkscore's Arrow UDF (the calls of ``ModelFunction.__call__``) with CPU timers around each step.
+
+    ``time.process_time`` counts every thread of the worker, the kernel's pool threads included.
+    Each task appends one JSON line (pid, rows, seconds per step, threads, strategy) to ``log``.
+    """
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("double")
+    def timed(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        from sparkscore.compiler.numba_trees import default_threads
+        from sparkscore.engines.functions import ScoringFunction
+
+        steps = dict.fromkeys(("load", "to_table", "to_matrix", "kernel", "to_arrow"), 0.0)
+        rows, batch_rows, fn, names = 0, 0, None, None
+        for batch in batches:
+            c0 = time.process_time()
+            if fn is None:
+                model = source.scorer().model
+                names = list(model.signature.names)
+                fn = ScoringFunction("timed", "predict", model, (source.name, source.version), "DOUBLE")
+                fn._scorer()
+            c1 = time.process_time()
+            table = pa.Table.from_arrays([batch] if isinstance(batch, pa.Array) else list(batch), names=names)
+            c2 = time.process_time()
+            X = fn.model.to_matrix(table)
+            c3 = time.process_time()
+            S = fn._scorer().scores(X)
+            c4 = time.process_time()
+            out = fn._to_arrow(S)
+            c5 = time.process_time()
+            for k, a, b in (("load", c0, c1), ("to_table", c1, c2), ("to_matrix", c2, c3), ("kernel", c3, c4),
+                            ("to_arrow", c4, c5)):
+                steps[k] += b - a
+            rows += len(X)
+            batch_rows = max(batch_rows, len(X))
+            yield out
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "rows": rows, "steps": steps, "batch_rows": batch_rows,
+                                 "default_threads": default_threads(),
+                                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                                 "strategy": fn._scorer().strategy_for(batch_rows) if fn else None}) + "\n")
+
+    return timed
+
+
+def _task_cpu_seconds(spark) -> float | None:
+    """Spark's own executorCpuTime summed over every stage so far (task threads only), or None."""
+    try:
+        sc = spark.sparkContext
+        store = sc._jsc.sc().statusStore()
+        empty = sc._jvm.java.util.ArrayList()
+        stages = store.stageList(empty, False, False, sc._gateway.new_array(sc._jvm.double, 0), empty)
+        return sum(stages.apply(i).executorCpuTime() for i in range(stages.size())) / 1e9
+    except Exception:  # noqa: BLE001 - a private API; the /proc numbers do not depend on it
+        return None
 
 
 def _in_process_stages(model, native, X: pd.DataFrame, batch: int) -> dict:
@@ -140,7 +262,7 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--tag", default="")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", default="main,stages,inline,extras")
+    parser.add_argument("--sections", default="main,stages", help="any of main,stages,inline,extras")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
     if args.quick:
@@ -163,8 +285,10 @@ def main() -> None:
                .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "4g")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"]))
+    started = time.perf_counter()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    meter = CpuMeter(spark)
     work = Path(tempfile.mkdtemp(prefix="bench-spark-path-"))
     registry = ss.Registry(work / "registry")
     load_before = open("/proc/loadavg").read().split()[:3]
@@ -196,24 +320,43 @@ def main() -> None:
                 "pandas_udf_native": lambda: df.withColumn("p", base(*cols)),
                 "mlflow_spark_udf": lambda: df.withColumn("p", mlflow_udf(*cols)),
             }
-            seconds, sums = _interleaved(peers, args.repeat, F)
+            seconds, sums, cpu = _interleaved(peers, args.repeat, F, meter)
+            cpu_s = {k: c["jvm"] + c["python"] for k, c in cpu.items()}
             row = {"features": d, "rows": args.rows, "path": ss_spark.predict_path(df, model).path,
                    "seconds": seconds, "rows_per_s": {k: args.rows / v for k, v in seconds.items()},
+                   "cpu_seconds": cpu, "cpu_ns_per_row": {k: v / args.rows * 1e9 for k, v in cpu_s.items()},
                    "speedup_vs_pandas_udf": seconds["pandas_udf_native"] / seconds["sparkscore"],
                    "speedup_vs_mlflow_spark_udf": seconds["mlflow_spark_udf"] / seconds["sparkscore"],
+                   "cpu_speedup_vs_pandas_udf": cpu_s["pandas_udf_native"] / cpu_s["sparkscore"],
+                   "cpu_speedup_vs_mlflow_spark_udf": cpu_s["mlflow_spark_udf"] / cpu_s["sparkscore"],
                    "sum_abs_diff_vs_native": abs(sums["sparkscore"] - sums["pandas_udf_native"]),
                    "loadavg": open("/proc/loadavg").read().split()[:3]}
             doc["main"].append(row)
             print(json.dumps(row), flush=True)
         if "stages" in sections:
             ident = _identity_udf()
+            log = str(work / f"timed_{d}.jsonl")
+            mv = registry.get(name)
+            timed = _timed_udf(ss_spark._source(registry, mv.name, mv.version, mv.sha256, spark), log)
+            base = _pandas_udf_native(model_file, names)
             peers = {
                 "jvm_scan_sum": lambda: df.withColumn("p", F.col("x0")),
-                "mapInArrow_identity": lambda: df.mapInArrow(_identity_map, "p double"),
                 "arrow_udf_identity": lambda: df.withColumn("p", ident(*cols)),
+                "mapInArrow_identity": lambda: df.mapInArrow(_identity_map, "p double"),
+                "sparkscore_udf": lambda: ss_spark.predict(df, name, "p", registry=registry, path="udf"),
+                "sparkscore_udf_timed": lambda: df.withColumn("p", timed(*cols)),
+                "pandas_udf_native": lambda: df.withColumn("p", base(*cols)),
             }
-            seconds, _ = _interleaved(peers, args.repeat, F)
-            row = {"features": d, "wall_ns_per_row": {k: v / args.rows * 1e9 for k, v in seconds.items()},
+            seconds, _, cpu = _interleaved(peers, args.repeat, F, meter)
+            tasks = [json.loads(line) for line in open(log)]
+            timed_rows = sum(t["rows"] for t in tasks)
+            steps = {k: sum(t["steps"][k] for t in tasks) / timed_rows * 1e9 for k in tasks[0]["steps"]}
+            row = {"features": d, "rows": args.rows,
+                   "wall_ns_per_row": {k: v / args.rows * 1e9 for k, v in seconds.items()},
+                   "cpu_ns_per_row": {k: {part: v / args.rows * 1e9 for part, v in c.items()} for k, c in cpu.items()},
+                   "in_udf_cpu_ns_per_row": steps,
+                   "worker": {k: sorted({str(t[k]) for t in tasks}) for k in
+                              ("default_threads", "OMP_NUM_THREADS", "strategy", "batch_rows")},
                    "in_process_ns_per_row": _in_process_stages(model, native, _data(50_000, d), 10_000)}
             doc["stages"].append(row)
             print(json.dumps(row), flush=True)
@@ -253,7 +396,7 @@ def main() -> None:
             peers = {"inline": lambda: sub.select(F.expr(inline_sql).alias("p")),
                      "arrow": lambda: ss_spark.predict(sub, label, "p", registry=registry, path="arrow")}
             try:
-                seconds, sums = _interleaved(peers, args.repeat, F)
+                seconds, sums, _ = _interleaved(peers, args.repeat, F, meter)
                 error = None
             except Exception as exc:  # e.g. generated code over the JVM's limits: record it, keep going
                 seconds, sums, error = {}, {}, str(exc).splitlines()[0][:200]
@@ -279,7 +422,7 @@ def main() -> None:
             df.count()
             peers = {path: (lambda path=path: ss_spark.predict(df, "extras", "p", registry=registry, path=path))
                      for path in ("arrow", "udf")}
-            seconds, _ = _interleaved(peers, args.repeat, F)
+            seconds, _, _ = _interleaved(peers, args.repeat, F, meter)
             row = {"model_columns": d, "extra_columns": extra, "seconds": seconds,
                    "arrow_speedup_vs_udf": seconds["udf"] / seconds["arrow"]}
             doc["extras"].append(row)
@@ -287,6 +430,7 @@ def main() -> None:
             df.unpersist()
 
     doc["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    doc["machine"]["script_wall_s"] = time.perf_counter() - started
     spark.stop()
     _write(doc, args)
 
@@ -303,24 +447,45 @@ def _write(doc: dict, args) -> None:
              f"{m['cpus']} cores, loadavg before {' '.join(m['loadavg_before'])}, after "
              f"{' '.join(m.get('loadavg_after', []))} (machine shared with other helpers: compare ratios).", ""]
     if doc["main"]:
-        lines += ["| features | auto path | sparkscore rows/s | sparkscore (arrow path) | pandas UDF + native | "
-                  "mlflow spark_udf | vs pandas UDF | vs spark_udf | loadavg |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["Wall time (rows/s, median) and CPU time (ns/row: executor JVM + Python workers, median):", "",
+                  "| features | auto path | sparkscore rows/s | sparkscore (arrow path) | pandas UDF + native | "
+                  "mlflow spark_udf | vs pandas UDF | vs spark_udf | CPU ns/row sparkscore | CPU pandas UDF | "
+                  "CPU spark_udf | CPU vs pandas UDF | CPU vs spark_udf | loadavg |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in doc["main"]:
-            rps = r["rows_per_s"]
+            rps, c = r["rows_per_s"], r.get("cpu_ns_per_row", {})
             lines.append(f"| {r['features']} | {r['path']} | {rps['sparkscore']:,.0f} | {rps['sparkscore_arrow']:,.0f} | "
                          f"{rps['pandas_udf_native']:,.0f} | {rps['mlflow_spark_udf']:,.0f} | "
                          f"{r['speedup_vs_pandas_udf']:.2f}x | {r['speedup_vs_mlflow_spark_udf']:.2f}x | "
-                         f"{' '.join(r['loadavg'])} |")
+                         f"{c.get('sparkscore', float('nan')):,.0f} | {c.get('pandas_udf_native', float('nan')):,.0f} | "
+                         f"{c.get('mlflow_spark_udf', float('nan')):,.0f} | "
+                         f"{r.get('cpu_speedup_vs_pandas_udf', float('nan')):.2f}x | "
+                         f"{r.get('cpu_speedup_vs_mlflow_spark_udf', float('nan')):.2f}x | {' '.join(r['loadavg'])} |")
     if doc["stages"]:
-        lines += ["", "Where the time goes (ns per row; wall = 2 tasks in parallel, in-process = one thread "
-                  "of the driver on a 10k-row batch):", "",
-                  "| features | JVM scan+sum | + mapInArrow identity | + Arrow UDF identity | Arrow->matrix | "
-                  "kernel | native 1 thread | native all threads |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Where the CPU time goes (ns per row, **CPU time** from /proc utime+stime, median of the "
+                  "repeats; `task` = Spark's executorCpuTime, task threads only; wall for reference):", "",
+                  "| features | query | wall | JVM CPU | Python workers CPU | total CPU | Spark task CPU |",
+                  "|---|---|---|---|---|---|---|"]
         for r in doc["stages"]:
-            w, p = r["wall_ns_per_row"], r["in_process_ns_per_row"]
-            lines.append(f"| {r['features']} | {w['jvm_scan_sum']:.0f} | {w['mapInArrow_identity']:.0f} | "
-                         f"{w['arrow_udf_identity']:.0f} | {p['arrow_to_matrix']:.0f} | {p['kernel_auto']:.0f} | "
-                         f"{p['native_predict_1thread']:.0f} | {p['native_predict_all_threads']:.0f} |")
+            for q, c in r["cpu_ns_per_row"].items():
+                lines.append(f"| {r['features']} | {q} | {r['wall_ns_per_row'][q]:,.0f} | {c['jvm']:,.0f} | "
+                             f"{c['python']:,.0f} | {c['jvm'] + c['python']:,.0f} | {c['task']:,.0f} |")
+        lines += ["", "Per stage (CPU ns/row; derived from the rows above and from `time.process_time` inside "
+                  "the timed UDF, which makes the same library calls as sparkscore's Arrow UDF):", "",
+                  "| features | JVM scan | JVM row->Arrow + transfer, out and back | pyspark Arrow IPC in Python "
+                  "(identity UDF) | Arrow->table | table->matrix | kernel | scores->Arrow | Python rest "
+                  "(IPC, framework) | native predict (pandas UDF, Python) | worker threads / OMP / strategy |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in doc["stages"]:
+            c, st, w = r["cpu_ns_per_row"], r["in_udf_cpu_ns_per_row"], r["worker"]
+            in_udf = st["to_table"] + st["to_matrix"] + st["kernel"] + st["to_arrow"]
+            lines.append(f"| {r['features']} | {c['jvm_scan_sum']['jvm']:,.0f} | "
+                         f"{c['arrow_udf_identity']['jvm'] - c['jvm_scan_sum']['jvm']:,.0f} | "
+                         f"{c['arrow_udf_identity']['python']:,.0f} | {st['to_table']:,.0f} | {st['to_matrix']:,.0f} | "
+                         f"{st['kernel']:,.0f} | {st['to_arrow']:,.0f} | "
+                         f"{c['sparkscore_udf_timed']['python'] - in_udf:,.0f} | "
+                         f"{c['pandas_udf_native']['python']:,.0f} | {'/'.join(w['default_threads'])} / "
+                         f"{'/'.join(w['OMP_NUM_THREADS'])} / {'/'.join(w['strategy'])} |")
     if doc["inline"]:
         lines += ["", "Inline (Catalyst expressions) vs mapInArrow, 8 or 32 features (the rule's boundary):", "",
                   "| model | nodes | auto picks | inline s | arrow s | inline speed-up | note |",

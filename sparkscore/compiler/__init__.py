@@ -37,7 +37,8 @@ from sparkscore.errors import PerformanceWarning, SparkscoreError
 from sparkscore.ir.linear import LinearModel
 
 BACKENDS = ("auto", "numpy", "numba", "torch")
-STRATEGIES = {"numpy": ("reference",), "numba": ("numba", "numba_parallel", "numba_wide", "numba_wide_parallel"),
+STRATEGIES = {"numpy": ("reference",), "numba": ("numba", "numba_parallel", "numba_wide", "numba_wide_parallel",
+                                                 "numba_compact", "numba_compact_parallel"),
               "torch": ("gemm", "tt", "ptt")}
 
 
@@ -90,7 +91,7 @@ def _with_link(estimator, raw: Callable[[np.ndarray], np.ndarray]) -> Callable[[
     return lambda X: reference.apply_link(link, raw(X))
 
 
-def _numba_candidates(model, layout) -> list[Candidate]:
+def _numba_candidates(model, layout, strategy: str | None = None) -> list[Candidate]:
     from sparkscore.compiler.numba_linear import NumbaLinear
     from sparkscore.compiler.numba_trees import NumbaTrees
 
@@ -101,6 +102,11 @@ def _numba_candidates(model, layout) -> list[Candidate]:
         kernels = NumbaTrees.variants(layout())
     out = []
     for name, kernel in kernels.items():
+        if strategy is None and ((name.endswith("_parallel") and kernel.threads == 1)
+                                 or not getattr(kernel, "auto_candidate", True)):
+            # one thread allowed (a Spark task: OMP_NUM_THREADS=1) makes a parallel kernel a copy of the
+            # serial one; a variant not worth its share of the calibration budget is left out too
+            continue
         fn = _with_features(model, kernel)
         out.append(Candidate(name, "numba", fn if getattr(kernel, "fuses_link", False) else _with_link(est, fn),
                              threaded=kernel.threads > 1))
@@ -189,7 +195,7 @@ def candidates(model, backend: str = "auto", device: str = "cpu", strategy: str 
     if backend == "auto" and on_cpu and not numba_ok:
         _warn_no_numba(numba_unavailable())
     if numba_ok:
-        found += _numba_candidates(model, layout)
+        found += _numba_candidates(model, layout, strategy)
     # auto on CPU leaves torch out where numba runs: torch's OpenMP workers keep spinning after each
     # call and skew the interleaved calibration, and torch CPU lost to numba on every measured config
     torch_wanted = backend == "torch" or (backend == "auto" and not (on_cpu and numba_ok))
@@ -214,7 +220,7 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
         what = f"strategy {strategy!r} of backend {backend!r}" if strategy else f"backend {backend!r}"
         raise StrategyUnavailable(f"{getattr(model, 'name', 'model')}: {what} cannot run this model on device "
                                   f"{device!r} (not installed, no such device, over its memory limits, or nodes it does not "
-                                  "route: the wide kernels take numerical splits only); "
+                                  "route: the wide and compact kernels take numerical splits only); "
                                   "use backend='auto' or backend='numpy'")
     dispatcher = calibrate(found, model)
     empty = _with_link(model.estimator, lambda X: np.zeros((0, model.estimator.n_outputs)))

@@ -12,9 +12,11 @@ sklearn, and a struct-of-arrays version of this loop at ~0.45x XGBoost on 100 tr
   categorical / zero-as-missing nodes take a flagged slow path compiled only into models having them;
 * rows are cut into blocks that stay in L1 with the tree's top levels, and all rows of a block
   descend one level at a time, two trees at once, so the row loop is a set of independent loads
-  the CPU overlaps (descending only until every row is at a leaf, by compacting the rows still
-  inside or by a per-level "any row moved" test, was measured slower on XGBoost's lopsided trees:
-  a leaf's self-loop is an L1 hit, while the bookkeeping lengthens every step);
+  the CPU overlaps.  Descending only until every row is at a leaf, by a per-level "any row moved"
+  test, was measured slower on XGBoost's trees (a leaf's self-loop is an L1 hit, while the
+  bookkeeping lengthens every step); compacting the rows still inside (:func:`_traverse_compact`)
+  is a separate candidate for deep lopsided trees, where the fixed trip count runs every row to
+  the tree's maximum depth: the chooser keeps whichever measures cheaper for the model;
 * threads: the kernel releases the GIL and row chunks run on a small thread pool, so numba
   starts no OpenMP runtime to fight torch's over the same two cores.
 """
@@ -38,6 +40,10 @@ _FEATURE_MASK = np.int32((1 << 29) - 1)
 WIDE_TREES = 8  # trees one row descends together in the few-rows kernel
 BLOCK_ROWS = 256  # rows descending together (measured best of 16..512 on depth 3..12 trees: block + tree stay in L1/L2)
 _MIN_ROWS_PER_THREAD = BLOCK_ROWS  # split from two blocks on, so calibration at 1024 rows sees the threads
+#: the compacting kernel is a candidate only for trees deeper than this: shallower ones leave it no
+#: levels to skip that pay for its bookkeeping (measured, 1 thread, 10k rows: XGBoost 100 trees of depth 8
+#: 1.3-1.5x slower than the fixed trip count; LightGBM 100 x 31 leaves, max depth 15-17: 1.4-1.5x faster)
+_COMPACT_MIN_DEPTH = 8
 
 
 def node_dtype(compare_dtype: type) -> np.dtype:
@@ -166,6 +172,54 @@ def _traverse(X, nodes, roots, depth, tree_output, value, out, block):
 
 
 @nb.njit(cache=True, nogil=True)
+def _traverse_compact(X, nodes, roots, depth, tree_output, value, out, block):
+    """Numerical nodes, for deep lopsided trees (LightGBM's leaf-wise growth): only rows still inside descend.
+
+    :func:`_traverse` runs every row of a block to the deeper tree's *maximum* depth; on a 31-leaf
+    leaf-wise tree most rows reach a leaf at half of it.  Here a block keeps a list of the rows whose
+    node moved at the last level (an internal node always moves: children follow their parent in
+    breadth-first order, a leaf loops onto itself); a row that moved in neither tree of the pair is at
+    a leaf in both and drops out, and the pair stops when the list is empty.  The list is rewritten
+    branch-free (store every row, advance the end by its "moved" bit).  Leaves are still added tree by
+    tree after the pair, so sums keep the reference's order, bit for bit those of :func:`_traverse`.
+    """
+    n, d = X.shape
+    Xf = X.reshape(-1)
+    last = roots.shape[0] - 1
+    idx = np.empty(block, np.uint32)
+    idx_next = np.empty(block, np.uint32)
+    active = np.empty(block, np.uint32)
+    for lo in range(0, n, block):
+        m = min(n, lo + block) - lo
+        for t in range(0, last + 1, 2):
+            u = min(t + 1, last)
+            for r in range(m):
+                idx[r] = roots[t]
+                idx_next[r] = roots[u]
+                active[r] = r
+            k = m
+            for _ in range(max(depth[t], depth[u])):
+                kept = 0
+                for j in range(k):
+                    ur = np.uint64(active[j])
+                    row_start = (np.uint64(lo) + ur) * np.uint64(d)
+                    a = idx[ur]
+                    b = idx_next[ur]
+                    na = _child(Xf, row_start, nodes, a)
+                    nb_ = _child(Xf, row_start, nodes, b)
+                    idx[ur] = na
+                    idx_next[ur] = nb_
+                    active[kept] = ur
+                    kept += np.int64((na != a) | (nb_ != b))
+                k = kept
+                if k == 0:
+                    break
+            _accumulate(idx, value, tree_output, t, out, lo, m)
+            if u != t:
+                _accumulate(idx_next, value, tree_output, u, out, lo, m)
+
+
+@nb.njit(cache=True, nogil=True)
 def _traverse_general(X, nodes, roots, depth, tree_output, value, out, block,
                       zero_missing, default_left, is_cat, cat_index, cat_words, n_bits, neg_before):
     """Models with categorical or zero-as-missing nodes: flagged nodes take the full rule."""
@@ -241,9 +295,17 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def default_threads() -> int:
-    """Threads for the parallel kernels: NUMBA_NUM_THREADS if set, else the usable cores."""
-    env = os.environ.get("NUMBA_NUM_THREADS")
-    return int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """Threads for the parallel kernels: NUMBA_NUM_THREADS, else OMP_NUM_THREADS, else the usable cores.
+
+    OMP_NUM_THREADS is what Spark gives each Python worker (``spark.task.cpus``, 1 by default, unless
+    ``spark.executorEnv.OMP_NUM_THREADS`` says otherwise): an executor runs cores / task.cpus tasks at
+    once, so a kernel using every core in each of them would run threads x tasks > cores.
+    """
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(var, "").strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def parallel_chunks(run, X: np.ndarray, out: np.ndarray, threads: int | None) -> None:
@@ -275,28 +337,45 @@ class NumbaTrees:
     """
 
     def __init__(self, layout: TreeLayout, parallel: bool, threads: int | None = None, wide: bool = False,
-                 packed: PackedTrees | None = None) -> None:
+                 packed: PackedTrees | None = None, compact: bool = False) -> None:
         self.layout = layout
         self.packed = packed = packed or PackedTrees(layout)
         self.threads = (threads or default_threads()) if parallel else 1
         self._tables = (packed.nodes, packed.roots, packed.depth, packed.tree_output, packed.value)
         self._general = packed.general if packed.has_general else None
-        if wide and self._general is not None:
-            raise ValueError("the wide kernel routes numerical nodes only")
+        if (wide or compact) and self._general is not None:
+            raise ValueError("the wide and compact kernels route numerical nodes only")
+        if wide and compact:
+            raise ValueError("a kernel is wide or compact, not both")
         self.wide = wide
+        self.compact = compact
 
     @classmethod
     def variants(cls, layout: TreeLayout) -> dict[str, NumbaTrees]:
         """Every kernel variant that can run ``layout``, by strategy name, sharing one packed copy."""
         packed = PackedTrees(layout)
-        kinds = {"numba": (False, False), "numba_parallel": (True, False)}
+        kinds = {"numba": (False, False, False)}
         if not packed.has_general:
-            kinds |= {"numba_wide": (False, True), "numba_wide_parallel": (True, True)}
-        return {name: cls(layout, parallel, wide=wide, packed=packed) for name, (parallel, wide) in kinds.items()}
+            kinds |= {"numba_wide": (False, True, False), "numba_compact": (False, False, True)}
+        kinds |= {f"{name}_parallel": (True, wide, compact) for name, (_, wide, compact) in kinds.items()}
+        return {name: cls(layout, parallel, wide=wide, packed=packed, compact=compact)
+                for name, (parallel, wide, compact) in kinds.items()}
+
+    @property
+    def auto_candidate(self) -> bool:
+        """Whether ``auto`` should calibrate this variant (a pinned strategy runs it regardless).
+
+        Not the compacting kernel on trees of at most ``_COMPACT_MIN_DEPTH`` levels: each extra
+        candidate takes a share of the calibration budget and is one more chance for a burst of load
+        elsewhere to mislead the choice.
+        """
+        return not self.compact or self.layout.max_depth > _COMPACT_MIN_DEPTH
 
     def _run(self, X: np.ndarray, out: np.ndarray) -> None:
         if self.wide:
             _traverse_wide(X, *self._tables, out, 0, len(self.packed.roots), _NO_LEAVES)
+        elif self.compact:
+            _traverse_compact(X, *self._tables, out, BLOCK_ROWS)
         elif self._general is None:
             _traverse(X, *self._tables, out, BLOCK_ROWS)
         else:

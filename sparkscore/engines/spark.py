@@ -26,7 +26,20 @@ Three paths score a DataFrame in :func:`predict` (:func:`predict_path` says whic
 * ``udf``: an iterator Arrow UDF over only the model's columns (the JVM keeps the other columns
   and zips the score back); ``auto``'s choice for one output, for frames with many more non-model
   columns than model ones, or with a column that does not travel through Arrow (ML vectors);
-  also what ``install`` registers for plain ``spark.sql``.
+  also what ``install`` registers for plain ``spark.sql``.  Several outputs of one model (a
+  ``proba_col``; ``PREDICT`` and ``PREDICT_PROBA`` side by side in one SELECT of ``sql``) are one
+  struct UDF (:class:`FusedFunction`): Spark gives every iterator UDF a Python worker and a
+  transfer of its own, so two functions would cost two of each and two kernel calls.
+
+Why ``sql`` does not route PREDICT through ``mapInArrow``: for one output the Arrow UDF it uses
+is the faster path (above), and for several the fused UDF sends back only the outputs where
+``mapInArrow`` sends back every column; a SQL text would also have to be split around the call
+(FROM / WHERE / joins into a DataFrame, the rest of the SELECT after it), which no plan shape
+needs now that the UDF path is both the faster and the one-pass one.
+
+In a Python worker the compiled kernels use ``OMP_NUM_THREADS`` threads, which Spark sets to
+``spark.task.cpus`` (:func:`sparkscore.compiler.numba_trees.default_threads`), so kernel threads
+times concurrent tasks stay within the executor's cores.
 
 A route ref (``'churn@ab'``, also time-pinned ``'churn@ab#2026-11-01T00:00:00Z'``) scores each row
 on its arm, the arm Spark SQL's ``PREDICT`` picks (the same bucket SQL, computed once per row);
@@ -55,7 +68,7 @@ from pyspark.sql.types import (ArrayType, AtomicType, DataType, DoubleType, Long
 
 from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
-from sparkscore.engines.functions import (ARROW_TYPES, ScoringFunction, check_input_types, output_type,
+from sparkscore.engines.functions import (ARROW_TYPES, SCORE_LOG_ENV, ScoringFunction, check_input_types, output_type,
                                          registry_or_default, resolver, route_resolver, score_many)
 from sparkscore.errors import IntegrityError, QueryError, SignatureError
 from sparkscore.ir.model import Model
@@ -147,6 +160,48 @@ class ModelFunction:
             return self(batches)
 
         return arrow_udf(score, _SPARK_TYPES[self.output_type])
+
+
+@dataclass(frozen=True)
+class FusedFunction:
+    """Several outputs of one model over the same arguments from one Python pass: one struct UDF.
+
+    ``ss.spark.sql`` rewrites ``m_v1(a, b)`` and ``m_v1_proba(a, b)`` in one SELECT into
+    ``<fused>(a, b).predict`` and ``<fused>(a, b).proba``.  Spark runs each iterator Arrow UDF in a
+    Python worker of its own and sends it the inputs again, so two functions cost two transfers, two
+    input matrices and two kernel calls; Catalyst evaluates one deterministic UDF call that appears
+    twice once, so the fused one costs one of each (:func:`score_many`: the values of each function's
+    own ``score``).
+    """
+
+    name: str
+    source: ModelSource
+    outputs: tuple[tuple[str, str], ...]   # (kind, SQL type); the kind is also the struct field's name
+
+    def __call__(self, batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        fns = names = None
+        log = os.environ.get(SCORE_LOG_ENV)
+        for batch in batches:
+            if fns is None:
+                model = self.source.scorer().model
+                names = list(model.signature.names)
+                fns = [ScoringFunction(udf_name(self.source.name, self.source.version, kind), kind, model,
+                                       (self.source.name, self.source.version), sql_type)
+                       for kind, sql_type in self.outputs]
+            columns = [batch] if isinstance(batch, pa.Array) else list(batch)
+            scored = score_many(fns, pa.Table.from_arrays(columns, names=names))
+            if log:
+                with open(log, "a") as fh:
+                    fh.write(f"{self.name} {len(columns[0])}\n")
+            yield pa.StructArray.from_arrays(scored, names=[kind for kind, _ in self.outputs])
+
+    def udf(self):
+        fields = [StructField(kind, _SPARK_DATA_TYPES[sql_type], True) for kind, sql_type in self.outputs]
+
+        def score(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+            return self(batches)
+
+        return arrow_udf(score, StructType(fields))
 
 
 @dataclass(frozen=True)
@@ -353,7 +408,15 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
     else:
         source = _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession)
         typed = [(t, kind, output_type(model, kind)) for t, (_, kind) in zip(temp, outputs)]
-        if choice.path == "udf":
+        if choice.path == "udf" and len({kind for _, kind, _ in typed}) > 1:  # one struct UDF: one pass for all
+            kinds = list(dict.fromkeys(kind for _, kind, _ in typed))
+            types = {kind: sql_type for _, kind, sql_type in typed}
+            fused = FusedFunction(f"{udf_name(mv.name, mv.version, 'predict')}_fused", source,
+                                  tuple((k, types[k]) for k in kinds))
+            both = "__sparkscore_fused"
+            scored = df.withColumn(both, fused.udf()(*[df[c] for c in bound]))
+            scored = scored.select("*", *[F.col(both)[kind].alias(t) for t, kind, _ in typed]).drop(both)
+        elif choice.path == "udf":
             scored = df
             for t, kind, sql_type in typed:
                 fn = ModelFunction(udf_name(mv.name, mv.version, kind), source, kind, sql_type)
@@ -536,7 +599,51 @@ def sql(spark: SparkSession, query: str, registry=None, disable_rules: Sequence[
         else:
             source = _derived_source(spec.model, spec.name, spec.source.version, spark)
         spark.udf.register(spec.name, ModelFunction(spec.name, source, spec.kind, spec.output_type, spec.gated).udf())
-    return spark.sql(the_plan.sql)
+    return spark.sql(_fuse_outputs(the_plan, spark, reg))
+
+
+def _fuse_outputs(the_plan, spark: SparkSession, reg) -> str:
+    """The plan's SQL with the calls of one model over the same arguments in one SELECT fused into one UDF.
+
+    ``PREDICT`` and ``PREDICT_PROBA`` of a model side by side become field reads of one struct UDF
+    (:class:`FusedFunction`): one Python worker, one transfer, one kernel call instead of two.
+    Route arms (gated calls) and a lone call are left as they are.
+    """
+    import hashlib
+
+    from sqlglot import exp
+
+    from sparkscore.optimizer.dialect import generate
+
+    specs = {s.name: s for s in the_plan.udfs if not s.gated}
+    expression = the_plan.expression.copy()
+    groups: dict[tuple, list] = {}
+    for call in expression.find_all(exp.Anonymous):
+        spec = specs.get(call.name)
+        if spec is not None:
+            select = call.find_ancestor(exp.Select)
+            key = (id(select), spec.source.name, spec.source.version, spec.model.sha256,
+                   tuple(arg.sql() for arg in call.expressions))
+            groups.setdefault(key, []).append((call, spec))
+    fused_any = False
+    for key, calls in groups.items():
+        kinds = list(dict.fromkeys(spec.kind for _, spec in calls))
+        if len(kinds) < 2:
+            continue
+        spec = calls[0][1]
+        types = {s.kind: s.output_type for _, s in calls}
+        digest = hashlib.sha256(repr((spec.model.sha256, kinds, key[4])).encode()).hexdigest()[:10]
+        name = f"{udf_name(spec.source.name, spec.source.version, 'predict')}_fused_{digest}"
+        if spec.model is spec.source.model or spec.model.sha256 == spec.source.sha256:
+            source = _source(reg, spec.source.name, spec.source.version, spec.source.sha256, spark)
+        else:
+            source = _derived_source(spec.model, name, spec.source.version, spark)
+        spark.udf.register(name, FusedFunction(name, source, tuple((k, types[k]) for k in kinds)).udf())
+        for call, s in calls:
+            call.replace(exp.Dot(this=exp.Anonymous(this=name, expressions=[a.copy() for a in call.expressions]),
+                                 expression=exp.to_identifier(s.kind)))
+        fused_any = True
+    return generate(expression, "spark") if fused_any else the_plan.sql
 
 
 class ModelTransformer(Transformer, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):

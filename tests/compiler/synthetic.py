@@ -26,7 +26,8 @@ class SyntheticCase:
     X: np.ndarray  # adversarial rows, encoded input order
 
 
-def _random_tree(rng, depth: int, width: int, *, missing_rules, categorical: bool, float32: bool):
+def _random_tree(rng, depth: int, width: int, *, missing_rules, categorical: bool, float32: bool,
+                 leaf_p: float = 0.2):
     feature, threshold, left, right, value, default_left, missing, cats = [], [], [], [], [], [], [], []
 
     def node(d: int) -> int:
@@ -34,7 +35,7 @@ def _random_tree(rng, depth: int, width: int, *, missing_rules, categorical: boo
         for arr in (feature, threshold, left, right, default_left, missing, cats):
             arr.append(None)
         value.append(rng.normal(size=width) * 0.5)
-        if d == depth or (d > 1 and rng.random() < 0.2):
+        if d == depth or (d > 1 and rng.random() < leaf_p):
             feature[i], threshold[i], left[i], right[i] = -1, 0.0, -1, -1
             default_left[i], missing[i], cats[i] = False, MISSING_NAN, None
             return i
@@ -60,7 +61,9 @@ def _random_tree(rng, depth: int, width: int, *, missing_rules, categorical: boo
 
 def tree_model(seed: int, *, n_trees: int, depth: int, n_outputs: int = 1, vector_leaves: bool = False,
                missing_rules=(MISSING_NAN,), categorical: bool = False, features: bool = False,
-               **ensemble) -> Model:
+               leaf_p: float = 0.2, **ensemble) -> Model:
+    """``leaf_p``: chance a node below the second level is a leaf (about 0.45 with a large ``depth``
+    grows deep lopsided trees, as LightGBM's leaf-wise growth does)."""
     rng = np.random.default_rng(seed)
     width = n_outputs if vector_leaves else 1
     builder = TreeBuilder(N_FEATURES, n_outputs=n_outputs, value_width=width)
@@ -68,7 +71,7 @@ def tree_model(seed: int, *, n_trees: int, depth: int, n_outputs: int = 1, vecto
     float32 = ensemble.get("threshold_dtype") == "float32" and ensemble.get("cmp") == "<"
     for t in range(n_trees):
         builder.add_tree(**_random_tree(rng, depth, width, missing_rules=missing_rules, categorical=categorical,
-                                        float32=float32), output=0 if vector_leaves else t % n_outputs)
+                                        float32=float32, leaf_p=leaf_p), output=0 if vector_leaves else t % n_outputs)
     ens = builder.build(base_score=rng.normal(size=n_outputs), **ensemble)
     classes = tuple(range(max(n_outputs, 2))) if ensemble.get("post_transform") in ("sigmoid", "softmax") else None
     fmaps = (_feature_map(N_FEATURES),) if features else ()

@@ -157,3 +157,53 @@ def test_sql_binds_star_over_views_tables_and_parquet_paths(spark, models, tmp_p
         table = f"parquet.`{tmp_path / 'src.parquet'}`"
     rows = ss_spark.sql(spark, f"SELECT rid, PREDICT('reg', *) AS r FROM {table} ORDER BY rid", models).toPandas()
     np.testing.assert_allclose(_as_float(rows.r), _expected(models, "reg", pdf), rtol=1e-12, equal_nan=True)
+
+
+def test_sql_fuses_predict_and_proba_of_one_model_into_one_pass(spark, models, tmp_path):
+    """PREDICT and PREDICT_PROBA of one model in one SELECT: one struct UDF, evaluated once per row
+    (one Python worker, one transfer, one kernel call), the same values as each function alone."""
+    from sparkscore.engines.functions import SCORE_LOG_ENV
+
+    log = tmp_path / "scored.log"
+    env = spark.sparkContext.environment
+    env[SCORE_LOG_ENV] = str(log)  # new UDFs carry it: their workers log every scored batch
+    pdf = _frame(300)
+    spark.createDataFrame(pdf).createOrReplaceTempView("spark_fused_t")
+    try:
+        out = ss_spark.sql(spark, "SELECT rid, PREDICT('glm', *) AS p, PREDICT_PROBA('glm', *) AS pp, "
+                                  "PREDICT('multi', *) AS m FROM spark_fused_t", models,
+                           disable_rules=("inline_models",))  # no ORDER BY: its sampling job scores rows again
+        plan = out._jdf.queryExecution().executedPlan().toString()
+        rows = out.toPandas().sort_values("rid").reset_index(drop=True)
+    finally:
+        del env[SCORE_LOG_ENV]
+    np.testing.assert_allclose(_as_float(rows.p), _expected(models, "glm", pdf), rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(np.stack(rows.pp.to_numpy()), _expected(models, "glm", pdf, proba=True), rtol=1e-12)
+    assert list(rows.m) == list(_expected(models, "multi", pdf))
+    scored: Counter = Counter()
+    for line in log.read_text().splitlines():
+        name, n = line.split()
+        scored[name.split("_fused_")[0] + ("_fused" if "_fused_" in name else "")] += int(n)
+    assert scored == Counter({"glm_v1_fused": 300, "multi_v1": 300}), scored
+    assert plan.count("ArrowEvalPython") == 2, plan
+
+
+def test_predict_udf_path_scores_both_outputs_in_one_pass(spark, models, tmp_path):
+    from sparkscore.engines.functions import SCORE_LOG_ENV
+
+    log = tmp_path / "scored.log"
+    env = spark.sparkContext.environment
+    env[SCORE_LOG_ENV] = str(log)
+    pdf = _frame(200)
+    try:
+        out = ss_spark.predict(spark.createDataFrame(pdf), "multi", "label", registry=models, proba_col="pp",
+                               path="udf")
+        plan = out._jdf.queryExecution().executedPlan().toString()
+        rows = out.toPandas().sort_values("rid").reset_index(drop=True)
+    finally:
+        del env[SCORE_LOG_ENV]
+    assert out.columns == [*pdf.columns, "label", "pp"]
+    assert list(rows.label) == list(_expected(models, "multi", pdf))
+    np.testing.assert_allclose(np.stack(rows.pp.to_numpy()), _expected(models, "multi", pdf, proba=True), rtol=1e-12)
+    assert plan.count("ArrowEvalPython") == 1, plan
+    assert sum(int(line.split()[1]) for line in log.read_text().splitlines()) == 200
