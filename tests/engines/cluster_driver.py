@@ -84,7 +84,8 @@ def main(config_path: str) -> None:
         frame = ss_spark.sql(spark, query, registry)
         rows = frame.toPandas().sort_values("id")
     # why an executor runs two Python workers for it: one ArrowEvalPython node (and worker) per iterator UDF
-    out["predict_python_nodes"] = frame._jdf.queryExecution().executedPlan().toString().count("ArrowEvalPython")
+    final_plan = frame._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]  # AQE prints both
+    out["predict_python_nodes"] = final_plan.count("ArrowEvalPython")
     out["predict"] = {"id": rows.id.tolist(), "p": rows.p.tolist(), "pp": [list(v) for v in rows.pp]}
     # ss.spark.predict on both streaming paths (the same model registered as trees_arrow / trees_udf, so
     # the load log tells the paths apart), twice each; mapInArrow returns both outputs from one pass
