@@ -6,8 +6,8 @@ from the registry once (however many Python workers, queries and batches), the f
 the executors with the same answer, and the spark-submit job stays atomic and idempotent when an
 executor JVM or the driver is killed with SIGKILL.
 
-A separate CI job (``.ci/run_cluster``): 31 min 48 s measured here at load 23-37 on 2 cores (the driver
-program 887 s, the three spark-submit runs 320 + 181 + 482 s; 19 min at load 15-25 before), far over
+A separate CI job (``.ci/run_cluster``): 9 min 2 s measured here at load 12-22 on 2 cores (the driver
+program 251 s, the three spark-submit runs 116 + 42 + 115 s; 31 min 48 s at load 23-37), far over
 the 90 s the default suite can spare; skipped unless ``SPARKSCORE_CLUSTER_TESTS=1``.
 """
 
