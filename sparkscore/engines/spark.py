@@ -44,13 +44,33 @@ times concurrent tasks stay within the executor's cores.
 A route ref (``'churn@ab'``, also time-pinned ``'churn@ab#2026-11-01T00:00:00Z'``) scores each row
 on its arm, the arm Spark SQL's ``PREDICT`` picks (the same bucket SQL, computed once per row);
 each path above applies per arm (:func:`_predict_route`).
+
+The per-executor model cache.  An executor runs *several* Python workers at once: Spark never
+chains iterator UDFs (pyspark's worker takes one ``SCALAR_ARROW_ITER`` UDF per evaluation), so
+two models in one query (or outputs the fused UDF does not cover) are several ``ArrowEvalPython``
+nodes in one task, each with its own worker process, and an executor keeps them for later tasks.  A per-process cache
+alone would read the registry (perhaps an object store) once per worker.  So the first worker
+of an executor to need a version reads it from the registry, verifies it, and saves it under
+the executor's own local directory (``SPARK_LOCAL_DIRS``, which Spark sets per executor and
+deletes with it; ``$SPARKSCORE_EXECUTOR_CACHE`` overrides, ``off`` disables), keyed by sha256,
+written to a temporary name and renamed into place; a lock file serialises workers of the same
+executor, so the registry is read exactly once per executor and version.  Other workers load
+the local copy, whose sha256 is checked again on every read (the safe format: no pickle); a
+damaged copy is replaced from the registry.  The compiled kernels themselves are numba's
+``cache=True`` on-disk cache, so a fresh worker compiles nothing (the load log records its
+numba cache misses).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
 import tempfile
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, Tuple
@@ -70,7 +90,7 @@ from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import (ARROW_TYPES, SCORE_LOG_ENV, ScoringFunction, check_input_types, output_type,
                                          registry_or_default, resolver, route_resolver, score_many)
-from sparkscore.errors import IntegrityError, QueryError, SignatureError
+from sparkscore.errors import IntegrityError, QueryError, SignatureError, SparkscoreError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
 
@@ -82,9 +102,17 @@ PATHS = ("auto", "inline", "arrow", "udf")
 #: set from that cost, not yet swept: bench_spark_path.py's ``extras`` section measures it).
 ARROW_MAX_EXTRA_RATIO = 1.0
 _DEVICE = "cpu"
-#: When set (in the workers' environment), every model load appends "pid name/version sha256" to
-#: this file: how tests and operators check that a worker loads a model once, not once per batch.
+#: When set (in the workers' environment), every model load appends one line to this file:
+#: ``pid name/version sha256 source numba_misses compile_s cache_dir`` where ``source`` is
+#: ``registry`` (read from the registry), ``executor-cache`` (another worker of this executor had
+#: read it) or ``closure`` (a derived model shipped with the query): how tests and operators check
+#: that a worker loads a model once, not once per batch, and an executor reads the registry once.
 LOAD_LOG_ENV = "SPARKSCORE_LOAD_LOG"
+#: Where an executor's workers share verified model versions (default: the first of the executor's
+#: ``SPARK_LOCAL_DIRS``; ``off`` disables the shared copy, so each worker reads the registry).
+EXECUTOR_CACHE_ENV = "SPARKSCORE_EXECUTOR_CACHE"
+EXECUTOR_CACHE_DIR = "sparkscore-models"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _SPARK_TYPES = {"DOUBLE": "double", "DOUBLE[]": "array<double>", "VARCHAR": "string", "BIGINT": "bigint"}
 
@@ -102,27 +130,134 @@ class ModelSource:
 
     def scorer(self) -> compiler.Scorer:
         """This process's compiled model (loaded and compiled on the first batch only)."""
-        return compiler.cached((self.name, self.version, self.sha256, _DEVICE), load=self._load,
-                               backend="auto", device=_DEVICE)
+        loaded: list[str] = []
 
-    def _load(self) -> Model:
-        log = os.environ.get(LOAD_LOG_ENV)
-        if log:
-            with open(log, "a") as fh:
-                fh.write(f"{os.getpid()} {self.name}/{self.version} {self.sha256}\n")
+        def load() -> Model:
+            model, where = self._load()
+            loaded.append(where)
+            return model
+
+        started = time.perf_counter()
+        scorer = compiler.cached((self.name, self.version, self.sha256, _DEVICE), load=load,
+                                 backend="auto", device=_DEVICE)
+        if loaded:
+            _log_load(self, loaded[0], time.perf_counter() - started)
+        return scorer
+
+    def _load(self) -> tuple[Model, str]:
+        """The verified model and where it came from (``registry``, ``executor-cache`` or ``closure``)."""
         if self.files:
             with tempfile.TemporaryDirectory(prefix="sparkscore-model-") as tmp:
                 for fname, data in self.files:
                     Path(tmp, fname).write_bytes(data)
-                model = Model.load(tmp)
-        else:
-            from sparkscore.registry import Registry
+                return self._checked(Model.load(tmp)), "closure"
+        root = executor_cache_root()
+        if root is None or not _SHA256.fullmatch(self.sha256):  # the digest names a directory: hex only
+            return self._from_registry(), "registry"
+        entry = root / self.sha256
+        with _locked(root / f"{self.sha256}.lock"):
+            model = _read_cached(entry, self.sha256)
+            if model is not None:
+                return model, "executor-cache"
+            model = self._from_registry()
+            _write_cached(model, entry)
+        return model, "registry"
 
-            model = Registry(self.registry_uri).load(f"{self.name}/{self.version}")
+    def _from_registry(self) -> Model:
+        from sparkscore.registry import Registry
+
+        return self._checked(Registry(self.registry_uri).load(f"{self.name}/{self.version}"))
+
+    def _checked(self, model: Model) -> Model:
         if model.sha256 != self.sha256:
             raise IntegrityError(f"{self.name}/{self.version}: stored model has sha256 {model.sha256[:12]}..., the query "
                                  f"pinned {self.sha256[:12]}...; re-run the query so it pins the current version")
         return model
+
+
+def executor_cache_root() -> Path | None:
+    """This executor's shared model directory (created on first use), or None when there is none.
+
+    ``SPARK_LOCAL_DIRS`` is what Spark hands every Python worker of an executor: the executor's
+    block-manager directories, private to that executor JVM and removed with it.  Outside a Spark
+    worker (the driver, DuckDB) it is unset and nothing is shared on disk.
+    """
+    configured = os.environ.get(EXECUTOR_CACHE_ENV)
+    if configured is not None and configured.strip().lower() in ("", "off", "0", "false"):
+        return None
+    base = configured or next((d for d in os.environ.get("SPARK_LOCAL_DIRS", "").split(",") if d), None)
+    if base is None:
+        return None
+    root = Path(base) / EXECUTOR_CACHE_DIR if not configured else Path(base)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # unwritable: every worker reads the registry, as without the cache
+    return root
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock between the worker processes of one executor (a no-op where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no daemon workers; at worst two workers both read the registry
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_cached(entry: Path, sha256: str) -> Model | None:
+    """The executor's copy of a version, verified again (None: absent or damaged, then removed)."""
+    if not entry.is_dir():
+        return None
+    try:
+        model = Model.load(entry)
+        if model.sha256 == sha256:
+            return model
+    except (SparkscoreError, OSError):
+        pass
+    shutil.rmtree(entry, ignore_errors=True)  # damaged: the caller reads the registry and writes it again
+    return None
+
+
+def _write_cached(model: Model, entry: Path) -> None:
+    """Save ``model`` as ``entry`` atomically (a temporary name, then rename); failures only cost speed."""
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _numba_cache_misses() -> int:
+    """How many numba kernels this process compiled instead of loading from numba's disk cache."""
+    if "numba" not in sys.modules:
+        return 0
+    from numba.core.dispatcher import Dispatcher
+
+    misses = 0
+    for module in ("sparkscore.compiler.numba_trees", "sparkscore.compiler.numba_linear"):
+        for obj in vars(sys.modules.get(module) or object()).values():
+            if isinstance(obj, Dispatcher):
+                misses += sum(obj.stats.cache_misses.values())
+    return misses
+
+
+def _log_load(source: ModelSource, where: str, seconds: float) -> None:
+    log = os.environ.get(LOAD_LOG_ENV)
+    if log:
+        root = executor_cache_root() if where != "closure" else None
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()} {source.name}/{source.version} {source.sha256} {where} "
+                     f"{_numba_cache_misses()} {seconds:.3f} {root or '-'}\n")
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,11 @@ def main(config_path: str) -> None:
     # PREDICT (kernel UDF), twice: a second query must not load the model again in any executor
     query = "SELECT id, PREDICT('trees', *) AS p, PREDICT_PROBA('trees', *) AS pp FROM cluster_input"
     for i in range(2):
-        rows = ss_spark.sql(spark, query, registry).toPandas().sort_values("id")
+        frame = ss_spark.sql(spark, query, registry)
+        rows = frame.toPandas().sort_values("id")
+    # why an executor runs two Python workers for it: one ArrowEvalPython node (and worker) per iterator UDF
+    final_plan = frame._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]  # AQE prints both
+    out["predict_python_nodes"] = final_plan.count("ArrowEvalPython")
     out["predict"] = {"id": rows.id.tolist(), "p": rows.p.tolist(), "pp": [list(v) for v in rows.pp]}
     # ss.spark.predict on both streaming paths (the same model registered as trees_arrow / trees_udf, so
     # the load log tells the paths apart), twice each; mapInArrow returns both outputs from one pass
