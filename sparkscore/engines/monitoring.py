@@ -13,6 +13,7 @@ becomes a temporary view; its SELECT is the ``source`` the monitor wraps.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -275,3 +276,107 @@ def expand_drift_spark(spark: Any, query: str, registry: Any) -> str:
 _SPARK_DRIFT_SCHEMA = ("feature string, metric string, value double, threshold double, is_anomaly boolean, "
                        "p_value double, n_ref bigint, n_cur bigint, slice_key string, slice_value string, "
                        "role string, method string, error_bound double")
+
+
+# ---------------------------------------------------------------------- prediction logs on Spark
+def read_delta_spark(spark: Any, table: str, what: str = "prediction log"):
+    """A Delta table as a Spark DataFrame, the way the batch jobs read Delta (``engines/delta.py``):
+    through delta-spark when its JARs are loaded, else the current snapshot's parquet files listed by
+    delta-rs (schemas merged: a serving log evolves its schema); a table with no files is empty."""
+    from sparkscore.engines import delta
+    from sparkscore.monitor.predlog import PredictionLogError
+
+    if delta.has_delta_spark(spark):
+        try:
+            return spark.read.format("delta").load(table)
+        except Exception as exc:  # AnalysisException: not a Delta table
+            raise PredictionLogError(f"{what} {table} is not a Delta table ({str(exc).splitlines()[0][:200]}); "
+                                     "pass the path given to --log") from None
+    if not delta.is_delta_path(table):
+        raise PredictionLogError(f"{what} {table} is not a Delta table; pass the path given to --log")
+    from deltalake import DeltaTable
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    dt = DeltaTable(table)
+    files = dt.file_uris()
+    if not files:
+        return spark.createDataFrame([], from_arrow_schema(dt.schema().to_arrow()))
+    return spark.read.option("mergeSchema", "true").parquet(*files)
+
+
+def _micros(value: Any) -> int:
+    """An aware datetime as microseconds since the Unix epoch (exact integer arithmetic)."""
+    from datetime import datetime, timedelta, timezone
+
+    return (value - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+def log_windows_spark(spark: Any, table: str, window: str = "1d", start: Any = None, end: Any = None,
+                      model: Mapping[str, Any] | None = None, feedback: str | None = None):
+    """The log rows (``start <= ts < end``, of ``model``'s name and version when it has one) on Spark, plus
+    ``window_start``: the window's start as microseconds since the epoch (BIGINT), buckets aligned to the
+    epoch like DuckDB's ``time_bucket(..., TIMESTAMP '1970-01-01')`` in :func:`predlog.windows`; with
+    ``feedback`` left-joined to its latest label per ``request_id`` (:func:`predlog.feedback`'s rule).
+
+    Epoch microseconds, not a TIMESTAMP: ``collect`` turns a TIMESTAMP into a naive datetime in the
+    *Python process's* zone, so only the integer survives the round trip whatever the session's zone.
+    Every term is a Column expression (no SQL text is pasted together).
+    """
+    from datetime import timedelta
+
+    from pyspark.sql import functions as F
+
+    from sparkscore.monitor import predlog
+
+    amount, unit = predlog.window_interval(window).split()
+    width = timedelta(**{unit: int(amount)}) // timedelta(microseconds=1)
+    frame = read_delta_spark(spark, table)
+    micros = F.unix_micros(F.col("ts"))
+    lo, hi = predlog._ts_value(start, "start"), predlog._ts_value(end, "end")
+    if lo is not None:
+        frame = frame.filter(micros >= F.lit(_micros(lo)))
+    if hi is not None:
+        frame = frame.filter(micros < F.lit(_micros(hi)))
+    if model is not None and model.get("version") is not None:
+        frame = frame.filter((F.col("model") == F.lit(str(model["name"])))
+                             & (F.col("version") == F.lit(int(model["version"])).cast("bigint")))
+    frame = frame.withColumn("window_start", micros - F.pmod(micros, F.lit(width).cast("bigint")))
+    if feedback is not None:
+        fb = read_delta_spark(spark, feedback, "feedback table")
+        missing = [c for c in ("request_id", "ts", "label") if c not in fb.columns]
+        if missing:
+            raise predlog.PredictionLogError(f"feedback table {feedback} has no column {missing[0]!r}; it needs "
+                                             "request_id, ts, label")
+        latest = fb.groupBy("request_id").agg(
+            F.max_by(F.col("label"), F.struct(F.col("ts"), F.col("label").cast("string"))).alias("label"),
+            F.max(F.col("ts")).alias("label_ts"))
+        frame = frame.join(latest, "request_id", "left")
+    return frame
+
+
+def write_metrics_spark(spark: Any, table: str, result: Any, computed_at: Any = None) -> int:
+    """Store a tracked result in the metrics Delta table from a Spark job, with the project's Delta writers:
+    delta-spark when its JARs are loaded (``replaceWhere`` = the same predicate overwrite, one commit, the
+    windows stamped in ``userMetadata``), else delta-rs exactly as the embedded path
+    (:func:`sparkscore.monitor.tracking.write_metrics`).  The rows are the run's kilobytes of metrics,
+    already on the driver."""
+    from sparkscore.engines import delta
+    from sparkscore.monitor import tracking
+
+    if not delta.has_delta_spark(spark) or not result.windows:
+        return tracking.write_metrics(table, result, computed_at)
+    data = result.to_arrow(computed_at)
+    frame = spark.createDataFrame(data.to_pandas(), schema=_SPARK_METRICS_SCHEMA)
+    try:
+        (frame.write.format("delta").mode("overwrite")
+         .option("replaceWhere", tracking.replace_predicate(result, "spark"))
+         .option("userMetadata", json.dumps({tracking.COMMIT_KEY: tracking.commit_stamp(result)})).save(table))
+    except Exception as exc:  # AnalysisException: e.g. a table of another schema at that path
+        raise MonitorError(f"metrics table {table}: cannot replace the windows of this run "
+                           f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}); "
+                           "pass a --metrics-table written by `sparkscore monitor --log`") from None
+    return data.num_rows
+
+
+_SPARK_METRICS_SCHEMA = (_SPARK_DRIFT_SCHEMA + ", window_start timestamp, window_end timestamp, window string, "
+                         "reference string, model string, version bigint, computed_at timestamp")
