@@ -130,7 +130,33 @@ class SparkRunner:
         return [(f.name, f.dataType.simpleString()) for f in frame.schema]
 
     def aggregate(self, query: exp.Expression) -> list[tuple]:
-        return [tuple(row) for row in self._frame(query).collect()]
+        """The aggregate's rows, computed as column chunks that Spark can fuse (:func:`aggregate_chunks`)."""
+        keys, chunks = aggregate_chunks(query)
+        if len(chunks) <= 1:
+            return [tuple(row) for row in self._frame(query).collect()]
+        width = len(query.expressions)
+        merged: dict = {}
+        for chunk in chunks:
+            part = exp.Select(expressions=[query.expressions[i].copy() for i in (*keys, *chunk)])
+            for arg, value in query.args.items():  # FROM, GROUP BY (grouping sets), ...: all but the SELECT list
+                if arg != "expressions" and value is not None:
+                    part.set(arg, [v.copy() for v in value] if isinstance(value, list) else
+                             value.copy() if isinstance(value, exp.Expression) else value)
+            rows = self._frame(part).collect()
+            if merged and len(rows) != len(merged):
+                raise MonitorError(f"the aggregate's chunks returned {len(rows)} and {len(merged)} groups; report this")
+            for row in rows:
+                key = tuple(repr(v) for v in row[:len(keys)])  # repr: NULL / NaN keys match across chunks too
+                out = merged.get(key)
+                if out is None:
+                    if len(merged) and chunk is not chunks[0]:
+                        raise MonitorError("the aggregate's chunks returned different groups; report this query")
+                    out = merged[key] = [None] * width
+                    for i, v in zip(keys, row):
+                        out[i] = v
+                for i, v in zip(chunk, row[len(keys):]):
+                    out[i] = v
+        return [tuple(r) for r in merged.values()]
 
     def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int) -> SketchState:
         body = functools.partial(partition_states, tuple(kinds), int(k), int(exact_rows))
@@ -139,6 +165,43 @@ class SparkRunner:
         for row in rows:
             merged.merge(SketchState.from_bytes(bytes(row["state"])))
         return merged
+
+
+#: Spark fuses an operator into whole-stage generated code only while its schema has at most
+#: ``spark.sql.codegen.maxFields`` (100) fields.  The monitor's one aggregate has ~18 aggregates (~22 buffer
+#: fields) per profiled column, so at 100 features Spark ran it unfused, row by row through
+#: TungstenAggregationIterator's generated MutableProjection: ~125 ns of CPU per aggregate per row
+#: (jstack + thread CPU time at 1M x 100, bench/results/monitor.md).  Spark therefore runs it as chunks
+#: of at most this many buffer fields (each fused; parquet reads only a chunk's columns, and Catalyst
+#: prunes PREDICT from chunks that do not use the prediction), joined on the grouping keys.
+SPARK_AGG_FIELDS = 80
+
+
+def _buffer_fields(expression: exp.Expression) -> int:
+    """Spark's aggregation-buffer fields for one aggregate expression (AVG: sum + count; VAR_POP: n, avg, m2)."""
+    return sum(3 if isinstance(f, exp.VariancePop) else 2 if isinstance(f, exp.Avg) else 1
+               for f in expression.find_all(exp.AggFunc))
+
+
+def aggregate_chunks(query: exp.Select, budget: int | None = None) -> tuple[list[int], list[list[int]]]:
+    """(positions of the key expressions, chunks of the other positions) of an aggregate query's SELECT list.
+
+    Keys are the expressions without an aggregate (the slice keys and their ``GROUPING()`` flags): every chunk
+    repeats them, so chunk rows join on them.  A chunk holds consecutive aggregates within ``budget`` fields.
+    """
+    budget = SPARK_AGG_FIELDS if budget is None else budget
+    keys, chunks, fields = [], [], budget
+    for i, expression in enumerate(query.expressions):
+        n = _buffer_fields(expression)
+        if n == 0:
+            keys.append(i)
+            continue
+        if fields + n > budget - len(keys) or not chunks:
+            chunks.append([])
+            fields = 0
+        chunks[-1].append(i)
+        fields += n
+    return keys, chunks
 
 
 def _engine_kind(engine: Any) -> str:
