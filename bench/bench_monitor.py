@@ -119,7 +119,9 @@ def write_parquet(path: Path, n: int, features: int, seed: int, shift: int, dtyp
 
 
 def linear_model(features: int):
-    """A linear regression on every feature (PREDICT inlines it as SQL: the scan, not the model, is measured)."""
+    """A linear regression on every feature.  At 50 and 100 features PREDICT is NOT inlined as SQL
+    (``OptimizerOptions.inline_max_features`` is 32): it runs as the engine's Arrow UDF, in both reads of the
+    scored view (the sketch stream and the aggregate)."""
     from sklearn.linear_model import LinearRegression
 
     X = numeric_frame(5000, features, 99)
@@ -301,11 +303,34 @@ def _gof(ref: pd.Series, cur: pd.Series):
 
 
 # ---------------------------------------------------------------------- timed children
+PHASES = ("columns", "scored", "sketch", "aggregate")
+
+
+def time_phases(runner_cls) -> dict:
+    """Seconds per Runner call (the sketch stream and the ONE aggregate timed apart), filled as they run."""
+    spent: dict = {}
+    for name in PHASES:
+        original = getattr(runner_cls, name)
+
+        def timed(self, *a, _original=original, _name=name, **k):
+            t = time.perf_counter()
+            try:
+                return _original(self, *a, **k)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t
+        setattr(runner_cls, name, timed)
+    return spent
+
+
 def child(task: str, args: dict) -> dict:
     """One measurement in this (fresh) process: seconds and this process's peak RSS."""
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     out: dict = {}
+    if task.startswith("sparkscore_"):
+        from sparkscore.engines import monitoring
+
+        out["phases_s"] = time_phases(monitoring.SparkRunner if task == "sparkscore_spark" else monitoring.DuckDBRunner)
     if task == "sparkscore_duckdb":
         import sparkscore as ss
 
@@ -356,6 +381,67 @@ def child(task: str, args: dict) -> dict:
 DEADLINE: float | None = None  # epoch seconds: no measured process runs past it (--deadline)
 
 
+class TreeRSS:
+    """Samples /proc every ``every_s`` for the RSS of a process and all its descendants (Spark: the Python
+    driver, the JVM it starts, and the JVM's Python workers), keeping the peak of their sum and of each kind."""
+
+    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+        import threading
+
+        self.pid, self.every_s = pid, every_s
+        self.peak_total = 0.0
+        self.peak_by_kind: dict = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list:
+        children: dict = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+                except (OSError, IndexError):
+                    continue
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo.extend(children.get(pid, ()))
+        return out
+
+    def _sample(self) -> None:
+        total, kinds = 0.0, {}
+        for pid in self._tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            rss = next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0.0)
+            kind = "driver" if pid == self.pid else "jvm" if name == "java" else \
+                "python_workers" if name.startswith("python") or name.startswith("pyspark") else "other"
+            kinds[kind] = kinds.get(kind, 0.0) + rss
+            total += rss
+        self.samples += 1
+        self.peak_total = max(self.peak_total, total)
+        for kind, rss in kinds.items():
+            self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0.0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"tree_peak_rss_mib": round(self.peak_total, 1),
+                "tree_peak_rss_by_kind_mib": {k: round(v, 1) for k, v in sorted(self.peak_by_kind.items())},
+                "rss_samples": self.samples}
+
+
 def run_child(task: str, args: dict, timeout: float) -> dict:
     la = loadavg()
     if DEADLINE is not None:
@@ -365,53 +451,75 @@ def run_child(task: str, args: dict, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", task, json.dumps(args)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    sampler = TreeRSS(proc.pid)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"task": task, "error": f"timed out after {timeout:.0f} s", "loadavg": la}
+        proc.kill()
+        proc.communicate()
+        return {"task": task, "error": f"timed out after {timeout:.0f} s", "loadavg": la, **sampler.stop()}
     wall = time.perf_counter() - t
-    if done.returncode != 0:
-        return {"task": task, "error": done.stderr.strip().splitlines()[-1:] or ["failed"], "loadavg": la}
-    res = json.loads(done.stdout.strip().splitlines()[-1])
-    res.update({"task": task, "process_wall_s": wall, "loadavg": la})
-    print(f"  {task}: {res['seconds']:.1f} s (process {wall:.1f} s), peak RSS {res['peak_rss_mib']:.0f} MiB, "
-          f"load {la[0]:.1f}", flush=True)
+    tree = sampler.stop()
+    if proc.returncode != 0:
+        return {"task": task, "error": stderr.strip().splitlines()[-1:] or ["failed"], "loadavg": la}
+    res = json.loads(stdout.strip().splitlines()[-1])
+    res.update({"task": task, "process_wall_s": wall, "loadavg": la, "loadavg_end": loadavg(), **tree})
+    print(f"  {task}: {res['seconds']:.1f} s (process {wall:.1f} s), peak RSS {res['peak_rss_mib']:.0f} MiB "
+          f"(process tree {tree['tree_peak_rss_mib']:.0f} MiB), load {la[0]:.1f}", flush=True)
     return res
 
 
-def speed(n: int, features: int, shift: int, timeout: float, work: Path) -> dict:
+TASKS: set | None = None  # --tasks: the measurements to (re-)run; None = all
+
+
+def wanted(name: str) -> bool:
+    return TASKS is None or name in TASKS
+
+
+def speed(n: int, features: int, shift: int, timeout: float, work: Path, out: dict | None = None) -> dict:
     ref_path = write_parquet(DATA / f"ref_{n}x{features}.parquet", n, features, 21, 0, np.float64)
     cur_path = write_parquet(DATA / f"cur_{n}x{features}.parquet", n, features, 22, shift, np.float64)
-    reg, mv, register_s = registry_with(linear_model(features), "speed", ref_path, work / f"reg_{n}x{features}")
-    out = {"rows": n, "features": features, "shifted_features": shift, "loadavg": loadavg(),
-           "register_with_profile_s": register_s, "bytes": {"reference": ref_path.stat().st_size,
-                                                            "current": cur_path.stat().st_size}}
-    common = {"registry": str(reg.root), "ref": mv.ref, "current": str(cur_path)}
-    out["sparkscore_vs_profile"] = run_child("sparkscore_duckdb", common, timeout)
-    out["sparkscore_vs_reference_file"] = run_child("sparkscore_duckdb", {**common, "reference": str(ref_path)}, timeout)
-    out["evidently"] = run_child("evidently", {"reference": str(ref_path), "current": str(cur_path)}, timeout)
-    out["whylogs"] = run_child("whylogs", {"reference": str(ref_path), "current": str(cur_path)}, timeout)
-    ev = out["evidently"].get("seconds")
+    out = dict(out or {})
+    out.update({"rows": n, "features": features, "shifted_features": shift, "loadavg": loadavg(),
+                "bytes": {"reference": ref_path.stat().st_size, "current": cur_path.stat().st_size}})
+    peers = {"reference": str(ref_path), "current": str(cur_path)}
+    for name in ("whylogs", "evidently"):  # the peers first: they need no registry
+        if wanted(name):
+            out[name] = run_child(name, peers, timeout)
+    if wanted("sparkscore_vs_profile") or wanted("sparkscore_vs_reference_file"):
+        reg, mv, out["register_with_profile_s"] = registry_with(linear_model(features), "speed", ref_path,
+                                                                work / f"reg_{n}x{features}")
+        common = {"registry": str(reg.root), "ref": mv.ref, "current": str(cur_path)}
+        if wanted("sparkscore_vs_profile"):
+            out["sparkscore_vs_profile"] = run_child("sparkscore_duckdb", common, timeout)
+        if wanted("sparkscore_vs_reference_file"):
+            out["sparkscore_vs_reference_file"] = run_child("sparkscore_duckdb", {**common, "reference": str(ref_path)},
+                                                            timeout)
+    ev = out.get("evidently", {}).get("seconds")
     for key in ("sparkscore_vs_profile", "sparkscore_vs_reference_file"):
-        s = out[key].get("seconds")
+        s = out.get(key, {}).get("seconds")
         out[f"speedup_{key}_over_evidently"] = ev / s if ev and s else None
-        wl = out["whylogs"].get("seconds")
+        wl = out.get("whylogs", {}).get("seconds")
         out[f"speedup_{key}_over_whylogs"] = wl / s if wl and s else None
     return out
 
 
-def scale(n: int, features: int, ref_rows: int, timeout: float, work: Path, spark: bool) -> dict:
+def scale(n: int, features: int, ref_rows: int, timeout: float, work: Path, spark: bool,
+          out: dict | None = None) -> dict:
     t = time.perf_counter()
     ref_path = write_parquet(DATA / f"ref_{ref_rows}x{features}_f32.parquet", ref_rows, features, 31, 0, np.float32)
     cur_path = write_parquet(DATA / f"cur_{n}x{features}_f32.parquet", n, features, 32, 5, np.float32)
     gen_s = time.perf_counter() - t
     reg, mv, register_s = registry_with(linear_model(features), "scale", ref_path, work / f"reg_{n}x{features}")
-    out = {"rows": n, "features": features, "reference_rows": ref_rows, "dtype": "float32 parquet (snappy)",
-           "current_bytes": cur_path.stat().st_size, "in_memory_float64_bytes": n * features * 8,
-           "generate_or_reuse_s": gen_s, "register_with_profile_s": register_s, "loadavg": loadavg()}
+    out = dict(out or {})
+    out.update({"rows": n, "features": features, "reference_rows": ref_rows, "dtype": "float32 parquet (snappy)",
+                "current_bytes": cur_path.stat().st_size, "in_memory_float64_bytes": n * features * 8,
+                "generate_or_reuse_s": gen_s, "register_with_profile_s": register_s, "loadavg": loadavg()})
     common = {"registry": str(reg.root), "ref": mv.ref, "current": str(cur_path)}
-    out["duckdb"] = run_child("sparkscore_duckdb", common, timeout)
-    if spark:
+    if wanted("duckdb"):
+        out["duckdb"] = run_child("sparkscore_duckdb", common, timeout)
+    if spark and wanted("spark_local2"):
         out["spark_local2"] = run_child("sparkscore_spark", common, timeout)
     return out
 
@@ -472,11 +580,12 @@ def markdown(res: dict) -> str:
         lines += [f"## {title}: {s['rows']:,} rows x {s['features']} features", ""]
         if key == "speed_1m":
             lines += [f"Reference and current parquet files of {s['rows']:,} rows each (float64, 5 features shifted "
-                      f"by half a std); a linear model on all features (PREDICT inlined as SQL). Registering the model "
+                      f"by half a std); a linear model on all features (PREDICT as the engine's Arrow UDF: "
+                      f"{s['features']} features > inline_max_features 32). Registering the model "
                       f"with its training profile (one-off, at registration): {s['register_with_profile_s']:.1f} s. "
                       f"Section load {s['loadavg'][0]:.1f}.", "",
-                      "| tool (own process, end to end) | seconds | peak RSS MiB | load at start | ratio vs Evidently |",
-                      "|---|---|---|---|---|"]
+                      "| tool (own process, end to end) | seconds | peak RSS MiB | load at start | ratio vs Evidently | "
+                      "ratio vs whylogs |", "|---|---|---|---|---|---|"]
             ev = s["evidently"].get("seconds")
             ev_floor = None  # Evidently killed at the timeout: the ratio is a lower bound
             if ev is None and str(s["evidently"].get("error", "")).startswith("timed out after"):
@@ -485,31 +594,54 @@ def markdown(res: dict) -> str:
                                 ("sparkscore_vs_reference_file", "sparkscore DuckDB, vs reference file (profiles both)"),
                                 ("evidently", "Evidently DataDriftPreset (read both + report)"),
                                 ("whylogs", "whylogs (read both, profile both, drift scores)")):
-                r = s[name]
+                r = s.get(name)
+                if r is None:
+                    continue
                 if "error" in r:
-                    lines.append(f"| {label} | failed: {r['error']} | | {r['loadavg'][0]:.1f} | |")
+                    lines.append(f"| {label} | failed: {r['error']} | | {r['loadavg'][0]:.1f} | | |")
                     continue
                 ratio = f"{ev / r['seconds']:.1f}x" if ev else (f"> {ev_floor / r['seconds']:.1f}x" if ev_floor else "-")
-                lines.append(f"| {label} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} | {r['loadavg'][0]:.1f} | {ratio} |")
+                wl = s.get("whylogs", {}).get("seconds")
+                wl_ratio = f"{wl / r['seconds']:.1f}x" if wl and name.startswith("sparkscore") else "-"
+                lines.append(f"| {label} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} | {r['loadavg'][0]:.1f} | {ratio} | "
+                             f"{wl_ratio} |")
         else:
             lines += [f"Current batch: {s['rows']:,} rows x {s['features']} float32 columns "
                       f"({s['current_bytes'] / 2**30:.2f} GiB parquet; {s['in_memory_float64_bytes'] / 2**30:.1f} GiB "
                       f"as a float64 frame); training profile from {s['reference_rows']:,} rows, stored at "
                       f"registration ({s['register_with_profile_s']:.1f} s).", "",
-                      "| engine | seconds | peak RSS MiB | load at start | drifted features |", "|---|---|---|---|---|"]
+                      "| engine | seconds | peak RSS MiB (driver) | peak RSS MiB (process tree: by kind) | sketch stream s "
+                      "| aggregate s | load at start | drifted features |", "|---|---|---|---|---|---|---|---|"]
             for name, label in (("duckdb", "sparkscore DuckDB"), ("spark_local2", "sparkscore Spark local[2]")):
                 r = s.get(name)
                 if r is None:
                     continue
                 if "error" in r:
-                    lines.append(f"| {label} | failed: {r['error']} | | {r['loadavg'][0]:.1f} | |")
+                    lines.append(f"| {label} | failed: {r['error']} | | | | | {r['loadavg'][0]:.1f} | |")
                     continue
                 extra = f" (Spark start {r['spark_start_s']:.1f} s)" if "spark_start_s" in r else ""
-                lines.append(f"| {label} | {r['seconds']:.1f}{extra} | {r['peak_rss_mib']:.0f} | {r['loadavg'][0]:.1f} | "
-                             f"{len(r['drifted'])} |")
-            lines += ["", "Peak RSS is the driver process's (Spark: the Python driver, not the JVM or the Python "
-                      "workers). Memory is bounded by the scan: the aggregate query and the sketch stream hold "
+                tree = r.get("tree_peak_rss_mib")
+                kinds = ", ".join(f"{k} {v:.0f}" for k, v in r.get("tree_peak_rss_by_kind_mib", {}).items())
+                phases = r.get("phases_s", {})
+                cells = [label, f"{r['seconds']:.1f}{extra}", f"{r['peak_rss_mib']:.0f}",
+                         f"{tree:.0f} ({kinds})" if tree else "-",
+                         *(f"{phases[p]:.1f}" if p in phases else "-" for p in ("sketch", "aggregate")),
+                         f"{r['loadavg'][0]:.1f}", str(len(r["drifted"]))]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines += ["", "Peak RSS (driver) is the measured Python process's own VmHWM; the process tree column is "
+                      "the peak of the summed VmRSS of that process and every descendant, sampled from /proc every "
+                      "0.5 s (Spark: the Python driver, the JVM and the JVM's Python workers; by kind: each kind's own "
+                      "peak). Memory is bounded by the scan: the aggregate query and the sketch stream hold "
                       "sketches and counters, never the rows."]
+        lines.append("")
+    if res.get("reruns"):
+        lines += ["## Re-runs merged into these results", ""]
+        for r in res["reruns"]:
+            mm = r["machine"]
+            lines.append(f"- {r['started']} UTC: sections {', '.join(r['sections'])}, tasks {', '.join(r['tasks'])}; "
+                         f"load average {mm['load_average_at_start'][0]:.1f} at the start, "
+                         f"{mm.get('load_average_at_end', [float('nan')])[0]:.1f} at the end ({mm['cores']} cores, "
+                         "shared with other helpers running tests).")
         lines.append("")
     if res.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in res["notes"]], ""]
@@ -526,6 +658,13 @@ def main() -> None:
     parser.add_argument("--spark", action="store_true", help="with --quick: also run the Spark local[2] scale check")
     parser.add_argument("--deadline", default=None, metavar="HH:MM",
                         help="UTC time by which every measured process must end (later ones are killed / not run)")
+    parser.add_argument("--tasks", default=None, metavar="a,b",
+                        help="only these measurements (whylogs, evidently, sparkscore_vs_profile, "
+                             "sparkscore_vs_reference_file, duckdb, spark_local2); the others are kept from --merge")
+    parser.add_argument("--merge", action="store_true",
+                        help="update the existing results file: re-measured entries replace the old ones, the rest "
+                             "(and its notes) are kept")
+    parser.add_argument("--note", action="append", default=[], help="a note for the results md (repeatable)")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARGS"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child:
@@ -536,10 +675,18 @@ def main() -> None:
         hh, mm = (int(x) for x in opts.deadline.split(":"))
         now = time.gmtime()
         DEADLINE = time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
+    global TASKS
+    TASKS = set(opts.tasks.split(",")) if opts.tasks else None
     sections = opts.sections.split(",")
     out = opts.out or ROOT / "bench" / "results" / ("monitor_quick" if opts.quick else "monitor")
     res: dict = {"quick": opts.quick, "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": machine(),
                  "loadavg": {}, "notes": []}
+    if opts.merge and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        rerun = {"started": res["started"], "sections": sections, "tasks": sorted(TASKS or ["all"]),
+                 "machine": res["machine"]}
+        res = {**old, "reruns": [*old.get("reruns", []), rerun]}
+    res["notes"] = [*res.get("notes", []), *opts.note]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "agreement" in sections:
@@ -552,13 +699,15 @@ def main() -> None:
         if "speed_1m" in sections:
             n, f = (20_000, 5) if opts.quick else (1_000_000, 50)
             print(f"speed {n:,} x {f}", flush=True)
-            res["speed_1m"] = speed(n, f, min(5, f), opts.timeout, work)
+            res["speed_1m"] = speed(n, f, min(5, f), opts.timeout, work, res.get("speed_1m"))
             save(res, out)
         if "scale_10m" in sections:
             n, f = (50_000, 10) if opts.quick else (10_000_000, 100)
             print(f"scale {n:,} x {f}", flush=True)
             spark = not opts.no_spark and (opts.spark or not opts.quick)
-            res["scale_10m"] = scale(n, f, 20_000 if opts.quick else 200_000, opts.timeout, work, spark)
+            res["scale_10m"] = scale(n, f, 20_000 if opts.quick else 200_000, opts.timeout, work, spark,
+                                     res.get("scale_10m"))
+            save(res, out)
     if opts.quick and not opts.spark:
         res["notes"].append("quick mode skips the Spark local[2] check (its JVM start alone is ~10-50 s here); "
                             "add --spark")
@@ -568,7 +717,7 @@ def main() -> None:
 
 def save(res: dict, out: Path) -> None:
     """Written after every section, so a run cut short by the deadline keeps what it measured."""
-    res["machine"]["load_average_at_end"] = loadavg()
+    (res["reruns"][-1]["machine"] if res.get("reruns") else res["machine"])["load_average_at_end"] = loadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=float))
     try:

@@ -1129,22 +1129,33 @@ def monitor(
     html_path: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html",
                                              help="Also write a self-contained HTML report (summary table, "
                                                   "histograms of the drifted features)."),
+    engine: str = typer.Option("duckdb", "--engine",
+                               help="With --log: duckdb (embedded, no JVM) or spark (spark-submit jobs/monitor.py)."),
 ) -> None:
     """Drift of a batch from the training profile (or a reference): PSI, JS, Wasserstein, KS, chi-square.
 
     With --log TABLE: drift per window of the prediction log (--reference training, the default,
-    or previous: the window before), stored with --metrics-table.
+    or previous: the window before), stored with --metrics-table; --engine spark runs it as a Spark job.
 
     Exit status: 0, or with --fail-on-drift 3 when any metric crosses its threshold (1 = error).
     """
     import sparkscore as ss
     from sparkscore.monitor import Profile, Thresholds
 
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}", param_hint="--engine")
+    if engine == "spark" and log_table is None:
+        raise typer.BadParameter("--engine spark tracks a prediction log (--log TABLE); for one batch on Spark call "
+                                 "ss.monitor.drift(ref, spark_dataframe)", param_hint="--engine")
     thresholds = Thresholds.from_file(config_file) if config_file is not None else Thresholds()
     if log_table is not None:
         if html_path is not None:
             raise typer.BadParameter("--html reports one batch; with --log the windows go to --metrics-table "
                                      "(drop --html, or monitor one window with --input)", param_hint="--html")
+        if engine == "spark":
+            _monitor_log_spark(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end,
+                               config_file, slices, labels, input_path or query, fail_on_drift, as_json)
+            return
         _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, thresholds,
                      slices, labels, input_path or query, fail_on_drift, as_json)
         return
@@ -1212,10 +1223,29 @@ def _monitor_log(ctx, ref, log_table, window, reference, feedback, metrics_table
         print(f"metrics: {sum(len(w.rows) for w in result.windows)} rows of {len(result.windows)} window(s) "
               f"written to {metrics_table}", file=sys.stderr)
     if fail_on_drift and result.drifted:
-        worst = [f"{f} ({', '.join(w.start.isoformat() for w in result.windows if f in w.drifted)})"
-                 for f in result.drifted]
-        print(f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst)}", file=sys.stderr)
+        print(result.alert_line(), file=sys.stderr)
         raise typer.Exit(EXIT_DRIFT)
+
+
+def _monitor_log_spark(ctx, ref, log_table, window, reference, feedback, metrics_table, start, end, config_file,
+                       slices, labels, batch, fail_on_drift, as_json) -> None:
+    """``monitor --log --engine spark``: ``spark-submit jobs/monitor.py`` (same options, same exit status)."""
+    if batch is not None or labels is not None:
+        raise typer.BadParameter("--log monitors the log itself: drop --input/--sql and --labels (labels come "
+                                 "from --feedback)", param_hint="--log")
+    from sparkscore.monitor import predlog, tracking
+
+    tracking.no_slices(slices)
+    tracking.check_reference(reference)  # the job's own checks, before a JVM starts
+    predlog.window_interval(window)
+    command = monitor_submit_command(ref, log_table, window, reference, feedback, metrics_table, start, end,
+                                     ctx.obj.registry, config_file, fail_on_drift, as_json)
+    _err().print(Text(f"running {shlex.join(command)}"))
+    rc = subprocess.run(command, env=_checkout_env(), check=False).returncode
+    if rc == EXIT_DRIFT and fail_on_drift:
+        raise typer.Exit(EXIT_DRIFT)
+    if rc != 0:
+        raise SparkscoreError(f"spark-submit exited with status {rc}; its output above says why")
 
 
 def main() -> None:
@@ -1224,11 +1254,8 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
-                         keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
-                         schema: str = "strict", model_columns: Optional[bool] = None, log=None,
-                         with_arm: bool = False) -> list[str]:
-    """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
+def _spark_submit(job: str) -> list[str]:
+    """pyspark's own ``spark-submit`` with the checkout's defaults, and the job script ``job``."""
     try:
         import pyspark
     except ImportError:
@@ -1237,8 +1264,16 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
     defaults = _CHECKOUT / "conf" / "spark-defaults.conf"
     if defaults.is_file():
         command += ["--properties-file", str(defaults)]
-    command += [str(_checkout_file("jobs/score.py")), "--model", model, "--input", input_path, "--output", output,
-                "--mode", mode]
+    return command + [str(_checkout_file(job))]
+
+
+def spark_submit_command(model: str, input_path: str, output: str, mode: str, job_id: Optional[str],
+                         keep_columns: Optional[str], batch_rows: Optional[int], registry: Optional[str],
+                         schema: str = "strict", model_columns: Optional[bool] = None, log=None,
+                         with_arm: bool = False) -> list[str]:
+    """``spark-submit jobs/score.py ...`` with pyspark's own spark-submit and the checkout's defaults."""
+    command = _spark_submit("jobs/score.py")
+    command += ["--model", model, "--input", input_path, "--output", output, "--mode", mode]
     for flag, value in (("--job-id", job_id), ("--keep-columns", keep_columns), ("--batch-rows", batch_rows),
                         ("--registry", registry)):
         if value is not None:
@@ -1253,6 +1288,19 @@ def spark_submit_command(model: str, input_path: str, output: str, mode: str, jo
     if with_arm:
         command += ["--with-arm"]
     return command
+
+
+def monitor_submit_command(ref: str, log_table: str, window: str, reference: Optional[str], feedback: Optional[str],
+                           metrics_table: Optional[str], start: Optional[str], end: Optional[str],
+                           registry: Optional[str], config_file: Optional[Path] = None, fail_on_drift: bool = False,
+                           as_json: bool = False) -> list[str]:
+    """``spark-submit jobs/monitor.py ...``: ``sparkscore monitor --log ... --engine spark``."""
+    command = _spark_submit("jobs/monitor.py") + ["--model", ref, "--log", log_table, "--window", window]
+    for flag, value in (("--reference", reference), ("--feedback", feedback), ("--metrics-table", metrics_table),
+                        ("--start", start), ("--end", end), ("--registry", registry), ("--config", config_file)):
+        if value is not None:
+            command += [flag, str(value)]
+    return command + ["--fail-on-drift"] * fail_on_drift + ["--json"] * as_json
 
 
 def _checkout_file(relative: str) -> Path:

@@ -23,6 +23,7 @@ becomes a temporary view; its SELECT is the ``source`` the monitor wraps.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -168,7 +169,33 @@ class SparkRunner:
         return [(f.name, f.dataType.simpleString()) for f in frame.schema]
 
     def aggregate(self, query: exp.Expression) -> list[tuple]:
-        return [tuple(row) for row in self._frame(query).collect()]
+        """The aggregate's rows, computed as column chunks that Spark can fuse (:func:`aggregate_chunks`)."""
+        keys, chunks = aggregate_chunks(query)
+        if len(chunks) <= 1:
+            return [tuple(row) for row in self._frame(query).collect()]
+        width = len(query.expressions)
+        merged: dict = {}
+        for chunk in chunks:
+            part = exp.Select(expressions=[query.expressions[i].copy() for i in (*keys, *chunk)])
+            for arg, value in query.args.items():  # FROM, GROUP BY (grouping sets), ...: all but the SELECT list
+                if arg != "expressions" and value is not None:
+                    part.set(arg, [v.copy() for v in value] if isinstance(value, list) else
+                             value.copy() if isinstance(value, exp.Expression) else value)
+            rows = self._frame(part).collect()
+            if merged and len(rows) != len(merged):
+                raise MonitorError(f"the aggregate's chunks returned {len(rows)} and {len(merged)} groups; report this")
+            for row in rows:
+                key = tuple(repr(v) for v in row[:len(keys)])  # repr: NULL / NaN keys match across chunks too
+                out = merged.get(key)
+                if out is None:
+                    if len(merged) and chunk is not chunks[0]:
+                        raise MonitorError("the aggregate's chunks returned different groups; report this query")
+                    out = merged[key] = [None] * width
+                    for i, v in zip(keys, row):
+                        out[i] = v
+                for i, v in zip(chunk, row[len(keys):]):
+                    out[i] = v
+        return [tuple(r) for r in merged.values()]
 
     def sketch(self, query: exp.Expression, kinds: Sequence[str], k: int, exact_rows: int,
                groups: Sequence[Sequence[int]] = ()) -> SketchState:
@@ -182,6 +209,43 @@ class SparkRunner:
         for row in rows:
             merged.merge(SketchState.from_bytes(bytes(row["state"])))
         return merged
+
+
+#: Spark fuses an operator into whole-stage generated code only while its schema has at most
+#: ``spark.sql.codegen.maxFields`` (100) fields.  The monitor's one aggregate has ~18 aggregates (~22 buffer
+#: fields) per profiled column, so at 100 features Spark ran it unfused, row by row through
+#: TungstenAggregationIterator's generated MutableProjection: ~125 ns of CPU per aggregate per row
+#: (jstack + thread CPU time at 1M x 100, bench/results/monitor.md).  Spark therefore runs it as chunks
+#: of at most this many buffer fields (each fused; parquet reads only a chunk's columns, and Catalyst
+#: prunes PREDICT from chunks that do not use the prediction), joined on the grouping keys.
+SPARK_AGG_FIELDS = 80
+
+
+def _buffer_fields(expression: exp.Expression) -> int:
+    """Spark's aggregation-buffer fields for one aggregate expression (AVG: sum + count; VAR_POP: n, avg, m2)."""
+    return sum(3 if isinstance(f, exp.VariancePop) else 2 if isinstance(f, exp.Avg) else 1
+               for f in expression.find_all(exp.AggFunc))
+
+
+def aggregate_chunks(query: exp.Select, budget: int | None = None) -> tuple[list[int], list[list[int]]]:
+    """(positions of the key expressions, chunks of the other positions) of an aggregate query's SELECT list.
+
+    Keys are the expressions without an aggregate (the slice keys and their ``GROUPING()`` flags): every chunk
+    repeats them, so chunk rows join on them.  A chunk holds consecutive aggregates within ``budget`` fields.
+    """
+    budget = SPARK_AGG_FIELDS if budget is None else budget
+    keys, chunks, fields = [], [], budget
+    for i, expression in enumerate(query.expressions):
+        n = _buffer_fields(expression)
+        if n == 0:
+            keys.append(i)
+            continue
+        if fields + n > budget - len(keys) or not chunks:
+            chunks.append([])
+            fields = 0
+        chunks[-1].append(i)
+        fields += n
+    return keys, chunks
 
 
 def _engine_kind(engine: Any) -> str:
@@ -347,3 +411,112 @@ def expand_drift_spark(spark: Any, query: str, registry: Any) -> str:
 
     return expand_drift(query, "spark", lambda ref, cur, ref_q: drift(
         ref, cur, reference=ref_q, engine=spark, registry=registry))
+
+
+_SPARK_DRIFT_SCHEMA = ("feature string, metric string, value double, threshold double, is_anomaly boolean, "
+                       "p_value double, n_ref bigint, n_cur bigint, slice_key string, slice_value string, "
+                       "role string, method string, error_bound double")
+
+
+# ---------------------------------------------------------------------- prediction logs on Spark
+def read_delta_spark(spark: Any, table: str, what: str = "prediction log"):
+    """A Delta table as a Spark DataFrame, the way the batch jobs read Delta (``engines/delta.py``):
+    through delta-spark when its JARs are loaded, else the current snapshot's parquet files listed by
+    delta-rs (schemas merged: a serving log evolves its schema); a table with no files is empty."""
+    from sparkscore.engines import delta
+    from sparkscore.monitor.predlog import PredictionLogError
+
+    if delta.has_delta_spark(spark):
+        try:
+            return spark.read.format("delta").load(table)
+        except Exception as exc:  # AnalysisException: not a Delta table
+            raise PredictionLogError(f"{what} {table} is not a Delta table ({str(exc).splitlines()[0][:200]}); "
+                                     "pass the path given to --log") from None
+    if not delta.is_delta_path(table):
+        raise PredictionLogError(f"{what} {table} is not a Delta table; pass the path given to --log")
+    from deltalake import DeltaTable
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    dt = DeltaTable(table)
+    files = dt.file_uris()
+    if not files:
+        return spark.createDataFrame([], from_arrow_schema(dt.schema().to_arrow()))
+    return spark.read.option("mergeSchema", "true").parquet(*files)
+
+
+def _micros(value: Any) -> int:
+    """An aware datetime as microseconds since the Unix epoch (exact integer arithmetic)."""
+    from datetime import datetime, timedelta, timezone
+
+    return (value - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+def log_windows_spark(spark: Any, table: str, window: str = "1d", start: Any = None, end: Any = None,
+                      model: Mapping[str, Any] | None = None, feedback: str | None = None):
+    """The log rows (``start <= ts < end``, of ``model``'s name and version when it has one) on Spark, plus
+    ``window_start``: the window's start as microseconds since the epoch (BIGINT), buckets aligned to the
+    epoch like DuckDB's ``time_bucket(..., TIMESTAMP '1970-01-01')`` in :func:`predlog.windows`; with
+    ``feedback`` left-joined to its latest label per ``request_id`` (:func:`predlog.feedback`'s rule).
+
+    Epoch microseconds, not a TIMESTAMP: ``collect`` turns a TIMESTAMP into a naive datetime in the
+    *Python process's* zone, so only the integer survives the round trip whatever the session's zone.
+    Every term is a Column expression (no SQL text is pasted together).
+    """
+    from datetime import timedelta
+
+    from pyspark.sql import functions as F
+
+    from sparkscore.monitor import predlog
+
+    amount, unit = predlog.window_interval(window).split()
+    width = timedelta(**{unit: int(amount)}) // timedelta(microseconds=1)
+    frame = read_delta_spark(spark, table)
+    micros = F.unix_micros(F.col("ts"))
+    lo, hi = predlog._ts_value(start, "start"), predlog._ts_value(end, "end")
+    if lo is not None:
+        frame = frame.filter(micros >= F.lit(_micros(lo)))
+    if hi is not None:
+        frame = frame.filter(micros < F.lit(_micros(hi)))
+    if model is not None and model.get("version") is not None:
+        frame = frame.filter((F.col("model") == F.lit(str(model["name"])))
+                             & (F.col("version") == F.lit(int(model["version"])).cast("bigint")))
+    frame = frame.withColumn("window_start", micros - F.pmod(micros, F.lit(width).cast("bigint")))
+    if feedback is not None:
+        fb = read_delta_spark(spark, feedback, "feedback table")
+        missing = [c for c in ("request_id", "ts", "label") if c not in fb.columns]
+        if missing:
+            raise predlog.PredictionLogError(f"feedback table {feedback} has no column {missing[0]!r}; it needs "
+                                             "request_id, ts, label")
+        latest = fb.groupBy("request_id").agg(
+            F.max_by(F.col("label"), F.struct(F.col("ts"), F.col("label").cast("string"))).alias("label"),
+            F.max(F.col("ts")).alias("label_ts"))
+        frame = frame.join(latest, "request_id", "left")
+    return frame
+
+
+def write_metrics_spark(spark: Any, table: str, result: Any, computed_at: Any = None) -> int:
+    """Store a tracked result in the metrics Delta table from a Spark job, with the project's Delta writers:
+    delta-spark when its JARs are loaded (``replaceWhere`` = the same predicate overwrite, one commit, the
+    windows stamped in ``userMetadata``), else delta-rs exactly as the embedded path
+    (:func:`sparkscore.monitor.tracking.write_metrics`).  The rows are the run's kilobytes of metrics,
+    already on the driver."""
+    from sparkscore.engines import delta
+    from sparkscore.monitor import tracking
+
+    if not delta.has_delta_spark(spark) or not result.windows:
+        return tracking.write_metrics(table, result, computed_at)
+    data = result.to_arrow(computed_at)
+    frame = spark.createDataFrame(data.to_pandas(), schema=_SPARK_METRICS_SCHEMA)
+    try:
+        (frame.write.format("delta").mode("overwrite")
+         .option("replaceWhere", tracking.replace_predicate(result, "spark"))
+         .option("userMetadata", json.dumps({tracking.COMMIT_KEY: tracking.commit_stamp(result)})).save(table))
+    except Exception as exc:  # AnalysisException: e.g. a table of another schema at that path
+        raise MonitorError(f"metrics table {table}: cannot replace the windows of this run "
+                           f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}); "
+                           "pass a --metrics-table written by `sparkscore monitor --log`") from None
+    return data.num_rows
+
+
+_SPARK_METRICS_SCHEMA = (_SPARK_DRIFT_SCHEMA + ", window_start timestamp, window_end timestamp, window string, "
+                         "reference string, model string, version bigint, computed_at timestamp")

@@ -109,7 +109,7 @@ def drift(ref: Any, data: Any, reference: Any = None, engine: Any = None, regist
 
 def track(ref: Any, log: str, window: str = "1d", reference: str | None = None, feedback: str | None = None,
           metrics_table: str | None = None, start: Any = None, end: Any = None, registry: Any = None,
-          thresholds: Thresholds | None = None, computed_at: Any = None):
+          thresholds: Thresholds | None = None, computed_at: Any = None, engine: Any = None):
     """Drift per window of the prediction log ``log`` (a Delta path), tracked over time.
 
     ONE aggregate scan of the log's rows of this model version (``model`` / ``version`` columns),
@@ -118,14 +118,15 @@ def track(ref: Any, log: str, window: str = "1d", reference: str | None = None, 
     profile, the default; ``'previous'``: the window before it).  ``feedback``: the feedback Delta
     table (left-joined on ``request_id``: unlabelled rows count for drift, labelled ones also give
     the quality metrics).  ``metrics_table``: append the rows to that Delta table, replacing this
-    run's windows (idempotent; :mod:`sparkscore.monitor.tracking`).  Returns a
+    run's windows (idempotent; :mod:`sparkscore.monitor.tracking`).  ``engine``: None (an embedded
+    DuckDB connection) or a SparkSession: the log is then read, windowed, joined and scanned by Spark
+    SQL (same single grouped scan, same rows to 1e-9), and the metrics are written with the Spark
+    jobs' Delta writer (``engines.monitoring.write_metrics_spark``).  Returns a
     :class:`~sparkscore.monitor.tracking.TrackedDrift`.
     """
     from datetime import timedelta
 
-    import duckdb
-
-    from sparkscore.engines.monitoring import prepare
+    import sparkscore.engines.monitoring as monitoring  # the facade's one upward import (module docstring)
     from sparkscore.monitor import predlog, tracking
     from sparkscore.monitor.compute import Slice
 
@@ -134,21 +135,27 @@ def track(ref: Any, log: str, window: str = "1d", reference: str | None = None, 
     amount, unit = predlog.window_interval(window).split()
     width = timedelta(**{unit: int(amount)})
     pinned, model, info, reg = _resolved(ref, registry)
-    con = duckdb.connect()
-    rel = predlog.windows(log, window, start, end, con=con)
-    if info is not None and info.get("version") is not None:
-        rel = rel.filter((duckdb.ColumnExpression("model") == duckdb.ConstantExpression(str(info["name"])))
-                         & (duckdb.ColumnExpression("version") == duckdb.ConstantExpression(int(info["version"]))))
-    labels = None
-    if feedback is not None:
-        rel, labels = predlog.with_feedback(rel, feedback, con=con, how="left"), "label"
+    spark = engine is not None and monitoring._engine_kind(engine) == "spark"
+    labels = "label" if feedback is not None else None
+    if spark:
+        rel, con = monitoring.log_windows_spark(engine, log, window, start, end, info, feedback), None
+    else:
+        import duckdb
+
+        con = engine if engine is not None else duckdb.connect()
+        rel = predlog.windows(log, window, start, end, con=con)
+        if info is not None and info.get("version") is not None:
+            rel = rel.filter((duckdb.ColumnExpression("model") == duckdb.ConstantExpression(str(info["name"])))
+                             & (duckdb.ColumnExpression("version") == duckdb.ConstantExpression(int(info["version"]))))
+        if feedback is not None:
+            rel = predlog.with_feedback(rel, feedback, con=con, how="left")
     training = None
     if mode == "training":
         if reg is None:
             raise MonitorError(f"model {pinned}: an in-memory model has no stored training profile; use "
                                "reference='previous'")
         training = reg.profile(pinned)
-    runner, source = prepare(rel, con, reg, {}, model=model if reg is None else None, name=pinned)
+    runner, source = monitoring.prepare(rel, con, reg, {}, model=model if reg is None else None, name=pinned)
     key = Slice(tracking.WINDOW_KEY, (exp.column(tracking.WINDOW_KEY, quoted=True),), False)
     batch = profile_batch(runner, pinned, model, source, labels=labels, reference=training, model_info=info,
                           k=training.kll_k if training is not None else DEFAULT_KLL_K, slices=[key], quality=True,
@@ -156,6 +163,9 @@ def track(ref: Any, log: str, window: str = "1d", reference: str | None = None, 
     result = tracking.TrackedDrift(tracking.window_drift(batch, training, mode == "previous", width, thresholds),
                                    window, mode, info)
     if metrics_table is not None:
-        tracking.write_metrics(metrics_table, result, computed_at)
+        if spark:
+            monitoring.write_metrics_spark(engine, metrics_table, result, computed_at)
+        else:
+            tracking.write_metrics(metrics_table, result, computed_at)
     return result
 

@@ -22,13 +22,18 @@ of the same (model, version, window, reference) whose ``window_start`` lies in t
 windows therefore never duplicates rows; a window still filling up (today's) is recomputed and
 replaced; windows outside the range are kept.  Replacing rather than skipping is deliberate: a
 late-arriving feedback label changes a window's quality metrics, and a re-run picks it up.
+
+**On Spark** (``track(..., engine=spark)``, ``jobs/monitor.py``) the same scan runs in Spark SQL with
+``window_start`` as epoch microseconds (:func:`window_start` reads both forms), and the metrics go
+through the Spark jobs' Delta writer (``engines.monitoring.write_metrics_spark``: delta-rs as here, or
+delta-spark's ``replaceWhere`` with :func:`replace_predicate` in Spark SQL).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
 from sqlglot import exp
@@ -43,6 +48,7 @@ WINDOW_KEY = "window_start"
 TRACKING_COLUMNS = ("window_start", "window_end", "window", "reference", "model", "version", "computed_at")
 METRICS_COLUMNS = (*DRIFT_COLUMNS, *TRACKING_COLUMNS)
 COMMIT_KEY = "sparkscore.monitor.windows"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,12 @@ class TrackedDrift:
         for w in self.windows:
             seen.extend(f for f in w.drifted if f not in seen)
         return tuple(seen)
+
+    def alert_line(self) -> str:
+        """The one ``--fail-on-drift`` line: each drifted feature with the windows it drifted in."""
+        worst = [f"{f} ({', '.join(w.start.isoformat() for w in self.windows if f in w.drifted)})"
+                 for f in self.drifted]
+        return f"drift: {len(worst)} feature(s) past their thresholds: {', '.join(worst)}"
 
     def to_arrow(self, computed_at: datetime | None = None):
         """The metrics-table rows: every window's drift rows plus :data:`TRACKING_COLUMNS`."""
@@ -117,7 +129,10 @@ class TrackedDrift:
 
 
 def window_start(text: str) -> datetime:
-    """A ``window_start`` slice value (the engine's timestamp as text) as an aware UTC datetime."""
+    """A ``window_start`` slice value as an aware UTC datetime: the engine's timestamp as text (DuckDB), or
+    microseconds since the epoch (Spark, whose ``collect`` would shift a TIMESTAMP into the local zone)."""
+    if text.lstrip("-").isdigit():
+        return EPOCH + timedelta(microseconds=int(text))
     value = datetime.fromisoformat(text)
     return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
@@ -143,9 +158,10 @@ def window_drift(batch: Batch, reference: Profile | None, previous: bool, width,
     return tuple(out)
 
 
-def replace_predicate(result: TrackedDrift) -> str:
+def replace_predicate(result: TrackedDrift, dialect: str | None = None) -> str:
     """The Delta predicate of the rows a run replaces: same model, version, window and reference,
-    ``window_start`` within the run's windows.  Built as a sqlglot AST (the model name is data)."""
+    ``window_start`` within the run's windows.  Built as a sqlglot AST (the model name is data);
+    ``dialect``: None for delta-rs, ``"spark"`` for delta-spark's ``replaceWhere`` (identifiers quoted)."""
     model = dict(result.model or {})
     lo, hi = min(w.start for w in result.windows), max(w.start for w in result.windows)
     version = model.get("version")
@@ -157,7 +173,14 @@ def replace_predicate(result: TrackedDrift) -> str:
              # a string literal: delta-rs coerces it to the column's TIMESTAMP(us, UTC) (a typed literal it refuses)
              exp.GTE(this=exp.column(WINDOW_KEY), expression=exp.Literal.string(lo.isoformat())),
              exp.LTE(this=exp.column(WINDOW_KEY), expression=exp.Literal.string(hi.isoformat()))]
-    return exp.and_(*terms).sql()
+    predicate = exp.and_(*terms)
+    return predicate.sql() if dialect is None else predicate.sql(dialect, identify=True)
+
+
+def commit_stamp(result: TrackedDrift) -> str:
+    """The commit metadata of a metrics write: the model, window, reference and the windows it replaced."""
+    return json.dumps({"model": dict(result.model or {}), "window": result.window, "reference": result.reference,
+                       "windows": [w.start.isoformat() for w in result.windows]}, sort_keys=True, default=str)
 
 
 def write_metrics(table: str, result: TrackedDrift, computed_at: datetime | None = None) -> int:
@@ -169,9 +192,7 @@ def write_metrics(table: str, result: TrackedDrift, computed_at: datetime | None
     if not result.windows:
         return 0
     data = result.to_arrow(computed_at)
-    stamp = json.dumps({"model": dict(result.model or {}), "window": result.window, "reference": result.reference,
-                        "windows": [w.start.isoformat() for w in result.windows]}, sort_keys=True, default=str)
-    props = CommitProperties(custom_metadata={COMMIT_KEY: stamp})
+    props = CommitProperties(custom_metadata={COMMIT_KEY: commit_stamp(result)})
     try:  # also the first run (it creates the table): two first runs racing conflict on version 0, never duplicate
         write_deltalake(table, data, mode="overwrite", predicate=replace_predicate(result), commit_properties=props)
     except Exception as exc:  # e.g. a table of another schema at that path
