@@ -83,7 +83,7 @@ def main(config_path: str) -> None:
     for i in range(2):
         frame = ss_spark.sql(spark, query, registry)
         rows = frame.toPandas().sort_values("id")
-    # why an executor runs two Python workers for it: one ArrowEvalPython node (and worker) per iterator UDF
+    # PREDICT + PREDICT_PROBA of one model: one fused struct UDF, so one ArrowEvalPython node (and worker)
     final_plan = frame._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]  # AQE prints both
     out["predict_python_nodes"] = final_plan.count("ArrowEvalPython")
     out["predict"] = {"id": rows.id.tolist(), "p": rows.p.tolist(), "pp": [list(v) for v in rows.pp]}

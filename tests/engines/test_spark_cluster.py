@@ -125,16 +125,17 @@ def _read_loads(path: Path) -> list[Load]:
 
 def test_each_executor_reads_a_version_from_the_registry_once(cluster):
     """Two PREDICT queries, then mapInArrow and the Arrow UDF twice each, over 4 partitions of
-    200-row batches.  PREDICT + PREDICT_PROBA are two ArrowEvalPython nodes (Spark never chains
-    iterator UDFs), so every task runs two Python workers and each executor keeps two; later
-    queries land on either.  Whichever worker of an executor first needs a version reads the
+    200-row batches.  PREDICT + PREDICT_PROBA of one model are ONE fused ArrowEvalPython node (one
+    struct UDF: Spark never chains iterator UDFs, so two would mean two workers per task); the
+    arrow and udf paths then add workers of their own, so each executor keeps several and later
+    queries land on any of them.  Whichever worker of an executor first needs a version reads the
     registry; every other worker of that executor loads the executor's verified copy.
 
     The executor is told by the worker's shared directory (``executor-<id>/blockmgr-<id>``):
     Spark reaps a Python worker idle for a minute, so by the end of the run most are gone and
     their executor JVM cannot be read from /proc any more."""
     result, loads = cluster["result"], _read_loads(cluster["root"] / "loads.log")
-    assert result["predict_python_nodes"] == 2, result["predict_python_nodes"]
+    assert result["predict_python_nodes"] == 1, result["predict_python_nodes"]  # fused: one pass, one worker
     assert set(Counter((x.pid, x.model) for x in loads).values()) == {1}, loads       # a worker loads once
     shared = [x for x in loads if x.source != "closure"]     # closure: models the optimizer derived, shipped inline
     executors = {x.cache_dir for x in shared}
