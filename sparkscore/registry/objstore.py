@@ -65,13 +65,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 from urllib.parse import urlparse
 
-from sparkscore.errors import IntegrityError, ModelNotFoundError, RegistryError
+from sparkscore.errors import IntegrityError, RegistryError
 from sparkscore.ir import Model
 from sparkscore.registry.lineage import utc_now, version_record
-from sparkscore.registry.refs import ModelRef, parse_ref, validate_name, validate_version
+from sparkscore.registry.refs import ModelRef, validate_name, validate_version
 from sparkscore.registry.store import (RECORD_FORMAT, AliasMove, Damage, Deleted, ModelStatus, ModelVersion,
                                        Registry, _checked_reason, _is_valid_name, _os_user, _parsed_move,
-                                       _ranges, _training_profile, target_text)
+                                       _training_profile, target_text)
 
 #: fsspec schemes that cannot create-if-absent, so cannot number versions safely
 READ_ONLY_SCHEMES = frozenset({"http", "https", "ftp", "github", "zip", "tar"})
@@ -383,26 +383,8 @@ class ObjectStoreRegistry(Registry):
         return ModelVersion(name, version, record["sha256"], str(record.get("created_at", "")),
                             f"{self.uri}/{self._key(name, record['files'])}")
 
-    def get(self, ref: str | ModelRef) -> ModelVersion:
-        parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref)
-        name = parsed.name
-        if parsed.at is not None:
-            version = self._alias_version_at(name, parsed.alias, parsed.at)
-        elif parsed.alias is not None:
-            version = self._alias_version(name, parsed.alias)
-        elif parsed.version is not None:
-            version = validate_version(parsed.version, name)
-        else:
-            version = max(self._version_numbers(name), default=None)
-            if version is None:
-                raise self._not_found(name)
-        known = sorted(self._version_numbers(name))
-        if version not in known:
-            if not known:
-                raise self._not_found(name)
-            raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
-                                     f"(it has {_ranges(known)}); use one of those")
-        return self._read_version(name, version)
+    def _has_version(self, name: str, version: int) -> bool:
+        return version in self._version_numbers(name)
 
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``: its files downloaded to a temporary folder and verified (a route

@@ -679,13 +679,17 @@ class Registry:
             version = max(self._version_numbers(name), default=None)
             if version is None:
                 raise self._not_found(name)
-        if not self.model_path(name, version).is_dir():
+        if not self._has_version(name, version):
             known = sorted(self._version_numbers(name))
             if not known:
                 raise self._not_found(name)
             raise ModelNotFoundError(f"model {name!r} has no version {version} in {self.root} "
                                      f"(it has {_ranges(known)}); use one of those")
         return self._read_version(name, version)
+
+    def _has_version(self, name: str, version: int) -> bool:
+        """Whether version ``version`` of ``name`` exists (a storage's own test: a folder here)."""
+        return self.model_path(name, version).is_dir()
 
     def load(self, ref: str | ModelRef) -> Model:
         """The model behind ``ref``, verified against the sha256 recorded at registration.
