@@ -34,11 +34,17 @@ def _rows(path) -> dict:
 
 
 def _assert_same(mine: dict, theirs: dict) -> None:
+    """Equal rows; a sketch-method value (KLL compaction is random, and Spark merges per-partition
+    sketches in its own order) only within both rows' stated error bounds."""
     assert mine.keys() == theirs.keys() and mine
     for key, row in theirs.items():
         other = mine[key]
-        assert (other["n_ref"], other["n_cur"], other["is_anomaly"], other["method"], other["threshold"]) == \
-            (row["n_ref"], row["n_cur"], row["is_anomaly"], row["method"], row["threshold"]), key
+        assert (other["n_ref"], other["n_cur"], other["method"], other["threshold"]) == \
+            (row["n_ref"], row["n_cur"], row["method"], row["threshold"]), key
+        if row["method"] == "sketch":
+            assert abs(other["value"] - row["value"]) <= (other["error_bound"] or 0) + (row["error_bound"] or 0), key
+            continue
+        assert other["is_anomaly"] == row["is_anomaly"], key
         assert other["value"] == pytest.approx(row["value"], rel=1e-9, abs=1e-12), key
         assert other["p_value"] == pytest.approx(row["p_value"], rel=1e-9, abs=1e-300), key
 
@@ -112,7 +118,10 @@ def test_spark_job_reruns_replace_and_late_feedback_updates_quality(spark, log, 
             assert (first[key]["n_cur"], row["n_cur"]) == (400, 600), key
         elif key[0] != DAY0:
             assert row["n_cur"] == first[key]["n_cur"], key  # the other windows: the same rows again
-            assert row["value"] == pytest.approx(first[key]["value"], rel=1e-12, abs=1e-15), key
+            if row["method"] == "sketch":   # random KLL compaction: within the two runs' bounds
+                assert abs(row["value"] - first[key]["value"]) <= row["error_bound"] + first[key]["error_bound"], key
+            else:
+                assert row["value"] == pytest.approx(first[key]["value"], rel=1e-12, abs=1e-15), key
     accuracy = (DAY0, "prediction", "accuracy", "quality", None, None)
     assert rerun[accuracy]["value"] != first[accuracy]["value"]
     # ... and equal to DuckDB reading the same late feedback

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def test_loadgen_closed_loop_counts_answers_errors_and_its_own_cpu(monkeypatch):
     assert len(seen) >= out["requests"]                        # warm-up requests are sent, not counted
     assert set(seen) == {b'{"a": 1}', b'{"b": 2}'}
     assert 0.15 * out["requests"] < out["errors"] < 0.35 * out["requests"] and set(out["statuses"]) == {503}
-    assert out["p50_ms"] <= out["p99_ms"] and 0 < out["client_cpu_share"] <= 1.5 and not out["connection_failures"]
+    # CPU seconds per wall second of the client process: at most one per core (a CI run measured 1.54 on 2)
+    assert out["p50_ms"] <= out["p99_ms"] and 0 < out["client_cpu_share"] <= os.cpu_count() + 0.05
+    assert not out["connection_failures"]
     assert out["sample"] in ('{"a": 1}', '{"b": 2}')
 
 
