@@ -121,6 +121,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
 
+    from sparkscore import compiler
     from sparkscore.engines import delta, routejob
     from sparkscore.engines.spark import BATCH_ROWS_CONF
     from sparkscore.errors import JobError, SparkscoreError
@@ -128,7 +129,9 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     if args.batch_rows:
         spark.conf.set(BATCH_ROWS_CONF, str(args.batch_rows))
     registry = ss.Registry(args.registry)
-    job = routejob.resolve(registry, args.model, with_arm=args.with_arm)  # once: a route pins every arm
+    # a prediction log is scored again on the driver: every kernel row-stable, so its values are the output's
+    backend = compiler.row_stable_backend() if args.log else "auto"
+    job = routejob.resolve(registry, args.model, with_arm=args.with_arm, backend=backend)  # a route pins every arm
     mv = job.first.mv
     with_delta_spark = delta.has_delta_spark(spark)
     is_table = "/" not in args.output and not delta.is_delta_path(args.output)
@@ -186,13 +189,13 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
                 f"(table version {prior.get('version')}); nothing to do")
             print(f"sparkscore: 0 rows added: job {stamp.job_id} already committed with {pinned}")
             return 0
-    # with a prediction log, output and log come from the same compiled scorer, bit for bit: the log is
-    # scored on the driver, and the inlined SQL form of a small model sums in another order (1 ulp apart)
+    # with a prediction log, output and log come from the same row-stable compiled scorer, bit for bit: the
+    # log is scored on the driver, and the inlined SQL form of a small model sums in another order (1 ulp apart)
     if job.routed:  # each arm a gated UDF over its own rows (the compiled scorer, as the log)
         scored = routejob.spark_scored(df, job, args.output_col, registry)
     else:
         scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry,
-                                  path="udf" if log_spec is not None else None)
+                                  path="udf" if log_spec is not None else None, backend=backend)
     columns = [*keep, args.output_col]
     if record_model:
         version = (routejob.spark_by_arm([int(a.mv.version) for a in job.arms]) if job.routed
@@ -264,7 +267,6 @@ def _write_log(df, spec, stamp, job, output: str, started: float) -> tuple[int, 
     from sparkscore.engines import joblog
     from sparkscore.monitor import predlog
 
-    mv, model = job.first.mv, job.first.model
     bound = job.log_columns(df.columns)
     job_id, fraction = stamp.job_id, spec.fraction
     if spec.id_column:
@@ -291,7 +293,7 @@ def _write_log(df, spec, stamp, job, output: str, started: float) -> tuple[int, 
     signed = table.column("_signed").to_numpy()
     table = table.drop(["_signed"]).append_column("_hash", pa.array(signed.view(np.uint64)))
     table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    collector = joblog.LogCollector(spec, stamp, mv, model, job)
+    collector = joblog.LogCollector(spec, stamp, job)
     collector.bound = bound
     collector.keep.add(table)
     return joblog.commit_log(collector, output, stamp, started, log)

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sparkscore import compiler
 from sparkscore.engines import delta, joblog, routejob
 from sparkscore.engines.functions import (  # noqa: F401 - check_input_types: also imported from here
     ARROW_TYPES, check_input_types, registry_or_default)
@@ -134,7 +135,9 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
         raise JobError(f"output {output} is not a local path; the embedded engine writes local Delta tables, "
                        "use the spark engine for object stores")
     delta.check_output(output)
-    job = routejob.resolve(registry_or_default(registry), model_ref, with_arm=with_arm)
+    # a prediction log is scored again on its sampled rows: row-stable kernels, so its values are the output's
+    job = routejob.resolve(registry_or_default(registry), model_ref, with_arm=with_arm,
+                           backend=compiler.row_stable_backend() if log is not None else "auto")
     mv, model = job.first.mv, job.first.model
 
     con = connect()
@@ -173,14 +176,14 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
         if log is None or delta.find_commit(log.table, stamp) is not None:
             return BatchResult(stamp, 0, time.time() - started, None, 0 if log else None)
         say(f"job {stamp.job_id}: output already committed, its prediction log is not: completing the log")
-        collector = joblog.LogCollector(log, stamp, mv, model, job)
+        collector = joblog.LogCollector(log, stamp, job)
         for batch in relation.to_arrow_reader(batch_rows):
             collector.add(batch)
         logged = joblog.commit_log(collector, output, stamp, started, say)
         return BatchResult(stamp, 0, time.time() - started, None, *logged)
     total = len(relation) if _is_parquet(input_path) else None
 
-    collector = joblog.LogCollector(log, stamp, mv, model, job) if log is not None else None
+    collector = joblog.LogCollector(log, stamp, job) if log is not None else None
     reader = relation.to_arrow_reader(batch_rows)
     schema = pa.schema([reader.schema.field(c) for c in keep]).append(pa.field(output_col, ARROW_TYPES[job.output_type]))
     if record_model:

@@ -53,6 +53,7 @@ class ScoringFunction:
     model: Model         # the model as registered / derived; raw runs it without its link
     source: tuple        # (registry name, version) it came from
     output_type: str     # "DOUBLE" | "DOUBLE[]" | "VARCHAR" | "BIGINT"
+    backend: str = "auto"  # compiler backend; jobs with a prediction log: compiler.row_stable_backend()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,8 +64,10 @@ class ScoringFunction:
             raise QueryError(f"{self.name}: unsupported output type {self.output_type!r}; use one of {', '.join(ARROW_TYPES)}")
 
     @classmethod
-    def for_version(cls, name: str, version: int, model: Model, kind: str = "predict") -> "ScoringFunction":
-        return cls(udf_name(name, version, kind), kind, model, (name, int(version)), output_type(model, kind))
+    def for_version(cls, name: str, version: int, model: Model, kind: str = "predict",
+                    backend: str = "auto") -> "ScoringFunction":
+        return cls(udf_name(name, version, kind), kind, model, (name, int(version)), output_type(model, kind),
+                   backend)
 
     @classmethod
     def from_spec(cls, spec) -> "ScoringFunction":
@@ -98,7 +101,7 @@ class ScoringFunction:
 
     def _scorer(self) -> compiler.Scorer:
         model, key = self._scored
-        return compiler.cached(key, load=lambda: model, backend="auto", device=DEVICE)
+        return compiler.cached(key, load=lambda: model, backend=self.backend, device=DEVICE)
 
     def score(self, data: pa.Table | pa.RecordBatch) -> pa.Array:
         """Scores of the rows of ``data`` (input columns bound by name) as one Arrow array."""

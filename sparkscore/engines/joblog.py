@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparkscore.engines import delta
-from sparkscore.engines.functions import ScoringFunction
 from sparkscore.errors import JobError, SparkscoreError
 from sparkscore.monitor import predlog
 
@@ -32,8 +31,8 @@ class LogCollector:
     each logged row is scored again by its own arm, and by every shadow arm (``shadow = true``).
     """
 
-    def __init__(self, spec: predlog.LogSpec, stamp: delta.JobStamp, mv, model, job=None) -> None:
-        self.spec, self.stamp, self.mv, self.model, self.job = spec, stamp, mv, model, job
+    def __init__(self, spec: predlog.LogSpec, stamp: delta.JobStamp, job) -> None:
+        self.spec, self.stamp, self.job = spec, stamp, job
         self.bound: list[str] = []
         self.keep = predlog.BottomK(spec.max_rows)
         self.seen = 0
@@ -41,8 +40,7 @@ class LogCollector:
     def add(self, batch: pa.RecordBatch) -> None:
         """Sample ``batch`` (the next rows of the input, in input order)."""
         if not self.bound:
-            self.bound = (self.job.log_columns(batch.schema.names) if self.job is not None
-                          else list(self.model.bind_columns(batch.schema.names)))
+            self.bound = self.job.log_columns(batch.schema.names)
         ids = predlog.request_ids(batch, self.spec.id_column, self.stamp.job_id, self.seen)
         hashes = predlog.sample_hash(self.stamp.job_id, ids)
         idx = np.flatnonzero(predlog.sampled(hashes, self.spec.fraction))
@@ -56,20 +54,12 @@ class LogCollector:
         self.keep.add(pa.table(columns))
 
     def table(self, ts) -> Optional[pa.Table]:
-        """The log rows (scored again on the kept rows only: same kernels, row by row the same values)."""
+        """The log rows, scored again on the kept rows only by the job's row-stable kernels
+        (:func:`sparkscore.compiler.row_stable_backend`): row by row the values the job wrote."""
         kept = self.keep.result()
         if kept is None:
             return None
-        if self.job is not None:
-            return self.job.log_table(kept, ts=ts, source=self.stamp.job_id)
-        model, mv = self.model, self.mv
-        prediction = ScoringFunction.for_version(mv.name, mv.version, model).score(kept)
-        proba = ScoringFunction.for_version(mv.name, mv.version, model, "proba").score(kept) \
-            if model.is_classifier else None
-        inputs = pa.table({c.name: kept.column(b) for c, b in zip(model.signature.inputs, self.bound)})
-        return predlog.log_table(model, ts=ts, source=self.stamp.job_id, request_ids=kept.column("request_id"),
-                                 name=mv.name, version=mv.version, sha256=mv.sha256, inputs=inputs,
-                                 prediction=prediction, proba=proba)
+        return self.job.log_table(kept, ts=ts, source=self.stamp.job_id)
 
 
 def check_log(spec: predlog.LogSpec, output: str, columns: Sequence[str], model,
@@ -103,8 +93,7 @@ def commit_log(collector: LogCollector, output: str, stamp: delta.JobStamp, star
     ts = datetime.fromtimestamp(int(info.get("timestamp", time.time() * 1000)) / 1000, timezone.utc)
     try:
         table = collector.table(ts)
-        schema = table.schema if table is not None else (
-            collector.job.log_schema() if collector.job is not None else predlog.log_schema(collector.model))
+        schema = table.schema if table is not None else collector.job.log_schema()
         say(f"committing {table.num_rows if table is not None else 0:,} rows to the prediction log {target}")
         with delta.staging(target) as folder:
             if table is not None:

@@ -56,15 +56,16 @@ class PinnedArm:
     mv: object          # registry ModelVersion (name, version, sha256)
     model: object       # the verified Model
     shadow: bool = False
+    backend: str = "auto"  # compiler backend (a job with a prediction log: row-stable, so log == output)
 
     @cached_property
     def predict(self) -> ScoringFunction:
-        return ScoringFunction.for_version(self.mv.name, self.mv.version, self.model)
+        return ScoringFunction.for_version(self.mv.name, self.mv.version, self.model, backend=self.backend)
 
     @cached_property
     def proba(self) -> Optional[ScoringFunction]:
         model = self.model
-        return ScoringFunction.for_version(self.mv.name, self.mv.version, model, "proba") \
+        return ScoringFunction.for_version(self.mv.name, self.mv.version, model, "proba", self.backend) \
             if model.is_classifier else None
 
 
@@ -267,8 +268,10 @@ def scatter(arms: Sequence[PinnedArm], idx: np.ndarray, batch, score, arrow_type
     return pa.concat_arrays(pieces).take(pa.array(inverse))
 
 
-def resolve(reg, ref: str, *, with_arm: bool = False) -> JobModel:
-    """Resolve ``ref`` once for a job: a route ref pins its route version and every arm's version."""
+def resolve(reg, ref: str, *, with_arm: bool = False, backend: str = "auto") -> JobModel:
+    """Resolve ``ref`` once for a job: a route ref pins its route version and every arm's version.
+
+    ``backend``: what every arm is compiled for (here and, on Spark, on the executors)."""
     from sparkscore.registry.routes import resolve_route
 
     resolved = resolve_route(reg, ref) if "@" in str(ref) else None
@@ -277,10 +280,10 @@ def resolve(reg, ref: str, *, with_arm: bool = False) -> JobModel:
             raise JobError(f"--with-arm needs a route ref (NAME@ROUTE); {ref} is one model, not a route: drop "
                            "--with-arm, or see `sparkscore route show`")
         mv = reg.get(ref)
-        return JobModel(str(ref), (PinnedArm(None, mv, reg.load(f"{mv.name}/{mv.version}")),))
+        return JobModel(str(ref), (PinnedArm(None, mv, reg.load(f"{mv.name}/{mv.version}"), backend=backend),))
 
     def pin(arm) -> PinnedArm:  # arm.ref is name/version: immutable from here on
-        return PinnedArm(arm.label, reg.get(arm.ref), reg.load(arm.ref), arm.shadow)
+        return PinnedArm(arm.label, reg.get(arm.ref), reg.load(arm.ref), arm.shadow, backend)
 
     job = JobModel(str(ref), tuple(pin(a) for a in resolved.arms), tuple(pin(a) for a in resolved.shadows), resolved)
     types = {a.label: a.predict.output_type for a in job.arms}
@@ -340,7 +343,7 @@ def spark_scored(df, job: JobModel, output_col: str, registry):
     outs = []
     for i, arm in enumerate(job.arms):
         mv = arm.mv
-        source = _source(registry, mv.name, mv.version, mv.sha256, df.sparkSession)
+        source = _source(registry, mv.name, mv.version, mv.sha256, df.sparkSession, arm.backend)
         fn = ModelFunction(udf_name(mv.name, mv.version, "predict"), source, "predict", arm.predict.output_type, gated)
         inputs = [F.col(_quote(c)) for c in arm.model.bind_columns(df.columns)]
         outs.append(fn.udf()(*([F.col(ARM_INDEX_COLUMN) == F.lit(i)] if gated else []), *inputs))

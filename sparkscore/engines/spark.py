@@ -127,6 +127,7 @@ class ModelSource:
     version: int
     sha256: str
     files: tuple[tuple[str, bytes], ...] = ()   # safe-format files of a derived (non-registry) model
+    backend: str = "auto"                       # compiler backend on the workers
 
     def scorer(self) -> compiler.Scorer:
         """This process's compiled model (loaded and compiled on the first batch only)."""
@@ -139,7 +140,7 @@ class ModelSource:
 
         started = time.perf_counter()
         scorer = compiler.cached((self.name, self.version, self.sha256, _DEVICE), load=load,
-                                 backend="auto", device=_DEVICE)
+                                 backend=self.backend, device=_DEVICE)
         if loaded:
             _log_load(self, loaded[0], time.perf_counter() - started)
         return scorer
@@ -388,9 +389,10 @@ def _apply_conf(spark: SparkSession) -> None:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
 
 
-def _source(registry, name: str, version: int, sha256: str, spark: SparkSession) -> ModelSource:
+def _source(registry, name: str, version: int, sha256: str, spark: SparkSession,
+            backend: str = "auto") -> ModelSource:
     _apply_conf(spark)
-    return ModelSource(_registry_uri(registry), name, int(version), sha256)
+    return ModelSource(_registry_uri(registry), name, int(version), sha256, backend=backend)
 
 
 def _derived_source(model: Model, name: str, version: int, spark: SparkSession) -> ModelSource:
@@ -516,18 +518,21 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
 
 
 def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", registry=None,
-            proba: bool = False, proba_col: str | None = None, path: str | None = None) -> DataFrame:
+            proba: bool = False, proba_col: str | None = None, path: str | None = None,
+            backend: str = "auto") -> DataFrame:
     """``df`` plus one column scored by the model (inputs bound by column name).
 
     ``proba_col`` (classifiers) adds the class probabilities as a second column computed in the
     same pass.  ``path`` (default ``spark.sparkscore.path``, else ``auto``): see :func:`predict_path`.
+    ``backend``: the compiler backend on the workers (``compiler.row_stable_backend()`` where a
+    row's value must not depend on its batch: a job's prediction log).
     """
     from sparkscore.registry.routes import resolve_route
 
     reg = registry_or_default(registry)
     routed = resolve_route(reg, model_ref)
     if routed is not None:
-        return _predict_route(df, reg, routed, output_col, proba, proba_col, path)
+        return _predict_route(df, reg, routed, output_col, proba, proba_col, path, backend)
     mv = reg.get(model_ref)
     model = reg.load(f"{mv.name}/{mv.version}")
     ref = f"{mv.name}/{mv.version}"
@@ -541,7 +546,7 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
         sqls, _ = _inline_sql(model, kinds, bound, df)
         scored = df.select("*", *[F.expr(sql).alias(t) for t, sql in zip(temp, sqls)])
     else:
-        source = _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession)
+        source = _source(reg, mv.name, mv.version, mv.sha256, df.sparkSession, backend)
         typed = [(t, kind, output_type(model, kind)) for t, (_, kind) in zip(temp, outputs)]
         if choice.path == "udf" and len({kind for _, kind, _ in typed}) > 1:  # one struct UDF: one pass for all
             kinds = list(dict.fromkeys(kind for _, kind, _ in typed))
@@ -636,7 +641,7 @@ class RoutedPartitionScorer:
 
 
 def _predict_route(df: DataFrame, reg, routed, output_col: str, proba: bool, proba_col: str | None,
-                   path: str | None) -> DataFrame:
+                   path: str | None, backend: str = "auto") -> DataFrame:
     """:func:`predict` of a route ref: each row scored by its arm, as Spark SQL's ``PREDICT`` does.
 
     The bucket is the same SQL expression ``route_models`` writes (``bucket_sql`` over the key's
@@ -674,7 +679,7 @@ def _predict_route(df: DataFrame, reg, routed, output_col: str, proba: bool, pro
     bounds = [_bind(df, m, f"{a.name}/{a.version}") for a, m in zip(routed.arms, models)]
     choices = [predict_path(df, m, kinds, b, path) for m, b in zip(models, bounds)]
     temp = _temp_columns(outputs)
-    sources = [_source(reg, a.name, a.version, a.sha256, df.sparkSession) for a in routed.arms]
+    sources = [_source(reg, a.name, a.version, a.sha256, df.sparkSession, backend) for a in routed.arms]
     typed = [(t, kind, sql_type.pop()) for t, kind, sql_type in zip(temp, kinds, types)]
     if any(c.path == "arrow" for c in choices):
         import numpy as np

@@ -159,3 +159,21 @@ def test_torch_cpu_is_never_chosen_where_slower_than_the_reference(profile, monk
             assert chosen == "reference", (profile, n, dispatcher.describe())
         else:
             assert chosen == "tt", (profile, n, dispatcher.describe())  # a faster torch kernel is still used
+
+
+# ------------------------------------------------------------------ one row, one value
+@pytest.mark.parametrize("link,n_outputs", [("logistic", 1), ("identity", 1), ("softmax", 3)])
+def test_a_glm_row_gets_the_same_bits_in_any_batch_on_the_row_stable_backend(link, n_outputs):
+    """Jobs with a prediction log score its sampled rows again in one small batch: on
+    ``row_stable_backend()`` a GLM never races BLAS (whose sum order depends on the other rows of the
+    call) against numba, so a row's value does not depend on the batch it lands in."""
+    from sparkscore import compiler
+
+    model = synthetic.linear_model(3, link, n_outputs)
+    scorer = compiler.compile(model, compiler.row_stable_backend())
+    assert "reference" not in scorer.strategies, scorer.strategies
+    X = np.random.default_rng(5).normal(size=(20000, synthetic.N_FEATURES))
+    whole = scorer.scores(X)
+    for size in (1, 7, 64, 4099):
+        parts = np.concatenate([scorer.scores(X[i:i + size]) for i in range(0, 4 * size + 3, size)])
+        np.testing.assert_array_equal(parts, whole[:len(parts)])

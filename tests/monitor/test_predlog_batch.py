@@ -70,6 +70,27 @@ def test_log_rows_are_the_jobs_inputs_and_outputs(setup):
     assert delta.find_commit(str(tmp / "log"), result.stamp) is not None  # the log commit carries the job stamp
 
 
+def test_a_logged_job_scores_on_the_row_stable_backend(setup, monkeypatch):
+    """The log re-scores its sampled rows in one small batch; under ``auto`` a GLM's kernel (BLAS or
+    numba, last bits apart) can differ between that batch and the job's, so a logged job compiles
+    every arm for ``row_stable_backend()``; a job without a log keeps ``auto``."""
+    from sparkscore import compiler
+
+    backends = []
+    real = compiler.cached
+
+    def recording(key, load, backend="auto", device="cpu"):
+        backends.append(backend)
+        return real(key, load, backend, device)
+    monkeypatch.setattr(compiler, "cached", recording)
+    run(setup)
+    assert backends and set(backends) == {compiler.row_stable_backend()}, backends
+    backends.clear()
+    tmp = setup["tmp"]
+    score_files("churn", setup["input"], str(tmp / "plain"), registry=setup["registry"], batch_rows=700)
+    assert backends and set(backends) == {"auto"}, backends
+
+
 def test_sample_is_deterministic_in_job_id_and_bounded_by_bottom_k(setup):
     first = set(rows(setup["tmp"] / "log").request_id) if run(setup) else None
     run(setup, out="out2", log="log2")  # same job id, other tables: the same rows

@@ -13,8 +13,7 @@ from tests.serving.conftest import glm, post, serving, v2_body
 
 CLIENTS = 8
 PHASE_S = 1.2          # load on v1, then v2, then (rollback) v1 again, each at least this long
-HARD_STOP_S = 20.0     # the load never runs longer than this
-MAX_REQUESTS = 2000    # per client
+HARD_STOP_S = 60.0     # the load never runs longer than this (a slow CI machine: the test fails, saying so)
 
 
 def test_alias_move_under_load_has_no_failures_and_no_wrong_versions(tmp_path):
@@ -32,20 +31,19 @@ def test_alias_move_under_load_has_no_failures_and_no_wrong_versions(tmp_path):
             start = time.perf_counter()
             done = asyncio.Event()
 
-            async def user(i):
+            async def user(i):  # load until the operator is done: never a request budget that can run out first
                 body = v2_body({"a": [rows[i, 0]], "b": [rows[i, 1]], "c": [rows[i, 2]]})
-                for _ in range(MAX_REQUESTS):
-                    if done.is_set() or time.perf_counter() - start > HARD_STOP_S:
-                        return
+                while not done.is_set():
+                    assert time.perf_counter() - start < HARD_STOP_S, "the load ran past its hard stop"
                     r = await post(client, "/v2/models/m@prod/infer", body)
                     results.append((time.perf_counter(), i, r))
                     await asyncio.sleep(0)
 
             async def seen(version, after):
-                while time.perf_counter() - start < HARD_STOP_S:
-                    if any(t > after and r.headers.get("x-sparkscore-model-version") == str(version)
-                           for t, _, r in results[-CLIENTS * 4:]):
-                        return
+                while not any(t > after and r.headers.get("x-sparkscore-model-version") == str(version)
+                              for t, _, r in results[-CLIENTS * 4:]):
+                    assert time.perf_counter() - start < HARD_STOP_S, f"no response from version {version} " \
+                        f"{time.perf_counter() - after:.1f} s after the alias moved to it"
                     await asyncio.sleep(0.02)
 
             async def operator():
