@@ -262,6 +262,7 @@ class ObjectStoreRegistry(Registry):
         reason = _checked_reason(name, reason)
         if self._previous_target(name, alias) is None:
             raise self._no_alias(name, alias)
+        self._refuse_if_routed(name, {alias}, f"alias {name}@{alias}")
         self._append_move(name, alias, None, None, reason)
 
     def delete(self, name: str, version: int | None = None, force: bool = False) -> Deleted:

@@ -466,7 +466,28 @@ class Registry:
             moves = "; ".join(f"`sparkscore alias {name} {a} --delete`" for a in pointing)
             raise RegistryError(f"model {target} is the target of alias {', '.join(pointing)}: remove or move "
                                 f"it first ({moves}) or pass --force (force=True) to delete the alias too")
+        if version is not None:  # the whole name takes its routes with it (_doomed_routes)
+            self._refuse_if_routed(name, {str(version), *pointing}, f"{name}/{version}")
         return numbers, doomed, status, pointing
+
+    def _refuse_if_routed(self, name: str, labels: set[str], what: str) -> None:
+        """Refuse removing what a live or shadow arm of a route's current version names (a version number
+        or an alias): the route would fail on its next resolve.  ``--force`` does not override this: a
+        route is moved off an arm explicitly (``sparkscore route set``), never broken as a side effect."""
+        from sparkscore.registry.routes import read_route, route_names
+
+        using = []
+        for route_name in route_names(self, name):
+            try:
+                route = read_route(self, name, route_name)
+            except SparkscoreError:  # a damaged route resolves to nothing already: it blocks nothing
+                continue
+            hit = sorted(({a.label for a in route.arms if a.buckets} | set(route.shadow)) & labels)
+            if hit:
+                using.append(f"{route.ref} v{route.version} (arm {', '.join(hit)})")
+        if using:
+            raise RegistryError(f"{what} is used by route {'; '.join(using)}: move the route off it first "
+                                f"(`sparkscore route set {name} ROUTE --arm ...`), then delete it")
 
     def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
         """Remove ``name@alias``; the removal is appended to the alias history with ``reason``."""
@@ -478,6 +499,7 @@ class Registry:
             previous = self._previous_target(name, alias)
             if not alias_file.exists():
                 raise self._no_alias(name, alias)
+            self._refuse_if_routed(name, {alias}, f"alias {name}@{alias}")
             self._append_move(name, alias, previous, None, reason)  # write-ahead, as in set_alias
             alias_file.unlink(missing_ok=True)
 

@@ -274,6 +274,11 @@ def test_routes_on_s3_version_resolve_load_and_pin_like_a_filesystem(s3_registry
         reg.set_route("churn", "prod", {1: 100}, key="id")
     with pytest.raises(R.RouteConflictError, match="expected version 1 but"):
         reg.set_route("churn", "ab", {"prod": 100}, expected_version=1)
+    # what a live arm uses cannot be deleted from under the route (as on a filesystem)
+    with pytest.raises(RegistryError, match=r"churn/2 is used by route churn@ab v2 \(arm 2\)"):
+        reg.delete("churn", 2)
+    with pytest.raises(RegistryError, match=r"alias churn@prod is used by route churn@ab v2 \(arm prod\)"):
+        reg.delete_alias("churn", "prod")
 
 
 def test_concurrent_route_writes_on_s3_are_gap_free_and_compare_and_set_holds(s3_registry):
