@@ -461,8 +461,12 @@ def run_child(task: str, args: dict, timeout: float) -> dict:
         return {"task": task, "error": f"timed out after {timeout:.0f} s", "loadavg": la, **sampler.stop()}
     wall = time.perf_counter() - t
     tree = sampler.stop()
-    if proc.returncode != 0:
-        return {"task": task, "error": stderr.strip().splitlines()[-1:] or ["failed"], "loadavg": la}
+    if proc.returncode != 0:  # the whole stderr kept on disk: its last line alone hides a JVM's death
+        saved = DATA / f"{task}.stderr"
+        saved.write_text(stderr)
+        causes = [line.strip()[:300] for line in stderr.splitlines() if "Error" in line or "Exception" in line]
+        return {"task": task, "error": stderr.strip().splitlines()[-1:] or ["failed"], "causes": causes[:5],
+                "stderr": str(saved), "returncode": proc.returncode, "loadavg": la, **tree}
     res = json.loads(stdout.strip().splitlines()[-1])
     res.update({"task": task, "process_wall_s": wall, "loadavg": la, "loadavg_end": loadavg(), **tree})
     print(f"  {task}: {res['seconds']:.1f} s (process {wall:.1f} s), peak RSS {res['peak_rss_mib']:.0f} MiB "

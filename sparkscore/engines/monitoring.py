@@ -11,8 +11,10 @@ reference, the aggregate's histogram edges are the stream's quantiles), so the s
 is read twice; it is therefore *materialized* once, PREDICT and all: on DuckDB a parquet file in a
 fresh temporary folder written by one streaming ``COPY`` (memory bounded by the row groups in
 flight, whatever the batch size, where a temporary table would sit in memory up to
-``memory_limit``; removed by ``release``), on Spark a DataFrame persisted ``MEMORY_AND_DISK``
-(filled by the first read, unpersisted by ``release``).  The alternative, computing the aggregate from the stream in Python, would move the
+``memory_limit``; removed by ``release``), on Spark a DataFrame persisted ``DISK_ONLY`` (filled
+by the first read, unpersisted by ``release``; ``MEMORY_AND_DISK`` ran the driver of a local[2]
+session with 4 GiB of heap out of memory at 10M rows x 100 features: the cached blocks sit on the
+heap the Python UDF's input queue allocates from).  The alternative, computing the aggregate from the stream in Python, would move the
 histograms, moments and AUC ranks out of the engine; the projection holds only the model inputs,
 prediction, label and slice keys, narrower than the data.
 
@@ -139,14 +141,14 @@ class SparkRunner:
     persisted: list = field(default_factory=list)  # scored DataFrames persisted by scored() (unpersisted by release)
 
     def scored(self, query: exp.Expression) -> exp.Table:
-        """Plan ``query`` and persist it (MEMORY_AND_DISK): the sketch pass fills it, the aggregate reads it."""
+        """Plan ``query`` and persist it (DISK_ONLY): the sketch pass fills it, the aggregate reads it."""
         from pyspark import StorageLevel
 
         from sparkscore.engines import spark as engine
 
         view = _view_name()
         frame = engine.sql(self.spark, generate(query, "spark"), registry=self.registry)
-        frame.persist(StorageLevel.MEMORY_AND_DISK)
+        frame.persist(StorageLevel.DISK_ONLY)
         self.persisted.append(frame)
         frame.createOrReplaceTempView(view)
         self.views.append(view)
