@@ -159,7 +159,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
         options["with_arm"] = True
     job_id = args.job_id or delta.derive_job_id(
         delta.spark_input_identity(spark, args.input, df), job.stamp_model, args.output, options)
-    stamp = delta.JobStamp(job_id, *job.stamp_model)
+    stamp = delta.JobStamp(job_id, *job.stamp_model, job.arm_pins)
     pinned = f"route {job.route.ref} v{job.route.version}" if job.routed else f"{mv.name}/{mv.version}"
     derived = "" if args.job_id else " (derived from the input, model, output and options)"
     log(f"job {stamp.job_id}{derived}: {job.describe()} {args.input} -> {args.output} [{args.mode}]")

@@ -618,12 +618,13 @@ def _print_outputs(ctx: typer.Context, ref: str, tables: Sequence[str], conf: Op
                    f"{len({c.table for c in found.commits})} of {len(found.searched)} table(s) searched"))
     if found.commits:
         grid = Table(box=None, pad_edge=False)
-        for column in ("table", "version", "job id", "rows", "time", "writer"):
+        routed = any(c.route for c in found.commits)
+        for column in ("table", "version", "job id", "rows", "time", "writer", *(("as arm of",) if routed else ())):
             grid.add_column(column, justify="right" if column in ("version", "rows") else "left",
                             overflow="fold", no_wrap=column in ("version", "rows"))  # paths shown whole
         for c in found.commits:
             grid.add_row(c.table, str(c.table_version), c.job_id, "?" if c.rows is None else f"{c.rows:,}", c.time,
-                         c.writer)
+                         c.writer, *((c.route or "",) if routed else ()))
         out.print(grid)
     for location, reason in found.unreadable:
         _err().print(Text(f"warning: could not search {location}: {reason}"))

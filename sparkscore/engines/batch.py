@@ -158,7 +158,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
     if with_arm:
         options["with_arm"] = True
     stamp = delta.JobStamp(job_id or _derived_job_id(con, input_path, job.stamp_model, output, options),
-                           *job.stamp_model)
+                           *job.stamp_model, job.arm_pins)
     say(f"job {stamp.job_id}{'' if job_id else ' (derived from the input files, model, output and options)'}")
     for target in (output, *([log.table] if log else [])):
         for leftover in delta.remove_leftovers(target):  # of killed runs: also when this run has nothing to do

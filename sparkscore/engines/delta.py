@@ -44,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlparse
 
 from sparkscore.errors import JobError, SparkscoreError
@@ -59,24 +59,38 @@ MODEL_COLUMNS = ("model", "model_version")
 
 @dataclass(frozen=True)
 class JobStamp:
-    """What makes two job runs "the same": job id and the exact model version."""
+    """What makes two job runs "the same": job id and the exact model version.
+
+    A route's job stamps the route (``model`` = ``name@route``, its version and the digest of its
+    pins) and lists in ``arms`` every answering arm's ``(name, version, sha256)``, so lineage
+    finds the tables each model version wrote through a route (:mod:`sparkscore.engines.outputs`).
+    """
 
     job_id: str
     model: str
     version: int
     sha256: str
+    arms: tuple[tuple[str, int, str], ...] = ()
 
     @property
     def app_id(self) -> str:
         """Delta application-transaction id (delta-spark's ``txnAppId``)."""
         return f"sparkscore/{self.job_id}/{self.model}/{self.version}/{self.sha256[:16]}"
 
-    def metadata(self) -> dict:
+    def _identity(self) -> dict:
         return {f"{_META}job_id": self.job_id, f"{_META}model": self.model,
                 f"{_META}version": self.version, f"{_META}sha256": self.sha256}
 
+    def metadata(self) -> dict:
+        doc = self._identity()
+        if self.arms:  # JSON text: commitInfo values written by delta-rs are strings or numbers
+            doc[f"{_META}arms"] = json.dumps([list(a) for a in self.arms], separators=(",", ":"))
+        return doc
+
     def matches(self, commit_info: dict) -> bool:
-        return all(commit_info.get(k) == v for k, v in self.metadata().items())
+        """Same job id and pinned model (``arms`` follow from a route's pins: not compared, so commits
+        written before stamps listed them still make a re-run a no-op)."""
+        return all(commit_info.get(k) == v for k, v in self._identity().items())
 
 
 @dataclass(frozen=True)
@@ -147,8 +161,18 @@ def stamp_of(info: dict) -> dict | None:
     for doc in (info, _user_metadata(info)):
         stamp = {k[len(_META):]: v for k, v in doc.items() if k.startswith(_META)}
         if {"job_id", "model", "version", "sha256"} <= set(stamp):
+            stamp["arms"] = _arm_pins(stamp.get("arms"))
             return stamp
     return None
+
+
+def _arm_pins(text: Any) -> tuple[tuple[str, int, str], ...]:
+    """A stamp's ``arms`` ((name, version, sha256) of a route job's arms); () when absent or unreadable."""
+    try:
+        pins = json.loads(text) if isinstance(text, str) else []
+        return tuple((str(n), int(v), str(s)) for n, v, s in pins)
+    except (ValueError, TypeError):
+        return ()
 
 
 def _user_metadata(info: dict) -> dict:

@@ -45,6 +45,7 @@ class OutputCommit:
     time: str            # commit time, ISO-8601 UTC
     writer: str          # "delta-rs" | "delta-spark"
     operation: str | None
+    route: str | None = None  # "name@route vN" when the version wrote as an arm (rows: every arm's rows)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,10 @@ def _commits(table: str, name: str, version: int, sha256: str) -> list[OutputCom
     found = []
     for info in DeltaTable(table).history():
         stamp = delta.stamp_of(info)
-        if stamp is None or (stamp["model"], stamp["version"], stamp["sha256"]) != (name, version, sha256):
+        if stamp is None:
+            continue
+        direct = (stamp["model"], stamp["version"], stamp["sha256"]) == (name, version, sha256)
+        if not direct and (name, version, sha256) not in stamp["arms"]:
             continue
         spark_written = delta.stamp_of({k: v for k, v in info.items() if k != "userMetadata"}) is None
         rows = stamp.get("rows")
@@ -148,7 +152,8 @@ def _commits(table: str, name: str, version: int, sha256: str) -> list[OutputCom
         found.append(OutputCommit(table=table, table_version=int(info["version"]), job_id=str(stamp["job_id"]),
                                   rows=None if rows is None else int(rows), time=_iso(info.get("timestamp")),
                                   writer="delta-spark" if spark_written else "delta-rs",
-                                  operation=info.get("operation")))
+                                  operation=info.get("operation"),
+                                  route=None if direct else f"{stamp['model']} v{stamp['version']}"))
     return sorted(found, key=lambda c: c.table_version)
 
 

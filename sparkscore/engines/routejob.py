@@ -108,6 +108,14 @@ class JobModel:
         digest = hashlib.sha256(json.dumps(pins, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         return route.ref, int(route.version), digest
 
+    @property
+    def arm_pins(self) -> tuple[tuple[str, int, str], ...]:
+        """A route's answering arms as (name, version, sha256), for the job stamp; () for one model.
+        (Shadow arms write no output rows: only prediction-log rows marked ``shadow``.)"""
+        if not self.routed:
+            return ()
+        return tuple(dict.fromkeys((a.mv.name, int(a.mv.version), a.mv.sha256) for a in self.arms))
+
     def describe(self) -> str:
         if not self.routed:
             mv = self.first.mv

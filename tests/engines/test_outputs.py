@@ -116,3 +116,35 @@ def test_cli_lineage_outputs(written, tmp_path):
         ("a", 0, 50), ("a", 1, 20), ("c", 0, 20)]
     nothing = runner.invoke(app, base, env={"SPARKSCORE_CONF": None})
     assert nothing.exit_code == 1 and "--table PATH" in nothing.stderr
+
+
+def test_a_version_that_answered_through_a_route_lists_the_routed_commits(tmp_path):
+    """A route's job stamps the route and its answering arms: lineage of an arm's version finds the table
+    (marked with the route), a version the route does not use finds nothing."""
+    reg = ss.Registry(tmp_path / "reg")
+    v1 = reg.register("churn", churn_model(0.8))
+    v2 = reg.register("churn", churn_model(0.3))
+    reg.register("churn", churn_model(0.5))
+    reg.set_route("churn", "ab", {1: 50, 2: 50}, key="id")
+    frame = pd.DataFrame({"id": np.arange(200), "age": np.linspace(-1, 1, 200), "spend": np.linspace(1, -1, 200)})
+    frame.to_parquet(tmp_path / "in.parquet")
+    table = str(tmp_path / "routed")
+    score_files("churn@ab", str(tmp_path / "in.parquet"), table, registry=reg, job_id="day-9")
+    for ref, mv in (("churn/1", v1), ("churn/2", v2)):
+        found = model_outputs(ref, [table], registry=reg)
+        assert [(c.table_version, c.job_id, c.rows, c.route) for c in found.commits] == [(0, "day-9", 200, "churn@ab v1")]
+        assert found.sha256 == mv.sha256
+    assert model_outputs("churn/3", [table], registry=reg).commits == ()
+    # the re-run is a no-op: stamps are compared on job id and pins, with or without the arm list
+    assert score_files("churn@ab", str(tmp_path / "in.parquet"), table, registry=reg, job_id="day-9").rows == 0
+    assert len(deltalake.DeltaTable(table).history()) == 1
+
+
+def test_arm_pins_do_not_change_which_commits_a_stamp_matches():
+    from sparkscore.engines.delta import JobStamp, stamp_of
+
+    plain = JobStamp("j", "churn@ab", 3, "d" * 64)
+    pinned = JobStamp("j", "churn@ab", 3, "d" * 64, (("churn", 1, "a" * 64), ("churn", 2, "b" * 64)))
+    assert pinned.matches(plain.metadata()) and plain.matches(pinned.metadata())  # commits of older writers too
+    assert stamp_of(pinned.metadata())["arms"] == pinned.arms and stamp_of(plain.metadata())["arms"] == ()
+    assert stamp_of({**pinned.metadata(), "sparkscore.arms": "not json"})["arms"] == ()
