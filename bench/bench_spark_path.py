@@ -62,6 +62,23 @@ def _data(rows: int, d: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(np.random.default_rng(seed).normal(size=(rows, d)), columns=_names(d))
 
 
+def _source_frame(spark, args, d: int, work: Path):
+    """The rows every peer scores: a cached DataFrame, or parquet files read again by each run (two
+    files, so both cores get a task at 8 features; Spark 4.2 hands a scan's columnar batches to Arrow
+    UDFs without the row -> Arrow step: ``spark.sql.execution.arrow.pythonUDF.columnarInput.enabled``)."""
+    if args.source == "cache":
+        df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
+        df.count()
+        return df
+    folder = work / f"data_{d}"
+    folder.mkdir()
+    frame = _data(args.rows, d)
+    half = len(frame) // 2
+    for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
+        part.to_parquet(folder / f"part-{i}.parquet", row_group_size=100_000, index=False)
+    return spark.read.parquet(str(folder))
+
+
 def _train_lgbm(d: int, trees: int = 100, leaves: int = 31):
     import lightgbm as lgb
 
@@ -261,6 +278,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--source", choices=("cache", "parquet"), default="cache",
+                        help="cache: a cached DataFrame (in-memory columnar, the JVM turns rows into Arrow); "
+                             "parquet: read from parquet files each run (pyspark 4.2's columnar UDF input)")
+    parser.add_argument("--note", default=None, help="what the machine was doing (into the md)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sections", default="main,stages", help="any of main,stages,inline,extras")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -295,7 +316,8 @@ def main() -> None:
     doc: dict = {"benchmark": "spark_path", "config": vars(args), "machine": {
         "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "pyspark": spark.version, "mlflow": mlflow.__version__, "loadavg_before": load_before,
-        "note": "2-core machine shared with 7 other helpers' test runs: compare ratios from the same run"},
+        "columnar_input": spark.conf.get("spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"),
+        "note": args.note or "compare ratios from the same run"},
         "main": [], "stages": [], "inline": [], "extras": []}
 
     for d in [int(x) for x in args.features.split(",")]:
@@ -308,8 +330,7 @@ def main() -> None:
         native.booster_.save_model(model_file)
         mlflow_dir = str(work / f"mlflow_{name}")
         mlflow.lightgbm.save_model(native.booster_, mlflow_dir)
-        df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
-        df.count()
+        df = _source_frame(spark, args, d, work)
         cols = [df[c] for c in names]
         if "main" in sections:
             mlflow_udf = mlflow.pyfunc.spark_udf(spark, mlflow_dir, env_manager="local", result_type="double")
@@ -445,7 +466,8 @@ def _write(doc: dict, args) -> None:
              f"{args.rows:,} rows, LightGBM binary 100 trees x 31 leaves, P(positive) summed; median of "
              f"{args.repeat} interleaved runs after a warm-up. pyspark {m['pyspark']}, mlflow-skinny {m['mlflow']}, "
              f"{m['cpus']} cores, loadavg before {' '.join(m['loadavg_before'])}, after "
-             f"{' '.join(m.get('loadavg_after', []))} (machine shared with other helpers: compare ratios).", ""]
+             f"{' '.join(m.get('loadavg_after', []))}. Input: {doc['config'].get('source', 'cache')} "
+             f"(columnar UDF input {m.get('columnar_input', '?')}). {args.note or 'Compare ratios from the same run.'}", ""]
     if doc["main"]:
         lines += ["Wall time (rows/s, median) and CPU time (ns/row: executor JVM + Python workers, median):", "",
                   "| features | auto path | sparkscore rows/s | sparkscore (arrow path) | pandas UDF + native | "
