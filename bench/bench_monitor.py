@@ -644,8 +644,8 @@ def markdown(res: dict) -> str:
             mm = r["machine"]
             lines.append(f"- {r['started']} UTC: sections {', '.join(r['sections'])}, tasks {', '.join(r['tasks'])}; "
                          f"load average {mm['load_average_at_start'][0]:.1f} at the start, "
-                         f"{mm.get('load_average_at_end', [float('nan')])[0]:.1f} at the end ({mm['cores']} cores, "
-                         "shared with other helpers running tests).")
+                         f"{mm.get('load_average_at_end', [float('nan')])[0]:.1f} at the end ({mm['cores']} cores"
+                         f"{'; ' + r['note'] if r.get('note') else ''}).")
         lines.append("")
     if res.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in res["notes"]], ""]
