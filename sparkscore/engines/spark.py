@@ -282,7 +282,7 @@ class ModelFunction:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
                 fn = ScoringFunction(self.name, self.kind, model, (self.source.name, self.source.version),
-                                     self.output_type)
+                                     self.output_type, self.source.backend)
             columns = [batch] if isinstance(batch, pa.Array) else list(batch)
             if self.gated:
                 yield fn.score_gated(columns[0], pa.Table.from_arrays(columns[1:], names=names))
@@ -322,7 +322,7 @@ class FusedFunction:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
                 fns = [ScoringFunction(udf_name(self.source.name, self.source.version, kind), kind, model,
-                                       (self.source.name, self.source.version), sql_type)
+                                       (self.source.name, self.source.version), sql_type, self.source.backend)
                        for kind, sql_type in self.outputs]
             columns = [batch] if isinstance(batch, pa.Array) else list(batch)
             scored = score_many(fns, pa.Table.from_arrays(columns, names=names))
@@ -361,7 +361,7 @@ class PartitionScorer:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
                 fns = [ScoringFunction(f"{self.source.name}_v{self.source.version}_{kind}", kind, model,
-                                       (self.source.name, self.source.version), sql_type)
+                                       (self.source.name, self.source.version), sql_type, self.source.backend)
                        for _, kind, sql_type in self.outputs]
             data = pa.Table.from_arrays([batch.column(c) for c in self.inputs], names=names)
             scored = score_many(fns, data)
@@ -619,7 +619,7 @@ class RoutedPartitionScorer:
                 for source, _ in self.arms:
                     model = source.scorer().model
                     fns.append([ScoringFunction(f"{source.name}_v{source.version}_{kind}", kind, model,
-                                                (source.name, source.version), sql_type)
+                                                (source.name, source.version), sql_type, source.backend)
                                 for _, kind, sql_type in self.outputs])
             arm = owner[batch.column(BUCKET_COL).to_numpy(zero_copy_only=False).astype(np.int64)]
             pieces: list[list[pa.Array]] = [[] for _ in self.outputs]

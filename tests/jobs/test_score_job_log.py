@@ -63,3 +63,34 @@ def test_spark_job_logs_the_embedded_sample_and_completes_it_after_a_failure(spa
     pd.testing.assert_frame_equal(logged.drop(columns="ts"), ref.drop(columns="ts"))  # same rows, same values
     out = deltalake.DeltaTable(str(tmp_path / "out")).to_pandas().set_index("id")
     np.testing.assert_array_equal(logged.prediction, out.loc[logged.request_id.astype(int), "prediction"])
+
+
+@pytest.mark.parametrize("kind", ["udf", "fused", "arrow"])
+def test_worker_functions_score_on_the_sources_backend(registry, monkeypatch, kind):
+    """What a Spark worker runs (called here in-process): every scorer it compiles uses the backend its
+    ModelSource carries, so a logged job's executors score on the row-stable backend as its driver does
+    (a worker-side ScoringFunction on ``auto`` made 3 of 60 logged rows differ by 1 ulp in CI)."""
+    import pyarrow as pa
+
+    from sparkscore import compiler
+    from sparkscore.engines.spark import FusedFunction, ModelFunction, ModelSource, PartitionScorer
+
+    mv = registry.register("churn", churn_model())
+    source = ModelSource(str(registry.root), mv.name, mv.version, mv.sha256, backend="numba")
+    backends = []
+    real = compiler.cached
+
+    def recording(key, load, backend="auto", device="cpu"):
+        backends.append(backend)
+        return real(key, load, backend, device)
+    monkeypatch.setattr(compiler, "cached", recording)
+    age, spend = pa.array([0.5, -1.0, 2.0]), pa.array([1.0, 0.25, -3.0])
+    if kind == "udf":
+        out = list(ModelFunction("churn_v1", source, "predict", "DOUBLE")(iter([(age, spend)])))
+    elif kind == "fused":
+        out = list(FusedFunction("churn_v1_fused", source, (("predict", "DOUBLE"), ("proba", "DOUBLE[]")))(
+            iter([(age, spend)])))
+    else:
+        batch = pa.RecordBatch.from_arrays([age, spend], names=["age", "spend"])
+        out = list(PartitionScorer(source, ("age", "spend"), (("p", "predict", "DOUBLE"),))(iter([batch])))
+    assert len(out) == 1 and backends and set(backends) == {"numba"}, backends
