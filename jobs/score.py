@@ -121,7 +121,6 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from sparkscore import compiler
     from sparkscore.engines import delta, routejob
     from sparkscore.engines.spark import BATCH_ROWS_CONF
     from sparkscore.errors import JobError, SparkscoreError
@@ -129,9 +128,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
     if args.batch_rows:
         spark.conf.set(BATCH_ROWS_CONF, str(args.batch_rows))
     registry = ss.Registry(args.registry)
-    # a prediction log is scored again on the driver: every kernel row-stable, so its values are the output's
-    backend = compiler.row_stable_backend() if args.log else "auto"
-    job = routejob.resolve(registry, args.model, with_arm=args.with_arm, backend=backend)  # a route pins every arm
+    job = routejob.resolve(registry, args.model, with_arm=args.with_arm, logged=bool(args.log))  # pins every arm
     mv = job.first.mv
     with_delta_spark = delta.has_delta_spark(spark)
     is_table = "/" not in args.output and not delta.is_delta_path(args.output)
@@ -195,7 +192,7 @@ def run(spark, args: argparse.Namespace, started: float) -> int:
         scored = routejob.spark_scored(df, job, args.output_col, registry)
     else:
         scored = ss.spark.predict(df, f"{mv.name}/{mv.version}", args.output_col, registry,
-                                  path="udf" if log_spec is not None else None, backend=backend)
+                                  path="udf" if log_spec is not None else None, backend=job.first.backend)
     columns = [*keep, args.output_col]
     if record_model:
         version = (routejob.spark_by_arm([int(a.mv.version) for a in job.arms]) if job.routed

@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sparkscore import compiler
 from sparkscore.engines import delta, joblog, routejob
 from sparkscore.engines.functions import (  # noqa: F401 - check_input_types: also imported from here
     ARROW_TYPES, check_input_types, registry_or_default)
@@ -135,9 +134,7 @@ def score_files(model_ref: str, input_path: str, output: str, *, registry=None, 
         raise JobError(f"output {output} is not a local path; the embedded engine writes local Delta tables, "
                        "use the spark engine for object stores")
     delta.check_output(output)
-    # a prediction log is scored again on its sampled rows: row-stable kernels, so its values are the output's
-    job = routejob.resolve(registry_or_default(registry), model_ref, with_arm=with_arm,
-                           backend=compiler.row_stable_backend() if log is not None else "auto")
+    job = routejob.resolve(registry_or_default(registry), model_ref, with_arm=with_arm, logged=log is not None)
     mv, model = job.first.mv, job.first.model
 
     con = connect()

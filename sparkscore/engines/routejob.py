@@ -276,12 +276,16 @@ def scatter(arms: Sequence[PinnedArm], idx: np.ndarray, batch, score, arrow_type
     return pa.concat_arrays(pieces).take(pa.array(inverse))
 
 
-def resolve(reg, ref: str, *, with_arm: bool = False, backend: str = "auto") -> JobModel:
+def resolve(reg, ref: str, *, with_arm: bool = False, logged: bool = False) -> JobModel:
     """Resolve ``ref`` once for a job: a route ref pins its route version and every arm's version.
 
-    ``backend``: what every arm is compiled for (here and, on Spark, on the executors)."""
+    ``logged``: the job writes a prediction log, which scores its sampled rows again in one small
+    batch, so every arm is compiled (here and, on Spark, on the executors) for
+    :func:`sparkscore.compiler.row_stable_backend`: the log's values are the output's, bit for bit."""
+    from sparkscore import compiler
     from sparkscore.registry.routes import resolve_route
 
+    backend = compiler.row_stable_backend() if logged else "auto"
     resolved = resolve_route(reg, ref) if "@" in str(ref) else None
     if resolved is None:
         if with_arm:

@@ -145,6 +145,10 @@ class ModelSource:
             _log_load(self, loaded[0], time.perf_counter() - started)
         return scorer
 
+    def function(self, name: str, model: Model, kind: str, sql_type: str) -> ScoringFunction:
+        """The shared scoring code for ``kind`` of this source's ``model``, on this source's backend."""
+        return ScoringFunction(name, kind, model, (self.name, self.version), sql_type, self.backend)
+
     def _load(self) -> tuple[Model, str]:
         """The verified model and where it came from (``registry``, ``executor-cache`` or ``closure``)."""
         if self.files:
@@ -281,8 +285,7 @@ class ModelFunction:
             if fn is None:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
-                fn = ScoringFunction(self.name, self.kind, model, (self.source.name, self.source.version),
-                                     self.output_type, self.source.backend)
+                fn = self.source.function(self.name, model, self.kind, self.output_type)
             columns = [batch] if isinstance(batch, pa.Array) else list(batch)
             if self.gated:
                 yield fn.score_gated(columns[0], pa.Table.from_arrays(columns[1:], names=names))
@@ -321,9 +324,8 @@ class FusedFunction:
             if fns is None:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
-                fns = [ScoringFunction(udf_name(self.source.name, self.source.version, kind), kind, model,
-                                       (self.source.name, self.source.version), sql_type, self.source.backend)
-                       for kind, sql_type in self.outputs]
+                fns = [self.source.function(udf_name(self.source.name, self.source.version, kind), model, kind,
+                                            sql_type) for kind, sql_type in self.outputs]
             columns = [batch] if isinstance(batch, pa.Array) else list(batch)
             scored = score_many(fns, pa.Table.from_arrays(columns, names=names))
             if log:
@@ -360,9 +362,8 @@ class PartitionScorer:
             if fns is None:
                 model = self.source.scorer().model
                 names = list(model.signature.names)
-                fns = [ScoringFunction(f"{self.source.name}_v{self.source.version}_{kind}", kind, model,
-                                       (self.source.name, self.source.version), sql_type, self.source.backend)
-                       for _, kind, sql_type in self.outputs]
+                fns = [self.source.function(f"{self.source.name}_v{self.source.version}_{kind}", model, kind,
+                                            sql_type) for _, kind, sql_type in self.outputs]
             data = pa.Table.from_arrays([batch.column(c) for c in self.inputs], names=names)
             scored = score_many(fns, data)
             yield pa.RecordBatch.from_arrays([*batch.columns, *scored],
@@ -618,8 +619,7 @@ class RoutedPartitionScorer:
                 fns = []
                 for source, _ in self.arms:
                     model = source.scorer().model
-                    fns.append([ScoringFunction(f"{source.name}_v{source.version}_{kind}", kind, model,
-                                                (source.name, source.version), sql_type, source.backend)
+                    fns.append([source.function(f"{source.name}_v{source.version}_{kind}", model, kind, sql_type)
                                 for _, kind, sql_type in self.outputs])
             arm = owner[batch.column(BUCKET_COL).to_numpy(zero_copy_only=False).astype(np.int64)]
             pieces: list[list[pa.Array]] = [[] for _ in self.outputs]
