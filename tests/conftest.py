@@ -37,3 +37,38 @@ def spark():
     session = spark_session()
     yield session
     session.stop()
+
+
+@pytest.fixture
+def fail_commit(monkeypatch):
+    """``fail_commit(which, exc)``: make ``delta.commit_staged`` raise ``exc`` for the table whose folder is
+    named ``which`` (a job's two commit points: its output and its prediction log); ``monkeypatch.undo()``
+    lifts it."""
+    from pathlib import Path
+
+    from sparkscore.engines import delta
+
+    real = delta.commit_staged
+
+    def arm(which: str, exc: type[BaseException] = RuntimeError) -> None:
+        def commit(target, *args, **kwargs):
+            if Path(target).name == which:
+                raise exc("injected failure")
+            return real(target, *args, **kwargs)
+        monkeypatch.setattr(delta, "commit_staged", commit)
+    return arm
+
+
+@pytest.fixture
+def compiled_backends(monkeypatch) -> list:
+    """The ``backend`` of every ``compiler.cached`` call made while the test runs, in order."""
+    from sparkscore import compiler
+
+    backends: list = []
+    real = compiler.cached
+
+    def recording(key, load, backend="auto", device="cpu"):
+        backends.append(backend)
+        return real(key, load, backend, device)
+    monkeypatch.setattr(compiler, "cached", recording)
+    return backends

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparkscore.engines import delta
 from sparkscore.engines.batch import score_files
 from sparkscore.errors import JobError
 from sparkscore.monitor import predlog
@@ -32,7 +31,8 @@ def _job():
     return module
 
 
-def test_spark_job_logs_the_embedded_sample_and_completes_it_after_a_failure(spark, registry, tmp_path, monkeypatch):
+def test_spark_job_logs_the_embedded_sample_and_completes_it_after_a_failure(spark, registry, tmp_path, monkeypatch,
+                                                                              fail_commit):
     registry.register("churn", churn_model())
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({"id": np.arange(ROWS), "age": rng.normal(size=ROWS), "spend": rng.normal(size=ROWS)})
@@ -44,13 +44,7 @@ def test_spark_job_logs_the_embedded_sample_and_completes_it_after_a_failure(spa
                            str(tmp_path / "out"), "--job-id", "j", "--registry", str(registry.root),
                            "--log", str(tmp_path / "log"), "--log-fraction", "0.1", "--log-max-rows", "60",
                            "--log-id", "id"])
-    real = delta.commit_staged
-
-    def fail_log(target, *a, **k):
-        if Path(target).name == "log":
-            raise RuntimeError("injected failure")
-        return real(target, *a, **k)
-    monkeypatch.setattr(delta, "commit_staged", fail_log)
+    fail_commit("log")
     with pytest.raises(JobError, match="output is committed but its prediction log"):
         job.run(spark, args, time.time())
     assert not (tmp_path / "log" / "_delta_log").exists()
@@ -66,24 +60,17 @@ def test_spark_job_logs_the_embedded_sample_and_completes_it_after_a_failure(spa
 
 
 @pytest.mark.parametrize("kind", ["udf", "fused", "arrow"])
-def test_worker_functions_score_on_the_sources_backend(registry, monkeypatch, kind):
+def test_worker_functions_score_on_the_sources_backend(registry, compiled_backends, kind):
     """What a Spark worker runs (called here in-process): every scorer it compiles uses the backend its
     ModelSource carries, so a logged job's executors score on the row-stable backend as its driver does
     (a worker-side ScoringFunction on ``auto`` made 3 of 60 logged rows differ by 1 ulp in CI)."""
     import pyarrow as pa
 
-    from sparkscore import compiler
     from sparkscore.engines.spark import FusedFunction, ModelFunction, ModelSource, PartitionScorer
 
     mv = registry.register("churn", churn_model())
     source = ModelSource(str(registry.root), mv.name, mv.version, mv.sha256, backend="numba")
-    backends = []
-    real = compiler.cached
-
-    def recording(key, load, backend="auto", device="cpu"):
-        backends.append(backend)
-        return real(key, load, backend, device)
-    monkeypatch.setattr(compiler, "cached", recording)
+    backends = compiled_backends
     age, spend = pa.array([0.5, -1.0, 2.0]), pa.array([1.0, 0.25, -3.0])
     if kind == "udf":
         out = list(ModelFunction("churn_v1", source, "predict", "DOUBLE")(iter([(age, spend)])))

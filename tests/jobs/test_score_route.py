@@ -186,17 +186,10 @@ def test_cli_score_takes_a_route_ref(setup, tmp_path):
     assert command[-1] == "--with-arm" and command[command.index("--model") + 1] == ROUTE
 
 
-def test_a_routed_log_left_behind_by_a_failure_is_completed_once_with_its_shadow_rows(setup, tmp_path, monkeypatch):
-    from sparkscore.engines import delta
-
+def test_a_routed_log_left_behind_by_a_failure_is_completed_once_with_its_shadow_rows(setup, tmp_path, monkeypatch,
+                                                                                     fail_commit):
     spec = predlog.LogSpec(str(tmp_path / "log"), 0.1, 10_000, "id")
-    real = delta.commit_staged
-
-    def fail_log(target, *a, **k):
-        if Path(target).name == "log":
-            raise RuntimeError("injected failure")
-        return real(target, *a, **k)
-    monkeypatch.setattr(delta, "commit_staged", fail_log)
+    fail_commit("log")
     with pytest.raises(JobError, match="output is committed but its prediction log"):
         score_files(ROUTE, setup["input"], str(tmp_path / "out"), registry=setup["registry"], job_id="f", log=spec)
     monkeypatch.undo()

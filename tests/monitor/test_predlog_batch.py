@@ -70,19 +70,13 @@ def test_log_rows_are_the_jobs_inputs_and_outputs(setup):
     assert delta.find_commit(str(tmp / "log"), result.stamp) is not None  # the log commit carries the job stamp
 
 
-def test_a_logged_job_scores_on_the_row_stable_backend(setup, monkeypatch):
+def test_a_logged_job_scores_on_the_row_stable_backend(setup, compiled_backends):
     """The log re-scores its sampled rows in one small batch; under ``auto`` a GLM's kernel (BLAS or
     numba, last bits apart) can differ between that batch and the job's, so a logged job compiles
     every arm for ``row_stable_backend()``; a job without a log keeps ``auto``."""
     from sparkscore import compiler
 
-    backends = []
-    real = compiler.cached
-
-    def recording(key, load, backend="auto", device="cpu"):
-        backends.append(backend)
-        return real(key, load, backend, device)
-    monkeypatch.setattr(compiler, "cached", recording)
+    backends = compiled_backends
     run(setup)
     assert backends and set(backends) == {compiler.row_stable_backend()}, backends
     backends.clear()
@@ -125,20 +119,9 @@ class Boom(RuntimeError):
     pass
 
 
-def _fail_on_commit(monkeypatch, which: str, exc: type[BaseException] = Boom) -> None:
-    """Make ``delta.commit_staged`` raise for the output or for the log table (the two commit points)."""
-    real = delta.commit_staged
-
-    def commit(target, *args, **kwargs):
-        if Path(target).name == which:
-            raise exc("injected failure")
-        return real(target, *args, **kwargs)
-    monkeypatch.setattr(delta, "commit_staged", commit)
-
-
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
-def test_failure_before_the_output_commit_leaves_no_rows_in_either_table(setup, monkeypatch, exc):
-    _fail_on_commit(monkeypatch, "out", exc)
+def test_failure_before_the_output_commit_leaves_no_rows_in_either_table(setup, monkeypatch, fail_commit, exc):
+    fail_commit("out", exc)
     with pytest.raises((JobError, KeyboardInterrupt)):
         run(setup)
     for table in ("out", "log"):
@@ -149,9 +132,9 @@ def test_failure_before_the_output_commit_leaves_no_rows_in_either_table(setup, 
 
 
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
-def test_failure_between_the_commits_is_completed_by_the_rerun_exactly_once(setup, monkeypatch, exc):
+def test_failure_between_the_commits_is_completed_by_the_rerun_exactly_once(setup, monkeypatch, fail_commit, exc):
     clean = run(setup, out="ref-out", log="ref-log")  # what one uninterrupted run logs
-    _fail_on_commit(monkeypatch, "log", exc)
+    fail_commit("log", exc)
     with pytest.raises(JobError, match="output is committed but its prediction log .* re-run the same command"):
         run(setup)
     assert len(rows(setup["tmp"] / "out")) == ROWS
@@ -167,10 +150,10 @@ def test_failure_between_the_commits_is_completed_by_the_rerun_exactly_once(setu
     assert run(setup).log_rows == 0 and len(rows(setup["tmp"] / "log")) == clean.log_rows
 
 
-def test_a_kill_between_the_commits_leaves_a_leftover_the_rerun_removes(setup, monkeypatch):
+def test_a_kill_between_the_commits_leaves_a_leftover_the_rerun_removes(setup, monkeypatch, fail_commit):
     """kill -9 after the output commit: the log's staging folder stays behind, its lock held by nobody."""
     clean = run(setup, out="ref-out", log="ref-log")
-    _fail_on_commit(monkeypatch, "log")
+    fail_commit("log", Boom)
     with pytest.raises(JobError):
         run(setup)
     monkeypatch.undo()
@@ -279,10 +262,10 @@ def _job_args(command):
     return module.parse_args(command[i + 1:])
 
 
-def test_two_concurrent_reruns_complete_the_log_once(setup, monkeypatch):
+def test_two_concurrent_reruns_complete_the_log_once(setup, monkeypatch, fail_commit):
     from concurrent.futures import ThreadPoolExecutor
 
-    _fail_on_commit(monkeypatch, "log")
+    fail_commit("log", Boom)
     with pytest.raises(JobError):
         run(setup)
     monkeypatch.undo()
