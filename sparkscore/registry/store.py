@@ -476,7 +476,7 @@ class Registry:
         route is moved off an arm explicitly (``sparkscore route set``), never broken as a side effect."""
         from sparkscore.registry.routes import read_route, route_names
 
-        using = []
+        using, moved = [], []
         for route_name in route_names(self, name):
             try:
                 route = read_route(self, name, route_name)
@@ -485,9 +485,10 @@ class Registry:
             hit = sorted(({a.label for a in route.arms if a.buckets} | set(route.shadow)) & labels)
             if hit:
                 using.append(f"{route.ref} v{route.version} (arm {', '.join(hit)})")
+                moved.append(route.route)
         if using:
             raise RegistryError(f"{what} is used by route {'; '.join(using)}: move the route off it first "
-                                f"(`sparkscore route set {name} ROUTE --arm ...`), then delete it")
+                                f"(`sparkscore route set {name} {moved[0]} --arm ...`), then delete it")
 
     def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
         """Remove ``name@alias``; the removal is appended to the alias history with ``reason``."""

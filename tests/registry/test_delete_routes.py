@@ -50,7 +50,7 @@ def test_deleting_a_version_an_arm_pins_is_refused_even_with_force(routed, force
     """The route would fail on its next resolve: it is moved off the arm explicitly, never broken."""
     with pytest.raises(RegistryError, match=r"m/2 is used by route m@ab v1 \(arm 2\): move the route off") as info:
         routed.delete("m", 2, force=force)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "`sparkscore route set m ab --arm ...`" in str(info.value)
     assert [mv.version for mv in routed.versions("m")] == [1, 2]
     routed.set_route("m", "ab", arms={1: 100, 2: 0})  # a zero-weight arm answers no row: no longer blocks
     routed.delete("m", 2)
