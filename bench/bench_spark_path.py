@@ -4,8 +4,11 @@ LightGBM binary classifier, 100 trees x 31 leaves, 1M rows, 8 and 50 float featu
 local[2] session (or ``--master local-cluster[2,1,1024]``: two executor JVMs), P(positive) for
 every row forced by ``sum``.  Peers, interleaved, repeated ``--repeat`` times, median reported:
 
-* ``sparkscore``: ``ss.spark.predict`` on its ``auto`` path (the Arrow UDF for this one-output model);
-* ``sparkscore_arrow``: the same with ``path="arrow"`` (mapInArrow; ``auto`` for several outputs);
+* ``sparkscore``: ``ss.spark.predict`` on its ``auto`` path: with ``--source parquet`` the scoring
+  scan (pyarrow reads the files inside the Python worker: ``sparkscore/engines/spark_scan.py``), over
+  a cached DataFrame the Arrow UDF (this model is one output);
+* ``sparkscore_arrow`` / ``sparkscore_udf``: the same with ``path="arrow"`` (mapInArrow; ``auto`` for
+  several outputs) and ``path="udf"`` (the Arrow UDF over the model's columns);
 * ``pandas_udf_native``: an iterator pandas UDF that loads the booster once per Python worker
   (from the model file, cached in the worker) and calls native ``Booster.predict``;
 * ``mlflow_spark_udf``: ``mlflow.pyfunc.spark_udf(spark, uri, env_manager="local")`` over the
@@ -23,11 +26,13 @@ rest; native predict in the pandas UDF), and what ``default_threads()`` and the 
 are inside a worker.  Opt-in sections: the inline-vs-arrow rule (``inline``: GLMs and tree
 ensembles of growing size inlined as Catalyst expressions vs mapInArrow) and the extra-columns
 rule (``extras``: passthrough columns through mapInArrow vs an Arrow UDF); their last results are
-bench/results/spark_path_rules.md.
+bench/results/spark_path_rules.md.  ``scan``: the scoring scan vs the Arrow UDF over parquet reads of
+8-50 model columns and 0-50 other columns (the scan rule's boundary; bench/results/spark_path_scan.md).
 
     python bench/bench_spark_path.py                 # main + stages: 1M rows, 3 repeats (~6-8 min quiet)
     python bench/bench_spark_path.py --quick         # 100k rows, 1 repeat, main table only
     python bench/bench_spark_path.py --sections inline,extras --tag rules
+    python bench/bench_spark_path.py --sections scan --tag scan     # scan vs Arrow UDF, 8-50 columns
     python bench/bench_spark_path.py --master 'local-cluster[2,1,1024]' --tag cluster
 
 Writes bench/results/spark_path[_TAG].{json,md}; ``--sections stages --tag stages`` writes the
@@ -64,8 +69,9 @@ def _data(rows: int, d: int, seed: int = 0) -> pd.DataFrame:
 
 def _source_frame(spark, args, d: int, work: Path):
     """The rows every peer scores: a cached DataFrame, or parquet files read again by each run (two
-    files, so both cores get a task at 8 features; Spark 4.2 hands a scan's columnar batches to Arrow
-    UDFs without the row -> Arrow step: ``spark.sql.execution.arrow.pythonUDF.columnarInput.enabled``)."""
+    files of five row groups, so both cores get tasks).  Spark's parquet reader does not produce the
+    Arrow-backed batches that ``spark.sql.execution.arrow.pythonUDF.columnarInput.enabled`` hands to
+    Arrow UDFs directly, so UDF peers pay the JVM's row -> Arrow step on either source."""
     if args.source == "cache":
         df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
         df.count()
@@ -280,10 +286,10 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--source", choices=("cache", "parquet"), default="cache",
                         help="cache: a cached DataFrame (in-memory columnar, the JVM turns rows into Arrow); "
-                             "parquet: read from parquet files each run (pyspark 4.2's columnar UDF input)")
+                             "parquet: read from parquet files each run (where sparkscore's auto path scores at the scan)")
     parser.add_argument("--note", default=None, help="what the machine was doing (into the md)")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", default="main,stages", help="any of main,stages,inline,extras")
+    parser.add_argument("--sections", default="main,stages", help="any of main,stages,inline,extras,scan")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
     if args.quick:
@@ -318,7 +324,7 @@ def main() -> None:
         "pyspark": spark.version, "mlflow": mlflow.__version__, "loadavg_before": load_before,
         "columnar_input": spark.conf.get("spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"),
         "note": args.note or "compare ratios from the same run"},
-        "main": [], "stages": [], "inline": [], "extras": []}
+        "main": [], "stages": [], "inline": [], "extras": [], "scan": []}
 
     for d in [int(x) for x in args.features.split(",")]:
         names = _names(d)
@@ -338,6 +344,7 @@ def main() -> None:
             peers = {
                 "sparkscore": lambda: ss_spark.predict(df, name, "p", registry=registry),
                 "sparkscore_arrow": lambda: ss_spark.predict(df, name, "p", registry=registry, path="arrow"),
+                "sparkscore_udf": lambda: ss_spark.predict(df, name, "p", registry=registry, path="udf"),
                 "pandas_udf_native": lambda: df.withColumn("p", base(*cols)),
                 "mlflow_spark_udf": lambda: df.withColumn("p", mlflow_udf(*cols)),
             }
@@ -450,6 +457,29 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             df.unpersist()
 
+    if "scan" in sections:  # the scan rule's boundary: model columns and other columns, scan vs Arrow UDF
+        for d, extra in ((8, 0), (16, 0), (24, 0), (32, 0), (50, 0), (16, 16), (50, 12), (50, 50)):
+            name = f"scan_{d}_{extra}"
+            registry.register(name, _train_lgbm(d), feature_names=_names(d))
+            frame = _data(args.rows, d)
+            for i in range(extra):
+                frame[f"e{i}"] = frame.x0 * (i + 1)
+            folder = work / name
+            folder.mkdir()
+            half = len(frame) // 2
+            for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
+                part.to_parquet(folder / f"part-{i}.parquet", row_group_size=100_000, index=False)
+            df = spark.read.parquet(str(folder))
+            peers = {path: (lambda path=path: ss_spark.predict(df, name, "p", registry=registry, path=path))
+                     for path in ("scan", "udf")}
+            seconds, _, cpu = _interleaved(peers, args.repeat, F, meter)
+            row = {"model_columns": d, "extra_columns": extra, "seconds": seconds,
+                   "auto_path": ss_spark.predict_path(df, registry.load(name)).path,
+                   "cpu_ns_per_row": {k: (c["jvm"] + c["python"]) / args.rows * 1e9 for k, c in cpu.items()},
+                   "scan_speedup_vs_udf": seconds["udf"] / seconds["scan"]}
+            doc["scan"].append(row)
+            print(json.dumps(row), flush=True)
+
     doc["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
     doc["machine"]["script_wall_s"] = time.perf_counter() - started
     spark.stop()
@@ -467,17 +497,18 @@ def _write(doc: dict, args) -> None:
              f"{args.repeat} interleaved runs after a warm-up. pyspark {m['pyspark']}, mlflow-skinny {m['mlflow']}, "
              f"{m['cpus']} cores, loadavg before {' '.join(m['loadavg_before'])}, after "
              f"{' '.join(m.get('loadavg_after', []))}. Input: {doc['config'].get('source', 'cache')} "
-             f"(columnar UDF input {m.get('columnar_input', '?')}). {args.note or 'Compare ratios from the same run.'}", ""]
+             f"(Spark's columnarInput {m.get('columnar_input', '?')}: it applies to Arrow-backed batches only, "
+             f"not to Spark's parquet reader). {args.note or 'Compare ratios from the same run.'}", ""]
     if doc["main"]:
         lines += ["Wall time (rows/s, median) and CPU time (ns/row: executor JVM + Python workers, median):", "",
-                  "| features | auto path | sparkscore rows/s | sparkscore (arrow path) | pandas UDF + native | "
-                  "mlflow spark_udf | vs pandas UDF | vs spark_udf | CPU ns/row sparkscore | CPU pandas UDF | "
-                  "CPU spark_udf | CPU vs pandas UDF | CPU vs spark_udf | loadavg |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| features | auto path | sparkscore rows/s | sparkscore (arrow path) | sparkscore (udf path) | "
+                  "pandas UDF + native | mlflow spark_udf | vs pandas UDF | vs spark_udf | CPU ns/row sparkscore | "
+                  "CPU pandas UDF | CPU spark_udf | CPU vs pandas UDF | CPU vs spark_udf | loadavg |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in doc["main"]:
             rps, c = r["rows_per_s"], r.get("cpu_ns_per_row", {})
             lines.append(f"| {r['features']} | {r['path']} | {rps['sparkscore']:,.0f} | {rps['sparkscore_arrow']:,.0f} | "
-                         f"{rps['pandas_udf_native']:,.0f} | {rps['mlflow_spark_udf']:,.0f} | "
+                         f"{rps.get('sparkscore_udf', float('nan')):,.0f} | {rps['pandas_udf_native']:,.0f} | {rps['mlflow_spark_udf']:,.0f} | "
                          f"{r['speedup_vs_pandas_udf']:.2f}x | {r['speedup_vs_mlflow_spark_udf']:.2f}x | "
                          f"{c.get('sparkscore', float('nan')):,.0f} | {c.get('pandas_udf_native', float('nan')):,.0f} | "
                          f"{c.get('mlflow_spark_udf', float('nan')):,.0f} | "
@@ -523,6 +554,14 @@ def _write(doc: dict, args) -> None:
         for r in doc["extras"]:
             lines.append(f"| {r['extra_columns']} | {r['seconds']['arrow']:.2f} | {r['seconds']['udf']:.2f} | "
                          f"{r['arrow_speedup_vs_udf']:.2f}x |")
+    if doc["scan"]:
+        lines += ["", "Scoring scan vs Arrow UDF over a parquet read (the `auto` rule's boundary):", "",
+                  "| model columns | other columns | auto picks | scan s | udf s | scan speed-up | CPU ns/row scan | "
+                  "CPU ns/row udf |", "|---|---|---|---|---|---|---|---|"]
+        for r in doc["scan"]:
+            s, c = r["seconds"], r["cpu_ns_per_row"]
+            lines.append(f"| {r['model_columns']} | {r['extra_columns']} | {r['auto_path']} | {s['scan']:.2f} | "
+                         f"{s['udf']:.2f} | {r['scan_speedup_vs_udf']:.2f}x | {c['scan']:,.0f} | {c['udf']:,.0f} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

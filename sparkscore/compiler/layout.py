@@ -100,21 +100,6 @@ def _nan_left(ens: TreeEnsemble, thr: np.ndarray) -> np.ndarray:
     return np.where(as_zero, zero_left, ens.default_left)
 
 
-def tree_depths(ens: TreeEnsemble) -> np.ndarray:
-    """Levels each tree needs to route any row to a leaf (vectorised: the IR's walk is per node)."""
-    depth = np.zeros(ens.n_trees, dtype=np.int32)
-    nodes, owner = ens.roots.astype(np.int64), np.arange(ens.n_trees)
-    level = 0
-    while True:
-        internal = ens.feature[nodes] != LEAF
-        if not internal.any():
-            return depth
-        level += 1
-        nodes, owner = nodes[internal], owner[internal]
-        depth[owner] = level
-        nodes, owner = np.concatenate([ens.left[nodes], ens.right[nodes]]), np.concatenate([owner, owner])
-
-
 def tree_layout(ens: TreeEnsemble) -> TreeLayout:
     compare = np.float32 if ens.threshold_dtype == "float32" else np.float64
     acc = np.float32 if ens.accumulate_dtype == "float32" else np.float64
@@ -148,7 +133,7 @@ def tree_layout(ens: TreeEnsemble) -> TreeLayout:
         cat_words=np.ascontiguousarray(cat_words, dtype=np.uint32),
         negative_before_trunc=bool(ens.cat_negative_before_trunc),
         roots=ens.roots.astype(np.int32),
-        depth=tree_depths(ens),
+        depth=ens.tree_depths(),
         tree_output=ens.tree_output.astype(np.int32),
         leaf_value=np.ascontiguousarray(leaf_value),
         base=ens.base_score.astype(acc),

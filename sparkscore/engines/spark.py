@@ -11,13 +11,17 @@ Session settings (``spark.conf`` / ``spark-defaults.conf``):
 * ``spark.sparkscore.batchRows`` -> rows per Arrow batch handed to a model (sets
   ``spark.sql.execution.arrow.maxRecordsPerBatch``).
 * ``spark.sparkscore.path`` -> how :func:`predict` scores: ``auto`` (default), ``inline``,
-  ``arrow`` or ``udf`` (see :func:`predict_path`).
+  ``scan``, ``arrow`` or ``udf`` (see :func:`predict_path`).
 
-Three paths score a DataFrame in :func:`predict` (:func:`predict_path` says which one runs and why):
+Four paths score a DataFrame in :func:`predict` (:func:`predict_path` says which one runs and why):
 
 * ``inline``: models the optimizer's ``inline_models`` rule turns into exact SQL (GLMs up to
   ``inline_max_features`` inputs, tree ensembles up to ``inline_max_nodes`` nodes) become Catalyst
   expressions: whole-stage code generation evaluates them in the JVM, nothing travels to Python.
+* ``scan``: a plain parquet read (``spark.read.parquet(...)``, perhaps a projection of its columns)
+  is replaced by a Python data source that reads the same row groups with pyarrow inside the worker
+  and appends the scores (:mod:`sparkscore.engines.spark_scan`): the features never become JVM rows
+  or cross to Python, which in the other two paths costs ~150 ns of JVM CPU per value.
 * ``arrow``: whole partitions through ``DataFrame.mapInArrow``: the batch's columns arrive as one
   Arrow record batch, the passthrough columns go back untouched (zero-copy in Python) next to the
   scores, and several outputs (``proba_col``) come from one pass over one input matrix.  ``auto``
@@ -35,7 +39,8 @@ Why ``sql`` does not route PREDICT through ``mapInArrow``: for one output the Ar
 is the faster path (above), and for several the fused UDF sends back only the outputs where
 ``mapInArrow`` sends back every column; a SQL text would also have to be split around the call
 (FROM / WHERE / joins into a DataFrame, the rest of the SELECT after it), which no plan shape
-needs now that the UDF path is both the faster and the one-pass one.
+needs now that the UDF path is both the faster and the one-pass one.  The same split is why the
+``scan`` path serves :func:`predict` (and the jobs built on it) but not yet ``sql``.
 
 In a Python worker the compiled kernels use ``OMP_NUM_THREADS`` threads, which Spark sets to
 ``spark.task.cpus`` (:func:`sparkscore.compiler.numba_trees.default_threads`), so kernel threads
@@ -71,7 +76,7 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence, Tuple
 
@@ -90,17 +95,24 @@ from sparkscore import compiler
 from sparkscore.engines.catalog import SparkCatalog  # noqa: F401 (the optimizer's view of a session)
 from sparkscore.engines.functions import (ARROW_TYPES, SCORE_LOG_ENV, ScoringFunction, check_input_types, output_type,
                                          registry_or_default, resolver, route_resolver, score_many)
+from sparkscore.engines.spark_scan import ScanPlan, scan_plan, scored_scan
 from sparkscore.errors import IntegrityError, QueryError, SignatureError, SparkscoreError
 from sparkscore.ir.model import Model
 from sparkscore.ir.naming import udf_name
 
 BATCH_ROWS_CONF = "spark.sparkscore.batchRows"
 PATH_CONF = "spark.sparkscore.path"
-PATHS = ("auto", "inline", "arrow", "udf")
+PATHS = ("auto", "inline", "scan", "arrow", "udf")
 #: ``auto`` keeps the UDF path when the frame has more than this many non-model columns per model
 #: column: in ``mapInArrow`` they cross to Python and back, in a UDF they stay in the JVM (a bound
 #: set from that cost, not yet swept: bench_spark_path.py's ``extras`` section measures it).
 ARROW_MAX_EXTRA_RATIO = 1.0
+#: ``auto`` tries the scoring scan (a plain parquet read) for models of at least this many columns, and
+#: frames with at most this many other columns per model column: measured on local[2], LightGBM 100
+#: trees, 1M rows (bench/results/spark_path_scan.md): vs the Arrow UDF 0.91x at 8 columns, ~1x at 16-24,
+#: 1.17x at 32, 1.52x at 50; other columns cost the scan ~55 ms per 1M rows each (50 + 50: 0.86x)
+SCAN_MIN_MODEL_COLUMNS = 32
+SCAN_MAX_EXTRA_RATIO = 0.25
 _DEVICE = "cpu"
 #: When set (in the workers' environment), every model load appends one line to this file:
 #: ``pid name/version sha256 source numba_misses compile_s cache_dir`` where ``source`` is
@@ -374,8 +386,9 @@ class PartitionScorer:
 class PredictPath:
     """Which path :func:`predict` takes for one frame and model, and why (the measured rule)."""
 
-    path: str        # "inline" | "arrow" | "udf"
+    path: str        # "inline" | "scan" | "arrow" | "udf"
     reason: str
+    scan: ScanPlan | None = field(default=None, repr=False)  # what the scan path reads (path "scan" only)
 
 
 # ---------------------------------------------------------------------------------------- driver side
@@ -475,16 +488,20 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
        size limits: ``OptimizerOptions.inline_max_features`` / ``inline_max_nodes``; measured on
        Spark, bench/results/spark_path_rules.md: GLMs inlined 1.9-2.7x faster than mapInArrow, trees
        1.6x at 116 nodes but 0.46x at 464, so the 255-node limit sits inside the boundary);
-    2. else ``arrow`` (``mapInArrow``) when several outputs are asked for (``proba_col``: one pass
+    2. else ``scan`` when ``df`` is a plain parquet read that pyarrow reads exactly as Spark does
+       (:func:`sparkscore.engines.spark_scan.scan_plan` says why not otherwise), for models of at least
+       :data:`SCAN_MIN_MODEL_COLUMNS` columns with at most :data:`SCAN_MAX_EXTRA_RATIO` other columns
+       per model column (measured: bench/results/spark_path_scan.md, spark_path_parquet.md);
+    3. else ``arrow`` (``mapInArrow``) when several outputs are asked for (``proba_col``: one pass
        instead of one UDF per output), every column travels through Arrow and the frame has at most
        :data:`ARROW_MAX_EXTRA_RATIO` non-model columns per model column;
-    3. else ``udf``: for one output the Arrow UDF measured faster than ``mapInArrow``
+    4. else ``udf``: for one output the Arrow UDF measured faster than ``mapInArrow``
        (bench/results/spark_path.md: LightGBM 100 trees, 8 features, 1M rows: 23.8 s vs 29.2 s,
        both ahead of the pandas UDF's 50.0 s), because ``mapInArrow`` must send every passthrough
        column back from Python to the JVM, where the UDF returns only the score.
 
-    A forced path that cannot run (``inline`` on a model that does not inline, ``arrow`` over a
-    column Arrow cannot carry) is refused with the reason.
+    A forced path that cannot run (``inline`` on a model that does not inline, ``scan`` over a frame
+    that is not a plain parquet read, ``arrow`` over a column Arrow cannot carry) is refused with the reason.
     """
     path = (path or df.sparkSession.conf.get(PATH_CONF, "auto") or "auto").lower()
     if path not in PATHS:
@@ -499,6 +516,18 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
         not_inlined = f"not inlined ({why})"
     else:
         not_inlined = f"{PATH_CONF}={path}"
+    extra = len(df.columns) - len(set(bound))
+    narrow = _scan_too_narrow(len(set(bound)), extra) if path == "auto" else None
+    if path == "scan" or (path == "auto" and narrow is None):
+        plan, why = scan_plan(df)
+        if plan is not None:
+            return PredictPath("scan", f"{not_inlined}; a plain parquet read: scored while pyarrow reads its "
+                                       f"{len(plan.partitions)} row groups (no JVM row -> Arrow step)", plan)
+        if path == "scan":
+            raise QueryError(f"{model.name}: cannot score at the scan ({why}); use {PATH_CONF}=auto")
+        not_inlined = f"{not_inlined}; not scored at the scan ({why})"
+    elif path == "auto":
+        not_inlined = f"{not_inlined}; not scored at the scan ({narrow})"
     if path == "udf":
         return PredictPath("udf", f"{not_inlined}: Arrow UDF over the {len(set(bound))} model columns")
     odd = [f.name for f in df.schema if not _arrow_safe(f.dataType)]
@@ -507,7 +536,6 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
             raise QueryError(f"{model.name}: column {odd[0]!r} has a type mapInArrow cannot carry; drop it or use "
                              f"{PATH_CONF}=udf")
         return PredictPath("udf", f"{not_inlined}; column {odd[0]!r} does not travel through Arrow: Arrow UDF")
-    extra = len(df.columns) - len(set(bound))
     if path == "auto" and extra > ARROW_MAX_EXTRA_RATIO * len(set(bound)):
         return PredictPath("udf", f"{not_inlined}; {extra} non-model columns > {ARROW_MAX_EXTRA_RATIO:g} x "
                                   f"{len(set(bound))} model columns would cross twice: Arrow UDF")
@@ -516,6 +544,18 @@ def predict_path(df: DataFrame, model: Model, kinds: Sequence[str] = ("predict",
                                   f"sends back all {len(df.columns) + 1} (measured faster: bench/results/spark_path.md)")
     return PredictPath("arrow", f"{not_inlined}: mapInArrow over whole partitions ({len(set(bound))} model + "
                                 f"{extra} passthrough columns)")
+
+
+def _scan_too_narrow(model_columns: int, extra: int) -> str | None:
+    """Why ``auto`` does not try the scan for this frame's shape (None: it does).  The scan saves the JVM's
+    row -> Arrow step for the model's columns but sends every column back through Python, so it pays
+    only for wide models with few other columns (bench/results/spark_path_scan.md)."""
+    if model_columns < SCAN_MIN_MODEL_COLUMNS:
+        return f"{model_columns} model columns < {SCAN_MIN_MODEL_COLUMNS}: the Arrow UDF measured as fast"
+    if extra > SCAN_MAX_EXTRA_RATIO * model_columns:
+        return (f"{extra} non-model columns > {SCAN_MAX_EXTRA_RATIO:g} x {model_columns} model columns would "
+                f"all pass through Python")
+    return None
 
 
 def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", registry=None,
@@ -562,10 +602,13 @@ def predict(df: DataFrame, model_ref: str, output_col: str = "prediction", regis
             for t, kind, sql_type in typed:
                 fn = ModelFunction(udf_name(mv.name, mv.version, kind), source, kind, sql_type)
                 scored = scored.withColumn(t, fn.udf()(*[df[c] for c in bound]))
-        else:
+        else:  # scan and arrow: whole batches, the outputs appended to the batch's columns
             fields = [StructField(t, _SPARK_DATA_TYPES[sql_type], True) for t, _, sql_type in typed]
-            scored = df.mapInArrow(PartitionScorer(source, tuple(bound), tuple(typed)),
-                                   StructType([*df.schema.fields, *fields]))
+            if choice.path == "scan":
+                scored = scored_scan(df, choice.scan, source, bound, typed, fields)
+            else:
+                scored = df.mapInArrow(PartitionScorer(source, tuple(bound), tuple(typed)),
+                                       StructType([*df.schema.fields, *fields]))
     return _with_outputs(df, scored, outputs, temp)
 
 

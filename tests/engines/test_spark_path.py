@@ -1,6 +1,6 @@
-"""``ss.spark.predict``'s three paths (inline Catalyst expressions, mapInArrow, Arrow UDF): the same
-values as the native library on zoo models' adversarial rows, the measured rule that picks one, and
-several outputs from one pass."""
+"""``ss.spark.predict``'s four paths (inline Catalyst expressions, the scoring parquet scan, mapInArrow,
+Arrow UDF): the same values as the native library on zoo models' adversarial rows, the measured rule
+that picks one, and several outputs from one pass."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.zoo import ALL_CASES
 
 pytestmark = pytest.mark.spark
 ss_spark = pytest.importorskip("sparkscore.engines.spark")
+from sparkscore.engines import spark_scan  # noqa: E402 (needs pyspark, checked above)
 
 ROW_ID = "sparkscore_row"
 #: inlinable GLM, float64 LightGBM, float32 XGBoost, names LightGBM rewrote, a multiclass label model
@@ -35,18 +36,46 @@ def _plan(df) -> str:
     return df._jdf.queryExecution().executedPlan().toString()
 
 
-#: every case through mapInArrow and the Arrow UDF; ``auto`` where it picks something else (inline)
-PARAMS = [pytest.param(c, path, id=f"{c.id}-{path}") for c in CASES for path in ("arrow", "udf")] + [
+def write_parquet(frame: pd.DataFrame, folder, row_group_size: int | None = None, files: int = 1) -> str:
+    """``frame`` as parquet files, NaN kept as NaN in float columns (NULL only where the frame has None)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = [pa.array(frame[c].to_numpy(), from_pandas=frame[c].dtype == object) for c in frame.columns]
+    table = pa.Table.from_arrays(arrays, names=list(frame.columns))
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), files)):
+        pq.write_table(table.take(part), folder / f"part-{i}.parquet", row_group_size=row_group_size)
+    return str(folder)
+
+
+def assert_same_frames(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Equal column by column, value by value: floats to the bit (NaN where NaN), list cells element-wise."""
+    assert list(got.columns) == list(want.columns)
+    for c in got.columns:
+        for a, b in zip(got[c], want[c]):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.dtype.kind == "f" or b.dtype.kind == "f":
+                assert np.array_equal(a.astype(float), b.astype(float), equal_nan=True), (c, a, b)
+            else:
+                assert np.array_equal(a, b), (c, a, b)
+
+
+#: every case through the scan, mapInArrow and the Arrow UDF; ``auto`` where it picks something else (inline)
+PARAMS = [pytest.param(c, path, id=f"{c.id}-{path}") for c in CASES for path in ("scan", "arrow", "udf")] + [
     pytest.param(c, "auto", id=f"{c.id}-auto") for c in CASES if c.kind == "linear"]
 
 
 @pytest.mark.parametrize("case, path", PARAMS)
-def test_every_path_matches_native(case, path, spark, registry):
+def test_every_path_matches_native(case, path, spark, registry, tmp_path):
     fitted, data = _frame(case)
     model = fitted.model
     name = re.sub(r"[^A-Za-z0-9_]", "_", case.id)
     registry.register(name, model)
-    df = spark.createDataFrame(data)
+    if path == "scan":  # several files and row groups: each row group is a partition
+        df = spark.read.parquet(write_parquet(data, tmp_path / "data", row_group_size=max(1, len(data) // 3), files=2))
+    else:
+        df = spark.createDataFrame(data)
     proba_col = "pp" if model.is_classifier else None
     out = ss_spark.predict(df, name, "p", registry=registry, proba_col=proba_col, path=path)
     assert out.columns == [*df.columns, "p", *([proba_col] if proba_col else [])]
@@ -61,7 +90,12 @@ def test_every_path_matches_native(case, path, spark, registry):
         np.testing.assert_allclose(np.stack(got.pp), fitted.expected_proba, rtol=fitted.rtol, atol=fitted.atol)
     plan = _plan(out)
     chosen = ss_spark.predict_path(df, model, path=path).path
-    if chosen == "arrow":
+    if chosen == "scan":
+        assert spark_scan.FORMAT in plan and "ArrowEvalPython" not in plan and "MapInArrow" not in plan, plan
+        udf = ss_spark.predict(df, name, "p", registry=registry, proba_col=proba_col, path="udf")
+        assert out.schema == udf.schema
+        assert_same_frames(got, udf.orderBy(ROW_ID).toPandas())  # bit for bit, NaN where NaN, every column
+    elif chosen == "arrow":
         assert plan.count("MapInArrow") == 1 and "ArrowEvalPython" not in plan, plan  # both outputs, one pass
     elif chosen == "udf":
         assert "ArrowEvalPython" in plan and "MapInArrow" not in plan, plan
