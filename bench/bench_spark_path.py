@@ -184,11 +184,18 @@ def _measure(make, F, meter: CpuMeter) -> dict[str, float]:
 
 
 def _interleaved(peers: dict, repeat: int, F, meter: CpuMeter) -> tuple[dict, dict, dict]:
-    """Median wall seconds and median CPU seconds per peer (after one warm-up each), interleaved."""
+    """Median wall seconds and median CPU seconds per peer (after one warm-up each), interleaved.
+
+    Every timed run follows an untimed run of the same query: each peer keeps Python workers of its
+    own (pyspark pools workers per UDF environment, and mlflow's spark_udf brings another), so
+    without it whichever peer runs right after another's pool inherits the cold start (measured:
+    the auto path, the same Arrow UDF as ``sparkscore_udf``, at 434k rows/s vs 576k in one run).
+    """
     sums = {k: make().agg(F.sum("p")).collect()[0][0] for k, make in peers.items()}  # warm-up: workers, caches
     runs: dict = {k: [] for k in peers}
     for _ in range(repeat):
         for k, make in peers.items():
+            make().agg(F.sum("p")).collect()
             runs[k].append(_measure(make, F, meter))
     seconds = {k: statistics.median(r["wall"] for r in v) for k, v in runs.items()}
     cpu = {k: {part: statistics.median(r[part] for r in v) for part in ("jvm", "python", "driver", "task")}

@@ -109,8 +109,9 @@ PATHS = ("auto", "inline", "scan", "arrow", "udf")
 ARROW_MAX_EXTRA_RATIO = 1.0
 #: ``auto`` tries the scoring scan (a plain parquet read) for models of at least this many columns, and
 #: frames with at most this many other columns per model column: measured on local[2], LightGBM 100
-#: trees, 1M rows (bench/results/spark_path_scan.md): vs the Arrow UDF 0.91x at 8 columns, ~1x at 16-24,
-#: 1.17x at 32, 1.52x at 50; other columns cost the scan ~55 ms per 1M rows each (50 + 50: 0.86x)
+#: trees, 1M rows (bench/results/spark_path_scan.md): vs the Arrow UDF 0.85x at 8 columns, 1.00x at 16,
+#: 1.28x at 24 (0.97x in another run), 1.50x at 32, 1.32x at 50; other columns all pass through Python
+#: (50 + 12 others: 1.42x; 50 + 50: 0.97x; 16 + 16: 0.89x)
 SCAN_MIN_MODEL_COLUMNS = 32
 SCAN_MAX_EXTRA_RATIO = 0.25
 _DEVICE = "cpu"
