@@ -683,7 +683,7 @@ class Registry:
             for mv in status.versions:
                 try:
                     loaded.append((mv, self.load(mv.ref)))
-                except IntegrityError as exc:
+                except IntegrityError:
                     damaged.append(Damage(mv.ref, mv.path, "its model files fail verification",
                                           f"`sparkscore delete {mv.ref} --force`, then register the model again"))
         return loaded, damaged

@@ -32,7 +32,9 @@ from sparkscore.serving.config import ServeConfig
 
 log = logging.getLogger("sparkscore.serving")
 DEVICE = "cpu"
-BACKEND = "auto"
+#: a row's answer must not depend on the requests batched with it: under ``auto`` a GLM races BLAS (whose sum
+#: order depends on the other rows) against numba per batch size, last-bit apart (tests/serving/test_reload.py)
+BACKEND = compiler.row_stable_backend()
 MAX_PINNED_ROUTES = 256  # time-pinned route refs remembered (oldest forgotten first)
 FULL_REFRESH_S = 10.0  # the watcher re-reads the registry at least this often even when no stat changed
 

@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
+from sparkscore.serving.models import BACKEND  # the server's: row-stable
+
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90
 
@@ -57,7 +59,7 @@ def server(small_registry):
 def test_serve_answers_both_protocols_and_metrics(server, small_registry):
     url, _ = server
     rows = {"a": [0.5, -1.0], "b": [1.0, 2.0], "c": [0.0, 0.25]}
-    expected = small_registry.load("lin/1").predict(np.array(list(rows.values())).T)
+    expected = small_registry.load("lin/1").predict(np.array(list(rows.values())).T, backend=BACKEND)
     body = {"inputs": [{"name": k, "shape": [2], "datatype": "FP64", "data": v} for k, v in rows.items()]}
     r = httpx.post(f"{url}/v2/models/lin@prod/infer", json=body, timeout=10)
     assert r.status_code == 200 and r.headers["x-sparkscore-model-version"] == "1"
@@ -87,11 +89,11 @@ def test_tritonclient(server, small_registry, binary):
         for model_name, version, answered in (("lin", "", 2), ("lin", "1", 1), ("lin@prod", "", 1)):
             result = client.infer(model_name, inputs, model_version=version,
                                   outputs=[http.InferRequestedOutput("predict", binary_data=False)])
-            expected = small_registry.load(f"lin/{answered}").predict(X)
+            expected = small_registry.load(f"lin/{answered}").predict(X, backend=BACKEND)
             np.testing.assert_array_equal(result.as_numpy("predict"), expected)
             assert result.get_response()["model_version"] == str(answered)
         proba = client.infer("clf", inputs).as_numpy("proba")
-        np.testing.assert_array_equal(proba, small_registry.load("clf/1").predict_proba(X))
+        np.testing.assert_array_equal(proba, small_registry.load("clf/1").predict_proba(X, backend=BACKEND))
     finally:
         client.close()
 

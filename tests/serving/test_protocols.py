@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from sparkscore.serving.models import BACKEND  # the server's: row-stable
 from tests.serving.conftest import FEATURES, post, serving, v2_body
 
 ROWS = {"a": [0.5, -1.0, None], "b": [1.0, 2.0, 3.0], "c": [0.0, 0.25, -4.0]}
@@ -15,7 +16,7 @@ ROWS = {"a": [0.5, -1.0, None], "b": [1.0, 2.0, 3.0], "c": [0.0, 0.25, -4.0]}
 def expected(registry, ref: str) -> list:
     model = registry.load(ref)
     X = np.array([[np.nan if v is None else v for v in ROWS[f]] for f in FEATURES]).T
-    return model.predict(X).tolist()
+    return model.predict(X, backend=BACKEND).tolist()
 
 
 def run(registry, calls, config=None):
