@@ -76,13 +76,16 @@ def _source_frame(spark, args, d: int, work: Path):
         df = spark.createDataFrame(_data(args.rows, d)).repartition(2).cache()
         df.count()
         return df
-    folder = work / f"data_{d}"
+    return spark.read.parquet(_write_parquet(_data(args.rows, d), work / f"data_{d}"))
+
+
+def _write_parquet(frame: pd.DataFrame, folder: Path) -> str:
+    """Two files of 100,000-row row groups (five each at 1M rows)."""
     folder.mkdir()
-    frame = _data(args.rows, d)
     half = len(frame) // 2
     for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
         part.to_parquet(folder / f"part-{i}.parquet", row_group_size=100_000, index=False)
-    return spark.read.parquet(str(folder))
+    return str(folder)
 
 
 def _train_lgbm(d: int, trees: int = 100, leaves: int = 31):
@@ -471,12 +474,7 @@ def main() -> None:
             frame = _data(args.rows, d)
             for i in range(extra):
                 frame[f"e{i}"] = frame.x0 * (i + 1)
-            folder = work / name
-            folder.mkdir()
-            half = len(frame) // 2
-            for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
-                part.to_parquet(folder / f"part-{i}.parquet", row_group_size=100_000, index=False)
-            df = spark.read.parquet(str(folder))
+            df = spark.read.parquet(_write_parquet(frame, work / name))
             peers = {path: (lambda path=path: ss_spark.predict(df, name, "p", registry=registry, path=path))
                      for path in ("scan", "udf")}
             seconds, _, cpu = _interleaved(peers, args.repeat, F, meter)

@@ -23,7 +23,6 @@ order, one Spark partition per row group.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -32,8 +31,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 from pyspark.sql.types import (BinaryType, BooleanType, ByteType, DataType, DoubleType, FloatType, IntegerType,
                                LongType, ShortType, StringType, StructType)
-
-from sparkscore.engines.functions import SCORE_LOG_ENV, score_many
 
 FORMAT = "sparkscore_scan"
 #: rows per Arrow batch the reader decodes and scores (``spark.sparkscore.batchRows`` overrides): large
@@ -79,18 +76,18 @@ def _relation(df: DataFrame):
         return None, "the DataFrame does not read parquet files"
     if relation.partitionSchema().length() > 0:
         return None, "the parquet table has partition columns (read from directory names)"
-    options = {str(k).lower() for k in json.loads(_scala_map_json(relation.options()))}
+    options = {k.lower() for k in _scala_map_keys(relation.options())}
     if options - _NEUTRAL_OPTIONS:
         return None, f"the parquet read has options ({', '.join(sorted(options - _NEUTRAL_OPTIONS))})"
     return relation, None
 
 
-def _scala_map_json(options) -> str:
-    """A Scala ``Map[String, String]``'s keys as a JSON list (py4j exposes no dict view of it)."""
+def _scala_map_keys(options) -> list[str]:
+    """A Scala ``Map[String, String]``'s keys (py4j exposes no dict view of it)."""
     keys, it = [], options.keysIterator()
     while it.hasNext():
         keys.append(str(it.next()))
-    return json.dumps(keys)
+    return keys
 
 
 def scan_plan(df: DataFrame) -> tuple[ScanPlan | None, str]:
@@ -162,31 +159,18 @@ class ScanReader(DataSourceReader):
         return [RowGroups(path, groups) for path, groups in self.spec["partitions"]]
 
     def read(self, partition: RowGroups) -> Iterator[pa.RecordBatch]:
+        """The partition's row groups in batches of ``batch_rows``, scored as ``mapInArrow`` scores a batch
+        (:class:`~sparkscore.engines.spark.PartitionScorer`: the batch's columns, then the outputs)."""
         import pyarrow.parquet as pq
 
-        from sparkscore.engines.spark import ModelSource
+        from sparkscore.engines.spark import ModelSource, PartitionScorer
 
-        source = ModelSource(**self.spec["source"])
-        model = source.scorer().model
-        names = list(model.signature.names)
-        fns = [source.function(f"{source.name}_v{source.version}_{kind}", model, kind, sql_type)
-               for _, kind, sql_type in self.spec["outputs"]]
-        columns = [f.name for f in self.schema.fields][:len(self.schema.fields) - len(fns)]
-        out_names = [*columns, *(c for c, _, _ in self.spec["outputs"])]
-        log = os.environ.get(SCORE_LOG_ENV)
-        reader = pq.ParquetFile(partition.path)
-        for batch in reader.iter_batches(batch_size=self.spec["batch_rows"], row_groups=partition.groups,
-                                         columns=columns, use_threads=False):
-            data = pa.Table.from_arrays([batch.column(c) for c in self.spec["inputs"]], names=names)
-            scored = score_many(fns, data)
-            if log:
-                with open(log, "a") as fh:
-                    fh.write(f"{FORMAT} {batch.num_rows}\n")
-            arrays = [*(batch.column(c) for c in columns), *scored]
-            # every field nullable, as Spark declares them (a file's REQUIRED column is non-nullable in Arrow)
-            yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema([pa.field(n, a.type) for n, a in
-                                                                       zip(out_names, arrays)]))
-
+        outputs = tuple(tuple(o) for o in self.spec["outputs"])
+        columns = [f.name for f in self.schema.fields][:len(self.schema.fields) - len(outputs)]
+        batches = pq.ParquetFile(partition.path).iter_batches(
+            batch_size=self.spec["batch_rows"], row_groups=partition.groups, columns=columns, use_threads=False)
+        scorer = PartitionScorer(ModelSource(**self.spec["source"]), tuple(self.spec["inputs"]), outputs)
+        return scorer(batches)
 
 class ScoringScan(DataSource):
     """``spark.read.format("sparkscore_scan")``: built by :func:`scored_scan`, not by hand."""
