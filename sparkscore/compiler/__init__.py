@@ -38,7 +38,8 @@ from sparkscore.ir.linear import LinearModel
 
 BACKENDS = ("auto", "numpy", "numba", "torch")
 STRATEGIES = {"numpy": ("reference",), "numba": ("numba", "numba_parallel", "numba_wide", "numba_wide_parallel",
-                                                 "numba_compact", "numba_compact_parallel"),
+                                                 "numba_compact", "numba_compact_parallel",
+                                                 "numba_masks", "numba_masks_parallel"),
               "torch": ("gemm", "tt", "ptt")}
 
 
@@ -220,7 +221,8 @@ def compile(model, backend: str = "auto", device: str = "cpu",  # noqa: A001 - m
         what = f"strategy {strategy!r} of backend {backend!r}" if strategy else f"backend {backend!r}"
         raise StrategyUnavailable(f"{getattr(model, 'name', 'model')}: {what} cannot run this model on device "
                                   f"{device!r} (not installed, no such device, over its memory limits, or nodes it does not "
-                                  "route: the wide and compact kernels take numerical splits only); "
+                                  "route: the wide, compact and masks kernels take numerical splits only, masks trees of "
+                                  "at most 64 leaves); "
                                   "use backend='auto' or backend='numpy'")
     dispatcher = calibrate(found, model)
     empty = _with_link(model.estimator, lambda X: np.zeros((0, model.estimator.n_outputs)))

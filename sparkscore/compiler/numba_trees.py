@@ -17,6 +17,11 @@ sklearn, and a struct-of-arrays version of this loop at ~0.45x XGBoost on 100 tr
   bookkeeping lengthens every step); compacting the rows still inside (:func:`_traverse_compact`)
   is a separate candidate for deep lopsided trees, where the fixed trip count runs every row to
   the tree's maximum depth: the chooser keeps whichever measures cheaper for the model;
+* an all-nodes kernel (:func:`_traverse_masks`, after QuickScorer: Lucchese et al., SIGIR 2015) for trees
+  of at most 64 leaves: no descent at all; every node of a tree is compared against a block of rows
+  (a loop over contiguous values, which LLVM vectorises) and a row going right clears the node's
+  left-subtree leaves from the row's 64-bit leaf mask; the lowest surviving bit is the exit leaf.
+  Its cost follows the node count, not the depth, so LightGBM's deep leaf-wise trees gain most;
 * threads: the kernel releases the GIL and row chunks run on a small thread pool, so numba
   starts no OpenMP runtime to fight torch's over the same two cores.
 """
@@ -29,6 +34,7 @@ from functools import lru_cache
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from sparkscore.compiler.layout import TreeLayout
 from sparkscore.ir.trees import ZERO_THRESHOLD
@@ -44,6 +50,10 @@ _MIN_ROWS_PER_THREAD = BLOCK_ROWS  # split from two blocks on, so calibration at
 #: levels to skip that pay for its bookkeeping (measured, 1 thread, 10k rows: XGBoost 100 trees of depth 8
 #: 1.3-1.5x slower than the fixed trip count; LightGBM 100 x 31 leaves, max depth 15-17: 1.4-1.5x faster)
 _COMPACT_MIN_DEPTH = 8
+MASK_LEAVES = 64  # leaves per tree the all-nodes kernel can route: one bit each of a uint64 mask
+#: transposed inputs of one block of the all-nodes kernel (measured, LightGBM 100 x 31 leaves, 1 thread:
+#: best at 512 rows x 8 features and 128 x 50, i.e. 32-51 KB; 200 KB blocks ran 1.4x slower)
+_MASK_BLOCK_BYTES = 65536
 
 
 def node_dtype(compare_dtype: type) -> np.dtype:
@@ -289,6 +299,113 @@ def _add_leaves(out, leaves, value, tree_output, t_lo):
             _add_leaf(out, r, value, leaves[r, c], tree_output[t_lo + c])
 
 
+@nb.njit(cache=True, nogil=True)
+def _leaf_ranges(left, is_leaf):
+    """Per node of a packed layout: leaves below it, and the in-order index (within its tree) of its leftmost.
+
+    Breadth-first order puts children after parents and trees one after another, so one backward pass
+    counts and one forward pass numbers.
+    """
+    n = left.shape[0]
+    count = np.ones(n, np.int64)
+    for i in range(n - 1, -1, -1):
+        if not is_leaf[i]:
+            count[i] = count[left[i]] + count[left[i] + 1]
+    first = np.zeros(n, np.int64)
+    for i in range(n):
+        if not is_leaf[i]:
+            first[left[i]] = first[i]
+            first[left[i] + 1] = first[i] + count[left[i]]
+    return count, first
+
+
+class MaskTables:
+    """The packed trees as the all-nodes kernel reads them: internal nodes tree by tree, leaves in order.
+
+    ``mask[k]`` has every bit set except those of the leaves in node ``k``'s left subtree (leaves are
+    numbered left to right within their tree).  A row that goes right at ``k`` cannot exit there, and
+    a row's exit leaf is the leftmost one no node it goes right at clears: every leaf left of the exit
+    leaf sits in the left subtree of a node on the row's path where it went right, and the exit leaf is in
+    no left subtree of such a node.  So ANDing the masks of the nodes a row goes right at, in any order,
+    leaves the exit leaf as the lowest bit.
+    """
+
+    def __init__(self, packed: PackedTrees) -> None:
+        nodes = packed.nodes
+        left = nodes["left"].astype(np.int64)
+        is_leaf = left == np.arange(len(nodes))
+        count, first = _leaf_ranges(left, is_leaf)
+        roots = packed.roots.astype(np.int64)
+        self.max_leaves = int(count[roots].max()) if len(roots) else 0
+        internal = np.flatnonzero(~is_leaf)
+        tree_of_node = np.searchsorted(roots, np.arange(len(nodes)), side="right") - 1
+        self.node_start = np.searchsorted(internal, roots).astype(np.int64)
+        self.node_start = np.append(self.node_start, len(internal))
+        self.leaf_start = np.concatenate([[0], np.cumsum(count[roots])]).astype(np.int64)
+        leaves = np.flatnonzero(is_leaf)
+        slot = self.leaf_start[tree_of_node[leaves]] + first[leaves]
+        leaf_node = np.empty(len(leaves), np.int64)
+        leaf_node[slot] = leaves
+        self.value = np.ascontiguousarray(packed.value[leaf_node])
+        feat = nodes["feat"][internal]
+        self.nan_right = (feat & _NAN_RIGHT) != 0
+        feature = feat & _FEATURE_MASK
+        self.used = np.unique(feature).astype(np.int64)  # the columns a block transposes
+        self.column = np.searchsorted(self.used, feature).astype(np.int64)
+        self.thr = np.ascontiguousarray(nodes["thr"][internal])
+        if self.max_leaves <= MASK_LEAVES:
+            lc = left[internal]
+            width, start = count[lc].astype(np.uint64), first[lc].astype(np.uint64)
+            self.mask = ~(((np.uint64(1) << width) - np.uint64(1)) << start)  # width <= 63: a right leaf exists
+        else:
+            self.mask = np.zeros(0, np.uint64)
+        itemsize = self.thr.dtype.itemsize
+        rows = _MASK_BLOCK_BYTES // (max(1, len(self.used)) * itemsize)
+        self.block = int(min(512, max(64, 1 << int(np.log2(max(1, rows))))))
+
+    @property
+    def fits(self) -> bool:
+        return self.max_leaves <= MASK_LEAVES
+
+
+@nb.njit(cache=True, nogil=True)
+def _traverse_masks(X, used, column, thr, nan_right, mask, node_start, leaf_start, value, tree_output, out, block):
+    """Numerical nodes, trees of <= 64 leaves: every node against a block of rows, no descent (:class:`MaskTables`).
+
+    The block's used columns are transposed first, so each node's loop reads contiguous values and
+    updates the block's masks: branch-free, vectorised.  A node's NaN side picks its comparison:
+    ``v > t`` sends NaN left, ``not v <= t`` sends it right.  Leaves are added tree by tree, so sums
+    keep the reference's order, bit for bit those of :func:`_traverse`.
+    """
+    n = X.shape[0]
+    n_trees = node_start.shape[0] - 1
+    xb = np.empty((used.shape[0], block), X.dtype)
+    acc = np.empty(block, np.uint64)
+    everything = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for lo in range(0, n, block):
+        m = min(n, lo + block) - lo
+        for r in range(m):
+            for c in range(used.shape[0]):
+                xb[c, r] = X[lo + r, used[c]]
+        for t in range(n_trees):
+            for r in range(m):
+                acc[r] = everything
+            for k in range(node_start[t], node_start[t + 1]):
+                values = xb[column[k]]
+                th = thr[k]
+                clear = mask[k]
+                if nan_right[k]:
+                    for r in range(m):
+                        acc[r] &= everything if values[r] <= th else clear
+                else:
+                    for r in range(m):
+                        acc[r] &= clear if values[r] > th else everything
+            base = leaf_start[t]
+            k_out = tree_output[t]
+            for r in range(m):
+                _add_leaf(out, lo + r, value, base + trailing_zeros(acc[r]), k_out)
+
+
 @lru_cache(maxsize=None)
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sparkscore-trees")
@@ -337,16 +454,26 @@ class NumbaTrees:
     """
 
     def __init__(self, layout: TreeLayout, parallel: bool, threads: int | None = None, wide: bool = False,
-                 packed: PackedTrees | None = None, compact: bool = False) -> None:
+                 packed: PackedTrees | None = None, compact: bool = False, masks: bool = False,
+                 mask_tables: MaskTables | None = None) -> None:
         self.layout = layout
         self.packed = packed = packed or PackedTrees(layout)
         self.threads = (threads or default_threads()) if parallel else 1
         self._tables = (packed.nodes, packed.roots, packed.depth, packed.tree_output, packed.value)
         self._general = packed.general if packed.has_general else None
-        if (wide or compact) and self._general is not None:
-            raise ValueError("the wide and compact kernels route numerical nodes only")
-        if wide and compact:
-            raise ValueError("a kernel is wide or compact, not both")
+        if (wide or compact or masks) and self._general is not None:
+            raise ValueError("the wide, compact and masks kernels route numerical nodes only")
+        if wide + compact + masks > 1:
+            raise ValueError("a kernel is one of wide, compact or masks")
+        self._masks = None
+        if masks:
+            tables = mask_tables or MaskTables(packed)
+            if not tables.fits:
+                raise ValueError(f"the masks kernel routes trees of at most {MASK_LEAVES} leaves, "
+                                 f"this model has {tables.max_leaves}")
+            self._masks = (tables.used, tables.column, tables.thr, tables.nan_right, tables.mask, tables.node_start,
+                           tables.leaf_start, tables.value, packed.tree_output)
+            self._mask_block = tables.block
         self.wide = wide
         self.compact = compact
 
@@ -355,11 +482,16 @@ class NumbaTrees:
         """Every kernel variant that can run ``layout``, by strategy name, sharing one packed copy."""
         packed = PackedTrees(layout)
         kinds = {"numba": (False, False, False)}
+        tables = None
         if not packed.has_general:
-            kinds |= {"numba_wide": (False, True, False), "numba_compact": (False, False, True)}
-        kinds |= {f"{name}_parallel": (True, wide, compact) for name, (_, wide, compact) in kinds.items()}
-        return {name: cls(layout, parallel, wide=wide, packed=packed, compact=compact)
-                for name, (parallel, wide, compact) in kinds.items()}
+            kinds |= {"numba_wide": (True, False, False), "numba_compact": (False, True, False)}
+            tables = MaskTables(packed)
+            if tables.fits:
+                kinds["numba_masks"] = (False, False, True)
+        kinds |= {f"{name}_parallel": kind for name, kind in kinds.items()}
+        return {name: cls(layout, name.endswith("_parallel"), wide=wide, packed=packed, compact=compact, masks=masks,
+                          mask_tables=tables)
+                for name, (wide, compact, masks) in kinds.items()}
 
     @property
     def auto_candidate(self) -> bool:
@@ -372,7 +504,9 @@ class NumbaTrees:
         return not self.compact or self.layout.max_depth > _COMPACT_MIN_DEPTH
 
     def _run(self, X: np.ndarray, out: np.ndarray) -> None:
-        if self.wide:
+        if self._masks is not None:
+            _traverse_masks(X, *self._masks, out, self._mask_block)
+        elif self.wide:
             _traverse_wide(X, *self._tables, out, 0, len(self.packed.roots), _NO_LEAVES)
         elif self.compact:
             _traverse_compact(X, *self._tables, out, BLOCK_ROWS)

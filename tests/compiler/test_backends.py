@@ -18,6 +18,7 @@ from tests.zoo import ALL_CASES, params
 
 STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("numba", "numba_wide"), ("numba", "numba_wide_parallel"),
               ("numba", "numba_compact"), ("numba", "numba_compact_parallel"),
+              ("numba", "numba_masks"), ("numba", "numba_masks_parallel"),
               ("torch", "gemm"), ("torch", "tt"), ("torch", "ptt"), ("auto", None)]
 LINEAR_STRATEGIES = [("numba", "numba"), ("numba", "numba_parallel"), ("torch", "gemm"), ("auto", None)]
 SYNTHETIC = synthetic.cases()
