@@ -109,11 +109,13 @@ PATHS = ("auto", "inline", "scan", "arrow", "udf")
 ARROW_MAX_EXTRA_RATIO = 1.0
 #: ``auto`` tries the scoring scan (a plain parquet read) for models of at least this many columns, and
 #: frames with at most this many other columns per model column: measured on local[2], LightGBM 100
-#: trees, 1M rows (bench/results/spark_path_scan.md): vs the Arrow UDF 0.85x at 8 columns, 1.00x at 16,
-#: 1.28x at 24 (0.97x in another run), 1.50x at 32, 1.32x at 50; other columns all pass through Python
-#: (50 + 12 others: 1.42x; 50 + 50: 0.97x; 16 + 16: 0.89x)
-SCAN_MIN_MODEL_COLUMNS = 32
-SCAN_MAX_EXTRA_RATIO = 0.25
+#: trees, 1M rows, with the all-nodes tree kernel (bench/results/spark_path_scan.md), vs the Arrow UDF:
+#: 0.74x at 8 columns, 0.86x at 16, 1.34x at 24, 1.78x at 32, 2.11x at 50; other columns all pass
+#: through Python (50 + 12 others: 1.94x; 50 + 50: 1.46x; 16 + 16: 0.81x).  Session 5's sweep, with a
+#: kernel 2-4x slower, put the boundary at 32 and 0.25: the faster the kernel, the more the JVM's row
+#: -> Arrow step the scan skips weighs.
+SCAN_MIN_MODEL_COLUMNS = 24
+SCAN_MAX_EXTRA_RATIO = 1.0
 _DEVICE = "cpu"
 #: When set (in the workers' environment), every model load appends one line to this file:
 #: ``pid name/version sha256 source numba_misses compile_s cache_dir`` where ``source`` is

@@ -62,6 +62,17 @@ def test_a_projection_of_columns_is_scanned_and_keeps_its_order(spark, wide, tmp
     np.testing.assert_allclose(got.prediction, wide.load("wide").predict(_frame()[NAMES]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("model_columns, other_columns, takes_scan", [
+    (50, 12, True), (24, 0, True), (50, 50, True), (8, 0, False), (16, 0, False), (16, 16, False), (24, 25, False)])
+def test_auto_tries_the_scan_for_the_measured_shapes(model_columns, other_columns, takes_scan):
+    """The rule's boundary (SCAN_MIN_MODEL_COLUMNS, SCAN_MAX_EXTRA_RATIO) where bench/results/spark_path_scan.md
+    measured it (GLMs this narrow would inline first, so the rule is checked alone); a refusal says why."""
+    why = ss_spark._scan_too_narrow(model_columns, other_columns)
+    assert (why is None) == takes_scan, why
+    if why is not None:
+        assert str(model_columns) in why
+
+
 def test_an_output_named_like_an_input_replaces_it_in_place(spark, wide, tmp_path):
     df = spark.read.parquet(write_parquet(_frame().assign(prediction=7.0), tmp_path / "d"))
     out = ss_spark.predict(df, "wide", registry=wide, path="scan")
