@@ -94,6 +94,12 @@ def main(config_path: str) -> None:
             rows = (ss_spark.predict(data, f"trees_{path}", "p", registry, proba_col="pp", path=path)
                     .toPandas().sort_values("id"))
         out[f"predict_{path}"] = {"id": rows.id.tolist(), "p": rows.p.tolist()}
+    # the scoring scan: the executors' Python workers read the file's row groups with pyarrow themselves
+    scanned = spark.read.parquet(config["input"])
+    for i in range(2):
+        frame = ss_spark.predict(scanned, "trees_scan", "p", registry, proba_col="pp", path="scan")
+        rows = frame.toPandas().sort_values("id")
+    out["predict_scan"] = {"id": rows.id.tolist(), "p": rows.p.tolist(), "partitions": frame.rdd.getNumPartitions()}
 
     # factorized star join: GLM partial sums below the join, on two executors, against the plain plan
     spark.read.parquet(config["fact"]).createOrReplaceTempView("cluster_fact")

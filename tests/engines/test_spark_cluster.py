@@ -1,7 +1,7 @@
 """Multi-executor evidence on ``local-cluster[2,1,1024]``: two executor JVMs, each with its own Python
 workers, as on a real cluster.
 
-PREDICT and ``ss.spark.predict`` match the reference evaluator, each executor reads a model version
+PREDICT and ``ss.spark.predict`` (its arrow, udf and scan paths) match the reference evaluator, each executor reads a model version
 from the registry once (however many Python workers, queries and batches), the factorized star-join plan runs on
 the executors with the same answer, and the spark-submit job stays atomic and idempotent when an
 executor JVM or the driver is killed with SIGKILL.
@@ -69,14 +69,14 @@ def cluster(tmp_path_factory):
     train = _frame(3000, seed=1)
     y = (train.a - train.c + 0.3 * np.nan_to_num(train.b) > 0).astype(int)
     native = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=15, verbose=-1).fit(train[FEATURES], y)
-    for name in ("trees", "trees_arrow", "trees_udf"):  # one name per path: the load log tells them apart
+    for name in ("trees", "trees_arrow", "trees_udf", "trees_scan"):  # one name per path: the load log tells them apart
         registry.register(name, native)  # 20 trees x 15 leaves: over inline_max_nodes, so it runs in Python
     rng = np.random.default_rng(2)
     star = Model(LinearModel(rng.normal(0, 0.3, (len(STAR_INPUTS), 1)), np.array([0.2]), "logistic"),
                  Signature.from_names(STAR_INPUTS), task="classification", classes=(0, 1))
     registry.register("star", star)
     data = _frame(ROWS, seed=3)
-    data.to_parquet(root / "input.parquet")
+    data.to_parquet(root / "input.parquet", row_group_size=250)  # 8 row groups: 8 scan partitions
     _frame(JOB_ROWS, seed=4).to_parquet(root / "job_input.parquet")
     fact = pd.DataFrame({"id": np.arange(3000), "k": np.arange(3000) % 30, "f0": rng.random(3000),
                          "f1": rng.random(3000)})
@@ -101,7 +101,8 @@ def test_two_executor_jvms_score_predict_like_the_reference(cluster):
     result = cluster["result"]
     assert result["executors"] == 2
     want = cluster["registry"].load("trees").predict_proba(cluster["data"][FEATURES], backend="numpy")
-    for key in ("predict", "predict_arrow", "predict_udf"):
+    assert result["predict_scan"]["partitions"] == ROWS // 250
+    for key in ("predict", "predict_arrow", "predict_udf", "predict_scan"):
         assert result[key]["id"] == list(range(ROWS))
         np.testing.assert_allclose(result[key]["p"], want[:, 1], rtol=1e-9, atol=1e-12, err_msg=key)
     np.testing.assert_allclose(np.array(result["predict"]["pp"]), want, rtol=1e-9, atol=1e-12)
@@ -124,10 +125,10 @@ def _read_loads(path: Path) -> list[Load]:
 
 
 def test_each_executor_reads_a_version_from_the_registry_once(cluster):
-    """Two PREDICT queries, then mapInArrow and the Arrow UDF twice each, over 4 partitions of
-    200-row batches.  PREDICT + PREDICT_PROBA of one model are ONE fused ArrowEvalPython node (one
+    """Two PREDICT queries, then mapInArrow and the Arrow UDF twice each over 4 partitions of
+    200-row batches, and the scoring scan twice over the file's 8 row groups.  PREDICT + PREDICT_PROBA of one model are ONE fused ArrowEvalPython node (one
     struct UDF: Spark never chains iterator UDFs, so two would mean two workers per task); the
-    arrow and udf paths then add workers of their own, so each executor keeps several and later
+    arrow, udf and scan paths then add workers of their own, so each executor keeps several and later
     queries land on any of them.  Whichever worker of an executor first needs a version reads the
     registry; every other worker of that executor loads the executor's verified copy.
 
@@ -149,7 +150,7 @@ def test_each_executor_reads_a_version_from_the_registry_once(cluster):
     used = {(x.cache_dir, x.model) for x in shared}
     reads = Counter((x.cache_dir, x.model) for x in shared if x.source == "registry")
     assert reads == Counter(used), (reads, used)     # exactly one registry read per executor per version used
-    for model in ("trees_arrow/1", "trees_udf/1"):
+    for model in ("trees_arrow/1", "trees_udf/1", "trees_scan/1"):
         assert {d for d, m in used if m == model} == executors, used
 
 
