@@ -323,11 +323,11 @@ class MaskTables:
     """The packed trees as the all-nodes kernel reads them: internal nodes tree by tree, leaves in order.
 
     ``mask[k]`` has every bit set except those of the leaves in node ``k``'s left subtree (leaves are
-    numbered left to right within their tree).  A row that goes right at ``k`` cannot exit there, and
-    a row's exit leaf is the leftmost one no node it goes right at clears: every leaf left of the exit
-    leaf sits in the left subtree of a node on the row's path where it went right, and the exit leaf is in
-    no left subtree of such a node.  So ANDing the masks of the nodes a row goes right at, in any order,
-    leaves the exit leaf as the lowest bit.
+    numbered left to right within their tree).  A row that goes right at ``k`` cannot exit in ``k``'s
+    left subtree.  Every leaf left of the row's exit leaf sits in the left subtree of a node on its path
+    where it went right (their lowest common ancestor), and the exit leaf is in no left subtree of a
+    node the row goes right at (such a node would be on its path, where the row went left).  So ANDing
+    the masks of the nodes a row goes right at, in any order, leaves the exit leaf as the lowest bit.
     """
 
     def __init__(self, packed: PackedTrees) -> None:
