@@ -338,12 +338,10 @@ class MaskTables:
         roots = packed.roots.astype(np.int64)
         self.max_leaves = int(count[roots].max()) if len(roots) else 0
         internal = np.flatnonzero(~is_leaf)
-        tree_of_node = np.searchsorted(roots, np.arange(len(nodes)), side="right") - 1
-        self.node_start = np.searchsorted(internal, roots).astype(np.int64)
-        self.node_start = np.append(self.node_start, len(internal))
+        self.node_start = np.append(np.searchsorted(internal, roots), len(internal)).astype(np.int64)
         self.leaf_start = np.concatenate([[0], np.cumsum(count[roots])]).astype(np.int64)
         leaves = np.flatnonzero(is_leaf)
-        slot = self.leaf_start[tree_of_node[leaves]] + first[leaves]
+        slot = self.leaf_start[np.searchsorted(roots, leaves, side="right") - 1] + first[leaves]
         leaf_node = np.empty(len(leaves), np.int64)
         leaf_node[slot] = leaves
         self.value = np.ascontiguousarray(packed.value[leaf_node])

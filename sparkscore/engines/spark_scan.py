@@ -23,7 +23,7 @@ order, one Spark partition per row group.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -132,8 +132,10 @@ def scored_scan(df: DataFrame, plan: ScanPlan, source, inputs: Sequence[str],
     spark.dataSource.register(ScoringScan)
     from sparkscore.engines.spark import BATCH_ROWS_CONF
 
-    spec = {"source": {"registry_uri": source.registry_uri, "name": source.name, "version": source.version,
-                       "sha256": source.sha256, "backend": source.backend},
+    if source.files:  # a derived model's files are bytes: the JSON spec carries registry versions only
+        raise ValueError(f"{source.name}: the scoring scan reads registry versions, not a derived model's files")
+    carried = {f.name: getattr(source, f.name) for f in fields(source) if f.name != "files"}
+    spec = {"source": carried,
             "partitions": [[path, list(groups)] for path, groups in plan.partitions],
             "inputs": list(inputs), "outputs": [list(o) for o in outputs],
             "batch_rows": int(spark.conf.get(BATCH_ROWS_CONF, None) or DEFAULT_BATCH_ROWS)}
@@ -171,6 +173,7 @@ class ScanReader(DataSourceReader):
             batch_size=self.spec["batch_rows"], row_groups=partition.groups, columns=columns, use_threads=False)
         scorer = PartitionScorer(ModelSource(**self.spec["source"]), tuple(self.spec["inputs"]), outputs)
         return scorer(batches)
+
 
 class ScoringScan(DataSource):
     """``spark.read.format("sparkscore_scan")``: built by :func:`scored_scan`, not by hand."""

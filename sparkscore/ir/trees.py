@@ -181,6 +181,7 @@ class TreeEnsemble:
             nodes = np.concatenate([self.left[nodes], self.right[nodes]])
             owner = np.concatenate([owner, owner])
 
+
 class TreeBuilder:
     """Accumulates trees node by node; importers use it so they never hand-build flat arrays.
 
