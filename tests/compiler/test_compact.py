@@ -34,9 +34,19 @@ LOPSIDED = {
 STRATEGIES = ("numba", "numba_compact", "numba_compact_parallel")
 
 
-def _rows(model) -> np.ndarray:
+def rows(model) -> np.ndarray:
     X = synthetic.adversarial_rows(model)
-    return np.concatenate([X, X[::-1]])  # > 2 blocks of BLOCK_ROWS, the last one short
+    return np.concatenate([X, X[::-1], X[:37]])  # > 2 blocks of BLOCK_ROWS, the last one short
+
+
+def assert_bit_equal_to_fixed_trip_count(lay, X: np.ndarray, monkeypatch, **variant) -> None:
+    """A kernel variant (``compact=True``, ``masks=True``) adds the same leaves in the same order as
+    :func:`numba_trees._traverse`: identical bits, serially and split over 3 threads in small blocks."""
+    fixed = numba_trees.NumbaTrees(lay, parallel=False)(X)
+    np.testing.assert_array_equal(numba_trees.NumbaTrees(lay, parallel=False, **variant)(X), fixed)
+    monkeypatch.setattr(numba_trees, "_MIN_ROWS_PER_THREAD", 8)
+    monkeypatch.setattr(numba_trees, "BLOCK_ROWS", 4)
+    np.testing.assert_array_equal(numba_trees.NumbaTrees(lay, parallel=True, threads=3, **variant)(X), fixed)
 
 
 def test_lopsided_models_are_deep_and_lopsided():
@@ -51,7 +61,7 @@ def test_lopsided_models_are_deep_and_lopsided():
 @pytest.mark.parametrize("name", sorted(LOPSIDED))
 def test_compact_exact_on_lopsided_trees(name, strategy):
     model = LOPSIDED[name]
-    X = _rows(model)
+    X = rows(model)
     got = compiler.compile(model, "numba", strategy=strategy).scores(X)
     assert_exact(model, got, X, f"{name} / {strategy}")
 
@@ -60,13 +70,7 @@ def test_compact_exact_on_lopsided_trees(name, strategy):
 def test_compact_bit_equal_to_fixed_trip_count(name, monkeypatch):
     """Same leaves, same order of addition: identical bits, also split over 3 threads in small blocks."""
     model = LOPSIDED[name]
-    X = _rows(model)
-    lay = tree_layout(model.estimator)
-    fixed = numba_trees.NumbaTrees(lay, parallel=False)(X)
-    np.testing.assert_array_equal(numba_trees.NumbaTrees(lay, parallel=False, compact=True)(X), fixed)
-    monkeypatch.setattr(numba_trees, "_MIN_ROWS_PER_THREAD", 8)
-    monkeypatch.setattr(numba_trees, "BLOCK_ROWS", 4)
-    np.testing.assert_array_equal(numba_trees.NumbaTrees(lay, parallel=True, threads=3, compact=True)(X), fixed)
+    assert_bit_equal_to_fixed_trip_count(tree_layout(model.estimator), rows(model), monkeypatch, compact=True)
 
 
 def test_compact_refuses_general_nodes():
@@ -107,6 +111,6 @@ def test_one_thread_allowed_leaves_no_parallel_candidate(monkeypatch):
     model = LOPSIDED["lgbm_lopsided_f64"]
     scorer = compiler.compile(model, "numba")
     assert scorer.strategies and not [s for s in scorer.strategies if s.endswith("_parallel")], scorer.strategies
-    X = _rows(model)
+    X = rows(model)
     pinned = compiler.compile(model, "numba", strategy="numba_parallel")
     assert_exact(model, pinned.scores(X), X, "numba_parallel on one thread")

@@ -15,6 +15,7 @@ from sparkscore.compiler.layout import tree_layout
 from sparkscore.ir.trees import MISSING_AS_ZERO, MISSING_NAN
 from tests.compiler import synthetic
 from tests.compiler.test_backends import assert_exact
+from tests.compiler.test_compact import assert_bit_equal_to_fixed_trip_count, rows
 
 numba_trees = pytest.importorskip("sparkscore.compiler.numba_trees")
 
@@ -32,11 +33,6 @@ MODELS = {
 }
 
 
-def _rows(model) -> np.ndarray:
-    X = synthetic.adversarial_rows(model)
-    return np.concatenate([X, X[::-1], X[:37]])  # several blocks, the last one short
-
-
 def test_models_span_the_kernel_limits():
     """The cases test what they claim: trees of exactly 64 leaves, deep lopsided trees, single leaves."""
     leaves = {name: numba_trees.MaskTables(numba_trees.PackedTrees(tree_layout(m.estimator))).max_leaves
@@ -50,7 +46,7 @@ def test_models_span_the_kernel_limits():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_masks_exact(name, strategy):
     model = MODELS[name]
-    X = _rows(model)
+    X = rows(model)
     assert_exact(model, compiler.compile(model, "numba", strategy=strategy).scores(X), X, f"{name} / {strategy}")
 
 
@@ -58,16 +54,12 @@ def test_masks_exact(name, strategy):
 def test_masks_bit_equal_to_fixed_trip_count(name, monkeypatch):
     """Same leaves, same order of addition: identical bits, in blocks of 3 rows and over 3 threads."""
     model = MODELS[name]
-    X = _rows(model)
+    X = rows(model)
     lay = tree_layout(model.estimator)
-    fixed = numba_trees.NumbaTrees(lay, parallel=False)(X)
     kernel = numba_trees.NumbaTrees(lay, parallel=False, masks=True)
-    np.testing.assert_array_equal(kernel(X), fixed)
     kernel._mask_block = 3
-    np.testing.assert_array_equal(kernel(X), fixed)
-    monkeypatch.setattr(numba_trees, "_MIN_ROWS_PER_THREAD", 8)
-    monkeypatch.setattr(numba_trees, "BLOCK_ROWS", 4)
-    np.testing.assert_array_equal(numba_trees.NumbaTrees(lay, parallel=True, threads=3, masks=True)(X), fixed)
+    np.testing.assert_array_equal(kernel(X), numba_trees.NumbaTrees(lay, parallel=False)(X))
+    assert_bit_equal_to_fixed_trip_count(lay, X, monkeypatch, masks=True)
 
 
 def test_masks_transposes_only_the_columns_the_trees_read():
